@@ -400,3 +400,20 @@ def test_concurrency_bound_is_respected(mock, clock):
 def test_concurrency_validated(bad):
     with pytest.raises(ValueError, match="max_concurrency"):
         GitHubClient(max_concurrency=bad)
+
+
+def test_retry_after_beyond_max_wait_raises_without_sleeping(mock, clock):
+    mock.get("/x").respond(403, headers={"retry-after": "7200"}, json={"message": "secondary rate limit"})
+    with make(clock, max_rate_limit_wait=600) as client, pytest.raises(RateLimitExhausted) as info:
+        client.get_page("/x")
+    assert clock.sleeps == [] and info.value.reset_at == T0 + 7200
+
+
+def test_app_token_endpoint_fault_is_retried(mock, clock, rsa_key):
+    mock.post("/app/installations/42/access_tokens").mock(
+        side_effect=[httpx.Response(502), httpx.Response(201, json={"token": "ghs_t", "expires_at": _iso(T0 + 3600)})]
+    )
+    mock.get("/x").respond(204)
+    with GitHubClient(auth=GitHubAppAuth("1", rsa_key[0], 42, API), clock=clock) as client:
+        assert client.get_page("/x").items == []
+        assert client.stats.retries == 1

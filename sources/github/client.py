@@ -256,6 +256,8 @@ class GitHubClient:
             return Page(items=[], url=url, next_url=None, etag=etag, not_modified=True)
         if not response.is_success:
             self._raise_for_status(response)
+        if response.status_code == 204:
+            return Page(items=[], url=url, next_url=None, etag=None, not_modified=False)
         try:
             body: Any = response.json()
         except ValueError as exc:
