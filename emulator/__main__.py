@@ -1,0 +1,57 @@
+"""Command line: serve a generated dataset until killed.
+
+    python -m emulator --port 8765 --orgs demo=3 --prs 40 --seed 7 --latency 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from emulator.data import Dataset
+from emulator.server import GitHubEmulator
+
+logger = logging.getLogger("emulator")
+
+
+def _orgs(values: list[str]) -> dict[str, int]:
+    """`demo=3 acme=2` or `demo=3,acme=2` -> {"demo": 3, "acme": 2}."""
+    orgs: dict[str, int] = {}
+    for item in ",".join(values).split(","):
+        name, _, count = item.partition("=")
+        orgs[name.strip()] = int(count or 1)
+    return orgs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--orgs", nargs="+", default=["demo=3"], help="login=repos, e.g. demo=3")
+    parser.add_argument("--prs", default="40", help="PRs per repo, or a comma list cycled over repos")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    parser.add_argument("--base-path", default="", help='e.g. "/api/v3" like GitHub Enterprise')
+    parser.add_argument("--no-edge-cases", action="store_true")
+    parser.add_argument("--rate-limit", type=int, default=5000)
+    parser.add_argument("--rate-limit-window", type=float, default=3600)
+    parser.add_argument("--token", action="append", help="accepted token (repeatable); default: any")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    prs = [int(p) for p in args.prs.split(",")]
+    dataset = Dataset.generate(_orgs(args.orgs), prs if len(prs) > 1 else prs[0], seed=args.seed,
+                               edge_cases=not args.no_edge_cases)
+    emulator = GitHubEmulator(dataset, latency=args.latency, base_path=args.base_path,
+                              rate_limit=args.rate_limit, rate_limit_window=args.rate_limit_window,
+                              tokens=set(args.token) if args.token else None, port=args.port)
+    with emulator:  # start() logs the URL
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            logger.info("stopping")
+
+
+if __name__ == "__main__":
+    main()

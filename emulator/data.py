@@ -1,0 +1,516 @@
+"""Deterministic, GitHub-shaped test data for the emulator.
+
+Objects handed out are never mutated afterwards: a mutation replaces the PR dict or the
+review list (copy-on-write), so server threads can serialize what they got without a lock.
+Files are not stored; they are regenerated from (seed, pr id, index) so 20,000 PRs stay cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+MAX_SERVED_FILES = 3000
+"""GitHub serves at most this many files of a PR (30 pages of 100)."""
+
+UNICODE_TITLE = "修复: naïve café ☕ émoji 🚀"
+UNICODE_FILENAMES = (
+    "docs/naïve café/résumé ☕.md",
+    "src/données utilisateur.py",
+    "文档/说明 文件.txt",
+    "assets/émoji 🚀 icon.svg",
+)
+EDGE_CASE_PRS = 5
+
+_START = calendar.timegm((2024, 1, 1, 0, 0, 0))
+_LAST_CREATED = calendar.timegm((2025, 11, 30, 0, 0, 0))
+_END = calendar.timegm((2025, 12, 31, 0, 0, 0))
+_MUTATION_EPOCH = calendar.timegm((2026, 1, 1, 0, 0, 0))
+"""Mutations happen after every generated timestamp, like a later day on GitHub."""
+
+_REPO_NAMES = ("api", "web", "infra", "docs", "sdk", "cli", "data-pipeline", "mobile",
+               "auth-service", "billing", "search", "design-system", "terraform", "ml-models")
+_WORDS = ("fix", "add", "refactor", "update", "remove", "improve", "bump", "support",
+          "handle", "cache", "retry", "pagination", "logging", "config", "timeout", "parser",
+          "metrics", "docs", "tests", "migration", "schema", "endpoint", "client", "auth")
+_DIRS = ("src", "src/core", "src/api", "tests", "docs", "lib/utils", "scripts", ".github/workflows")
+_EXTS = ("py", "ts", "go", "md", "yaml", "sql", "json", "rs")
+_LABELS = (("bug", "d73a4a"), ("enhancement", "a2eeef"), ("documentation", "0075ca"),
+           ("dependencies", "0366d6"), ("good first issue", "7057ff"), ("breaking", "b60205"))
+_ASSOCIATIONS = ("MEMBER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "NONE")
+_REVIEW_STATES = ("APPROVED", "APPROVED", "COMMENTED", "CHANGES_REQUESTED", "DISMISSED")
+_FILE_STATUSES = ("modified", "modified", "modified", "added", "removed", "renamed")
+
+
+def iso(ts: float) -> str:
+    """GitHub's timestamp format: UTC, second resolution."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def _sha(*parts: object) -> str:
+    return hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def _node_id(prefix: str, ident: int) -> str:
+    return prefix + base64.b64encode(ident.to_bytes(8, "big")).decode().rstrip("=")
+
+
+@dataclass
+class _Pull:
+    data: dict                      # LIST-shape JSON; replaced, never mutated
+    reviews: list[dict]             # replaced, never appended to
+    file_count: int                 # generated files: index 0..file_count-1
+    removed_files: frozenset[str] = frozenset()
+    extra_files: tuple[dict, ...] = ()
+    unicode_files: bool = False
+    commits: int = 1
+
+
+@dataclass
+class _Repo:
+    data: dict
+    labels: list[dict]              # shared, read-only label objects
+    ref_repo: dict                  # shared {"full_name"} used by head/base
+    pulls: dict[int, _Pull] = field(default_factory=dict)
+    deleted: bool = False
+
+    @property
+    def full_name(self) -> str:
+        return self.data["full_name"]
+
+
+@dataclass
+class _Org:
+    login: str
+    data: dict
+    repos: dict[str, _Repo] = field(default_factory=dict)  # key: lower-case name
+
+
+class Dataset:
+    """All orgs, repos, PRs, reviews and files the emulator serves."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._lock = threading.RLock()
+        self._orgs: dict[str, _Org] = {}
+        self._rng = random.Random(seed)
+        self._clock = _MUTATION_EPOCH
+        self._next_repo_id = 700_000_000 + self._rng.randrange(100_000)
+        self._next_pr_id = 1_800_000_000 + self._rng.randrange(100_000)
+        self._next_review_id = 2_100_000_000 + self._rng.randrange(100_000)
+        self._users = [
+            {"login": f"dev-{name}", "id": 1_000_000 + 7919 * i, "type": "User"}
+            for i, name in enumerate(("ada", "linus", "grace", "ken", "barbara", "guido", "yukihiro",
+                                      "margaret", "dennis", "frances", "james", "anders", "rob",
+                                      "radia", "bjarne", "sophie", "tim", "hedy", "alan", "katherine"))
+        ]
+        self._users.append({"login": "dependabot[bot]", "id": 49699333, "type": "Bot"})
+
+    # ------------------------------------------------------------------ generation
+    @classmethod
+    def generate(cls, orgs: dict[str, int], prs_per_repo: int | Sequence[int], seed: int = 0,
+                 edge_cases: bool = True) -> Dataset:
+        """Build a dataset; same arguments give the same data.
+
+        `prs_per_repo` is one count for every repo or a list cycled over the repos in order.
+        With `edge_cases`, the first repo of the first org holds max(n, 5) PRs whose first five
+        are: deleted author (+ a review by a deleted account), unicode title and file names,
+        3,050 files, 130 reviews, no reviews.
+        """
+        ds = cls(seed)
+        counts = [prs_per_repo] if isinstance(prs_per_repo, int) else list(prs_per_repo) or [0]
+        repo_index = 0
+        for org_index, (login, n_repos) in enumerate(orgs.items()):
+            org = _Org(login, {"login": login, "id": 9_000_000 + 104_729 * org_index,
+                               "type": "Organization"})
+            ds._orgs[login.lower()] = org
+            for i in range(n_repos):
+                repo = ds._new_repo(org, i)
+                n_prs = counts[repo_index % len(counts)]
+                edge = edge_cases and org_index == 0 and i == 0
+                if edge:
+                    n_prs = max(n_prs, EDGE_CASE_PRS)
+                for number in range(1, n_prs + 1):
+                    ds._generate_pull(repo, number, edge_case=number if edge else 0)
+                repo_index += 1
+        logger.debug("generated dataset seed=%s orgs=%s", seed, orgs)
+        return ds
+
+    def _new_repo(self, org: _Org, index: int) -> _Repo:
+        rng = self._rng
+        base = _REPO_NAMES[index % len(_REPO_NAMES)]
+        name = base if index < len(_REPO_NAMES) else f"{base}-{index // len(_REPO_NAMES)}"
+        self._next_repo_id += rng.randint(1, 50_000)
+        created = rng.randint(_START - 86400 * 700, _START)
+        full_name = f"{org.login}/{name}"
+        data = {
+            "id": self._next_repo_id,
+            "node_id": _node_id("R_kgDO", self._next_repo_id),
+            "name": name,
+            "full_name": full_name,
+            "owner": org.data,
+            "private": rng.random() < 0.3,
+            "html_url": f"https://github.com/{full_name}",
+            "description": f"The {name} of {org.login}",
+            "fork": False,
+            "created_at": iso(created),
+            "updated_at": iso(rng.randint(_START, _END)),
+            "pushed_at": iso(rng.randint(_START, _END)),
+            "default_branch": "main",
+            "archived": False,
+        }
+        labels = [{"id": self._next_repo_id * 10 + j, "name": lname, "color": color}
+                  for j, (lname, color) in enumerate(_LABELS)]
+        repo = _Repo(data, labels, {"full_name": full_name})
+        org.repos[name.lower()] = repo
+        return repo
+
+    def _generate_pull(self, repo: _Repo, number: int, edge_case: int = 0) -> None:
+        rng = self._rng
+        created = rng.randint(_START, _LAST_CREATED)
+        roll = rng.random()
+        state, merged, draft = "closed", roll >= 0.45, False
+        if roll < 0.30:
+            state, merged, draft = "open", False, rng.random() < 0.3
+        n_reviews = rng.choice((0, 1, 1, 2, 2, 2, 3, 4))
+        if edge_case == 4:
+            n_reviews = 130
+        elif edge_case == 5:
+            n_reviews = 0
+        elif edge_case == 1:
+            n_reviews = max(n_reviews, 2)
+        times = sorted(created + rng.randint(60, 86400 * 10) for _ in range(n_reviews))
+        last = max([created, *times])
+        closed_at = last + rng.randint(60, 86400 * 5) if state == "closed" else None
+        updated = max(last, closed_at or 0) + rng.randint(0, 3600)
+        user = None if edge_case == 1 else rng.choice(self._users)
+        pr = self._pull_dict(repo, number, user, created, updated, state, draft,
+                             closed_at, merged, rng)
+        if edge_case == 2:
+            pr["title"] = UNICODE_TITLE
+        pull = _Pull(pr, [], file_count=rng.randint(1, 9), commits=rng.randint(1, 12),
+                     unicode_files=edge_case == 2)
+        if edge_case == 2:
+            pull.file_count = max(pull.file_count, len(UNICODE_FILENAMES))
+        elif edge_case == 3:
+            pull.file_count = 3050
+        pull.reviews = [self._review_dict(repo, pr, t, rng) for t in times]
+        if edge_case == 1:
+            pull.reviews[0] = {**pull.reviews[0], "user": None, "author_association": "NONE"}
+        repo.pulls[number] = pull
+
+    def _pull_dict(self, repo: _Repo, number: int, user: dict | None, created: int, updated: int,
+                   state: str, draft: bool, closed_at: int | None, merged: bool,
+                   rng: random.Random) -> dict:
+        self._next_pr_id += rng.randint(1, 3000)
+        pr_id = self._next_pr_id
+        words = rng.sample(_WORDS, 3)
+        ref = f"{words[0]}/{words[1]}-{words[2]}-{number}"
+        org_login = repo.data["owner"]["login"]
+        head_sha = _sha(self.seed, pr_id, "head")
+        return {
+            "id": pr_id,
+            "node_id": _node_id("PR_kwDO", pr_id),
+            "number": number,
+            "html_url": f"https://github.com/{repo.full_name}/pull/{number}",
+            "state": state,
+            "locked": False,
+            "title": f"{words[0].capitalize()} {words[1]} {words[2]}",
+            "body": None if rng.random() < 0.2 else f"This PR will {words[0]} the {words[1]}.",
+            "user": user,
+            "author_association": rng.choice(_ASSOCIATIONS) if user else "NONE",
+            "labels": rng.sample(repo.labels, rng.choice((0, 0, 1, 1, 2))),
+            "requested_reviewers": rng.sample(self._users, rng.randint(0, 2)) if state == "open" else [],
+            "draft": draft,
+            "head": {"ref": ref, "sha": head_sha, "label": f"{org_login}:{ref}",
+                     "repo": repo.ref_repo},
+            "base": {"ref": "main", "sha": _sha(self.seed, pr_id, "base"), "label": f"{org_login}:main",
+                     "repo": repo.ref_repo},
+            "created_at": iso(created),
+            "updated_at": iso(updated),
+            "closed_at": iso(closed_at) if closed_at else None,
+            "merged_at": iso(closed_at) if merged and closed_at else None,
+            "merge_commit_sha": None if state == "closed" and not merged else _sha(self.seed, pr_id, "merge"),
+        }
+
+    def _review_dict(self, repo: _Repo, pr: dict, submitted: int, rng: random.Random) -> dict:
+        self._next_review_id += rng.randint(1, 5000)
+        rid = self._next_review_id
+        user = rng.choice(self._users)
+        state = rng.choice(_REVIEW_STATES)
+        return {
+            "id": rid,
+            "node_id": _node_id("PRR_kwDO", rid),
+            "user": user,
+            "body": "" if state == "APPROVED" else rng.choice(("Looks good, one nit.", "Please add a test.",
+                                                               "Why not reuse the helper?", "")),
+            "state": state,
+            "submitted_at": iso(submitted),
+            "commit_id": pr["head"]["sha"],
+            "author_association": rng.choice(_ASSOCIATIONS),
+            "html_url": f"{pr['html_url']}#pullrequestreview-{rid}",
+        }
+
+    def _file(self, pull: _Pull, index: int) -> dict:
+        """File `index` of a PR, derived only from (seed, pr id, index)."""
+        pr = pull.data
+        rng = random.Random(f"{self.seed}/{pr['id']}/{index}")
+        if pull.unicode_files and index < len(UNICODE_FILENAMES):
+            name = UNICODE_FILENAMES[index]
+        else:
+            name = f"{rng.choice(_DIRS)}/{rng.choice(_WORDS)}_{index}.{rng.choice(_EXTS)}"
+        status = rng.choice(_FILE_STATUSES)
+        additions = 0 if status == "removed" else rng.randint(1, 120)
+        deletions = rng.randint(1, 80) if status in ("removed", "modified") else rng.randint(0, 10)
+        extra = {"previous_filename": f"old/{name}"} if status == "renamed" else {}
+        return self._file_dict(pr, name, status, additions, deletions, extra)
+
+    @staticmethod
+    def _file_dict(pr: dict, name: str, status: str, additions: int, deletions: int,
+                   extra: dict) -> dict:
+        full_name = pr["base"]["repo"]["full_name"]
+        return {
+            "sha": _sha(pr["id"], name, status),
+            "filename": name,
+            "status": status,
+            "additions": additions,
+            "deletions": deletions,
+            "changes": additions + deletions,
+            **extra,
+            "blob_url": f"https://github.com/{full_name}/blob/{pr['head']['sha']}/{quote(name)}",
+            "patch": f"@@ -1,{deletions} +1,{additions} @@\n-old line\n+new line",
+        }
+
+    # ------------------------------------------------------------------ lookup
+    def _org(self, org: str) -> _Org:
+        try:
+            return self._orgs[org.lower()]
+        except KeyError:
+            raise KeyError(f"unknown org {org!r}") from None
+
+    def _repo(self, org: str, repo: str) -> _Repo:
+        r = self._org(org).repos.get(repo.lower())
+        if r is None or r.deleted:
+            raise KeyError(f"unknown repo {org}/{repo}")
+        return r
+
+    def _pull(self, org: str, repo: str, number: int) -> _Pull:
+        p = self._repo(org, repo).pulls.get(int(number))
+        if p is None:
+            raise KeyError(f"unknown pull request {org}/{repo}#{number}")
+        return p
+
+    # ------------------------------------------------------------------ read API
+    def orgs(self) -> list[str]:
+        with self._lock:
+            return [o.login for o in self._orgs.values()]
+
+    def repositories(self, org: str) -> list[dict]:
+        """Live (not deleted) repos of an org, by id. Raises KeyError for an unknown org."""
+        with self._lock:
+            repos = [r.data for r in self._org(org).repos.values() if not r.deleted]
+        return sorted(repos, key=lambda r: r["id"])
+
+    def repository(self, org: str, repo: str) -> dict:
+        with self._lock:
+            return self._repo(org, repo).data
+
+    def pull_requests(self, org: str, repo: str) -> list[dict]:
+        """LIST-shape PRs of a repo, by number."""
+        with self._lock:
+            pulls = list(self._repo(org, repo).pulls.values())
+        return [p.data for p in sorted(pulls, key=lambda p: p.data["number"])]
+
+    def pull_request(self, org: str, repo: str, number: int) -> dict:
+        """Single-PR shape: the list shape plus additions/deletions/changed_files/commits."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            data, commits = pull.data, pull.commits
+        files = self._files_of(pull)
+        return {**data, "additions": sum(f["additions"] for f in files),
+                "deletions": sum(f["deletions"] for f in files),
+                "changed_files": len(files), "commits": commits}
+
+    def reviews(self, org: str, repo: str, number: int) -> list[dict]:
+        """Reviews by id (chronological)."""
+        with self._lock:
+            return self._pull(org, repo, number).reviews
+
+    def files(self, org: str, repo: str, number: int) -> list[dict]:
+        """Every file of the PR (not capped)."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+        return self._files_of(pull)
+
+    def served_files(self, org: str, repo: str, number: int) -> list[dict]:
+        """What GitHub serves: the first 3,000 files."""
+        return self.files(org, repo, number)[:MAX_SERVED_FILES]
+
+    def _files_of(self, pull: _Pull) -> list[dict]:
+        with self._lock:
+            count, removed, extra = pull.file_count, pull.removed_files, pull.extra_files
+        generated = (self._file(pull, i) for i in range(count))
+        return [f for f in generated if f["filename"] not in removed] + list(extra)
+
+    def expected(self, org: str | None = None) -> dict[str, set]:
+        """Natural keys a correct warehouse holds for `org` (all orgs if None).
+
+        Deleted repositories are left out: GitHub no longer serves them.
+        """
+        with self._lock:
+            orgs = [self._org(org)] if org is not None else list(self._orgs.values())
+            pulls = [p for o in orgs for r in o.repos.values() if not r.deleted
+                     for p in r.pulls.values()]
+        out: dict[str, set] = {"pull_requests": set(), "pull_request_reviews": set(),
+                               "pull_request_files": set()}
+        for p in pulls:
+            pr_id = p.data["id"]
+            out["pull_requests"].add(pr_id)
+            out["pull_request_reviews"].update(r["id"] for r in p.reviews)
+            out["pull_request_files"].update(
+                (pr_id, f["filename"]) for f in self._files_of(p)[:MAX_SERVED_FILES])
+        return out
+
+    # ------------------------------------------------------------------ mutations
+    def _tick(self) -> int:
+        """Dataset clock: strictly increasing, later than every generated timestamp."""
+        self._clock += 60
+        return self._clock
+
+    def _touch(self, pull: _Pull, now: int, **changes: object) -> None:
+        pull.data = {**pull.data, **changes, "updated_at": iso(now)}
+
+    def add_review(self, org: str, repo: str, number: int, state: str = "APPROVED") -> dict:
+        with self._lock:
+            r = self._repo(org, repo)
+            pull = self._pull(org, repo, number)
+            now = self._tick()
+            review = {**self._review_dict(r, pull.data, now, self._rng), "state": state}
+            pull.reviews = [*pull.reviews, review]
+            self._touch(pull, now)
+            return review
+
+    def remove_file(self, org: str, repo: str, number: int, filename: str | None = None) -> str:
+        """Remove `filename` (default: the first file). Returns the removed name."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            files = self._files_of(pull)
+            if not files:
+                raise ValueError(f"{org}/{repo}#{number} has no files")
+            name = filename if filename is not None else files[0]["filename"]
+            if name not in {f["filename"] for f in files}:
+                raise KeyError(f"no file {name!r} in {org}/{repo}#{number}")
+            pull.extra_files = tuple(f for f in pull.extra_files if f["filename"] != name)
+            pull.removed_files = pull.removed_files | {name}
+            self._touch(pull, self._tick())
+            return name
+
+    def add_file(self, org: str, repo: str, number: int, filename: str | None = None,
+                 additions: int = 10, deletions: int = 0) -> dict:
+        """Add (or replace) a file; it is served last. Returns the file."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            now = self._tick()
+            name = filename or f"src/added_{now}.py"
+            status = "added" if deletions == 0 else "modified"
+            new = self._file_dict(pull.data, name, status, additions, deletions, {})
+            pull.extra_files = (*(f for f in pull.extra_files if f["filename"] != name), new)
+            pull.removed_files = pull.removed_files | {name}  # hide a generated file of that name
+            self._touch(pull, now)
+            return new
+
+    def edit_title(self, org: str, repo: str, number: int, title: str) -> None:
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            self._touch(pull, self._tick(), title=title)
+
+    def add_pull_request(self, org: str, repo: str) -> int:
+        """Open a new PR (1-3 files, no reviews). Returns its number."""
+        with self._lock:
+            r = self._repo(org, repo)
+            number = max(r.pulls, default=0) + 1
+            now = self._tick()
+            rng = self._rng
+            data = self._pull_dict(r, number, rng.choice(self._users), now, now, "open", False,
+                                   None, False, rng)
+            r.pulls[number] = _Pull(data, [], file_count=rng.randint(1, 3), commits=1)
+            return number
+
+    def close_pull_request(self, org: str, repo: str, number: int) -> None:
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            if pull.data["state"] != "open":
+                raise ValueError(f"{org}/{repo}#{number} is not open")
+            now = self._tick()
+            self._touch(pull, now, state="closed", closed_at=iso(now), merge_commit_sha=None,
+                        requested_reviewers=[], draft=False)
+
+    def merge_pull_request(self, org: str, repo: str, number: int) -> None:
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            if pull.data["state"] != "open":
+                raise ValueError(f"{org}/{repo}#{number} is not open")
+            now = self._tick()
+            self._touch(pull, now, state="closed", closed_at=iso(now), merged_at=iso(now),
+                        merge_commit_sha=_sha(self.seed, pull.data["id"], "merged", now),
+                        requested_reviewers=[], draft=False)
+
+    def delete_repository(self, org: str, repo: str) -> None:
+        """The repo and everything in it answer 404 from now on."""
+        with self._lock:
+            self._repo(org, repo).deleted = True
+
+    def mutate_random(self, count: int, seed: int = 0) -> list[str]:
+        """Apply `count` random mutations (never deletes a repo); returns one line per change."""
+        rng = random.Random(seed)
+        done: list[str] = []
+        kinds = ("review", "review", "review", "title", "title", "add_file", "remove_file",
+                 "new_pr", "new_pr", "close", "merge")
+        with self._lock:
+            repos = sorted(((o.login, r.data["name"]) for o in self._orgs.values()
+                            for r in o.repos.values() if not r.deleted))
+            if not repos:
+                return done
+            for _ in range(count):
+                org, repo = rng.choice(repos)
+                numbers = sorted(self._repo(org, repo).pulls)
+                kind = rng.choice(kinds) if numbers else "new_pr"
+                if kind == "new_pr":
+                    done.append(f"add_pull_request {org}/{repo}#{self.add_pull_request(org, repo)}")
+                    continue
+                n = rng.choice(numbers)
+                ref = f"{org}/{repo}#{n}"
+                is_open = self._pull(org, repo, n).data["state"] == "open"
+                if kind in ("close", "merge") and not is_open:
+                    kind = "title"
+                if kind == "remove_file" and not self._pull(org, repo, n).file_count:
+                    kind = "add_file"
+                if kind == "review":
+                    done.append(f"add_review {ref} id={self.add_review(org, repo, n)['id']}")
+                elif kind == "title":
+                    self.edit_title(org, repo, n, f"Edited title {rng.randrange(10**6)}")
+                    done.append(f"edit_title {ref}")
+                elif kind == "add_file":
+                    done.append(f"add_file {ref} {self.add_file(org, repo, n)['filename']}")
+                elif kind == "remove_file":
+                    try:
+                        done.append(f"remove_file {ref} {self.remove_file(org, repo, n)}")
+                    except ValueError:
+                        done.append(f"add_file {ref} {self.add_file(org, repo, n)['filename']}")
+                elif kind == "close":
+                    self.close_pull_request(org, repo, n)
+                    done.append(f"close_pull_request {ref}")
+                else:
+                    self.merge_pull_request(org, repo, n)
+                    done.append(f"merge_pull_request {ref}")
+        return done

@@ -1,0 +1,84 @@
+"""Scripted failures the emulator serves instead of (or before) a normal answer."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import asdict, dataclass, field, fields
+
+KINDS = frozenset({"500", "502", "503", "404", "429", "secondary", "primary", "drop",
+                   "truncated", "slow"})
+
+
+@dataclass
+class Fault:
+    """The next `times` requests whose path matches `path_regex` (after skipping `after`
+    matches) get this fault. The regex is searched in the path relative to the base path,
+    query string included (e.g. r"/pulls\\?" or r"page=2")."""
+
+    kind: str
+    path_regex: str = ".*"
+    times: int = 1
+    after: int = 0
+    retry_after: float | None = None
+    seconds: float | None = None
+    matched: int = field(default=0, init=False)
+    served: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = str(self.kind)
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(KINDS)}")
+        self._pattern = re.compile(self.path_regex)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Fault:
+        """Build from admin-API JSON; unknown keys are rejected."""
+        allowed = {f.name for f in fields(cls) if f.init}
+        unknown = set(raw) - allowed
+        if unknown:
+            raise ValueError(f"unknown fault fields {sorted(unknown)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.served >= self.times
+
+
+class FaultSet:
+    """Thread-safe queue of pending faults; the first matching live fault wins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def take(self, path: str) -> Fault | None:
+        """The fault to serve for this request, if any (updates the counters)."""
+        with self._lock:
+            for fault in self._faults:
+                if not fault._pattern.search(path):
+                    continue
+                fault.matched += 1
+                if fault.matched <= fault.after:
+                    continue
+                fault.served += 1
+                if fault.exhausted:
+                    self._faults.remove(fault)
+                return fault
+        return None

@@ -1,0 +1,451 @@
+"""A GitHub REST API emulator over the stdlib threading HTTP server.
+
+It mimics what the pipeline relies on: Link pagination, weak ETags and free 304s, per-token
+primary rate limits, App installation tokens, and scripted faults (see faults.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from emulator.data import MAX_SERVED_FILES, Dataset, iso
+from emulator.faults import Fault, FaultSet
+
+logger = logging.getLogger(__name__)
+
+DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+RATE_LIMITED = "API rate limit exceeded for user ID 1."
+SECONDARY = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(r"^/orgs/([^/]+)/repos$"), "repos"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)$"), "repo"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls$"), "pulls"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$"), "pull"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews$"), "reviews"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$"), "files"),
+    ("GET", re.compile(r"^/rate_limit$"), "rate_limit"),
+    ("POST", re.compile(r"^/app/installations/(\d+)/access_tokens$"), "app_token"),
+]
+_FREE = {"rate_limit", "app_token"}  # never charged against the primary limit
+
+
+class _NotFound(Exception):
+    pass
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] | None = None
+
+
+@dataclass
+class _Bucket:
+    reset_at: float
+    used: int = 0
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _message(status: int, message: str, headers: dict[str, str] | None = None) -> _Answer:
+    return _Answer(status, _json({"message": message, "documentation_url": DOCS}), headers)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # ~100 concurrent clients connect at once
+    emulator: GitHubEmulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    timeout = 120  # idle keep-alive connections end eventually
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self.server.emulator._handle(self, "GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.server.emulator._handle(self, "POST")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+class GitHubEmulator:
+    """Serve a Dataset like api.github.com (or a GHES `/api/v3`) on 127.0.0.1."""
+
+    def __init__(self, dataset: Dataset, *, latency: float = 0.0, base_path: str = "",
+                 rate_limit: int = 5000, rate_limit_window: float = 3600,
+                 tokens: set[str] | None = None, port: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.dataset = dataset
+        self.latency = latency
+        self.base_path = base_path.rstrip("/")
+        self.rate_limit = rate_limit
+        self.rate_limit_window = rate_limit_window
+        self.tokens = set(tokens) if tokens is not None else None
+        self.clock = clock
+        self.faults = FaultSet()
+        self._port = port
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+        self._app_tokens: dict[str, float] = {}  # token -> expiry (server clock)
+        self._stats = self._empty_stats()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> GitHubEmulator:
+        self._httpd = _Server(("127.0.0.1", self._port), _Handler)
+        self._httpd.emulator = self
+        self._port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="github-emulator",
+                                        daemon=True)
+        self._thread.start()
+        logger.info("GitHub emulator serving at %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> GitHubEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}{self.base_path}"
+
+    # ------------------------------------------------------------------ stats
+    @staticmethod
+    def _empty_stats() -> dict:
+        return {"requests": 0, "by_endpoint": Counter(), "by_status": Counter(),
+                "not_modified": 0, "cost": 0, "faults_served": 0}
+
+    @property
+    def stats(self) -> dict:
+        """Snapshot: requests, by_endpoint{kind: n}, by_status{int: n}, not_modified, cost,
+        faults_served. Dropped connections have no status."""
+        with self._lock:
+            s = self._stats
+            return {**s, "by_endpoint": dict(s["by_endpoint"]), "by_status": dict(s["by_status"])}
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._stats = self._empty_stats()
+
+    def _record(self, kind: str, status: int | None, cost: int, fault: bool) -> None:
+        with self._lock:
+            s = self._stats
+            s["requests"] += 1
+            s["by_endpoint"][kind] += 1
+            if status is not None:
+                s["by_status"][status] += 1
+            s["not_modified"] += status == 304
+            s["cost"] += cost
+            s["faults_served"] += fault
+
+    # ------------------------------------------------------------------ rate limit
+    def _bucket(self, caller: str) -> _Bucket:
+        """Caller's window; a new one starts at first use after the previous reset. Lock held."""
+        now = self.clock()
+        bucket = self._buckets.get(caller)
+        if bucket is None or now >= bucket.reset_at:
+            bucket = self._buckets[caller] = _Bucket(now + self.rate_limit_window)
+        return bucket
+
+    def _rate_headers(self, caller: str) -> dict[str, str]:
+        with self._lock:
+            b = self._bucket(caller)
+            return {"x-ratelimit-limit": str(self.rate_limit),
+                    "x-ratelimit-remaining": str(max(0, self.rate_limit - b.used)),
+                    "x-ratelimit-used": str(b.used),
+                    "x-ratelimit-reset": str(math.ceil(b.reset_at)),
+                    "x-ratelimit-resource": "core"}
+
+    def _exhausted(self, caller: str) -> bool:
+        with self._lock:
+            return self._bucket(caller).used >= self.rate_limit
+
+    def _charge(self, caller: str) -> None:
+        with self._lock:
+            self._bucket(caller).used += 1
+
+    def _exhaust(self, caller: str, seconds: float | None) -> None:
+        with self._lock:
+            b = self._bucket(caller)
+            b.used = self.rate_limit
+            if seconds is not None:
+                b.reset_at = self.clock() + seconds
+
+    def _rate_limit_body(self, caller: str) -> dict:
+        h = self._rate_headers(caller)
+        core = {"limit": int(h["x-ratelimit-limit"]), "remaining": int(h["x-ratelimit-remaining"]),
+                "reset": int(h["x-ratelimit-reset"]), "used": int(h["x-ratelimit-used"]),
+                "resource": "core"}
+        return {"resources": {"core": core}, "rate": core}
+
+    # ------------------------------------------------------------------ request handling
+    def _handle(self, h: _Handler, method: str) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        raw_body = h.rfile.read(length) if length else b""
+        split = urlsplit(h.path)
+        path = unquote(split.path).rstrip("/") or "/"
+        params = parse_qsl(split.query, keep_blank_values=True)
+
+        admin = path.removeprefix(self.base_path) if path.startswith(self.base_path) else path
+        if admin.startswith("/_emulator/"):
+            self._send(h, self._admin(method, admin, dict(params), raw_body))
+            return
+
+        if self.latency:
+            time.sleep(self.latency)
+        rel = path[len(self.base_path):] if path.startswith(self.base_path) else None
+        kind, args = self._route(method, rel)
+
+        caller, auth_error = self._authenticate(h, kind)
+        if auth_error is not None:
+            auth_error.headers = self._rate_headers("anonymous")
+            self._record(kind, auth_error.status, 0, False)
+            self._send(h, auth_error)
+            return
+
+        rel_with_query = (rel or path) + (f"?{split.query}" if split.query else "")
+        fault = self.faults.take(rel_with_query)
+        if fault is not None and fault.kind != "slow":
+            self._serve_fault(h, fault, kind, caller, args, params, split.path)
+            return
+        if fault is not None:
+            time.sleep(fault.seconds or 0)
+
+        if kind not in _FREE and self._exhausted(caller):
+            answer = _message(403, RATE_LIMITED)
+            answer.headers = self._rate_headers(caller)
+            self._record(kind, 403, 0, fault is not None)
+            self._send(h, answer)
+            return
+
+        answer = self._answer(kind, args, params, caller, split.path)
+        cost = 0
+        if answer.status == 200 and method == "GET":
+            etag = f'W/"{hashlib.sha1(answer.body).hexdigest()}"'
+            answer.headers = {**(answer.headers or {}), "ETag": etag}
+            if etag in _etags(h.headers.get("If-None-Match")):
+                answer = _Answer(304, b"", {"ETag": etag})
+        if kind not in _FREE and answer.status != 304:
+            self._charge(caller)
+            cost = 1
+        answer.headers = {**(answer.headers or {}), **self._rate_headers(caller)}
+        self._record(kind, answer.status, cost, fault is not None)
+        self._send(h, answer)
+
+    def _route(self, method: str, rel: str | None) -> tuple[str, tuple[str, ...]]:
+        if rel is not None:
+            for verb, pattern, kind in _ROUTES:
+                m = pattern.match(rel)
+                if m and verb == method:
+                    return kind, m.groups()
+        return "other", ()
+
+    def _authenticate(self, h: _Handler, kind: str) -> tuple[str, _Answer | None]:
+        """Return (caller key, error answer or None)."""
+        header = h.headers.get("Authorization") or ""
+        scheme, _, credential = header.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() not in ("token", "bearer"):
+            credential = ""
+        if kind == "app_token":
+            if scheme.lower() != "bearer" or len(credential.split(".")) != 3:
+                return "anonymous", _message(401, "A JSON web token could not be decoded")
+            return f"app:{credential}", None
+        if self.tokens is None:
+            return credential or "anonymous", None
+        if not credential:
+            return "anonymous", _message(401, "Requires authentication")
+        with self._lock:
+            expiry = self._app_tokens.get(credential)
+        if credential in self.tokens or (expiry is not None and self.clock() < expiry):
+            return credential, None
+        return "anonymous", _message(401, "Bad credentials")
+
+    def _answer(self, kind: str, args: tuple[str, ...], params: list[tuple[str, str]],
+                caller: str, url_path: str) -> _Answer:
+        """The normal answer; `url_path` is the request's own path, used in Link URLs."""
+        try:
+            if kind == "rate_limit":
+                return _Answer(200, _json(self._rate_limit_body(caller)))
+            if kind == "app_token":
+                return self._issue_app_token()
+            ds = self.dataset
+            if kind == "repos":
+                return self._page(ds.repositories(args[0]), params, url_path)
+            if kind == "repo":
+                return _Answer(200, _json(ds.repository(args[0], args[1])))
+            if kind == "pulls":
+                return self._page(self._sorted_pulls(args, dict(params)), params, url_path)
+            if kind == "pull":
+                return _Answer(200, _json(ds.pull_request(args[0], args[1], int(args[2]))))
+            if kind == "reviews":
+                return self._page(ds.reviews(args[0], args[1], int(args[2])), params, url_path)
+            if kind == "files":
+                files = ds.files(args[0], args[1], int(args[2]))[:MAX_SERVED_FILES]
+                return self._page(files, params, url_path)
+        except (KeyError, _NotFound):
+            pass
+        return _message(404, "Not Found")
+
+    def _sorted_pulls(self, args: tuple[str, ...], q: dict[str, str]) -> list[dict]:
+        pulls = self.dataset.pull_requests(args[0], args[1])
+        state = q.get("state", "open")
+        if state != "all":
+            pulls = [p for p in pulls if p["state"] == state]
+        sort = q.get("sort", "created")
+        key = "updated_at" if sort == "updated" else "created_at"
+        # GitHub: desc by default for sort=created, asc otherwise.
+        direction = q.get("direction", "desc" if sort == "created" else "asc")
+        return sorted(pulls, key=lambda p: (p[key], p["number"]), reverse=direction == "desc")
+
+    def _page(self, items: list[dict], params: list[tuple[str, str]], url_path: str) -> _Answer:
+        q = dict(params)
+        per_page = min(max(_int(q.get("per_page"), 30), 1), 100)
+        page = max(_int(q.get("page"), 1), 1)
+        body = _json(items[(page - 1) * per_page: page * per_page])
+        last = max(1, math.ceil(len(items) / per_page))
+        links = []
+        if page > 1:
+            links.append((min(page - 1, last), "prev"))
+        if page < last:
+            links += [(page + 1, "next"), (last, "last")]
+        if page > 1:
+            links.append((1, "first"))
+        headers = {}
+        if links:
+            headers["Link"] = ", ".join(
+                f'<{self._page_url(url_path, params, n)}>; rel="{rel}"' for n, rel in links)
+        return _Answer(200, body, headers)
+
+    def _page_url(self, path: str, params: list[tuple[str, str]], page: int) -> str:
+        query = urlencode([(k, v) for k, v in params if k != "page"] + [("page", str(page))])
+        return f"http://127.0.0.1:{self._port}{path}?{query}"
+
+    def _issue_app_token(self) -> _Answer:
+        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
+        expires = self.clock() + 3600
+        with self._lock:
+            self._app_tokens[token] = expires
+        body = {"token": token, "expires_at": iso(expires),
+                "permissions": {"metadata": "read", "pull_requests": "read"},
+                "repository_selection": "all"}
+        return _Answer(201, _json(body))
+
+    def _serve_fault(self, h: _Handler, fault: Fault, kind: str, caller: str,
+                     args: tuple[str, ...], params: list[tuple[str, str]], url_path: str) -> None:
+        logger.debug("serving fault %s for %s", fault.kind, h.path)
+        if fault.kind == "drop":
+            self._record(kind, None, 0, True)
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        retry = {"retry-after": str(int(fault.retry_after))} if fault.retry_after is not None else {}
+        if fault.kind == "primary":
+            self._exhaust(caller, fault.seconds)
+            answer = _message(403, RATE_LIMITED)
+        elif fault.kind == "secondary":
+            answer = _message(403, SECONDARY, retry)
+        elif fault.kind == "429":
+            answer = _message(429, SECONDARY, retry)
+        elif fault.kind == "404":
+            answer = _message(404, "Not Found")
+        elif fault.kind == "truncated":
+            full = self._answer(kind, args, params, caller, url_path).body
+            answer = _Answer(200, full[: len(full) // 2])
+        else:  # 500 / 502 / 503
+            status = int(fault.kind)
+            text = {500: "Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}[status]
+            answer = _message(status, text, retry)
+        answer.headers = {**(answer.headers or {}), **self._rate_headers(caller)}
+        self._record(kind, answer.status, 0, True)
+        self._send(h, answer)
+
+    # ------------------------------------------------------------------ admin API
+    def _admin(self, method: str, path: str, q: dict[str, str], raw_body: bytes) -> _Answer:
+        """Control endpoints for a benchmark in another process; never counted in stats."""
+        try:
+            body = json.loads(raw_body) if raw_body else {}
+            if method == "GET" and path == "/_emulator/stats":
+                return _Answer(200, _json(self.stats))
+            if method == "POST" and path == "/_emulator/reset_stats":
+                self.reset_stats()
+                return _Answer(200, _json({"ok": True}))
+            if method == "POST" and path == "/_emulator/mutate":
+                done = self.dataset.mutate_random(int(body.get("count", 1)), int(body.get("seed", 0)))
+                return _Answer(200, _json({"mutations": done}))
+            if method == "POST" and path == "/_emulator/faults":
+                fault = self.faults.add(Fault.from_dict(body))
+                return _Answer(201, _json(fault.to_dict()))
+            if method == "POST" and path == "/_emulator/clear_faults":
+                self.faults.clear()
+                return _Answer(200, _json({"ok": True}))
+            if method == "GET" and path == "/_emulator/expected":
+                expected = self.dataset.expected(q.get("org"))
+                return _Answer(200, _json({k: len(v) for k, v in expected.items()}))
+        except (ValueError, TypeError, KeyError) as exc:
+            return _Answer(400, _json({"message": str(exc)}))
+        return _message(404, "Not Found")
+
+    # ------------------------------------------------------------------ wire
+    def _send(self, h: _Handler, answer: _Answer) -> None:
+        h.send_response(answer.status)
+        if answer.status != 304:
+            h.send_header("Content-Type", "application/json; charset=utf-8")
+        for name, value in (answer.headers or {}).items():
+            h.send_header(name, value)
+        h.send_header("Content-Length", str(len(answer.body)))
+        h.end_headers()
+        if answer.body:
+            h.wfile.write(answer.body)
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _etags(header: str | None) -> set[str]:
+    """Tags of an If-None-Match header; a strong tag matches its weak twin too."""
+    if not header:
+        return set()
+    tags = {t.strip() for t in header.split(",") if t.strip()}
+    return tags | {f"W/{t}" for t in tags if not t.startswith("W/")}
