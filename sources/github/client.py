@@ -118,6 +118,7 @@ class GitHubClient:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
         self.auth: Auth = auth if auth is not None else TokenPool([])
         self.max_retries = max_retries
         self.max_rate_limit_wait = max_rate_limit_wait

@@ -1,0 +1,51 @@
+"""The end-of-run summary, as Markdown: printed by `flows/run.py`, stored as a Prefect artifact."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flows.landing import DATA_TABLES
+
+if TYPE_CHECKING:
+    from flows.github_analytics import RunSummary
+
+
+def render_summary(summary: RunSummary, pipelines_dir: str = "data/pipelines") -> str:
+    lines = [
+        "| organisation | table | rows landed | rows merged |",
+        "|---|---|---:|---:|",
+    ]
+    notes: list[str] = []
+    for result in summary.results:
+        landed = result.landing.rows if result.landing else {}
+        merged = result.merge.rows_merged if result.merge else {}
+        for table in DATA_TABLES:
+            lines.append(
+                f"| {result.org} | {table} | {landed.get(table, 0)} | {merged.get(table, 0)} |"
+            )
+        if result.landing:
+            req = result.landing.requests
+            progress = result.landing.progress
+            notes.append(
+                f"- **{result.org}**: {req.requests} GitHub requests, {req.cost} counted against "
+                f"the rate limit, {req.not_modified} answered 304 (free), {req.retries} retried; "
+                f"{progress.repositories_done} repositories synced "
+                f"({progress.repositories_unchanged} unchanged)."
+            )
+            if progress.stopped_early:
+                notes.append(
+                    f"  - stopped early, resumes on the next run: {progress.stopped_early}"
+                )
+            notes.append(f"  - landing: `{result.landing.landing_url}`")
+            notes.append(
+                f"  - state: `dlt pipeline --pipelines-dir {pipelines_dir} "
+                f"{result.landing.pipeline_name} info`"
+            )
+        if result.merge:
+            notes.append(
+                f"  - warehouse: {result.merge.warehouse} "
+                f"({len(result.merge.load_ids)} load(s) merged)"
+            )
+        if result.error:
+            notes.append(f"- **{result.org}** FAILED: {result.error}")
+    return "\n".join(["## GitHub pull-request analytics run", "", *lines, "", *notes])

@@ -1,0 +1,99 @@
+"""Typed settings of a run, from arguments, the environment and `.env`.
+
+Environment variables: `GITHUB_TOKEN`, `GITHUB_TOKENS` (comma separated), `GITHUB_API_URL`, and
+everything else as `PR_ANALYTICS_<FIELD>` (nested with `__`, e.g.
+`PR_ANALYTICS_SNOWFLAKE__ACCOUNT`). The token may also come from `.dlt/secrets.toml`
+(`sources.github.access_token`) or a prefect-gcp `GcpSecret` block.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from destinations.config import DuckDBConfig, SnowflakeConfig
+
+PUBLIC_GITHUB = "https://api.github.com"
+# GitHub logins: letters, digits and single hyphens, at most 39 characters.
+_ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PR_ANALYTICS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    orgs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    github_url: str = Field(
+        PUBLIC_GITHUB, validation_alias=AliasChoices("github_url", "GITHUB_API_URL")
+    )
+    github_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("github_token", "GITHUB_TOKEN")
+    )
+    github_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("github_tokens", "GITHUB_TOKENS")
+    )
+    # GitHub App installation auth, an alternative to tokens.
+    github_app_id: str | None = None
+    github_app_private_key: SecretStr | None = None
+    github_app_private_key_path: Path | None = None
+    github_app_installation_id: str | None = None
+    # Name of a prefect-gcp GcpSecret block holding the token (used by the Prefect flow).
+    github_token_secret_block: str | None = None
+
+    data_dir: Path = Path("data")
+    landing_url: str | None = None  # default: <data_dir>/landing; or gs://bucket/prefix
+    gcs_project: str | None = None
+    gcs_credentials_path: Path | None = None  # a service-account JSON; else ADC
+    gcs_endpoint_url: str | None = None  # a GCS emulator, for tests
+
+    warehouse: Literal["duckdb", "snowflake"] = "duckdb"
+    duckdb: DuckDBConfig | None = None  # default: <data_dir>/warehouse.duckdb
+    snowflake: SnowflakeConfig | None = None
+
+    since: date | None = None
+    max_concurrency: int = Field(16, ge=1, le=100)
+    max_rate_limit_wait: float = Field(3600.0, ge=0)
+    request_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("orgs", "github_tokens", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("orgs")
+    @classmethod
+    def _valid_orgs(cls, orgs: list[str]) -> list[str]:
+        for org in orgs:
+            if not _ORG.match(org):
+                raise ValueError(f"{org!r} is not a GitHub organisation login")
+        return list(dict.fromkeys(orgs))
+
+    @property
+    def landing(self) -> str:
+        return self.landing_url or str((self.data_dir / "landing").resolve())
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.data_dir / "pipelines"
+
+    @property
+    def duckdb_config(self) -> DuckDBConfig:
+        return self.duckdb or DuckDBConfig(path=self.data_dir / "warehouse.duckdb")
+
+
+def pipeline_name(org: str) -> str:
+    """One dlt pipeline (and schema) per organisation: `github_<org>`."""
+    return "github_" + org.lower().replace("-", "_")
