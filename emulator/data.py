@@ -31,6 +31,8 @@ UNICODE_FILENAMES = (
     "assets/émoji 🚀 icon.svg",
 )
 EDGE_CASE_PRS = 5
+_CACHE_FILES_ABOVE = 300
+"""Regenerating a few files per request is cheap; a 3,050-file PR is cached instead."""
 
 _START = calendar.timegm((2024, 1, 1, 0, 0, 0))
 _LAST_CREATED = calendar.timegm((2025, 11, 30, 0, 0, 0))
@@ -74,6 +76,7 @@ class _Pull:
     extra_files: tuple[dict, ...] = ()
     unicode_files: bool = False
     commits: int = 1
+    files_cache: list[dict] | None = None  # only for big PRs; cleared when files change
 
 
 @dataclass
@@ -358,9 +361,16 @@ class Dataset:
 
     def _files_of(self, pull: _Pull) -> list[dict]:
         with self._lock:
+            if pull.files_cache is not None:
+                return pull.files_cache
             count, removed, extra = pull.file_count, pull.removed_files, pull.extra_files
         generated = (self._file(pull, i) for i in range(count))
-        return [f for f in generated if f["filename"] not in removed] + list(extra)
+        files = [f for f in generated if f["filename"] not in removed] + list(extra)
+        if count > _CACHE_FILES_ABOVE:
+            with self._lock:
+                if (pull.removed_files, pull.extra_files) == (removed, extra):
+                    pull.files_cache = files
+        return files
 
     def expected(self, org: str | None = None) -> dict[str, set]:
         """Natural keys a correct warehouse holds for `org` (all orgs if None).
@@ -412,6 +422,7 @@ class Dataset:
                 raise KeyError(f"no file {name!r} in {org}/{repo}#{number}")
             pull.extra_files = tuple(f for f in pull.extra_files if f["filename"] != name)
             pull.removed_files = pull.removed_files | {name}
+            pull.files_cache = None
             self._touch(pull, self._tick())
             return name
 
@@ -426,6 +437,7 @@ class Dataset:
             new = self._file_dict(pull.data, name, status, additions, deletions, {})
             pull.extra_files = (*(f for f in pull.extra_files if f["filename"] != name), new)
             pull.removed_files = pull.removed_files | {name}  # hide a generated file of that name
+            pull.files_cache = None
             self._touch(pull, now)
             return new
 
