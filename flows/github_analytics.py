@@ -88,7 +88,7 @@ def read_github_token(settings: Settings) -> str | None:
 
 
 @task(name="extract-and-land", tags=[GITHUB_TAG], **_RETRIES)
-def extract_and_land(settings: Settings, org: str) -> LandingReport:
+def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -> LandingReport:
     log = get_run_logger()
     progress = SyncProgress(
         on_repository_done=lambda p: log.info(
@@ -97,7 +97,7 @@ def extract_and_land(settings: Settings, org: str) -> LandingReport:
         )
     )
     with github_client(settings, token=read_github_token(settings)) as client:
-        report = land(settings, org, client, progress)
+        report = land(settings, org, client, progress, full_refresh=full_refresh)
     log.info(
         "%s: landed %s with %d requests (%d answered 304)",
         org, report.rows, report.requests.requests, report.requests.not_modified,
@@ -134,7 +134,7 @@ def github_analytics(
         raise ConfigurationError("no organisation given")
 
     summary = RunSummary()
-    landings = {org: extract_and_land.submit(settings, org) for org in settings.orgs}
+    landings = {org: extract_and_land.submit(settings, org, full_refresh) for org in settings.orgs}
     merges = {
         org: merge.submit(settings, org, pipeline_name(org), wait_for=[allow_failure(landed)])
         for org, landed in landings.items()

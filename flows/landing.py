@@ -116,6 +116,7 @@ def land(
     org: str,
     client: GitHubClient,
     progress: SyncProgress | None = None,
+    full_refresh: bool = False,
 ) -> LandingReport:
     """Extract the organisation's changes since its cursors and land them as Parquet.
 
@@ -124,7 +125,7 @@ def land(
     progress = progress or SyncProgress()
     pipeline = landing_pipeline(settings, org)
     source = github_source.clone(name=pipeline.pipeline_name)(
-        org, client, since=settings.since, progress=progress
+        org, client, since=settings.since, progress=progress, full_refresh=full_refresh
     )
     info = pipeline.run(source, loader_file_format="parquet")
     normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None

@@ -44,7 +44,7 @@ def render_summary(summary: RunSummary, pipelines_dir: str = "data/pipelines") -
         if result.merge:
             notes.append(
                 f"  - warehouse: {result.merge.warehouse} "
-                f"({len(result.merge.load_ids)} load(s) merged)"
+                f"({len(result.merge.loads_merged)} load(s) merged)"
             )
         if result.error:
             notes.append(f"- **{result.org}** FAILED: {result.error}")

@@ -81,10 +81,13 @@ def github_source(
     client: GitHubClient,
     since: Any = None,
     progress: Any = None,
+    full_refresh: bool = False,
 ) -> Any:
     """Pull requests of one organisation, with reviews and files.
 
-    `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill.
+    `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill;
+    `full_refresh` ignores saved cursors and ETags and reads everything again (the warehouse merge
+    keeps one copy of each row).
     """
     progress = progress if progress is not None else SyncProgress()
     since_iso = _iso(since)
@@ -94,7 +97,7 @@ def github_source(
     def repositories() -> Iterator[dict[str, Any]]:
         """The organisation's repositories; each listing page is revalidated with its ETag."""
         state = dlt.current.resource_state()
-        old_pages: list[dict[str, Any]] = state.get("pages", [])
+        old_pages: list[dict[str, Any]] = [] if full_refresh else state.get("pages", [])
         new_pages: list[dict[str, Any]] = []
         url: str | None = f"/orgs/{org}/repos"
         params: dict[str, Any] | None = {"per_page": PER_PAGE, "type": "all"}
@@ -152,7 +155,7 @@ def github_source(
             yield from _replay_pending(repo)
             return
         repos_state = dlt.current.resource_state().setdefault("repos", {})
-        saved = repos_state.get(repo, {})
+        saved = {} if full_refresh else repos_state.get(repo, {})
         cursor: str | None = saved.get("cursor") or since_iso
         at_cursor = set(saved.get("at_cursor", []))
         seen: set[int] = set()
