@@ -1,0 +1,43 @@
+"""Connection settings of the two warehouses.
+
+Plain pydantic models: the application's settings class nests them, so they carry no env prefix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, SecretStr
+
+
+class DuckDBConfig(BaseModel):
+    """The embedded default: one local database file."""
+
+    path: Path = Path("data/warehouse.duckdb")
+    schema_name: str = "github"
+
+
+class SnowflakeConfig(BaseModel):
+    """Snowflake with an external stage over the landing bucket.
+
+    `stage_url` (e.g. `gcs://bucket/prefix/github/`) makes `bootstrap` create the stage; leave it
+    unset when an administrator owns the stage. `host`/`port`/`protocol` point the connector at a
+    stand-in such as fakesnow's server.
+    """
+
+    account: str
+    user: str
+    password: SecretStr | None = None
+    private_key_path: Path | None = None
+    private_key_passphrase: SecretStr | None = None
+    role: str | None = None
+    warehouse: str | None = None
+    database: str
+    schema_name: str = "GITHUB"
+    stage: str = "GITHUB_LANDING"
+    stage_url: str | None = None
+    storage_integration: str | None = None
+    file_format: str = "GITHUB_PARQUET"
+    host: str | None = None
+    port: int | None = None
+    protocol: str = "https"

@@ -1,0 +1,323 @@
+"""Every SQL statement of the warehouse step, written once in Snowflake's dialect.
+
+DuckDB receives the same text through `to_dialect` (sqlglot, cached). Only where a dialect truly
+needs another statement (loading the stage: COPY INTO vs INSERT ... read_parquet; the ARRAY column
+type) do both versions sit side by side here.
+
+Builders take names that `quote` already validated and quoted: nothing from outside reaches the SQL
+text unchecked.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import pyarrow as pa
+import sqlglot
+
+SNOWFLAKE = "snowflake"
+DUCKDB = "duckdb"
+
+# Schema, table, column, stage and file-format names.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+# Pipeline names also become part of stage-table names (always quoted), so a hyphen is allowed.
+_PIPELINE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
+# GitHub logins: letters, digits and single hyphens, at most 39 characters.
+_ORG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+_LOAD_ID = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_FILE_NAME = re.compile(r"[0-9]+(?:\.[0-9]+)?\.[A-Za-z0-9_-]+\.parquet")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_STAGE_URL = re.compile(r"(?:gcs|s3|azure|file)://[A-Za-z0-9_./=-]+/")
+
+
+def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}: must match {pattern.pattern}")
+    return value
+
+
+def check_identifier(name: str, what: str = "identifier") -> str:
+    return _check(_IDENTIFIER, name, what)
+
+
+def check_pipeline_name(name: str) -> str:
+    return _check(_PIPELINE, name, "pipeline name")
+
+
+def check_org(org: str) -> str:
+    return _check(_ORG, org, "organisation")
+
+
+def check_load_id(load_id: str) -> str:
+    return _check(_LOAD_ID, load_id, "load id")
+
+
+def check_file_name(name: str) -> str:
+    return _check(_FILE_NAME, name, "landed file name")
+
+
+def check_date(date: str) -> str:
+    return _check(_DATE, date, "date partition")
+
+
+def check_stage_url(url: str) -> str:
+    return _check(_STAGE_URL, url, "stage URL")
+
+
+def fold(name: str, dialect: str) -> str:
+    """Snowflake folds unquoted names to upper case; DuckDB users expect lower case."""
+    return name.upper() if dialect == SNOWFLAKE else name.lower()
+
+
+def quote(name: str, dialect: str, *, pipeline_name: bool = False) -> str:
+    """Validate, case-fold and double-quote one identifier."""
+    if pipeline_name:
+        check_pipeline_name(name)
+    else:
+        check_identifier(name)
+    return f'"{fold(name, dialect)}"'
+
+
+def literal(value: str) -> str:
+    """A string literal for values already validated to hold no quote or backslash."""
+    if "'" in value or "\\" in value:
+        raise ValueError(f"refusing to inline {value!r} into SQL: it contains a quote or backslash")
+    return f"'{value}'"
+
+
+@lru_cache(maxsize=512)
+def to_dialect(sql: str, dialect: str) -> str:
+    """The statement in the target dialect (Snowflake text as is, DuckDB through sqlglot)."""
+    if dialect == SNOWFLAKE:
+        return sql
+    return sqlglot.transpile(sql, read=SNOWFLAKE, write=dialect)[0]
+
+
+# --- Column types -------------------------------------------------------------------------------
+
+
+def column_type(arrow_type: pa.DataType, dialect: str) -> str:
+    """The warehouse type a landed Parquet column of `arrow_type` loads into, round-trip safe."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "VARCHAR"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP_TZ" if arrow_type.tz else "TIMESTAMP_NTZ"
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        item = arrow_type.value_type
+        if pa.types.is_string(item) or pa.types.is_large_string(item):
+            # Snowflake: semi-structured ARRAY. DuckDB: a typed list, which Parquet fills as is.
+            return "ARRAY" if dialect == SNOWFLAKE else "VARCHAR[]"
+    raise ValueError(f"unsupported landed column type {arrow_type}")
+
+
+def arrow_family(arrow_type: pa.DataType) -> str:
+    """A coarse type family, to tell a compatible landed column from an incompatible one."""
+    if pa.types.is_null(arrow_type):
+        return "null"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "text"
+    if pa.types.is_integer(arrow_type) or pa.types.is_decimal(arrow_type):
+        return "number"
+    if pa.types.is_floating(arrow_type):
+        return "float"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp"
+    if pa.types.is_date(arrow_type):
+        return "date"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return "array"
+    return str(arrow_type)
+
+
+def warehouse_family(data_type: str) -> str:
+    """The family of a type as information_schema reports it (Snowflake, fakesnow or DuckDB)."""
+    t = data_type.upper()
+    if t.endswith("[]") or t.startswith("ARRAY"):
+        return "array"
+    if t in ("VARIANT", "JSON", "OBJECT"):
+        return "variant"
+    if t.startswith(("TEXT", "VARCHAR", "STRING", "CHAR")):
+        return "text"
+    if t.startswith(("NUMBER", "DECIMAL", "NUMERIC", "BIGINT", "INT", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER")):
+        return "number"
+    if t.startswith(("FLOAT", "DOUBLE", "REAL")):
+        return "float"
+    if t.startswith("BOOL"):
+        return "boolean"
+    if t.startswith("TIMESTAMP"):
+        return "timestamp"
+    if t == "DATE":
+        return "date"
+    return t
+
+
+def compatible(landed: str, warehouse: str) -> bool:
+    """Whether a landed column family can load into a warehouse column family."""
+    if landed == warehouse or landed == "null":
+        return True
+    # fakesnow reports ARRAY columns as VARIANT; a VARIANT takes any semi-structured value.
+    return warehouse == "variant" and landed == "array"
+
+
+# --- Bootstrap ----------------------------------------------------------------------------------
+
+
+def create_schema(schema: str) -> str:
+    return f"CREATE SCHEMA IF NOT EXISTS {schema}"
+
+
+def create_table(table: str, columns: list[tuple[str, str]]) -> str:
+    """`columns` are (quoted name, type) pairs."""
+    body = ",\n    ".join(f"{name} {type_}" for name, type_ in columns)
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
+
+
+def create_ledger(ledger: str) -> str:
+    """One row per merged load: the record that makes a second run a no-op.
+
+    Fixed column names stay unquoted so each dialect folds them its own way.
+    """
+    return f"""CREATE TABLE IF NOT EXISTS {ledger} (
+    pipeline_name VARCHAR NOT NULL,
+    load_id VARCHAR NOT NULL,
+    merged_at TIMESTAMP_TZ NOT NULL,
+    row_counts VARCHAR,
+    PRIMARY KEY (pipeline_name, load_id)
+)"""
+
+
+def add_column(table: str, column: str, type_: str) -> str:
+    return f"ALTER TABLE {table} ADD COLUMN {column} {type_}"
+
+
+def table_columns() -> str:
+    """Column names and types of one table (parameters: schema name, table name, unquoted)."""
+    return (
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position"
+    )
+
+
+# Snowflake only: DuckDB reads the landing directly and needs neither.
+def create_file_format(file_format: str) -> str:
+    return f"CREATE FILE FORMAT IF NOT EXISTS {file_format} TYPE = PARQUET"
+
+
+def create_stage(stage: str, url: str, file_format: str, storage_integration: str | None) -> str:
+    integration = f" STORAGE_INTEGRATION = {storage_integration}" if storage_integration else ""
+    return (
+        f"CREATE STAGE IF NOT EXISTS {stage} URL = {literal(check_stage_url(url))}"
+        f"{integration} FILE_FORMAT = (FORMAT_NAME = {file_format})"
+    )
+
+
+# --- One load, inside one transaction -----------------------------------------------------------
+
+
+def truncate(table: str) -> str:
+    return f"TRUNCATE TABLE {table}"
+
+
+def copy_into_stage(stage_table: str, stage: str, folder: str, files: list[str], file_format: str) -> str:
+    """Snowflake: load named files of one partition folder into the stage table.
+
+    FORCE = TRUE: the ledger, not Snowflake's 64-day load history, decides what is merged. The stage
+    table is truncated first in the same transaction and the MERGE de-duplicates, so loading a file
+    again is harmless, whereas a LOAD_SKIPPED would silently drop rows.
+    """
+    names = ", ".join(literal(check_file_name(name)) for name in files)
+    return (
+        f"COPY INTO {stage_table} FROM @{stage}/{folder}/ FILES = ({names})"
+        f" FILE_FORMAT = (FORMAT_NAME = {file_format})"
+        " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE"
+    )
+
+
+def insert_parquet_into_stage(stage_table: str, columns: list[str]) -> str:
+    """DuckDB: the same by-name load, the file list bound as the one parameter.
+
+    hive_partitioning = false: the `org=`/`date=` folders must not turn into extra columns.
+    """
+    select = ", ".join(columns)
+    return (
+        f"INSERT INTO {stage_table} BY NAME SELECT {select}"
+        " FROM read_parquet(?, union_by_name = true, hive_partitioning = false)"
+    )
+
+
+def merge_from_stage(target: str, stage_table: str, columns: list[str], key: str, version: str) -> str:
+    """Newest copy per key wins, within the load (QUALIFY) and against the target (version >=)."""
+    updates = ",\n        ".join(f"{c} = s.{c}" for c in columns if c != key)
+    names = ", ".join(columns)
+    values = ", ".join(f"s.{c}" for c in columns)
+    return f"""MERGE INTO {target} AS t
+USING (
+    SELECT {names} FROM {stage_table}
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC) = 1
+) AS s
+ON t.{key} = s.{key}
+WHEN MATCHED AND (t.{version} IS NULL OR s.{version} >= t.{version}) THEN
+    UPDATE SET
+        {updates}
+WHEN NOT MATCHED THEN
+    INSERT ({names}) VALUES ({values})"""
+
+
+def delete_replaced_children(target: str, stage_table: str, key: str, scope: str, version: str) -> str:
+    """A load carrying a parent's children replaces that parent's whole child set.
+
+    The version guard keeps a replayed older load from deleting children of a newer one.
+    """
+    return f"""DELETE FROM {target} AS t
+WHERE t.{scope} IN (SELECT s.{scope} FROM {stage_table} AS s)
+  AND t.{key} NOT IN (SELECT s.{key} FROM {stage_table} AS s WHERE s.{key} IS NOT NULL)
+  AND t.{version} <= (SELECT MAX(s.{version}) FROM {stage_table} AS s WHERE s.{scope} = t.{scope})"""
+
+
+def merged_load_ids(ledger: str) -> str:
+    return f"SELECT load_id FROM {ledger} WHERE pipeline_name = ?"
+
+
+def insert_ledger_row(ledger: str) -> str:
+    return (
+        f"INSERT INTO {ledger} (pipeline_name, load_id, merged_at, row_counts)"
+        " VALUES (?, ?, CURRENT_TIMESTAMP(), ?)"
+    )
+
+
+# --- One-time administration (run by an account administrator, quoted by the README) ------------
+
+SNOWFLAKE_ADMIN_SQL = """\
+-- Run once as ACCOUNTADMIN (names are examples; keep them in line with SnowflakeConfig).
+CREATE STORAGE INTEGRATION IF NOT EXISTS GITHUB_GCS
+  TYPE = EXTERNAL_STAGE
+  STORAGE_PROVIDER = 'GCS'
+  ENABLED = TRUE
+  STORAGE_ALLOWED_LOCATIONS = ('gcs://<bucket>/<prefix>/github/');
+-- Grant the service account shown as STORAGE_GCP_SERVICE_ACCOUNT "Storage Object Viewer"
+-- on the bucket (gcloud storage buckets add-iam-policy-binding ...).
+DESC STORAGE INTEGRATION GITHUB_GCS;
+
+CREATE ROLE IF NOT EXISTS GITHUB_LOADER;
+GRANT USAGE ON INTEGRATION GITHUB_GCS TO ROLE GITHUB_LOADER;
+GRANT USAGE ON WAREHOUSE <warehouse> TO ROLE GITHUB_LOADER;
+GRANT USAGE, CREATE SCHEMA ON DATABASE <database> TO ROLE GITHUB_LOADER;
+CREATE USER IF NOT EXISTS GITHUB_LOADER_SVC
+  DEFAULT_ROLE = GITHUB_LOADER
+  RSA_PUBLIC_KEY = '<public key body>';
+GRANT ROLE GITHUB_LOADER TO USER GITHUB_LOADER_SVC;
+-- bootstrap() then creates, as GITHUB_LOADER: the schema, the file format, the stage
+-- (URL = 'gcs://<bucket>/<prefix>/github/', STORAGE_INTEGRATION = GITHUB_GCS), the target,
+-- stage and ledger tables.
+"""

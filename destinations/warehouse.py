@@ -1,0 +1,269 @@
+"""The two warehouses behind one small interface: run SQL, load a stage table, commit or roll back.
+
+Everything that differs between DuckDB and Snowflake lives here or side by side in `sql.py`;
+`merge.py` drives both the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import duckdb
+
+from destinations import sql
+from destinations.config import DuckDBConfig, SnowflakeConfig
+from destinations.landing import Landing, LandedFile
+
+logger = logging.getLogger("destinations.warehouse")
+
+
+class Warehouse(ABC):
+    """A connection to one warehouse schema."""
+
+    dialect: ClassVar[str]
+    schema_name: str
+
+    def q(self, name: str, *, pipeline_name: bool = False) -> str:
+        """A validated, case-folded, quoted identifier."""
+        return sql.quote(name, self.dialect, pipeline_name=pipeline_name)
+
+    def table(self, name: str, *, pipeline_name: bool = False) -> str:
+        """A schema-qualified, quoted table name."""
+        return f"{self.q(self.schema_name)}.{self.q(name, pipeline_name=pipeline_name)}"
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one statement written in Snowflake's dialect; return its result rows."""
+        return self._run(sql.to_dialect(statement, self.dialect), params)
+
+    def columns(self, table: str, *, pipeline_name: bool = False) -> dict[str, str]:
+        """Lower-case column name -> data type, as information_schema reports them."""
+        self.q(table, pipeline_name=pipeline_name)
+        rows = self.execute(
+            sql.table_columns(),
+            [sql.fold(self.schema_name, self.dialect), sql.fold(table, self.dialect)],
+        )
+        return {str(name).lower(): str(data_type) for name, data_type in rows}
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: commit at the end, roll back on any error (or interrupt)."""
+        self._begin()
+        try:
+            yield
+        except BaseException:
+            logger.warning("rolling back the transaction on %s", self.location())
+            self._rollback()
+            raise
+        self._commit()
+
+    def attach_landing(self, landing: Landing) -> None:
+        """Make the landing readable from inside the warehouse, if it reads files itself."""
+
+    def bootstrap_extras(self) -> None:
+        """Warehouse-specific objects `bootstrap` creates besides schema and tables."""
+
+    @abstractmethod
+    def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
+        """Load landed files into a (quoted) stage table by column name; return rows loaded."""
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the data goes, for reports and logs (never a secret)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def _run(self, text: str, params: Sequence[Any]) -> list[tuple]: ...
+
+    @abstractmethod
+    def _begin(self) -> None: ...
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def _rollback(self) -> None: ...
+
+
+class DuckDBWarehouse(Warehouse):
+    """The embedded default: reads the landed Parquet itself (local, or gs:// through fsspec)."""
+
+    dialect = sql.DUCKDB
+
+    def __init__(self, config: DuckDBConfig | None = None) -> None:
+        self.config = config or DuckDBConfig()
+        self.schema_name = sql.check_identifier(self.config.schema_name, "schema name")
+        self.config.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = duckdb.connect(str(self.config.path))
+        self._registered: set[str] = set()
+
+    def attach_landing(self, landing: Landing) -> None:
+        # A registered fsspec filesystem answers gs:// paths: no httpfs download at run time.
+        if landing.is_local:
+            return
+        protocol = landing.fs.protocol if isinstance(landing.fs.protocol, str) else landing.fs.protocol[0]
+        if protocol not in self._registered:
+            self._conn.register_filesystem(landing.fs)
+            self._registered.add(protocol)
+
+    def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
+        statement = sql.insert_parquet_into_stage(stage_table, columns)
+        rows = self._run(statement, [[landed.url for landed in files]])
+        return int(rows[0][0]) if rows else 0
+
+    def location(self) -> str:
+        return f"duckdb:{self.config.path}#{self.schema_name}"
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _run(self, text: str, params: Sequence[Any]) -> list[tuple]:
+        return self._conn.execute(text, list(params)).fetchall()
+
+    def _begin(self) -> None:
+        self._conn.begin()
+
+    def _commit(self) -> None:
+        self._conn.commit()
+
+    def _rollback(self) -> None:
+        self._conn.rollback()
+
+
+def _private_key_der(config: SnowflakeConfig) -> bytes:
+    """The key file (PEM, optionally encrypted) as the DER bytes the connector expects."""
+    from cryptography.hazmat.primitives import serialization
+
+    assert config.private_key_path is not None
+    passphrase = config.private_key_passphrase
+    key = serialization.load_pem_private_key(
+        config.private_key_path.read_bytes(),
+        password=passphrase.get_secret_value().encode() if passphrase else None,
+    )
+    return key.private_bytes(
+        encoding=serialization.Encoding.DER,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def snowflake_connect_args(config: SnowflakeConfig) -> dict[str, Any]:
+    """Connector arguments: autocommit off (we commit once per load), qmark parameters."""
+    args: dict[str, Any] = {
+        "account": config.account,
+        "user": config.user,
+        "database": config.database,
+        "autocommit": False,
+        "paramstyle": "qmark",
+        "application": "github_pr_analytics",
+    }
+    for name in ("role", "warehouse", "host", "port"):
+        value = getattr(config, name)
+        if value is not None:
+            args[name] = value
+    if config.host is not None:
+        args["protocol"] = config.protocol
+    if config.private_key_path is not None:
+        args["private_key"] = _private_key_der(config)
+    elif config.password is not None:
+        args["password"] = config.password.get_secret_value()
+    else:
+        raise ValueError("SnowflakeConfig needs either private_key_path or password")
+    return args
+
+
+class SnowflakeWarehouse(Warehouse):
+    """Snowflake (or fakesnow's server): loads the stage tables with COPY INTO from the external stage."""
+
+    dialect = sql.SNOWFLAKE
+
+    def __init__(self, config: SnowflakeConfig) -> None:
+        import snowflake.connector
+
+        self.config = config
+        self.schema_name = sql.check_identifier(config.schema_name, "schema name")
+        sql.check_identifier(config.stage, "stage name")
+        sql.check_identifier(config.file_format, "file format name")
+        if config.storage_integration is not None:
+            sql.check_identifier(config.storage_integration, "storage integration")
+        self._conn = snowflake.connector.connect(**snowflake_connect_args(config))
+
+    @property
+    def _file_format_name(self) -> str:
+        # FORMAT_NAME takes a string; both parts are strict identifiers, folded like unquoted names.
+        return sql.literal(f"{sql.fold(self.schema_name, self.dialect)}.{sql.fold(self.config.file_format, self.dialect)}")
+
+    def bootstrap_extras(self) -> None:
+        self.execute(sql.create_file_format(self.table(self.config.file_format)))
+        if self.config.stage_url:
+            integration = self.q(self.config.storage_integration) if self.config.storage_integration else None
+            self.execute(
+                sql.create_stage(self.table(self.config.stage), self.config.stage_url, self._file_format_name, integration)
+            )
+
+    def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
+        by_folder: dict[str, list[LandedFile]] = defaultdict(list)
+        for landed in files:
+            by_folder[landed.folder].append(landed)
+        loaded = 0
+        for folder, group in sorted(by_folder.items()):
+            statement = sql.copy_into_stage(
+                stage_table, self.table(self.config.stage), folder, [f.name for f in group], self._file_format_name
+            )
+            cursor = self._conn.cursor()
+            cursor.execute(statement)
+            names = [d.name.lower() for d in cursor.description or []]
+            results = [dict(zip(names, row)) for row in cursor.fetchall()]
+            loaded += _check_copy_results(folder, group, results)
+        return loaded
+
+    def location(self) -> str:
+        where = self.config.host or f"{self.config.account}.snowflakecomputing.com"
+        return f"snowflake:{where}/{self.config.database}.{self.schema_name}"
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _run(self, text: str, params: Sequence[Any]) -> list[tuple]:
+        cursor = self._conn.cursor()
+        cursor.execute(text, list(params) if params else None)
+        return cursor.fetchall() if cursor.description else []
+
+    def _begin(self) -> None:
+        # Autocommit is off, so the next DML opens the transaction implicitly (fakesnow rejects an
+        # explicit BEGIN before MERGE). Committing first closes any implicit read-only transaction.
+        self._conn.commit()
+
+    def _commit(self) -> None:
+        self._conn.commit()
+
+    def _rollback(self) -> None:
+        self._conn.rollback()
+
+
+def _check_copy_results(folder: str, files: list[LandedFile], results: list[dict[str, Any]]) -> int:
+    """Every requested file must come back LOADED; anything else names the file and fails the load."""
+    if results and "status" not in results[0]:
+        raise RuntimeError(f"COPY INTO from {folder}/ processed no files, expected {[f.name for f in files]}: {results}")
+    by_name = {posixpath.basename(str(r["file"])): r for r in results}
+    loaded = 0
+    for landed in files:
+        result = by_name.get(landed.name)
+        if result is None:
+            raise RuntimeError(f"COPY INTO did not report landed file {folder}/{landed.name}")
+        if result["status"] != "LOADED":
+            raise RuntimeError(
+                f"COPY INTO {folder}/{landed.name}: status {result['status']}, "
+                f"first error {json.dumps(result.get('first_error'))} "
+                f"({result.get('errors_seen')} errors, {result.get('rows_loaded')} of {result.get('rows_parsed')} rows)"
+            )
+        loaded += int(result["rows_loaded"])
+    return loaded

@@ -1,0 +1,379 @@
+"""The warehouse step on DuckDB (the product's default): merge landed loads exactly once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from destinations import DuckDBConfig, DuckDBWarehouse, Warehouse, bootstrap, merge_landed_loads
+from destinations.warehouse import DuckDBWarehouse as _DuckDB
+from sources.github.schema import TABLES, file_row, pull_request_row, review_row, to_table
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+
+
+# --- Landing helpers (also used by test_warehouse_snowflake.py) ---------------------------------
+
+
+def org_base(org: str) -> int:
+    """GitHub ids are global: two organisations never share a pull request or review id."""
+    return (zlib.crc32(org.encode()) % 100_000) * 1000
+
+
+def pr(org: str, number: int, updated: datetime, title: str = "title", labels: tuple[str, ...] = ()) -> dict:
+    return pull_request_row(
+        org,
+        "repo",
+        {
+            "id": org_base(org) + number,
+            "number": number,
+            "title": title,
+            "state": "open",
+            "user": {"login": "octo", "id": 7, "type": "User"},
+            "labels": [{"name": label} for label in labels],
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": updated.isoformat().replace("+00:00", "Z"),
+        },
+    )
+
+
+def files(org: str, pull: dict, *names: str) -> list[dict]:
+    return [file_row(org, "repo", pull, {"filename": n, "status": "modified", "additions": 1}, truncated=False) for n in names]
+
+
+def reviews(org: str, pull: dict, *ids: int) -> list[dict]:
+    return [review_row(org, "repo", pull, {"id": org_base(org) + i, "state": "APPROVED", "body": f"ok {i}"}) for i in ids]
+
+
+def land(
+    root: Path,
+    org: str,
+    load_id: str,
+    tables: dict[str, list[dict] | pa.Table],
+    *,
+    complete: bool = True,
+    date: str = "2026-01-05",
+    pipeline_name: str | None = None,
+) -> None:
+    """Write a load the way dlt's filesystem destination does; `complete` adds the _dlt_loads record."""
+    dataset = root / "github"
+    for table, rows in tables.items():
+        data = rows if isinstance(rows, pa.Table) else to_table(TABLES[table], rows)
+        folder = dataset / table / f"org={org}" / f"date={date}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(data, folder / f"{load_id}.{uuid.uuid4().hex[:10]}.parquet")
+    if complete:
+        mark_complete(root, load_id, pipeline_name or f"github_{org}")
+
+
+def mark_complete(root: Path, load_id: str, pipeline_name: str) -> None:
+    loads = root / "github" / "_dlt_loads"
+    loads.mkdir(parents=True, exist_ok=True)
+    record = {"load_id": load_id, "schema_name": pipeline_name, "status": 0, "inserted_at": "2026-01-05T12:00:00+00:00"}
+    (loads / f"{pipeline_name}__{load_id}.jsonl").write_text(json.dumps(record) + "\n")
+
+
+def land_two_loads(root: Path, org: str = "demo") -> None:
+    """Load 1: PR1 with files a,b and a review; PR2. Load 2: PR1 updated (file b gone), a stale PR2."""
+    pr1, pr2 = pr(org, 1, T0, "première ✨", ("bug", "ünïcode")), pr(org, 2, T0, "second")
+    land(root, org, "999.5", {
+        "pull_requests": [pr1, pr2],
+        "pull_request_files": files(org, pr1, "a.py", "b.py") + files(org, pr2, "x.py"),
+        "pull_request_reviews": reviews(org, pr1, 11),
+    })
+    pr1_new = pr(org, 1, T0 + timedelta(hours=1), "renamed 🚀")
+    pr1_mid = pr(org, 1, T0 + timedelta(minutes=30), "middle")
+    stale_pr2 = pr(org, 2, T0 - timedelta(days=1), "stale")
+    land(root, org, "1000.25", {
+        "pull_requests": [pr1_mid, pr1_new, stale_pr2],
+        "pull_request_files": files(org, pr1_new, "a.py"),
+    })
+    land(root, org, "1000.25", {"pull_requests": [pr1_mid]}, complete=False)  # a second file, same load
+
+
+def snapshot(warehouse: Warehouse) -> dict[str, list[tuple]]:
+    result = {}
+    for table in TABLES:
+        columns = sorted(warehouse.columns(table))
+        select = ", ".join(warehouse.q(c) for c in columns)
+        result[table] = warehouse.execute(f"SELECT {select} FROM {warehouse.table(table)} ORDER BY {warehouse.q('row_key')}")
+    return result
+
+
+def rows_by(warehouse: Warehouse, table: str, *columns: str) -> list[tuple]:
+    select = ", ".join(warehouse.q(c) for c in columns)
+    return warehouse.execute(f"SELECT {select} FROM {warehouse.table(table)} ORDER BY {select}")
+
+
+def ledger(warehouse: Warehouse) -> list[tuple]:
+    return warehouse.execute(f"SELECT pipeline_name, load_id FROM {warehouse.table('MERGED_LOADS')} ORDER BY 1, 2")
+
+
+def check_two_loads_merged(warehouse: Warehouse, org: str = "demo") -> None:
+    assert rows_by(warehouse, "pull_requests", "number", "title", "org") == [(1, "renamed 🚀", org), (2, "second", org)]
+    assert rows_by(warehouse, "pull_request_files", "pull_request_number", "filename") == [(1, "a.py"), (2, "x.py")]
+    assert rows_by(warehouse, "pull_request_reviews", "id") == [(org_base(org) + 11,)]
+
+
+# --- DuckDB -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def duck(tmp_path: Path):
+    warehouse = DuckDBWarehouse(DuckDBConfig(path=tmp_path / "wh" / "warehouse.duckdb"))
+    yield warehouse
+    warehouse.close()
+
+
+def test_two_loads_merge_newest_wins_and_removed_child_disappears(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land_two_loads(tmp_path / "landing")
+    report = merge_landed_loads(duck, str(tmp_path / "landing"), "demo", "github_demo")
+
+    assert report.loads_merged == ["999.5", "1000.25"]  # float order, not string order
+    assert report.rows_staged == {"pull_requests": 6, "pull_request_files": 4, "pull_request_reviews": 1}
+    assert report.rows_deleted == {"pull_requests": 0, "pull_request_files": 1, "pull_request_reviews": 0}
+    assert report.warehouse.startswith("duckdb:")
+    check_two_loads_merged(duck)
+    labels = duck.execute('SELECT labels FROM github.pull_requests WHERE number = 1')
+    assert labels == [([],)]  # the newest copy carries no labels
+    assert ledger(duck) == [("github_demo", "1000.25"), ("github_demo", "999.5")]
+
+
+def test_unicode_and_lists_round_trip(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    pull = pr("demo", 5, T0, "Ünïcödé — 日本語 🚀", ("bug", "défaut", "🐛"))
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pull]})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert duck.execute("SELECT title, labels, updated_at FROM github.pull_requests") == [
+        ("Ünïcödé — 日本語 🚀", ["bug", "défaut", "🐛"], T0)
+    ]
+
+
+def test_second_run_merges_nothing(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land_two_loads(tmp_path)
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    before = snapshot(duck)
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == [] and report.rows_staged == {}
+    assert snapshot(duck) == before
+
+
+def test_repeating_everything_gives_identical_tables(tmp_path: Path) -> None:
+    land_two_loads(tmp_path / "landing")
+    one = DuckDBWarehouse(DuckDBConfig(path=tmp_path / "one.duckdb"))
+    merge_landed_loads(one, str(tmp_path / "landing"), "demo", "github_demo")
+    # Replaying every load into the same warehouse (ledger emptied) changes nothing.
+    first = snapshot(one)
+    one.execute(f"DELETE FROM {one.table('MERGED_LOADS')}")
+    assert merge_landed_loads(one, str(tmp_path / "landing"), "demo", "github_demo").loads_merged == ["999.5", "1000.25"]
+    assert snapshot(one) == first
+    # A fresh warehouse ends up the same.
+    two = DuckDBWarehouse(DuckDBConfig(path=tmp_path / "two.duckdb"))
+    merge_landed_loads(two, str(tmp_path / "landing"), "demo", "github_demo")
+    assert snapshot(two) == first
+    one.close()
+    two.close()
+
+
+def test_crash_between_copy_and_merge_rolls_back(tmp_path: Path, duck: DuckDBWarehouse, monkeypatch) -> None:
+    land_two_loads(tmp_path)
+    original = _DuckDB.load_stage
+
+    def load_then_crash(self, stage_table, landed, columns):
+        original(self, stage_table, landed, columns)
+        raise RuntimeError("injected crash after COPY")
+
+    monkeypatch.setattr(_DuckDB, "load_stage", load_then_crash)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    monkeypatch.undo()
+
+    assert ledger(duck) == []
+    assert all(rows == [] for rows in snapshot(duck).values())
+    assert duck.execute('SELECT count(*) FROM github."stg_github_demo_pull_requests"') == [(0,)]
+
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == ["999.5", "1000.25"]
+    check_two_loads_merged(duck)
+
+
+def test_crash_on_a_later_table_undoes_the_earlier_tables(tmp_path: Path, duck: DuckDBWarehouse, monkeypatch) -> None:
+    land_two_loads(tmp_path)
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    before = snapshot(duck)
+    pull = pr("demo", 1, T0 + timedelta(days=1), "after crash")
+    land(tmp_path, "demo", "2000.0", {"pull_requests": [pull], "pull_request_files": files("demo", pull, "z.py")})
+
+    import destinations.merge as merge_module
+
+    original = merge_module._merge_table
+
+    def crash_on_files(warehouse, spec, *args):
+        if spec.name == "pull_request_files":
+            raise RuntimeError("injected crash in the second table")
+        return original(warehouse, spec, *args)
+
+    monkeypatch.setattr(merge_module, "_merge_table", crash_on_files)
+    with pytest.raises(RuntimeError, match="second table"):
+        merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    monkeypatch.undo()
+    assert snapshot(duck) == before
+
+    assert merge_landed_loads(duck, str(tmp_path), "demo", "github_demo").loads_merged == ["2000.0"]
+    assert rows_by(duck, "pull_request_files", "pull_request_number", "filename") == [(1, "z.py"), (2, "x.py")]
+
+
+def test_unledgered_completed_loads_are_merged_oldest_first(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    # Two loads landed by earlier runs whose warehouse step never ran (or crashed).
+    older, newer = pr("demo", 1, T0, "older"), pr("demo", 1, T0 + timedelta(hours=2), "newer")
+    land(tmp_path, "demo", "1000.9", {"pull_requests": [newer]})
+    land(tmp_path, "demo", "999.99", {"pull_requests": [older]})
+    land(tmp_path, "demo", "1001.0", {})  # a load that changed nothing: no data files
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == ["999.99", "1000.9", "1001.0"]
+    assert rows_by(duck, "pull_requests", "title") == [("newer",)]
+
+
+def test_partially_landed_load_is_ignored_until_complete(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land(tmp_path, "demo", "5.0", {"pull_requests": [pr("demo", 1, T0, "crashed landing")]}, complete=False)
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == [] and rows_by(duck, "pull_requests", "title") == []
+
+    mark_complete(tmp_path, "5.0", "github_demo")  # dlt re-landed it and wrote the record
+    assert merge_landed_loads(duck, str(tmp_path), "demo", "github_demo").loads_merged == ["5.0"]
+    assert rows_by(duck, "pull_requests", "title") == [("crashed landing",)]
+
+
+def test_other_pipelines_and_orgs_are_not_merged(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land(tmp_path, "other", "7.0", {"pull_requests": [pr("other", 1, T0)]})
+    assert merge_landed_loads(duck, str(tmp_path), "demo", "github_demo").loads_merged == []
+    assert rows_by(duck, "pull_requests", "org") == []
+
+
+def test_two_organisations_merge_concurrently(tmp_path: Path) -> None:
+    orgs = ["alpha", "beta"]
+    for org in orgs:
+        land_two_loads(tmp_path / "landing", org)
+    path = tmp_path / "warehouse.duckdb"
+    setup = DuckDBWarehouse(DuckDBConfig(path=path))
+    bootstrap(setup, [f"github_{org}" for org in orgs])
+
+    errors: list[BaseException] = []
+    reports: dict[str, Any] = {}
+
+    def run(org: str) -> None:
+        warehouse = DuckDBWarehouse(DuckDBConfig(path=path))
+        try:
+            reports[org] = merge_landed_loads(warehouse, str(tmp_path / "landing"), org, f"github_{org}")
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+        finally:
+            warehouse.close()
+
+    threads = [threading.Thread(target=run, args=(org,)) for org in orgs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for org in orgs:
+        assert reports[org].loads_merged == ["999.5", "1000.25"]
+        assert rows_by(setup, "pull_requests", "org", "number", "title") == [
+            ("alpha", 1, "renamed 🚀"), ("alpha", 2, "second"), ("beta", 1, "renamed 🚀"), ("beta", 2, "second")
+        ]
+    assert rows_by(setup, "pull_request_files", "org", "filename") == [
+        ("alpha", "a.py"), ("alpha", "x.py"), ("beta", "a.py"), ("beta", "x.py")
+    ]
+    assert ledger(setup) == [
+        ("github_alpha", "1000.25"), ("github_alpha", "999.5"), ("github_beta", "1000.25"), ("github_beta", "999.5")
+    ]
+    setup.close()
+
+
+def test_new_column_is_added_to_target_and_stage(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "old")]})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+
+    newer = to_table(TABLES["pull_requests"], [pr("demo", 2, T0, "new")])
+    newer = newer.append_column("mergeable_state", pa.array(["clean"], pa.string()))
+    land(tmp_path, "demo", "2.0", {"pull_requests": newer})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+
+    assert rows_by(duck, "pull_requests", "number", "mergeable_state") == [(1, None), (2, "clean")]
+    assert "mergeable_state" in duck.columns("stg_github_demo_pull_requests", pipeline_name=True)
+
+
+def test_incompatible_type_change_names_the_column(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0)]})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    changed = to_table(TABLES["pull_requests"], [pr("demo", 2, T0)])
+    changed = changed.set_column(changed.schema.get_field_index("number"), "number", pa.array(["two"]))
+    land(tmp_path, "demo", "2.0", {"pull_requests": changed})
+    with pytest.raises(ValueError, match=r"pull_requests\.number changed type"):
+        merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert ledger(duck) == [("github_demo", "1.0")]
+
+
+@pytest.mark.parametrize(
+    ("org", "pipeline_name"),
+    [
+        ("demo'; DROP TABLE github.pull_requests; --", "github_demo"),
+        ("demo", 'github_demo"; DROP TABLE github.pull_requests; --'),
+        ("../etc", "github_demo"),
+        ("demo", "x" * 101),
+    ],
+)
+def test_injection_in_names_is_rejected(tmp_path: Path, duck: DuckDBWarehouse, org: str, pipeline_name: str) -> None:
+    with pytest.raises(ValueError, match="invalid (organisation|pipeline name)"):
+        merge_landed_loads(duck, str(tmp_path), org, pipeline_name)
+
+
+def test_injection_in_schema_name_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="invalid schema name"):
+        DuckDBWarehouse(DuckDBConfig(path=tmp_path / "w.duckdb", schema_name='github"; DROP'))
+
+
+def test_loads_landed_by_dlt_filesystem_destination(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    """The real layout and _dlt_loads records, as dlt 1.31 writes them."""
+    landing = tmp_path / "landing"
+
+    def run(prs: list[dict], pr_files: list[dict]) -> None:
+        @dlt.resource(name="pull_requests")
+        def pull_requests():
+            yield to_table(TABLES["pull_requests"], prs)
+
+        @dlt.resource(name="pull_request_files")
+        def pull_request_files():
+            yield to_table(TABLES["pull_request_files"], pr_files)
+
+        pipeline = dlt.pipeline(
+            "github_demo",
+            pipelines_dir=str(tmp_path / "dlt"),
+            destination=dlt.destinations.filesystem(
+                bucket_url=str(landing),
+                layout="{table_name}/org={org}/date={YYYY}-{MM}-{DD}/{load_id}.{file_id}.{ext}",
+                extra_placeholders={"org": "demo"},
+            ),
+            dataset_name="github",
+        )
+        pipeline.run([pull_requests(), pull_request_files()], loader_file_format="parquet")
+
+    first = pr("demo", 1, T0, "first")
+    run([first], files("demo", first, "a.py", "b.py"))
+    second = pr("demo", 1, T0 + timedelta(hours=1), "second")
+    run([second], files("demo", second, "b.py"))
+
+    report = merge_landed_loads(duck, str(landing), "demo", "github_demo")
+    assert len(report.loads_merged) == 2
+    assert rows_by(duck, "pull_requests", "title") == [("second",)]
+    assert rows_by(duck, "pull_request_files", "filename") == [("b.py",)]
+    assert merge_landed_loads(duck, str(landing), "demo", "github_demo").loads_merged == []
