@@ -7,6 +7,8 @@ organisations that failed and why.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -16,8 +18,9 @@ from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from destinations.warehouse import MergeReport, merge_landed_loads, open_warehouse
-from flows.landing import LandingReport, github_client, land
+from destinations.merge import MergeReport, merge_landed_loads
+from destinations.warehouse import DuckDBWarehouse, SnowflakeWarehouse, Warehouse
+from flows.landing import LandingReport, github_client, land, landing_filesystem
 from flows.settings import Settings, pipeline_name
 from sources.github.errors import AuthenticationError
 from sources.github.source import SyncProgress
@@ -87,6 +90,23 @@ def read_github_token(settings: Settings) -> str | None:
     return secret.read_secret().decode("utf-8").strip()
 
 
+@contextmanager
+def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
+    """The configured warehouse: the embedded DuckDB file, or Snowflake."""
+    if settings.warehouse == "snowflake":
+        if settings.snowflake is None:
+            raise ConfigurationError(
+                "warehouse is snowflake but PR_ANALYTICS_SNOWFLAKE__* settings are missing"
+            )
+        warehouse: Warehouse = SnowflakeWarehouse(settings.snowflake)
+    else:
+        warehouse = DuckDBWarehouse(settings.duckdb_config)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
 @task(name="extract-and-land", tags=[GITHUB_TAG], **_RETRIES)
 def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -> LandingReport:
     log = get_run_logger()
@@ -108,7 +128,9 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
 @task(name="merge", **_RETRIES)
 def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
     with open_warehouse(settings) as warehouse:
-        report = merge_landed_loads(warehouse, settings.landing, org, pipeline_name)
+        report = merge_landed_loads(
+            warehouse, settings.landing, org, pipeline_name, fs=landing_filesystem(settings)
+        )
     get_run_logger().info("%s: merged %s", org, report)
     return report
 

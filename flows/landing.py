@@ -8,7 +8,7 @@ info` shows it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class LandingReport:
     requests: RequestStats
     progress: SyncProgress
     landing_url: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    pipelines_dir: str
 
 
 def github_auth(settings: Settings, token: str | None = None) -> TokenPool | GitHubAppAuth:
@@ -78,16 +78,33 @@ def github_client(settings: Settings, token: str | None = None) -> GitHubClient:
     )
 
 
+def _gcs_options(settings: Settings) -> dict[str, Any]:
+    """gcsfs options for a GCS emulator; else credentials come from the destination/ADC."""
+    return {
+        "token": "anon",
+        "endpoint_url": settings.gcs_endpoint_url,
+        "project": settings.gcs_project or "test",
+    }
+
+
+def landing_filesystem(settings: Settings) -> Any:
+    """An fsspec filesystem for the warehouse step to read a gs:// landing; None for a folder."""
+    if not settings.landing.startswith("gs://"):
+        return None
+    import gcsfs
+
+    if settings.gcs_endpoint_url:
+        return gcsfs.GCSFileSystem(**_gcs_options(settings))
+    token = str(settings.gcs_credentials_path) if settings.gcs_credentials_path else None
+    return gcsfs.GCSFileSystem(project=settings.gcs_project, token=token)
+
+
 def filesystem_destination(settings: Settings, org: str) -> Any:
     """dlt's filesystem destination at the landing URL: a local folder or `gs://bucket/prefix`."""
     options: dict[str, Any] = {}
     if settings.landing.startswith("gs://"):
         if settings.gcs_endpoint_url:
-            options["kwargs"] = {
-                "token": "anon",
-                "endpoint_url": settings.gcs_endpoint_url,
-                "project": settings.gcs_project or "test",
-            }
+            options["kwargs"] = _gcs_options(settings)
         elif settings.gcs_credentials_path:
             credentials = GcpServiceAccountCredentials()
             credentials.parse_native_representation(settings.gcs_credentials_path.read_text())
@@ -139,4 +156,5 @@ def land(
         requests=client.stats,
         progress=progress,
         landing_url=settings.landing,
+        pipelines_dir=str(settings.pipelines_dir),
     )

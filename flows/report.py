@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flows.landing import DATA_TABLES
@@ -10,7 +12,18 @@ if TYPE_CHECKING:
     from flows.github_analytics import RunSummary
 
 
-def render_summary(summary: RunSummary, pipelines_dir: str = "data/pipelines") -> str:
+def dlt_command() -> str:
+    """How to call this environment's `dlt` from the working directory."""
+    candidate = Path(sys.executable).parent / "dlt"
+    if not candidate.exists():
+        return "dlt"
+    try:
+        return str(candidate.relative_to(Path.cwd()))
+    except ValueError:
+        return str(candidate)
+
+
+def render_summary(summary: RunSummary) -> str:
     lines = [
         "| organisation | table | rows landed | rows merged |",
         "|---|---|---:|---:|",
@@ -38,8 +51,8 @@ def render_summary(summary: RunSummary, pipelines_dir: str = "data/pipelines") -
                 )
             notes.append(f"  - landing: `{result.landing.landing_url}`")
             notes.append(
-                f"  - state: `dlt pipeline --pipelines-dir {pipelines_dir} "
-                f"{result.landing.pipeline_name} info`"
+                f"  - state: `{dlt_command()} pipeline --pipelines-dir "
+                f"{result.landing.pipelines_dir} {result.landing.pipeline_name} info`"
             )
         if result.merge:
             notes.append(

@@ -36,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Keep Prefect's temporary server and dlt quiet unless asked.
+    # Our loggers and dlt's in Prefect's run logs; request-by-request chatter only with -v.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,sources,destinations,flows")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    if not args.verbose:
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
