@@ -29,6 +29,7 @@ LOADS_FOLDER = "_dlt_loads"
 @dataclass(frozen=True)
 class LandedFile:
     table: str
+    org: str
     date: str
     load_id: str
     name: str
@@ -38,7 +39,7 @@ class LandedFile:
     @property
     def folder(self) -> str:
         """The partition folder relative to the dataset folder (= the Snowflake stage root)."""
-        return f"{self.table}/{posixpath.basename(posixpath.dirname(self.path))}"
+        return f"{self.table}/org={self.org}/date={self.date}"
 
 
 class Landing:
@@ -85,9 +86,12 @@ class Landing:
             sql.check_date(date)
             load_id = name.removesuffix(".parquet").rsplit(".", 1)[0]
             url = path if self.is_local else self.fs.unstrip_protocol(path)
-            grouped[load_id].append(LandedFile(table, date, load_id, name, path, url))
+            grouped[load_id].append(LandedFile(table, org, date, load_id, name, path, url))
         return dict(grouped)
 
     def read_schema(self, landed: LandedFile) -> pa.Schema:
-        with self.fs.open(landed.path, "rb") as handle:
-            return pq.read_schema(handle)
+        try:
+            with self.fs.open(landed.path, "rb") as handle:
+                return pq.read_schema(handle)
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(f"cannot read the Parquet schema of landed file {landed.path}: {error}") from error

@@ -185,7 +185,8 @@ class SnowflakeWarehouse(Warehouse):
 
     dialect = sql.SNOWFLAKE
 
-    def __init__(self, config: SnowflakeConfig) -> None:
+    def __init__(self, config: SnowflakeConfig, connect_args: dict[str, Any] | None = None) -> None:
+        """`connect_args` adds connector arguments (e.g. fakesnow's `session_parameters`)."""
         import snowflake.connector
 
         self.config = config
@@ -194,7 +195,7 @@ class SnowflakeWarehouse(Warehouse):
         sql.check_identifier(config.file_format, "file format name")
         if config.storage_integration is not None:
             sql.check_identifier(config.storage_integration, "storage integration")
-        self._conn = snowflake.connector.connect(**snowflake_connect_args(config))
+        self._conn = snowflake.connector.connect(**snowflake_connect_args(config), **(connect_args or {}))
 
     @property
     def _file_format_name(self) -> str:
