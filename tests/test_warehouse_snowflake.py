@@ -273,7 +273,9 @@ def land_with_dlt_to_gcs(tmp_path: Path, url: str, bucket_url: str, prs: list[di
         pipelines_dir=str(tmp_path / "dlt"),
         destination=dlt.destinations.filesystem(
             bucket_url=bucket_url,
-            credentials={"token": "anon", "endpoint_url": url, "project": "test"},
+            # Only to pass dlt's credential resolution (no ADC here); the dispatch patched in
+            # `gcs_landing` drops them so gcsfs uses the anonymous emulator kwargs.
+            credentials={"project_id": "test", "private_key": "unused", "client_email": "anon@test.iam.gserviceaccount.com"},
             kwargs={"token": "anon", "endpoint_url": url, "project": "test"},
             layout="{table_name}/org={org}/date={YYYY}-{MM}-{DD}/{load_id}.{file_id}.{ext}",
             extra_placeholders={"org": "demo"},
@@ -284,9 +286,20 @@ def land_with_dlt_to_gcs(tmp_path: Path, url: str, bucket_url: str, prs: list[di
 
 
 @pytest.fixture
-def gcs_landing(tmp_path: Path, gcs_emulator: tuple[str, Path]) -> tuple[str, Any, Path]:
-    """Two loads landed by dlt in gs://<bucket>/landing; returns (bucket_url, gcsfs, stored folder)."""
+def gcs_landing(
+    tmp_path: Path, gcs_emulator: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Any, Path]:
+    """Two loads landed by dlt in gs://<bucket>/landing; returns (bucket_url, gcsfs, stored folder).
+
+    dlt 1.31 insists on resolving GCP credentials even when `kwargs` carry `token="anon"`, and its
+    resolved credentials override those kwargs: the test drops them for gs:// instead.
+    """
+    import importlib
+
     import gcsfs
+
+    fsspec_filesystem = importlib.import_module("dlt.common.storages.fsspec_filesystem")
+    monkeypatch.setitem(fsspec_filesystem.CREDENTIALS_DISPATCH, "gs", lambda config: {})
 
     url, root = gcs_emulator
     bucket = f"bucket-{uuid.uuid4().hex[:8]}"
