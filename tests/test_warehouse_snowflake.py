@@ -338,3 +338,28 @@ def test_gcs_landing_into_duckdb_through_fsspec(gcs_landing: tuple[str, Any, Pat
     assert rows_by(warehouse, "pull_requests", "title") == [("second ✨",)]
     assert rows_by(warehouse, "pull_request_files", "filename") == [("b.py",)]
     warehouse.close()
+
+
+def test_key_pair_auth_arguments(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from destinations.warehouse import snowflake_connect_args
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret"),
+    )
+    (tmp_path / "key.p8").write_bytes(pem)
+    config = SnowflakeConfig(
+        account="acct", user="u", database="D", private_key_path=tmp_path / "key.p8",
+        private_key_passphrase=SecretStr("s3cret"),
+    )
+    args = snowflake_connect_args(config)
+    assert isinstance(args["private_key"], bytes) and "password" not in args
+    assert args["autocommit"] is False and "protocol" not in args
+    assert "s3cret" not in repr(config)
+    with pytest.raises(ValueError, match="private_key_path or password"):
+        snowflake_connect_args(SnowflakeConfig(account="a", user="u", database="D"))
