@@ -14,6 +14,7 @@ from typing import Any
 
 import dlt
 from dlt.common.configuration.specs import GcpServiceAccountCredentials
+from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
 
 from flows.settings import Settings, pipeline_name
 from sources.github.auth import GitHubAppAuth, TokenPool
@@ -104,6 +105,14 @@ def filesystem_destination(settings: Settings, org: str) -> Any:
     options: dict[str, Any] = {}
     if settings.landing.startswith("gs://"):
         if settings.gcs_endpoint_url:
+            # dlt insists on resolving GCP credentials, and resolved ones override `kwargs`:
+            # anonymous "default" credentials resolve and leave the emulator's kwargs in charge.
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = GcpDefaultCredentials()
+            credentials.project_id = settings.gcs_project or "test"
+            credentials.parse_native_representation(AnonymousCredentials())
+            options["credentials"] = credentials
             options["kwargs"] = _gcs_options(settings)
         elif settings.gcs_credentials_path:
             credentials = GcpServiceAccountCredentials()
