@@ -14,11 +14,13 @@ from typing import Any
 
 import dlt
 from dlt.common.configuration.specs import GcpServiceAccountCredentials
+from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
 
 from flows.settings import Settings, pipeline_name
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, RequestStats
+from sources.github.errors import GitHubError
 from sources.github.source import SyncProgress, github_source
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,17 @@ def filesystem_destination(settings: Settings, org: str) -> Any:
     )
 
 
+def _github_error(exc: BaseException) -> GitHubError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, GitHubError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
     settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
@@ -153,7 +166,14 @@ def land(
     source = github_source.clone(name=pipeline.pipeline_name)(
         org, client, since=settings.since, progress=progress, full_refresh=full_refresh
     )
-    info = pipeline.run(source, loader_file_format="parquet")
+    try:
+        info = pipeline.run(source, loader_file_format="parquet")
+    except PipelineStepFailed as exc:
+        # Surface our own error (e.g. a rejected token) so callers can tell it from an I/O fault.
+        cause = _github_error(exc)
+        if cause is None:
+            raise
+        raise cause from None
     normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     counts = normalize.row_counts if normalize else {}
     rows = {table: int(counts.get(table, 0)) for table in DATA_TABLES}

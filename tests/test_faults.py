@@ -332,7 +332,7 @@ def test_exhaustion_beyond_max_wait_stops_cleanly_and_resumes(point, emu, fake, 
     "second_stop",
     [
         pytest.param(Fault("primary", REVIEWS, after=1, seconds=7200), id="replayed-reviews"),
-        pytest.param(Fault("primary", r"/pulls/\d+$", after=2, seconds=7200), id="replayed-pull-request"),
+        pytest.param(Fault("primary", FILES, after=1, seconds=7200), id="replayed-files"),
     ],
 )
 def test_exhaustion_twice_in_a_row_still_loses_nothing(second_stop, settings, dataset, emu, fake):
@@ -349,15 +349,6 @@ def test_exhaustion_twice_in_a_row_still_loses_nothing(second_stop, settings, da
     assert_rerun_is_free(settings, emu, fake)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG sources/github/source.py _replay_pending: the replay re-GETs every pending pull "
-        "request (one request each) before any of their reviews/files, so when the backlog is "
-        "at least one rate-limit window's budget no run ever completes a pull request: the run "
-        "stops, re-marks them all pending, and the next run does the same (livelock)"
-    ),
-)
 def test_backlog_larger_than_one_window_still_converges(settings, dataset, emu, fake):
     # Run 1 stops at its first review request: all 17 pull requests are left pending.
     emu.faults.add(Fault("primary", REVIEWS, seconds=7200))

@@ -28,6 +28,7 @@ from sources.github.schema import (
     PULL_REQUEST_REVIEWS,
     PULL_REQUESTS,
     file_row,
+    parse_time,
     pull_request_row,
     review_row,
     to_table,
@@ -127,19 +128,46 @@ def github_source(
         state["pages"] = new_pages
         progress.repositories_total = len(names)
         logger.info("%s: %d repositories", org, len(names))
-        # Pull requests whose children a previous run could not fetch go first.
-        yield from ({"name": name, "replay_only": True} for name in _pending_repos())
-        yield from ({"name": name, "replay_only": False} for name in names)
+        yield from ({"name": name} for name in names)
 
     def _pending() -> dict[str, dict[str, Any]]:
         return dlt.current.source_state().setdefault("pending_children", {})
 
-    def _pending_repos() -> list[str]:
-        return sorted(_pending())
-
-    def _mark_pending(pending: dict[str, Any], repo: str, pr: dict[str, Any]) -> None:
+    def _mark_pending(pending: dict[str, Any], repo: str, pr: dict[str, Any], kind: str) -> None:
+        """Remember a pull request whose `kind` (reviews/files) this run could not fetch."""
         with pending_lock:
-            pending.setdefault(repo, {})[str(pr["id"])] = pr["number"]
+            entry = pending.setdefault(repo, {}).setdefault(
+                str(pr["id"]),
+                {"number": pr["number"], "updated_at": _iso(pr["updated_at"]), "kinds": []},
+            )
+            if kind not in entry["kinds"]:
+                entry["kinds"].append(kind)
+
+    @dlt.resource(name="pending_pull_requests", selected=False)
+    def pending_pull_requests() -> Iterator[list[dict[str, Any]]]:
+        """Pull requests whose reviews or files a run that stopped early did not fetch.
+
+        They go straight to the child transformers, costing no request of their own, and each kind
+        leaves the backlog as soon as it is fetched: a backlog larger than one rate-limit window
+        still shrinks in every run.
+        """
+        with pending_lock:
+            pending = _pending()
+            backlog = {repo: dict(prs) for repo, prs in pending.items()}
+            pending.clear()
+        for repo, prs in sorted(backlog.items()):
+            items = [
+                {
+                    "repo": repo,
+                    "id": int(pr_id),
+                    "number": entry["number"],
+                    "updated_at": parse_time(entry["updated_at"]),
+                    "kinds": entry["kinds"],
+                }
+                for pr_id, entry in prs.items()
+            ]
+            for start in range(0, len(items), PER_PAGE):
+                yield items[start : start + PER_PAGE]
 
     @dlt.transformer(
         name="pull_requests",
@@ -150,9 +178,6 @@ def github_source(
         """Newest-updated first, stopping at the first page that reaches the repository's cursor."""
         repo = repository["name"]
         if progress.stopped_early:
-            return
-        if repository["replay_only"]:
-            yield from _replay_pending(repo)
             return
         repos_state = dlt.current.resource_state().setdefault("repos", {})
         saved = {} if full_refresh else repos_state.get(repo, {})
@@ -205,26 +230,8 @@ def github_source(
             }
         progress.repository_done(unchanged)
 
-    def _replay_pending(repo: str) -> Iterator[pa.Table]:
-        """Re-read pull requests whose children were not fetched when a run stopped early."""
-        with pending_lock:
-            pending = _pending().pop(repo, {})
-        rows = []
-        for pr_id, number in pending.items():
-            try:
-                page = client.get_page(f"/repos/{org}/{repo}/pulls/{number}")
-            except NotFoundError:
-                continue
-            except RateLimitExhausted as exc:
-                _mark_pending(_pending(), repo, {"id": int(pr_id), "number": number})
-                progress.stop(f"rate limit exhausted replaying {org}/{repo}#{number}: {exc}")
-                continue
-            rows.append(pull_request_row(org, repo, page.items[0]))
-        if rows:
-            yield to_table(PULL_REQUESTS, rows)
-
     def _children(
-        pulls: pa.Table,
+        pulls: pa.Table | list[dict[str, Any]],
         kind: str,
         to_rows: Callable[[str, dict[str, Any], list[dict]], list[dict[str, Any]]],
         spec: Any,
@@ -233,7 +240,10 @@ def github_source(
 
         The client's semaphore bounds requests in flight across all these threads.
         """
-        prs = pulls.to_pylist()
+        if isinstance(pulls, pa.Table):
+            prs = pulls.to_pylist()
+        else:  # the backlog: only the kinds still missing
+            prs = [pr for pr in pulls if kind in pr["kinds"]]
         # Resolved here, in dlt's context: the pool's threads do not carry it.
         pending = _pending()
 
@@ -251,7 +261,7 @@ def github_source(
     ) -> list[dict] | None:
         label = f"{org}/{repo}#{pr['number']}"
         if progress.stopped_early:
-            _mark_pending(pending, repo, pr)
+            _mark_pending(pending, repo, pr, kind)
             return None
         try:
             return client.get_all(
@@ -261,7 +271,7 @@ def github_source(
             logger.warning("%s: %s skipped, the pull request is gone: %s", label, kind, exc)
             progress.pull_requests_skipped.append(label)
         except RateLimitExhausted as exc:
-            _mark_pending(pending, repo, pr)
+            _mark_pending(pending, repo, pr, kind)
             progress.stop(f"rate limit exhausted fetching {kind} of {label}: {exc}")
         return None
 
@@ -277,22 +287,23 @@ def github_source(
             )
         return [file_row(org, repo, pr, file, truncated=truncated) for file in files]
 
-    @dlt.transformer(
-        name="pull_request_reviews",
-        data_from=pull_requests,
-        write_disposition="append",
-        parallelized=True,
-    )
-    def pull_request_reviews(pulls: pa.Table) -> pa.Table | None:
+    def _reviews_of(pulls: pa.Table | list[dict[str, Any]]) -> pa.Table | None:
         return _children(pulls, "reviews", _review_rows, PULL_REQUEST_REVIEWS)
 
-    @dlt.transformer(
-        name="pull_request_files",
-        data_from=pull_requests,
-        write_disposition="append",
-        parallelized=True,
-    )
-    def pull_request_files(pulls: pa.Table) -> pa.Table | None:
+    def _files_of(pulls: pa.Table | list[dict[str, Any]]) -> pa.Table | None:
         return _children(pulls, "files", _file_rows, PULL_REQUEST_FILES)
 
-    return repositories, pull_requests, pull_request_reviews, pull_request_files
+    children = []
+    for parent, prefix in ((pull_requests, ""), (pending_pull_requests, "pending_")):
+        for table, fetch in (("pull_request_reviews", _reviews_of), ("pull_request_files", _files_of)):
+            children.append(
+                dlt.transformer(
+                    fetch,
+                    name=prefix + table,
+                    table_name=table,
+                    data_from=parent,
+                    write_disposition="append",
+                    parallelized=True,
+                )
+            )
+    return (repositories, pull_requests, pending_pull_requests, *children)
