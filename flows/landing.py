@@ -166,14 +166,17 @@ def land(
     source = github_source.clone(name=pipeline.pipeline_name)(
         org, client, since=settings.since, progress=progress, full_refresh=full_refresh
     )
+    failure: GitHubError | None = None
     try:
         info = pipeline.run(source, loader_file_format="parquet")
     except PipelineStepFailed as exc:
-        # Surface our own error (e.g. a rejected token) so callers can tell it from an I/O fault.
-        cause = _github_error(exc)
-        if cause is None:
+        failure = _github_error(exc)
+        if failure is None:
             raise
-        raise cause from None
+    if failure is not None:
+        # Our own error (e.g. a rejected token), raised outside dlt's wrapper so callers can tell
+        # it from an I/O fault; raised here, not in `except`, to keep the chain free of cycles.
+        raise failure
     normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     counts = normalize.row_counts if normalize else {}
     rows = {table: int(counts.get(table, 0)) for table in DATA_TABLES}
