@@ -7,8 +7,6 @@ organisations that failed and why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -19,19 +17,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from destinations.merge import MergeReport, merge_landed_loads
-from destinations.warehouse import DuckDBWarehouse, SnowflakeWarehouse, Warehouse
 from flows.landing import LandingReport, github_client, land, landing_filesystem
-from flows.settings import Settings, pipeline_name
+from flows.settings import ConfigurationError, Settings, pipeline_name
+from flows.warehouse import open_warehouse
 from sources.github.errors import AuthenticationError
 from sources.github.source import SyncProgress
 
 logger = logging.getLogger(__name__)
 
 GITHUB_TAG = "github-api"
-
-
-class ConfigurationError(ValueError):
-    """Settings that cannot work: retrying will not help."""
 
 
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -88,23 +82,6 @@ def read_github_token(settings: Settings) -> str | None:
 
     secret = GcpSecret.load(settings.github_token_secret_block)
     return secret.read_secret().decode("utf-8").strip()
-
-
-@contextmanager
-def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
-    """The configured warehouse: the embedded DuckDB file, or Snowflake."""
-    if settings.warehouse == "snowflake":
-        if settings.snowflake is None:
-            raise ConfigurationError(
-                "warehouse is snowflake but PR_ANALYTICS_SNOWFLAKE__* settings are missing"
-            )
-        warehouse: Warehouse = SnowflakeWarehouse(settings.snowflake)
-    else:
-        warehouse = DuckDBWarehouse(settings.duckdb_config)
-    try:
-        yield warehouse
-    finally:
-        warehouse.close()
 
 
 @task(name="extract-and-land", tags=[GITHUB_TAG], **_RETRIES)

@@ -24,6 +24,10 @@ PUBLIC_GITHUB = "https://api.github.com"
 _ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 
 
+class ConfigurationError(ValueError):
+    """Settings that cannot work: retrying will not help."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PR_ANALYTICS_",

@@ -13,7 +13,7 @@ import pytest
 import destinations.merge
 from destinations.merge import merge_landed_loads
 from emulator import Dataset, GitHubEmulator
-from flows.github_analytics import open_warehouse
+from flows.warehouse import open_warehouse
 from flows.landing import github_client, land, landing_pipeline
 from flows.settings import Settings, pipeline_name
 from sources.github.source import github_source
