@@ -78,6 +78,16 @@ PULL_REQUESTS = TableSpec(
     ),
 )
 
+# A child row carries its pull request's identity, and the PR's `updated_at` as its version.
+_CHILD_IDENTITY = [
+    ("row_key", pa.string()),
+    ("org", pa.string()),
+    ("repo", pa.string()),
+    ("pull_request_id", pa.int64()),
+    ("pull_request_number", pa.int64()),
+    ("pull_request_updated_at", _TS),
+]
+
 PULL_REQUEST_REVIEWS = TableSpec(
     name="pull_request_reviews",
     key="row_key",
@@ -85,12 +95,7 @@ PULL_REQUEST_REVIEWS = TableSpec(
     replace_scope="pull_request_id",
     schema=pa.schema(
         [
-            ("row_key", pa.string()),
-            ("org", pa.string()),
-            ("repo", pa.string()),
-            ("pull_request_id", pa.int64()),
-            ("pull_request_number", pa.int64()),
-            ("pull_request_updated_at", _TS),
+            *_CHILD_IDENTITY,
             ("id", pa.int64()),
             ("node_id", pa.string()),
             ("author_login", pa.string()),
@@ -112,12 +117,7 @@ PULL_REQUEST_FILES = TableSpec(
     replace_scope="pull_request_id",
     schema=pa.schema(
         [
-            ("row_key", pa.string()),
-            ("org", pa.string()),
-            ("repo", pa.string()),
-            ("pull_request_id", pa.int64()),
-            ("pull_request_number", pa.int64()),
-            ("pull_request_updated_at", _TS),
+            *_CHILD_IDENTITY,
             ("filename", pa.string()),
             ("previous_filename", pa.string()),
             ("status", pa.string()),
@@ -206,16 +206,24 @@ def pull_request_row(org: str, repo: str, pr: dict) -> dict[str, Any]:
     }
 
 
-def review_row(org: str, repo: str, pr: dict[str, Any], review: dict) -> dict[str, Any]:
-    """`pr` is a pull_requests row: the review inherits the PR's identity and version."""
-    login, user_id, _ = _login(review.get("user"))
+def _child_identity(
+    spec: TableSpec, org: str, repo: str, pr: dict[str, Any], *natural_key: Any
+) -> dict[str, Any]:
     return {
-        "row_key": row_key(PULL_REQUEST_REVIEWS.name, review["id"]),
+        "row_key": row_key(spec.name, *natural_key),
         "org": org,
         "repo": repo,
         "pull_request_id": pr["id"],
         "pull_request_number": pr["number"],
         "pull_request_updated_at": pr["updated_at"],
+    }
+
+
+def review_row(org: str, repo: str, pr: dict[str, Any], review: dict) -> dict[str, Any]:
+    """`pr` is a pull_requests row: the review inherits the PR's identity and version."""
+    login, user_id, _ = _login(review.get("user"))
+    return {
+        **_child_identity(PULL_REQUEST_REVIEWS, org, repo, pr, review["id"]),
         "id": review["id"],
         "node_id": review.get("node_id"),
         "author_login": login,
@@ -233,12 +241,7 @@ def file_row(
     org: str, repo: str, pr: dict[str, Any], file: dict, *, truncated: bool
 ) -> dict[str, Any]:
     return {
-        "row_key": row_key(PULL_REQUEST_FILES.name, pr["id"], file["filename"]),
-        "org": org,
-        "repo": repo,
-        "pull_request_id": pr["id"],
-        "pull_request_number": pr["number"],
-        "pull_request_updated_at": pr["updated_at"],
+        **_child_identity(PULL_REQUEST_FILES, org, repo, pr, pr["id"], file["filename"]),
         "filename": file["filename"],
         "previous_filename": file.get("previous_filename"),
         "status": file.get("status"),
