@@ -173,6 +173,8 @@ def github_source(
         name="pull_requests",
         data_from=repositories,
         write_disposition="append",
+        # Repositories are listed concurrently (one repository's pages stay in order).
+        parallelized=True,
     )
     def pull_requests(repository: dict[str, Any]) -> Iterator[pa.Table]:
         """Newest-updated first, stopping at the first page that reaches the repository's cursor."""
