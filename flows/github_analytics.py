@@ -1,12 +1,23 @@
 """The Prefect flow: per organisation, extract-and-land then merge, as retried tasks.
 
 Organisations run concurrently and fail independently; the flow fails at the end naming the
-organisations that failed and why.
+organisations that failed and why. Every run leaves a Markdown artifact
+(`github-analytics-summary`) with rows per table, requests spent, 304s and the rate limit left.
+
+The GitHub token comes from a prefect-gcp `GcpSecret` block named by the setting
+`github_token_secret_block` (`PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK`), else from the environment
+or `.dlt/secrets.toml` (see `flows.landing.github_auth`). It is read inside the task: it is never a
+flow or task parameter, so it reaches neither the Prefect API nor the logs.
+
+Extracts hold one slot of the Prefect global concurrency limit `github-api` (when it exists;
+`prefect gcl create github-api --limit N`), so concurrent runs sharing a token stay within
+GitHub's secondary limits. Without the limit (local runs, the demo) they run unthrottled.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -14,34 +25,83 @@ from typing import Any
 
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from destinations.merge import MergeReport, merge_landed_loads
 from flows.landing import LandingReport, github_client, land, landing_filesystem
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse
-from sources.github.errors import AuthenticationError
+from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
 from sources.github.source import SyncProgress
 
 logger = logging.getLogger(__name__)
 
 GITHUB_TAG = "github-api"
+# Prefect global concurrency limit held by each extract: `prefect gcl create github-api --limit N`.
+GITHUB_CONCURRENCY_LIMIT = "github-api"
+SUMMARY_ARTIFACT_KEY = "github-analytics-summary"
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    """Failures that fail the same way again: a rejected token, a missing organisation, a wrong
+    request, bad settings or configuration (ours, pydantic's, dlt's)."""
+    from dlt.common.configuration.exceptions import ConfigurationException
+    from pydantic import ValidationError
+
+    return (
+        AuthenticationError,
+        NotFoundError,
+        GitHubClientError,
+        ConfigurationError,
+        ValidationError,
+        ConfigurationException,
+    )
+
+
+def _exception_of(state: Any) -> BaseException | None:
+    """The exception a failed task state carries (Prefect 3 passes `Failed(data=exc)`)."""
+    if isinstance(getattr(state, "data", None), BaseException):
+        return state.data
+    try:
+        outcome = state.result(raise_on_failure=False)
+    except BaseException as exc:  # noqa: BLE001 - a result that cannot be read is itself the error
+        return exc
+    return outcome if isinstance(outcome, BaseException) else None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when `exc`, or anything in its cause/context chain, cannot succeed on a retry."""
+    permanent = _permanent_errors()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, permanent):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry I/O faults; not a bad token or bad configuration, which fail the same way again."""
-    try:
-        state.result()
-    except (AuthenticationError, ConfigurationError, ValueError):
-        return False
-    except Exception:
+    """Prefect `retry_condition_fn(task, task_run, state)`: retry I/O faults only."""
+    exc = _exception_of(state)
+    if exc is None:
         return True
-    return False
+    if is_permanent(exc):
+        try:
+            log: Any = get_run_logger()
+        except Exception:  # noqa: BLE001 - outside a run context
+            log = logger
+        log.warning("Not retrying %s: %s cannot succeed on a retry", task.name, type(exc).__name__)
+        return False
+    return True
 
 
 _RETRIES: dict[str, Any] = {
     "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=10),
+    "retry_delay_seconds": exponential_backoff(backoff_factor=10),  # 10 s, 20 s, 40 s
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": _retryable,
     "cache_policy": NO_CACHE,
@@ -80,24 +140,56 @@ def read_github_token(settings: Settings) -> str | None:
         return None
     from prefect_gcp.secret_manager import GcpSecret
 
-    secret = GcpSecret.load(settings.github_token_secret_block)
-    return secret.read_secret().decode("utf-8").strip()
+    try:
+        secret = GcpSecret.load(settings.github_token_secret_block)
+    except ValueError as exc:  # no such block: a configuration error, not worth a retry
+        raise ConfigurationError(
+            f"GcpSecret block {settings.github_token_secret_block!r} cannot be loaded: {exc}"
+        ) from exc
+    token = secret.read_secret().decode("utf-8").strip()
+    if not token:
+        raise ConfigurationError(
+            f"GcpSecret block {settings.github_token_secret_block!r} holds an empty secret"
+        )
+    return token
+
+
+def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
+    """Log repositories done / total, rows and requests: the first, the last, and every 10 s."""
+    last = [0.0]
+
+    def report(p: SyncProgress) -> None:
+        now = time.monotonic()
+        finished = p.repositories_total and p.repositories_done >= p.repositories_total
+        if not finished and p.repositories_done > 1 and now - last[0] < PROGRESS_EVERY_SECONDS:
+            return
+        last[0] = now
+        rows = getattr(p, "rows", None)  # SyncProgress.rows, when the source counts them
+        rows_text = f", {sum(rows.values())} rows" if rows else ""
+        log.info(
+            "%s: %d/%d repositories done (%d unchanged)%s, %d requests",
+            org, p.repositories_done, p.repositories_total, p.repositories_unchanged,
+            rows_text, client_stats().requests,
+        )
+
+    return report
 
 
 @task(name="extract-and-land", tags=[GITHUB_TAG], **_RETRIES)
 def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -> LandingReport:
     log = get_run_logger()
-    progress = SyncProgress(
-        on_repository_done=lambda p: log.info(
-            "%s: %d/%d repositories done (%d unchanged)",
-            org, p.repositories_done, p.repositories_total, p.repositories_unchanged,
-        )
-    )
-    with github_client(settings, token=read_github_token(settings)) as client:
-        report = land(settings, org, client, progress, full_refresh=full_refresh)
+    token = read_github_token(settings)
+    with github_client(settings, token=token) as client:
+        progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
+        # One slot per extract across all runs; a missing limit only logs a warning.
+        with concurrency(GITHUB_CONCURRENCY_LIMIT, occupy=1, strict=False):
+            report = land(settings, org, client, progress, full_refresh=full_refresh)
+        # Declared on LandingReport once flows/landing.py carries it; set here either way.
+        report.rate_limit_remaining = client.rate_limit_remaining  # type: ignore[attr-defined]
     log.info(
-        "%s: landed %s with %d requests (%d answered 304)",
+        "%s: landed %s with %d requests (%d answered 304, %s left in the rate limit)",
         org, report.rows, report.requests.requests, report.requests.not_modified,
+        report.rate_limit_remaining,  # type: ignore[attr-defined]
     )
     return report
 
@@ -108,8 +200,27 @@ def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
         report = merge_landed_loads(
             warehouse, settings.landing, org, pipeline_name, fs=landing_filesystem(settings)
         )
-    get_run_logger().info("%s: merged %s", org, report)
+    get_run_logger().info(
+        "%s: merged %d load(s) into %s: %s",
+        org, len(report.loads_merged), report.warehouse, report.rows_merged,
+    )
     return report
+
+
+def publish_summary(summary: RunSummary) -> None:
+    """The run's Markdown artifact; a failure to publish it never fails the run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.report import render_summary
+
+    try:
+        create_markdown_artifact(
+            markdown=render_summary(summary),
+            key=SUMMARY_ARTIFACT_KEY,
+            description="Rows landed and merged per organisation and table, GitHub requests spent",
+        )
+    except Exception:  # noqa: BLE001
+        get_run_logger().warning("Could not publish the run summary artifact", exc_info=True)
 
 
 @flow(name="github-analytics", log_prints=False)
@@ -120,7 +231,13 @@ def github_analytics(
     github_url: str | None = None,
     data_dir: Path | None = None,
 ) -> RunSummary:
-    """Land and merge each organisation's pull requests, reviews and files."""
+    """Land and merge each organisation's pull requests, reviews and files.
+
+    orgs: organisation logins. since: the first backfill reaches back only to this date.
+    full_refresh: ignore saved cursors and ETags and read everything again.
+    github_url: API base URL (GitHub Enterprise: https://HOST/api/v3). data_dir: landing,
+    warehouse and dlt pipelines (default ./data). Credentials are never parameters.
+    """
     overrides: dict[str, Any] = {"orgs": orgs}
     if since:
         overrides["since"] = since
@@ -143,13 +260,14 @@ def github_analytics(
         try:
             result.landing = landings[org].result()
         except Exception as exc:  # one organisation failing does not stop the others
-            result.error = f"extract-and-land failed: {exc}"
+            result.error = f"extract-and-land failed: {type(exc).__name__}: {exc}"
         # Merge even after a failed landing: earlier loads that landed are still merged.
         try:
             result.merge = merges[org].result()
         except Exception as exc:
-            result.error = result.error or f"merge failed: {exc}"
+            result.error = result.error or f"merge failed: {type(exc).__name__}: {exc}"
         summary.results.append(result)
+    publish_summary(summary)
     if summary.failed:
         raise OrganisationsFailed(summary)
     return summary

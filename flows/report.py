@@ -39,10 +39,12 @@ def render_summary(summary: RunSummary) -> str:
         if result.landing:
             req = result.landing.requests
             progress = result.landing.progress
+            remaining = getattr(result.landing, "rate_limit_remaining", None)
+            left = f", {remaining} left in the rate limit" if remaining is not None else ""
             notes.append(
                 f"- **{result.org}**: {req.requests} GitHub requests, {req.cost} counted against "
-                f"the rate limit, {req.not_modified} answered 304 (free), {req.retries} retried; "
-                f"{progress.repositories_done} repositories synced "
+                f"the rate limit, {req.not_modified} answered 304 (free), {req.retries} retried"
+                f"{left}; {progress.repositories_done} repositories synced "
                 f"({progress.repositories_unchanged} unchanged)."
             )
             if progress.stopped_early:
