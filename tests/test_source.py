@@ -132,3 +132,28 @@ def test_token_never_lands_in_files_or_state(settings):
     for path in settings.data_dir.rglob("*"):
         if path.is_file():
             assert b"t0k3n-secret" not in path.read_bytes(), path
+
+
+def test_github_app_installation_auth_end_to_end(dataset, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    # Only tokens the emulator issued itself are accepted: the run must go through the App flow.
+    with GitHubEmulator(dataset, tokens=set()) as emu:
+        settings = Settings(
+            orgs=[ORG],
+            github_url=emu.url,
+            data_dir=tmp_path,
+            github_app_id="12345",
+            github_app_private_key=pem,
+            github_app_installation_id="678",
+        )
+        report = run(settings)
+        assert emu.stats["by_endpoint"]["app_token"] == 1
+    assert report.rows["pull_requests"] == len(dataset.expected(ORG)["pull_requests"])
