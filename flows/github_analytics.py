@@ -175,7 +175,7 @@ def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
     return report
 
 
-@task(name="extract-and-land", tags=[GITHUB_TAG], **_RETRIES)
+@task(name="extract-and-land", task_run_name="extract-and-land-{org}", tags=[GITHUB_TAG], **_RETRIES)
 def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -> LandingReport:
     log = get_run_logger()
     token = read_github_token(settings)
@@ -194,7 +194,7 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
     return report
 
 
-@task(name="merge", **_RETRIES)
+@task(name="merge", task_run_name="merge-{org}", **_RETRIES)
 def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
     with open_warehouse(settings) as warehouse:
         report = merge_landed_loads(
@@ -225,7 +225,7 @@ def publish_summary(summary: RunSummary) -> None:
 
 @flow(name="github-analytics", log_prints=False)
 def github_analytics(
-    orgs: list[str],
+    orgs: list[str] | None = None,
     since: date | None = None,
     full_refresh: bool = False,
     github_url: str | None = None,
@@ -233,12 +233,15 @@ def github_analytics(
 ) -> RunSummary:
     """Land and merge each organisation's pull requests, reviews and files.
 
-    orgs: organisation logins. since: the first backfill reaches back only to this date.
+    orgs: organisation logins (default: the setting `orgs`, env PR_ANALYTICS_ORGS or .env).
+    since: the first backfill reaches back only to this date.
     full_refresh: ignore saved cursors and ETags and read everything again.
     github_url: API base URL (GitHub Enterprise: https://HOST/api/v3). data_dir: landing,
     warehouse and dlt pipelines (default ./data). Credentials are never parameters.
     """
-    overrides: dict[str, Any] = {"orgs": orgs}
+    overrides: dict[str, Any] = {}
+    if orgs:
+        overrides["orgs"] = orgs
     if since:
         overrides["since"] = since
     if github_url:
@@ -247,7 +250,7 @@ def github_analytics(
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)
     if not settings.orgs:
-        raise ConfigurationError("no organisation given")
+        raise ConfigurationError("no organisation given: pass `orgs` or set PR_ANALYTICS_ORGS")
 
     summary = RunSummary()
     landings = {org: extract_and_land.submit(settings, org, full_refresh) for org in settings.orgs}

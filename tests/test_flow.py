@@ -1,0 +1,392 @@
+"""The Prefect flow end to end: emulator -> flow (tasks, retries, concurrency limit, GcpSecret
+token, artifact) -> Parquet landing -> DuckDB; and the deployments of `prefect.yaml`.
+
+One `prefect_test_harness` (a temporary API server, ~12 s) serves the whole test session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from uuid import UUID
+
+import dlt
+import duckdb
+import pytest
+
+import flows.github_analytics as flow_module
+from emulator import Dataset, GitHubEmulator
+from flows.github_analytics import (
+    GITHUB_CONCURRENCY_LIMIT,
+    SUMMARY_ARTIFACT_KEY,
+    OrganisationsFailed,
+    RunSummary,
+    github_analytics,
+)
+from flows.settings import pipeline_name
+from sources.github.errors import GitHubServerError
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "the-secret"
+ORGS = {"acme": 2, "acme-labs": 1}
+TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    return Dataset.generate(orgs=ORGS, prs_per_repo=[6, 4], seed=5)
+
+
+@pytest.fixture
+def emulator(dataset: Dataset):
+    # Only the token held in the secret block is accepted.
+    with GitHubEmulator(dataset, tokens={SECRET}) as emu:
+        yield emu
+
+
+@pytest.fixture(autouse=True)
+def environment(prefect_api: str, monkeypatch: pytest.MonkeyPatch):
+    """No credentials from the developer's shell; Prefect retries without waiting."""
+    for name in (
+        "GITHUB_TOKEN",
+        "GITHUB_TOKENS",
+        "PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK",
+        "PR_ANALYTICS_ORGS",
+        "SOURCES__GITHUB__ACCESS_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("extract_and_land", "merge"):
+        fast = getattr(flow_module, name).with_options(retry_delay_seconds=0)
+        monkeypatch.setattr(flow_module, name, fast)
+
+
+@pytest.fixture
+def count_land(monkeypatch: pytest.MonkeyPatch):
+    """Counts calls of `land` per organisation; `fail_first[org]` faults that many calls first."""
+    calls: dict[str, int] = {}
+    fail_first: dict[str, int] = {}
+    real_land = flow_module.land
+
+    def land(settings, org, *args, **kwargs):
+        calls[org] = calls.get(org, 0) + 1
+        if calls[org] <= fail_first.get(org, 0):
+            raise GitHubServerError(f"GET /orgs/{org}/repos failed after 6 retries; last cause: 502")
+        return real_land(settings, org, *args, **kwargs)
+
+    monkeypatch.setattr(flow_module, "land", land)
+    return SimpleNamespace(calls=calls, fail_first=fail_first)
+
+
+@pytest.fixture
+def secret_block(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> SimpleNamespace:
+    """A GcpSecret block whose Secret Manager client is a fake: no network, no Google account."""
+    from prefect_gcp import GcpCredentials
+    from prefect_gcp.secret_manager import GcpSecret
+
+    # GcpCredentials resolves application default credentials when built: a fake ADC file
+    # (never used to call Google: the client below is replaced).
+    adc = tmp_path_factory.mktemp("gcp") / "adc.json"
+    adc.write_text(json.dumps({
+        "type": "authorized_user", "client_id": "fake", "client_secret": "fake",
+        "refresh_token": "fake",
+    }))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    accessed: list[str] = []
+
+    class FakeSecretManager:
+        def access_secret_version(self, request):
+            accessed.append(request.name)
+            return SimpleNamespace(payload=SimpleNamespace(data=f"{SECRET}\n".encode()))
+
+    monkeypatch.setattr(GcpCredentials, "get_secret_manager_client", lambda self: FakeSecretManager())
+    GcpSecret(
+        gcp_credentials=GcpCredentials(project="analytics-test"), secret_name="github-token"
+    ).save("github-token-test", overwrite=True)
+    monkeypatch.setenv("PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK", "github-token-test")
+    return SimpleNamespace(accessed=accessed)
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def captured_logs():
+    handler = Captured()
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    loggers = [logging.getLogger(), logging.getLogger("prefect")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler.lines
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def run(orgs: list[str], emulator: GitHubEmulator, data_dir: Path):
+    return github_analytics(
+        orgs=orgs, github_url=emulator.url, data_dir=data_dir, return_state=True
+    )
+
+
+def flow_run_id(state) -> UUID:
+    return state.state_details.flow_run_id
+
+
+def task_runs(state) -> dict[str, object]:
+    """Task runs of the flow run, by name (`extract-and-land-<org>`, `merge-<org>`)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id(state)]))
+        )
+    return {run.name: run for run in runs}
+
+
+def api_logs(state) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)]))
+        )
+    return [log.message for log in logs]
+
+
+def summary_artifact(state):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_ARTIFACT_KEY]))
+        )
+    mine = [a for a in artifacts if a.flow_run_id == flow_run_id(state)]
+    assert len(mine) == 1, artifacts
+    assert mine[0].type == "markdown"
+    return mine[0].data
+
+
+def warehouse_keys(data_dir: Path, org: str | None = None) -> dict[str, set]:
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    where = f"WHERE org = '{org}'" if org else ""
+    try:
+        return {
+            "pull_requests": {
+                r[0] for r in con.sql(f"SELECT id FROM github.pull_requests {where}").fetchall()
+            },
+            "pull_request_reviews": {
+                r[0] for r in con.sql(f"SELECT id FROM github.pull_request_reviews {where}").fetchall()
+            },
+            "pull_request_files": set(
+                con.sql(
+                    f"SELECT pull_request_id, filename FROM github.pull_request_files {where}"
+                ).fetchall()
+            ),
+        }
+    finally:
+        con.close()
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_flow_lands_and_merges_with_the_token_from_a_gcp_secret_block(
+    emulator, dataset, secret_block, tmp_path, captured_logs, capfd
+):
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    # The global concurrency limit exists here (one extract at a time); elsewhere it does not.
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=GITHUB_CONCURRENCY_LIMIT, limit=1)
+        )
+    try:
+        state = run(list(ORGS), emulator, tmp_path)
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(GITHUB_CONCURRENCY_LIMIT)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(GITHUB_CONCURRENCY_LIMIT)
+
+    assert state.is_completed(), state
+    summary = state.result()
+    assert isinstance(summary, RunSummary) and not summary.failed
+    assert limit.active_slots == 0  # taken and given back
+
+    # The secret was read through the block, and it is what GitHub accepted.
+    assert secret_block.accessed == [
+        "projects/analytics-test/secrets/github-token/versions/latest"
+    ] * len(ORGS)
+    assert 401 not in emulator.stats["by_status"]
+
+    # The warehouse holds exactly what the server serves, per organisation.
+    for org in ORGS:
+        assert warehouse_keys(tmp_path, org) == dataset.expected(org), org
+
+    # The run's artifact: rows per table, requests, 304s, remaining rate limit.
+    markdown = summary_artifact(state)
+    for result in summary.results:
+        expected = dataset.expected(result.org)
+        for table in TABLES:
+            count = len(expected[table])
+            assert result.landing.rows[table] == count
+            assert f"| {result.org} | {table} | {count} | {count} |" in markdown
+        requests = result.landing.requests
+        assert (
+            f"**{result.org}**: {requests.requests} GitHub requests, {requests.cost} counted "
+            f"against the rate limit, {requests.not_modified} answered 304 (free)"
+        ) in markdown
+        assert result.landing.rate_limit_remaining is not None
+        assert f"{result.landing.rate_limit_remaining} left in the rate limit" in markdown
+
+    # dlt's state is where `dlt pipeline --pipelines-dir DIR github_<org> info` looks.
+    for org in ORGS:
+        pipeline = dlt.attach(pipeline_name(org), pipelines_dir=str(tmp_path / "pipelines"))
+        assert pipeline.state["sources"][pipeline_name(org)]["resources"]["pull_requests"]["repos"]
+
+    # The token is in no log line, console output, or file of the data folder.
+    logs = api_logs(state)
+    assert any("repositories done" in line for line in logs)
+    assert any("landed" in line for line in logs)
+    assert not any("do not exist" in line for line in logs)
+    out, err = capfd.readouterr()
+    for text in (*logs, *captured_logs, out, err):
+        assert SECRET not in text
+    assert files_containing(tmp_path, SECRET.encode()) == []
+
+    # The flow run's parameters carry no secret either.
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id(state))
+    assert SECRET not in repr(flow_run.parameters)
+    assert set(flow_run.parameters) <= {"orgs", "since", "full_refresh", "github_url", "data_dir"}
+
+
+def test_transient_failure_is_retried_by_prefect(emulator, dataset, count_land, tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    count_land.fail_first["acme"] = 1
+
+    state = run(["acme"], emulator, tmp_path)
+
+    assert state.is_completed(), state
+    assert count_land.calls == {"acme": 2}
+    runs = task_runs(state)
+    assert runs["extract-and-land-acme"].run_count == 2
+    assert runs["extract-and-land-acme"].state.is_completed()
+    assert runs["merge-acme"].run_count == 1
+    assert warehouse_keys(tmp_path, "acme") == dataset.expected("acme")
+
+
+def test_bad_token_is_not_retried(emulator, count_land, tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "not-the-secret")
+
+    state = run(["acme"], emulator, tmp_path)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, OrganisationsFailed)
+    assert "acme: extract-and-land failed: AuthenticationError" in str(error)
+    assert "not-the-secret" not in str(error)
+    assert count_land.calls == {"acme": 1}
+    runs = task_runs(state)
+    assert runs["extract-and-land-acme"].run_count == 1
+    assert runs["extract-and-land-acme"].state.is_failed()
+    assert any("Not retrying extract-and-land" in line for line in api_logs(state))
+
+
+def test_one_organisation_failing_does_not_stop_the_others(
+    emulator, dataset, count_land, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+
+    state = run(["acme", "no-such-org"], emulator, tmp_path)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, OrganisationsFailed)
+    assert str(error).startswith("1 organisation(s) failed: no-such-org: extract-and-land failed: NotFoundError")
+    by_org = {result.org: result for result in error.summary.results}
+    assert by_org["acme"].error is None
+    assert by_org["acme"].merge.rows_merged["pull_requests"] == len(dataset.expected("acme")["pull_requests"])
+    assert warehouse_keys(tmp_path, "acme") == dataset.expected("acme")
+    # A missing organisation cannot appear on a retry.
+    assert count_land.calls == {"acme": 1, "no-such-org": 1}
+    assert task_runs(state)["extract-and-land-no-such-org"].run_count == 1
+    # The artifact is written for a failed run too, naming the failure.
+    markdown = summary_artifact(state)
+    assert "**no-such-org** FAILED: extract-and-land failed: NotFoundError" in markdown
+    assert "| acme | pull_requests |" in markdown
+
+
+def test_deployments_from_prefect_yaml(prefect_api):
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name="github-analytics", type="process"))
+        except ObjectAlreadyExists:
+            pass
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = Path(sys.executable).parent / "prefect"
+    done = subprocess.run(
+        [str(prefect), "--no-prompt", "deploy", "--all"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    with get_client(sync_client=True) as client:
+        hourly = client.read_deployment_by_name("github-analytics/hourly")
+        backfill = client.read_deployment_by_name("github-analytics/backfill")
+
+    for deployment in (hourly, backfill):
+        assert deployment.entrypoint == "flows/github_analytics.py:github_analytics"
+        assert deployment.work_pool_name == "github-analytics"
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ]
+        env_vars = deployment.job_variables["env"]
+        assert env_vars["PREFECT_LOGGING_EXTRA_LOGGERS"].split(",")[0] == "dlt"
+        assert env_vars["PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK"] == "github-token"
+        assert set(deployment.parameter_openapi_schema["properties"]) == {
+            "orgs", "since", "full_refresh", "github_url", "data_dir"
+        }
+    assert hourly.parameters == {"full_refresh": False}
+    assert [s.schedule.cron for s in hourly.schedules] == ["5 * * * *"]
+    assert hourly.schedules[0].active
+    assert hourly.global_concurrency_limit.limit == 1
+    assert backfill.parameters == {"full_refresh": True, "since": None}
+    assert backfill.schedules == []
