@@ -1,0 +1,66 @@
+"""`python flows/run.py` as a user runs it: a separate process, pointed at a GitHub-compatible server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from emulator import Dataset, GitHubEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "flows/run.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_cli_loads_exactly_what_the_server_serves(tmp_path):
+    dataset = Dataset.generate(orgs={"acme": 2, "beta-corp": 1}, prs_per_repo=[6, 3, 4], seed=5, edge_cases=False)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "GITHUB_TOKEN": "cli-secret-token",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+    env.pop("GITHUB_TOKENS", None)
+    data_dir = tmp_path / "data"
+    with GitHubEmulator(dataset, base_path="/api/v3", tokens={"cli-secret-token"}) as emu:
+        args = ("--org", "acme", "--org", "beta-corp", "--github-url", emu.url, "--data-dir", str(data_dir))
+        first = run_cli(*args, env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+
+    assert "cli-secret-token" not in first.stdout + first.stderr
+    assert "pipeline --pipelines-dir" in first.stdout and "github_beta_corp info" in first.stdout
+
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    for org in ("acme", "beta-corp"):
+        expected = dataset.expected(org)
+        prs = con.execute("SELECT id FROM github.pull_requests WHERE org = ?", [org]).fetchall()
+        reviews = con.execute("SELECT id FROM github.pull_request_reviews WHERE org = ?", [org]).fetchall()
+        files = con.execute(
+            "SELECT pull_request_id, filename FROM github.pull_request_files WHERE org = ?", [org]
+        ).fetchall()
+        assert sorted(r[0] for r in prs) == sorted(expected["pull_requests"])
+        assert sorted(r[0] for r in reviews) == sorted(expected["pull_request_reviews"])
+        assert sorted(files) == sorted(expected["pull_request_files"])
+
+    # The state command the summary prints works from the project root.
+    dlt = Path(sys.executable).parent / "dlt"
+    info = subprocess.run(
+        [str(dlt), "pipeline", "--pipelines-dir", str(data_dir / "pipelines"), "github_acme", "info"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert info.returncode == 0, info.stderr
+    assert "github_acme" in info.stdout and "cli-secret-token" not in info.stdout
