@@ -182,7 +182,8 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
     with github_client(settings, token=token) as client:
         progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
         # One slot per extract across all runs; a missing limit only logs a warning.
-        with concurrency(GITHUB_CONCURRENCY_LIMIT, occupy=1, strict=False):
+        limit = getattr(settings, "github_concurrency_limit", None) or GITHUB_CONCURRENCY_LIMIT
+        with concurrency(limit, occupy=1, strict=False):
             report = land(settings, org, client, progress, full_refresh=full_refresh)
         # Declared on LandingReport once flows/landing.py carries it; set here either way.
         report.rate_limit_remaining = client.rate_limit_remaining  # type: ignore[attr-defined]

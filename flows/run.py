@@ -19,7 +19,7 @@ DEMO_ORGS = {"demo": 3, "demo-labs": 2}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--org", dest="orgs", action="append", default=[], help="organisation login (repeatable)")
+    parser.add_argument("--org", dest="orgs", action="append", default=[], help="organisation login (repeatable; default PR_ANALYTICS_ORGS)")
     parser.add_argument("--github-url", help="API base URL (GitHub Enterprise: https://HOST/api/v3); env GITHUB_API_URL")
     parser.add_argument("--data-dir", type=Path, help="landing folder, warehouse and dlt pipelines (default ./data)")
     parser.add_argument("--since", type=date.fromisoformat, help="first backfill only reaches back to this date (YYYY-MM-DD)")
@@ -60,7 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             orgs = orgs or list(DEMO_ORGS)
             logging.getLogger("flows.run").info("GitHub emulator serving %s at %s", orgs, github_url)
         if not orgs:
-            print("error: give at least one --org (or --demo)", file=sys.stderr)
+            from flows.settings import Settings
+
+            try:
+                orgs = Settings().orgs  # PR_ANALYTICS_ORGS or .env
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        if not orgs:
+            print("error: give at least one --org (or --demo, or PR_ANALYTICS_ORGS)", file=sys.stderr)
             return 2
         state = github_analytics(
             orgs=orgs,
