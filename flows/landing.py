@@ -40,6 +40,7 @@ class LandingReport:
     progress: SyncProgress
     landing_url: str
     pipelines_dir: str
+    rate_limit_remaining: int | None = None  # the client's last known budget after the extract
 
 
 def github_auth(settings: Settings, token: str | None = None) -> TokenPool | GitHubAppAuth:
@@ -189,4 +190,5 @@ def land(
         progress=progress,
         landing_url=settings.landing,
         pipelines_dir=str(settings.pipelines_dir),
+        rate_limit_remaining=client.rate_limit_remaining,
     )

@@ -50,6 +50,7 @@ class SyncProgress:
     repositories_skipped: list[str] = field(default_factory=list)
     pull_requests_skipped: list[str] = field(default_factory=list)
     stopped_early: str | None = None
+    rows: dict[str, int] = field(default_factory=dict)
     on_repository_done: Callable[[SyncProgress], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -58,6 +59,10 @@ class SyncProgress:
             if self.stopped_early is None:
                 self.stopped_early = reason
                 logger.warning("Stopping early, progress is saved: %s", reason)
+
+    def add_rows(self, table: str, count: int) -> None:
+        with self._lock:
+            self.rows[table] = self.rows.get(table, 0) + count
 
     def repository_done(self, unchanged: bool) -> None:
         with self._lock:
@@ -212,6 +217,7 @@ def github_source(
                     elif updated == newest:
                         newest_ids.add(pr["id"])
                 if rows:
+                    progress.add_rows(PULL_REQUESTS.name, len(rows))
                     yield to_table(PULL_REQUESTS, rows)
                 if reached_cursor:
                     break
@@ -256,7 +262,10 @@ def github_source(
         workers = max(1, min(client.max_concurrency, len(prs)))
         with ThreadPoolExecutor(workers, thread_name_prefix=f"github-{kind}") as pool:
             rows = [row for result in pool.map(fetch, prs) for row in result]
-        return to_table(spec, rows) if rows else None
+        if not rows:
+            return None
+        progress.add_rows(spec.name, len(rows))
+        return to_table(spec, rows)
 
     def _fetch_child_list(
         pending: dict[str, Any], repo: str, pr: dict[str, Any], kind: str
