@@ -9,6 +9,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
+# The storage integration the one-time admin SQL creates; a gcs:// stage uses it unless told otherwise.
+GCS_STORAGE_INTEGRATION = "GITHUB_GCS"
+
 
 class DuckDBConfig(BaseModel):
     """The embedded default: one local database file."""
@@ -20,9 +23,10 @@ class DuckDBConfig(BaseModel):
 class SnowflakeConfig(BaseModel):
     """Snowflake with an external stage over the landing bucket.
 
-    `stage_url` (e.g. `gcs://bucket/prefix/github/`) makes `bootstrap` create the stage; leave it
-    unset when an administrator owns the stage. `host`/`port`/`protocol` point the connector at a
-    stand-in such as fakesnow's server.
+    `stage_url` (e.g. `gcs://bucket/prefix/github/`) makes `bootstrap` create the stage (and check
+    that an existing one points there); the flow derives it from the landing URL when unset
+    (`flows.warehouse.snowflake_config`). `host`/`port`/`protocol` point the connector at a
+    stand-in such as fakesnow's server; `network_timeout` (seconds) bounds each request.
     """
 
     account: str
@@ -41,3 +45,4 @@ class SnowflakeConfig(BaseModel):
     host: str | None = None
     port: int | None = None
     protocol: str = "https"
+    network_timeout: int | None = None

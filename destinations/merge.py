@@ -43,20 +43,26 @@ def stage_table_name(pipeline_name: str, table: str) -> str:
     return f"STG_{pipeline_name}_{table}"
 
 
-def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> None:
+def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[str]:
     """Create schema, file format/stage (Snowflake), targets, ledger and the pipelines' stage tables.
 
-    Idempotent; every statement is `IF NOT EXISTS`.
+    Idempotent; every statement is `IF NOT EXISTS`. Returns what it ensured, one line per object.
     """
-    warehouse.execute(sql.create_schema(warehouse.q(warehouse.schema_name)))
-    warehouse.bootstrap_extras()
+    pipeline_names = [sql.check_pipeline_name(name) for name in pipeline_names]
+    schema = warehouse.q(warehouse.schema_name)
+    warehouse.execute(sql.create_schema(schema))
+    ensured = [f"schema {schema}", *warehouse.bootstrap_extras()]
     for spec in TABLES.values():
         columns = [(warehouse.q(f.name), sql.column_type(f.type, warehouse.dialect)) for f in spec.schema]
         warehouse.execute(sql.create_table(warehouse.table(spec.name), columns))
+        ensured.append(f"table {warehouse.table(spec.name)}")
         for pipeline_name in pipeline_names:
             stage = warehouse.table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
             warehouse.execute(sql.create_table(stage, columns))
+            ensured.append(f"stage table {stage}")
     warehouse.execute(sql.create_ledger(warehouse.table(LEDGER)))
+    ensured.append(f"ledger {warehouse.table(LEDGER)}")
+    return ensured
 
 
 def merge_landed_loads(

@@ -16,6 +16,8 @@ from functools import lru_cache
 import pyarrow as pa
 import sqlglot
 
+from destinations.config import GCS_STORAGE_INTEGRATION
+
 SNOWFLAKE = "snowflake"
 DUCKDB = "duckdb"
 
@@ -222,6 +224,10 @@ def create_stage(stage: str, url: str, file_format: str, storage_integration: st
     )
 
 
+def show_stages(schema: str) -> str:
+    return f"SHOW STAGES IN SCHEMA {schema}"
+
+
 # --- One load, inside one transaction -----------------------------------------------------------
 
 
@@ -298,26 +304,54 @@ def insert_ledger_row(ledger: str) -> str:
 
 # --- One-time administration (run by an account administrator, quoted by the README) ------------
 
-SNOWFLAKE_ADMIN_SQL = """\
--- Run once as ACCOUNTADMIN (names are examples; keep them in line with SnowflakeConfig).
-CREATE STORAGE INTEGRATION IF NOT EXISTS GITHUB_GCS
+_ADMIN_SQL = """\
+-- Run once as ACCOUNTADMIN (keep the names in line with SnowflakeConfig).
+CREATE STORAGE INTEGRATION IF NOT EXISTS {integration}
   TYPE = EXTERNAL_STAGE
   STORAGE_PROVIDER = 'GCS'
   ENABLED = TRUE
-  STORAGE_ALLOWED_LOCATIONS = ('gcs://<bucket>/<prefix>/github/');
--- Grant the service account shown as STORAGE_GCP_SERVICE_ACCOUNT "Storage Object Viewer"
--- on the bucket (gcloud storage buckets add-iam-policy-binding ...).
-DESC STORAGE INTEGRATION GITHUB_GCS;
+  STORAGE_ALLOWED_LOCATIONS = ('{stage_url}');
+-- Grant the service account shown as STORAGE_GCP_SERVICE_ACCOUNT read access to the bucket:
+--   gcloud storage buckets add-iam-policy-binding gs://{bucket} \\
+--     --member=serviceAccount:<STORAGE_GCP_SERVICE_ACCOUNT> --role=roles/storage.objectViewer
+DESC STORAGE INTEGRATION {integration};
 
-CREATE ROLE IF NOT EXISTS GITHUB_LOADER;
-GRANT USAGE ON INTEGRATION GITHUB_GCS TO ROLE GITHUB_LOADER;
-GRANT USAGE ON WAREHOUSE <warehouse> TO ROLE GITHUB_LOADER;
-GRANT USAGE, CREATE SCHEMA ON DATABASE <database> TO ROLE GITHUB_LOADER;
-CREATE USER IF NOT EXISTS GITHUB_LOADER_SVC
-  DEFAULT_ROLE = GITHUB_LOADER
+CREATE ROLE IF NOT EXISTS {role};
+GRANT USAGE ON INTEGRATION {integration} TO ROLE {role};
+GRANT USAGE ON WAREHOUSE {warehouse} TO ROLE {role};
+GRANT USAGE, CREATE SCHEMA ON DATABASE {database} TO ROLE {role};
+CREATE USER IF NOT EXISTS {user}
+  DEFAULT_ROLE = {role}
   RSA_PUBLIC_KEY = '<public key body>';
-GRANT ROLE GITHUB_LOADER TO USER GITHUB_LOADER_SVC;
--- bootstrap() then creates, as GITHUB_LOADER: the schema, the file format, the stage
--- (URL = 'gcs://<bucket>/<prefix>/github/', STORAGE_INTEGRATION = GITHUB_GCS), the target,
--- stage and ledger tables.
+GRANT ROLE {role} TO USER {user};
+-- bootstrap (python flows/bootstrap.py) then creates, as {role}: the schema, the file format,
+-- the stage (URL = '{stage_url}', STORAGE_INTEGRATION = {integration}),
+-- the target, stage and ledger tables.
 """
+
+_PLACEHOLDER = re.compile(r"<[a-z ]+>")
+
+
+def snowflake_admin_sql(
+    stage_url: str = "gcs://<bucket>/<prefix>/github/",
+    *,
+    integration: str = GCS_STORAGE_INTEGRATION,
+    role: str = "GITHUB_LOADER",
+    user: str = "GITHUB_LOADER_SVC",
+    warehouse: str = "<warehouse>",
+    database: str = "<database>",
+) -> str:
+    """The one-time admin SQL for a GCS landing; every name checked (placeholders `<...>` pass)."""
+    names = {"integration": integration, "role": role, "user": user, "warehouse": warehouse, "database": database}
+    for what, name in names.items():
+        if not _PLACEHOLDER.fullmatch(name):
+            check_identifier(name, what)
+    if not stage_url.startswith("gcs://"):
+        raise ValueError(f"the admin SQL is for a GCS stage (gcs://bucket/prefix/github/), not {stage_url!r}")
+    if not _PLACEHOLDER.search(stage_url):
+        check_stage_url(stage_url)
+    bucket = stage_url.removeprefix("gcs://").split("/", 1)[0]
+    return _ADMIN_SQL.format(stage_url=stage_url, bucket=bucket, **names)
+
+
+SNOWFLAKE_ADMIN_SQL = snowflake_admin_sql()

