@@ -29,7 +29,13 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from destinations.merge import MergeReport, merge_landed_loads
-from flows.landing import LandingReport, github_client, land, landing_filesystem
+from flows.landing import (
+    LandingReport,
+    exception_chain,
+    github_client,
+    land,
+    landing_filesystem,
+)
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
@@ -38,8 +44,6 @@ from sources.github.source import SyncProgress
 logger = logging.getLogger(__name__)
 
 GITHUB_TAG = "github-api"
-# Prefect global concurrency limit held by each extract: `prefect gcl create github-api --limit N`.
-GITHUB_CONCURRENCY_LIMIT = "github-api"
 SUMMARY_ARTIFACT_KEY = "github-analytics-summary"
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -74,14 +78,7 @@ def _exception_of(state: Any) -> BaseException | None:
 def is_permanent(exc: BaseException) -> bool:
     """True when `exc`, or anything in its cause/context chain, cannot succeed on a retry."""
     permanent = _permanent_errors()
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, permanent):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(link, permanent) for link in exception_chain(exc))
 
 
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -164,8 +161,7 @@ def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
         if not finished and p.repositories_done > 1 and now - last[0] < PROGRESS_EVERY_SECONDS:
             return
         last[0] = now
-        rows = getattr(p, "rows", None)  # SyncProgress.rows, when the source counts them
-        rows_text = f", {sum(rows.values())} rows" if rows else ""
+        rows_text = f", {sum(p.rows.values())} rows" if p.rows else ""
         log.info(
             "%s: %d/%d repositories done (%d unchanged)%s, %d requests",
             org, p.repositories_done, p.repositories_total, p.repositories_unchanged,
@@ -182,15 +178,12 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
     with github_client(settings, token=token) as client:
         progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
         # One slot per extract across all runs; a missing limit only logs a warning.
-        limit = getattr(settings, "github_concurrency_limit", None) or GITHUB_CONCURRENCY_LIMIT
-        with concurrency(limit, occupy=1, strict=False):
+        with concurrency(settings.github_concurrency_limit, occupy=1, strict=False):
             report = land(settings, org, client, progress, full_refresh=full_refresh)
-        # Declared on LandingReport once flows/landing.py carries it; set here either way.
-        report.rate_limit_remaining = client.rate_limit_remaining  # type: ignore[attr-defined]
     log.info(
         "%s: landed %s with %d requests (%d answered 304, %s left in the rate limit)",
         org, report.rows, report.requests.requests, report.requests.not_modified,
-        report.rate_limit_remaining,  # type: ignore[attr-defined]
+        report.rate_limit_remaining,
     )
     return report
 

@@ -8,6 +8,7 @@ info` shows it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,18 @@ def filesystem_destination(settings: Settings, org: str) -> Any:
     )
 
 
-def _github_error(exc: BaseException) -> GitHubError | None:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and its causes/contexts, each once (dlt wraps what a resource raised)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, GitHubError):
-            return current
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return None
+
+
+def _github_error(exc: BaseException) -> GitHubError | None:
+    return next((link for link in exception_chain(exc) if isinstance(link, GitHubError)), None)
 
 
 def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:

@@ -39,7 +39,7 @@ def render_summary(summary: RunSummary) -> str:
         if result.landing:
             req = result.landing.requests
             progress = result.landing.progress
-            remaining = getattr(result.landing, "rate_limit_remaining", None)
+            remaining = result.landing.rate_limit_remaining
             left = f", {remaining} left in the rate limit" if remaining is not None else ""
             notes.append(
                 f"- **{result.org}**: {req.requests} GitHub requests, {req.cost} counted against "

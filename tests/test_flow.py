@@ -22,14 +22,15 @@ import pytest
 import flows.github_analytics as flow_module
 from emulator import Dataset, GitHubEmulator
 from flows.github_analytics import (
-    GITHUB_CONCURRENCY_LIMIT,
     SUMMARY_ARTIFACT_KEY,
     OrganisationsFailed,
     RunSummary,
     github_analytics,
 )
-from flows.settings import pipeline_name
+from flows.settings import Settings, pipeline_name
 from sources.github.errors import GitHubServerError
+
+GITHUB_LIMIT = Settings.model_fields["github_concurrency_limit"].default
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "the-secret"
@@ -230,15 +231,15 @@ def test_flow_lands_and_merges_with_the_token_from_a_gcp_secret_block(
     # The global concurrency limit exists here (one extract at a time); elsewhere it does not.
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=GITHUB_CONCURRENCY_LIMIT, limit=1)
+            GlobalConcurrencyLimitCreate(name=GITHUB_LIMIT, limit=1)
         )
     try:
         state = run(list(ORGS), emulator, tmp_path)
         with get_client(sync_client=True) as client:
-            limit = client.read_global_concurrency_limit_by_name(GITHUB_CONCURRENCY_LIMIT)
+            limit = client.read_global_concurrency_limit_by_name(GITHUB_LIMIT)
     finally:
         with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name(GITHUB_CONCURRENCY_LIMIT)
+            client.delete_global_concurrency_limit_by_name(GITHUB_LIMIT)
 
     assert state.is_completed(), state
     summary = state.result()
