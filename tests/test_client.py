@@ -14,6 +14,7 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from fakes import FakeClock
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, Page
 from sources.github.errors import (
@@ -30,28 +31,13 @@ SECRET = "ghp_SECRETsecretSECRET123"
 SECRET2 = "ghp_OTHERotherOTHER456"
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self._now = now
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self._now += seconds
-
-
 def limits(remaining: int, reset: float = T0 + 600) -> dict[str, str]:
     return {"x-ratelimit-remaining": str(remaining), "x-ratelimit-reset": str(int(reset))}
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

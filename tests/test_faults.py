@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from emulator import Dataset, Fault, GitHubEmulator
+from fakes import FakeClock
 from flows.landing import LandingReport, land
 from flows.settings import Settings
 from sources.github.auth import TokenPool
@@ -32,34 +32,12 @@ T0 = 1_800_000_000.0  # virtual epoch seconds
 TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
 
 
-class FakeClock:
-    """Virtual time: `sleep` advances `now` instantly and records how long it was asked for."""
-
-    def __init__(self, now: float = T0) -> None:
-        self._now = now
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            return self._now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self._now += max(0.0, seconds)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
-
-
 # -- fixtures and helpers ---------------------------------------------------------------------
 
 
 @pytest.fixture
 def fake() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
