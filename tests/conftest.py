@@ -1,4 +1,5 @@
-"""Local stand-ins shared by the Snowflake and GCS tests: fakesnow's server and fake-gcs-server."""
+"""Shared fixtures: an environment isolated from the developer's own settings, and the local
+stand-ins of the Snowflake and GCS tests (fakesnow's server and fake-gcs-server)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ import pytest
 from pydantic import SecretStr
 
 from destinations import SnowflakeConfig
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token or setting in the developer's environment or `.env` never leaks into a test."""
+    from flows.settings import Settings
+
+    for name in list(os.environ):
+        if name.startswith(("GITHUB_", "PR_ANALYTICS_", "SOURCES__GITHUB__")):
+            monkeypatch.delenv(name)
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
 
 
 @pytest.fixture(scope="session")
