@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -178,7 +179,8 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
     with github_client(settings, token=token) as client:
         progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
         # One slot per extract across all runs; a missing limit only logs a warning.
-        with concurrency(settings.github_concurrency_limit, occupy=1, strict=False):
+        limit = settings.github_concurrency_limit
+        with concurrency(limit, occupy=1, strict=False) if limit else nullcontext():
             report = land(settings, org, client, progress, full_refresh=full_refresh)
     log.info(
         "%s: landed %s with %d requests (%d answered 304, %s left in the rate limit)",

@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             emulator = stack.enter_context(GitHubEmulator(dataset, latency=args.demo_latency))
             github_url = emulator.url
             orgs = orgs or list(DEMO_ORGS)
+            # The emulator accepts any token; never send it a real one, and no shared
+            # concurrency limit is needed for a local run.
+            os.environ.pop("GITHUB_TOKENS", None)
+            os.environ["GITHUB_TOKEN"] = "demo-token"
+            os.environ["PR_ANALYTICS_GITHUB_CONCURRENCY_LIMIT"] = ""
             logging.getLogger("flows.run").info("GitHub emulator serving %s at %s", orgs, github_url)
         if not orgs:
             from flows.settings import Settings
