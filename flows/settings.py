@@ -70,7 +70,8 @@ class Settings(BaseSettings):
 
     since: date | None = None
     max_concurrency: int = Field(16, ge=1, le=100)
-    max_rate_limit_wait: float = Field(3600.0, ge=0)
+    # A whole primary window plus margin: an exhausted budget is waited out by default.
+    max_rate_limit_wait: float = Field(3660.0, ge=0)
     request_timeout: float = Field(30.0, gt=0)
 
     @field_validator("orgs", "github_tokens", mode="before")
