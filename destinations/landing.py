@@ -11,7 +11,9 @@ import json
 import logging
 import posixpath
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import fsspec
 import pyarrow as pa
@@ -58,12 +60,20 @@ class Landing:
     def is_local(self) -> bool:
         return isinstance(self.fs, LocalFileSystem)
 
-    def completed_loads(self, pipeline_name: str) -> list[str]:
-        """Load ids this pipeline fully landed (status 0), oldest first."""
+    def completed_loads(self, pipeline_name: str, exclude: Collection[str] = ()) -> list[str]:
+        """Load ids this pipeline fully landed (status 0) and not in `exclude`, oldest first.
+
+        The load id is in each record's file name, so only the records of loads not yet merged
+        are opened: the cost of a merge does not grow with the landing's history.
+        """
         sql.check_pipeline_name(pipeline_name)
-        pattern = posixpath.join(self.root, LOADS_FOLDER, f"{pipeline_name}__*.jsonl")
+        prefix = f"{pipeline_name}__"
+        pattern = posixpath.join(self.root, LOADS_FOLDER, f"{prefix}*.jsonl")
         load_ids: list[str] = []
         for path in self.fs.glob(pattern):
+            named = posixpath.basename(path).removeprefix(prefix).removesuffix(".jsonl")
+            if named in exclude:
+                continue
             with self.fs.open(path, "rt", encoding="utf-8") as handle:
                 for line in handle:
                     if not line.strip():
@@ -71,22 +81,40 @@ class Landing:
                     record = json.loads(line)
                     if record.get("schema_name") == pipeline_name and record.get("status") == 0:
                         load_ids.append(sql.check_load_id(str(record["load_id"])))
-        return sorted(set(load_ids), key=float)
+        return sorted(set(load_ids) - set(exclude), key=float)
 
-    def files_by_load(self, table: str, org: str) -> dict[str, list[LandedFile]]:
-        """This org's Parquet files of one table, grouped by load id."""
+    def files_by_load(
+        self,
+        table: str,
+        org: str,
+        load_ids: Collection[str] | None = None,
+        *,
+        near_load_dates: bool = False,
+    ) -> dict[str, list[LandedFile]]:
+        """This org's Parquet files of one table, grouped by load id (only `load_ids`' if given).
+
+        `near_load_dates` lists only the date partitions those loads can have written: dlt dates
+        a load's files by its package's creation, which the load id records (a day either side
+        covers clock edges). The cost of a merge then does not grow with the landing's history.
+        """
         sql.check_identifier(table, "table")
         sql.check_org(org)
-        pattern = posixpath.join(self.root, table, f"org={org}", "date=*", "*.parquet")
+        dates = ["*"]
+        if near_load_dates and load_ids is not None:
+            dates = sorted({day for load_id in load_ids for day in _dates_around(load_id)})
         grouped: dict[str, list[LandedFile]] = defaultdict(list)
-        for path in sorted(self.fs.glob(pattern)):
-            name = posixpath.basename(path)
-            date = posixpath.basename(posixpath.dirname(path)).removeprefix("date=")
-            sql.check_file_name(name)
-            sql.check_date(date)
-            load_id = name.removesuffix(".parquet").rsplit(".", 1)[0]
-            url = path if self.is_local else self.fs.unstrip_protocol(path)
-            grouped[load_id].append(LandedFile(table, org, date, load_id, name, path, url))
+        for date_glob in dates:
+            pattern = posixpath.join(self.root, table, f"org={org}", f"date={date_glob}", "*.parquet")
+            for path in sorted(self.fs.glob(pattern)):
+                name = posixpath.basename(path)
+                date = posixpath.basename(posixpath.dirname(path)).removeprefix("date=")
+                sql.check_file_name(name)
+                sql.check_date(date)
+                load_id = name.removesuffix(".parquet").rsplit(".", 1)[0]
+                if load_ids is not None and load_id not in load_ids:
+                    continue
+                url = path if self.is_local else self.fs.unstrip_protocol(path)
+                grouped[load_id].append(LandedFile(table, org, date, load_id, name, path, url))
         return dict(grouped)
 
     def read_schema(self, landed: LandedFile) -> pa.Schema:
@@ -95,3 +123,9 @@ class Landing:
                 return pq.read_schema(handle)
         except (OSError, pa.ArrowException) as error:
             raise ValueError(f"cannot read the Parquet schema of landed file {landed.path}: {error}") from error
+
+
+def _dates_around(load_id: str) -> list[str]:
+    """The UTC dates of the day before, of, and after a load id's timestamp."""
+    moment = datetime.fromtimestamp(float(sql.check_load_id(load_id)), tz=timezone.utc)
+    return [(moment + timedelta(days=shift)).date().isoformat() for shift in (-1, 0, 1)]

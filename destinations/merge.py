@@ -83,12 +83,16 @@ def merge_landed_loads(
     report = MergeReport(warehouse.location(), pipeline_name, org)
     ledger = warehouse.table(LEDGER)
     merged = {str(row[0]) for row in warehouse.execute(sql.merged_load_ids(ledger), [pipeline_name])}
-    pending = [load_id for load_id in landing.completed_loads(pipeline_name) if load_id not in merged]
+    pending = landing.completed_loads(pipeline_name, exclude=merged)
     if not pending:
         logger.info("%s: no new loads to merge into %s", pipeline_name, report.warehouse)
         return report
 
-    files = {name: landing.files_by_load(name, org) for name in TABLES}
+    files = {name: landing.files_by_load(name, org, pending, near_load_dates=True) for name in TABLES}
+    if any(all(load_id not in by_load for by_load in files.values()) for load_id in pending):
+        # A load with no file near its own date is empty, or was dated some other way: only a
+        # look at every partition can tell, so take it (rare: a run with no change lands no load).
+        files = {name: landing.files_by_load(name, org, pending) for name in TABLES}
     for load_id in pending:
         load_files = {name: by_load[load_id] for name, by_load in files.items() if load_id in by_load}
         _merge_load(warehouse, landing, pipeline_name, load_id, load_files, report)

@@ -14,6 +14,7 @@ import dlt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from destinations import DuckDBConfig, DuckDBWarehouse, Warehouse, bootstrap, merge_landed_loads
 from destinations.warehouse import DuckDBWarehouse as _DuckDB
@@ -377,3 +378,48 @@ def test_loads_landed_by_dlt_filesystem_destination(tmp_path: Path, duck: DuckDB
     assert rows_by(duck, "pull_requests", "title") == [("second",)]
     assert rows_by(duck, "pull_request_files", "filename") == [("b.py",)]
     assert merge_landed_loads(duck, str(landing), "demo", "github_demo").loads_merged == []
+
+
+class _CountingFileSystem(LocalFileSystem):
+    """A local filesystem that records what the merge lists and opens."""
+
+    cachable = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.globs: list[str] = []
+        self.opened: list[str] = []
+
+    def glob(self, path: str, **kwargs: Any) -> Any:
+        self.globs.append(path)
+        return super().glob(path, **kwargs)
+
+    def _open(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.opened.append(path)
+        return super()._open(path, *args, **kwargs)
+
+
+def test_merge_cost_does_not_grow_with_the_landing_history(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    """A year of hourly loads already merged: the next merge opens one load record and lists the
+    partitions around that load's date only."""
+    day = 86_400.0
+    start = datetime(2026, 1, 1, 12, tzinfo=timezone.utc).timestamp()
+    for index in range(10):  # earlier loads, days apart
+        load_id = f"{start + index * 20 * day:.4f}"
+        date = datetime.fromtimestamp(float(load_id), tz=timezone.utc).date().isoformat()
+        land(tmp_path, "demo", load_id, {"pull_requests": [pr("demo", index + 1, T0)]}, date=date)
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+
+    newest = f"{start + 250 * day:.4f}"
+    newest_date = datetime.fromtimestamp(float(newest), tz=timezone.utc).date().isoformat()
+    land(tmp_path, "demo", newest, {"pull_requests": [pr("demo", 99, T0)]}, date=newest_date)
+    fs = _CountingFileSystem()
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo", fs=fs)
+
+    assert report.loads_merged == [newest]
+    assert [p for p in fs.opened if "_dlt_loads" in p] == [
+        str(tmp_path / "github" / "_dlt_loads" / f"github_demo__{newest}.jsonl")
+    ]
+    listed_dates = {p.split("date=")[1].split("/")[0] for p in fs.globs if "date=" in p}
+    assert newest_date in listed_dates and len(listed_dates) == 3
+    assert rows_by(duck, "pull_requests", "number")[-1] == (99,)
