@@ -157,3 +157,17 @@ def test_github_app_installation_auth_end_to_end(dataset, tmp_path):
         report = run(settings)
         assert emu.stats["by_endpoint"]["app_token"] == 1
     assert report.rows["pull_requests"] == len(dataset.expected(ORG)["pull_requests"])
+
+
+def test_state_survives_losing_the_local_pipeline_folder(settings, emulator):
+    """A fresh worker (no local dlt folder) restores cursors and ETags from the landing."""
+    import shutil
+
+    run(settings)
+    shutil.rmtree(settings.pipelines_dir)
+    emulator.reset_stats()
+
+    report = run(settings)
+
+    assert sum(report.rows.values()) == 0
+    assert emulator.stats["cost"] == 0 and emulator.stats["requests"] == 1 + 3
