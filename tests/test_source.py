@@ -171,3 +171,41 @@ def test_state_survives_losing_the_local_pipeline_folder(settings, emulator):
 
     assert sum(report.rows.values()) == 0
     assert emulator.stats["cost"] == 0 and emulator.stats["requests"] == 1 + 3
+
+
+def test_pull_request_updated_while_paging_lands_once_and_is_caught_next_run(tmp_path):
+    """Rows shift between pages while paging: a PR updated after page 1 was read moves to the
+    front. This run must not land anything twice, and the next run must pick the moved PR up."""
+    import httpx
+
+    from sources.github.auth import TokenPool
+    from sources.github.client import GitHubClient
+
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[250], seed=9, edge_cases=False)
+    repo = dataset.repositories(ORG)[0]["name"]
+    oldest = min(dataset.pull_requests(ORG, repo), key=lambda pr: pr["updated_at"])["number"]
+
+    class MutateAfterFirstPage(httpx.HTTPTransport):
+        mutated = False
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            if request.url.path.endswith("/pulls") and "page" not in request.url.params and not self.mutated:
+                type(self).mutated = True
+                dataset.edit_title(ORG, repo, oldest, "edited while the run was paging")
+            return response
+
+    with GitHubEmulator(dataset) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, github_token="t")
+        with GitHubClient(emu.url, TokenPool(["t"]), transport=MutateAfterFirstPage()) as client:
+            land(settings, ORG, client)
+        first = landed(settings, "pull_requests")
+        assert MutateAfterFirstPage.mutated
+        assert len(first) == len({r["id"] for r in first}), "nothing twice"
+        # The moved PR left the pages not yet read: this run cannot see it ...
+        assert {r["number"] for r in first} == set(range(1, 251)) - {oldest}
+
+        run(settings)  # ... the next run does: its updated_at is newer than the cursor
+
+    titles = [r["title"] for r in landed(settings, "pull_requests") if r["number"] == oldest]
+    assert titles[-1] == "edited while the run was paging"
