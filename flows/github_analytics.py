@@ -36,6 +36,7 @@ from flows.landing import (
     github_client,
     land,
     landing_filesystem,
+    with_gcs_blocks,
 )
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse
@@ -244,7 +245,7 @@ def github_analytics(
         overrides["github_url"] = github_url
     if data_dir:
         overrides["data_dir"] = data_dir
-    settings = Settings(**overrides)
+    settings = with_gcs_blocks(Settings(**overrides))
     if not settings.orgs:
         raise ConfigurationError("no organisation given: pass `orgs` or set PR_ANALYTICS_ORGS")
 

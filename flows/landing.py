@@ -7,6 +7,7 @@ info` shows it.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+from pydantic import SecretStr
 from dlt.common.configuration.specs import GcpServiceAccountCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
@@ -92,6 +94,44 @@ def _gcs_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def with_gcs_blocks(settings: Settings) -> Settings:
+    """The settings with the landing URL and GCS service account taken from the prefect-gcp
+    block they name (GcsBucket or GcpCredentials); unchanged when they name none."""
+    if not (settings.gcs_bucket_block or settings.gcs_credentials_block):
+        return settings
+    update: dict[str, Any] = {}
+    if settings.gcs_bucket_block:
+        from prefect_gcp.cloud_storage import GcsBucket
+
+        bucket = GcsBucket.load(settings.gcs_bucket_block)
+        credentials = bucket.gcp_credentials
+        if not settings.landing_url:
+            folder = (bucket.bucket_folder or "").strip("/")
+            update["landing_url"] = f"gs://{bucket.bucket}" + (f"/{folder}" if folder else "")
+    else:
+        from prefect_gcp import GcpCredentials
+
+        credentials = GcpCredentials.load(settings.gcs_credentials_block)
+    if credentials.service_account_info:
+        info = credentials.service_account_info.get_secret_value()
+        update["gcs_service_account"] = SecretStr(json.dumps(dict(info)))
+    elif credentials.service_account_file:
+        update["gcs_credentials_path"] = Path(credentials.service_account_file).expanduser()
+    # else: the block itself relies on application default credentials, and so do we.
+    if credentials.project and not settings.gcs_project:
+        update["gcs_project"] = credentials.project
+    return settings.model_copy(update=update)
+
+
+def _service_account(settings: Settings) -> str | None:
+    """Service-account JSON from the settings (a block's info, or a key file)."""
+    if settings.gcs_service_account:
+        return settings.gcs_service_account.get_secret_value()
+    if settings.gcs_credentials_path:
+        return settings.gcs_credentials_path.read_text()
+    return None
+
+
 def landing_filesystem(settings: Settings) -> Any:
     """An fsspec filesystem for the warehouse step to read a gs:// landing; None for a folder."""
     if not settings.landing.startswith("gs://"):
@@ -100,7 +140,8 @@ def landing_filesystem(settings: Settings) -> Any:
 
     if settings.gcs_endpoint_url:
         return gcsfs.GCSFileSystem(**_gcs_options(settings))
-    token = str(settings.gcs_credentials_path) if settings.gcs_credentials_path else None
+    account = _service_account(settings)
+    token = json.loads(account) if account else None  # None: application default credentials
     return gcsfs.GCSFileSystem(project=settings.gcs_project, token=token)
 
 
@@ -118,9 +159,9 @@ def filesystem_destination(settings: Settings, org: str) -> Any:
             credentials.parse_native_representation(AnonymousCredentials())
             options["credentials"] = credentials
             options["kwargs"] = _gcs_options(settings)
-        elif settings.gcs_credentials_path:
+        elif account := _service_account(settings):
             credentials = GcpServiceAccountCredentials()
-            credentials.parse_native_representation(settings.gcs_credentials_path.read_text())
+            credentials.parse_native_representation(account)
             options["credentials"] = credentials
         # else: application default credentials, resolved by gcsfs.
     return dlt.destinations.filesystem(

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     gcs_project: str | None = None
     gcs_credentials_path: Path | None = None  # a service-account JSON; else ADC
     gcs_endpoint_url: str | None = None  # a GCS emulator, for tests
+    # prefect-gcp blocks: a GcsBucket (bucket, folder and credentials: sets the landing URL when
+    # unset) or a GcpCredentials block. Resolved at the start of a flow run.
+    gcs_bucket_block: str | None = None
+    gcs_credentials_block: str | None = None
+    gcs_service_account: SecretStr | None = None  # service-account JSON (filled from a block)
 
     warehouse: Literal["duckdb", "snowflake"] = "duckdb"
     duckdb: DuckDBConfig | None = None  # default: <data_dir>/warehouse.duckdb

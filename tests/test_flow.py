@@ -391,3 +391,40 @@ def test_deployments_from_prefect_yaml(prefect_api):
     assert hourly.global_concurrency_limit.limit == 1
     assert backfill.parameters == {"full_refresh": True, "since": None}
     assert backfill.schedules == []
+
+
+def test_gcs_landing_and_credentials_from_a_gcs_bucket_block(prefect_api):
+    """A GcsBucket block gives the landing URL and the service account dlt and gcsfs use."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from prefect_gcp import GcpCredentials
+    from prefect_gcp.cloud_storage import GcsBucket
+
+    from flows.landing import filesystem_destination, landing_filesystem, with_gcs_blocks
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    info = {
+        "type": "service_account",
+        "project_id": "analytics-prj",
+        "private_key_id": "k1",
+        "private_key": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        "client_email": "loader@analytics-prj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    credentials = GcpCredentials(service_account_info=info, project="analytics-prj")
+    GcsBucket(bucket="pr-landing", bucket_folder="github-prs/", gcp_credentials=credentials).save(
+        "pr-landing", overwrite=True
+    )
+
+    settings = with_gcs_blocks(Settings(orgs=["acme"], gcs_bucket_block="pr-landing"))
+
+    assert settings.landing == "gs://pr-landing/github-prs"
+    assert settings.gcs_project == "analytics-prj"
+    assert "BEGIN PRIVATE KEY" not in repr(settings)
+    destination = filesystem_destination(settings, "acme")
+    assert destination.config_params["credentials"].client_email == info["client_email"]
+    fs = landing_filesystem(settings)
+    assert fs.project == "analytics-prj"
