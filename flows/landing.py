@@ -15,22 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from pydantic import SecretStr
 from dlt.common.configuration.specs import GcpServiceAccountCredentials
-from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
+from dlt.pipeline.exceptions import PipelineStepFailed
+from pydantic import SecretStr
 
+from destinations.landing import DATASET
 from flows.settings import Settings, pipeline_name
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
+from sources.github.schema import TABLES
 from sources.github.source import SyncProgress, github_source
 
 logger = logging.getLogger(__name__)
 
-DATASET = "github"
+# The warehouse step reads this layout back (destinations/landing.py).
 LAYOUT = "{table_name}/org={org}/date={YYYY}-{MM}-{DD}/{load_id}.{file_id}.{ext}"
-DATA_TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
+DATA_TABLES = tuple(TABLES)
 
 
 @dataclass
