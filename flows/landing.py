@@ -26,7 +26,8 @@ from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
 from sources.github.schema import TABLES
-from sources.github.source import SyncProgress, github_source
+from sources.github.source import SyncContext, SyncProgress, github_source
+from sources.github.state import iso
 
 logger = logging.getLogger(__name__)
 
@@ -205,33 +206,46 @@ def land(
     progress: SyncProgress | None = None,
     full_refresh: bool = False,
 ) -> LandingReport:
-    """Extract the organisation's changes since its cursors and land them as Parquet.
+    """Extract the organisation's changes since its cursors and land them as Parquet, in chunks.
 
-    Packages a crashed earlier run left behind are loaded first by `pipeline.run`.
+    Each chunk is one `pipeline.run`: its rows and the source state that says how far it got are
+    committed together, so a run that dies loses at most the chunk in flight and the next run
+    resumes where the last committed chunk stopped. Packages a crashed earlier run left behind are
+    loaded first by `pipeline.run`.
     """
     progress = progress or SyncProgress()
     pipeline = landing_pipeline(settings, org)
-    source = github_source.clone(name=pipeline.pipeline_name)(
-        org, client, since=settings.since, progress=progress, full_refresh=full_refresh
+    sync = SyncContext(
+        org,
+        client,
+        progress,
+        since=iso(settings.since),
+        full_refresh=full_refresh,
+        chunk_requests=settings.commit_every_requests,
+        reconcile_days=settings.reconcile_days,
     )
-    failure: GitHubError | None = None
+    load_ids: list[str] = []
+    rows = {table: 0 for table in DATA_TABLES}
     try:
-        info = pipeline.run(source, loader_file_format="parquet")
-    except PipelineStepFailed as exc:
-        failure = _github_error(exc)
-        if failure is None:
-            raise
-    if failure is not None:
-        # Our own error (e.g. a rejected token), raised outside dlt's wrapper so callers can tell
-        # it from an I/O fault; raised here, not in `except`, to keep the chain free of cycles.
-        raise failure
-    normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
-    counts = normalize.row_counts if normalize else {}
-    rows = {table: int(counts.get(table, 0)) for table in DATA_TABLES}
+        while True:
+            sync.start_chunk()
+            source = github_source.clone(name=pipeline.pipeline_name)(org, client, sync=sync)
+            info = _run(pipeline, source)
+            load_ids.extend(info.loads_ids)
+            normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+            counts = normalize.row_counts if normalize else {}
+            for table in DATA_TABLES:
+                rows[table] += int(counts.get(table, 0))
+            if progress.stopped_early or not progress.more_to_do:
+                break
+            logger.info("%s: chunk %d committed (%d requests so far); continuing",
+                        org, progress.chunks, client.stats.requests)
+    finally:
+        sync.close()
     return LandingReport(
         org=org,
         pipeline_name=pipeline.pipeline_name,
-        load_ids=list(info.loads_ids),
+        load_ids=load_ids,
         rows=rows,
         requests=client.stats,
         progress=progress,
@@ -239,3 +253,16 @@ def land(
         pipelines_dir=str(settings.pipelines_dir),
         rate_limit_remaining=client.rate_limit_remaining,
     )
+
+
+def _run(pipeline: dlt.Pipeline, source: Any) -> Any:
+    failure: GitHubError | None = None
+    try:
+        return pipeline.run(source, loader_file_format="parquet")
+    except PipelineStepFailed as exc:
+        failure = _github_error(exc)
+        if failure is None:
+            raise
+    # Our own error (e.g. a rejected token), raised outside dlt's wrapper so callers can tell
+    # it from an I/O fault; raised here, not in `except`, to keep the chain free of cycles.
+    raise failure

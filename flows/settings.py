@@ -9,7 +9,7 @@ everything else as `PR_ANALYTICS_<FIELD>` (nested with `__`, e.g.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     # A whole primary window plus margin: an exhausted budget is waited out by default.
     max_rate_limit_wait: float = Field(3660.0, ge=0)
     request_timeout: float = Field(30.0, gt=0)
+    # Progress is committed (landed with its state) about every this many requests: a run that
+    # dies loses at most one chunk, and a backfill resumes where the last chunk stopped.
+    commit_every_requests: int = Field(1000, ge=1)
+    # Reviews of pull requests updated within this many days are re-read once a day (0: never).
+    reconcile_days: int = Field(7, ge=0)
 
     @field_validator("orgs", "github_tokens", mode="before")
     @classmethod
@@ -89,10 +94,15 @@ class Settings(BaseSettings):
     @field_validator("orgs")
     @classmethod
     def _valid_orgs(cls, orgs: list[str]) -> list[str]:
-        for org in orgs:
-            if not _ORG.match(org):
-                raise ValueError(f"{org!r} is not a GitHub organisation login")
-        return list(dict.fromkeys(orgs))
+        return list(dict.fromkeys(normalise_org(org) for org in orgs))
+
+    @field_validator("since")
+    @classmethod
+    def _since_not_in_future(cls, since: date | None) -> date | None:
+        today = datetime.now(timezone.utc).date()
+        if since is not None and since > today:
+            raise ValueError(f"since {since.isoformat()} is in the future (today is {today.isoformat()} UTC)")
+        return since
 
     @property
     def landing(self) -> str:
@@ -107,6 +117,14 @@ class Settings(BaseSettings):
         return self.duckdb or DuckDBConfig(path=self.data_dir / "warehouse.duckdb")
 
 
+def normalise_org(org: str) -> str:
+    """The one validator of an organisation login; GitHub logins are case-insensitive, so an
+    organisation is lower-cased here, once: `Acme` and `acme` are one pipeline and one landing path."""
+    if not isinstance(org, str) or not _ORG.match(org.strip()):
+        raise ValueError(f"{org!r} is not a GitHub organisation login")
+    return org.strip().lower()
+
+
 def pipeline_name(org: str) -> str:
     """One dlt pipeline (and schema) per organisation: `github_<org>`."""
-    return "github_" + org.lower().replace("-", "_")
+    return "github_" + normalise_org(org).replace("-", "_")

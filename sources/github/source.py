@@ -1,10 +1,15 @@
 """The dlt source: an organisation's pull requests, their reviews and their changed files.
 
 Incremental by design (see ../shared/NOTES.md on dlt issue 2838): each repository keeps its own
-cursor in resource state, never a shared `dlt.sources.incremental` on a fan-out transformer.
-A repository whose first pull-request page is unchanged costs one conditional request that GitHub
-answers 304 (free); reviews and files are fetched only for pull requests that are new or whose
-`updated_at` moved past the cursor.
+cursor in source state (see state.py), never a shared `dlt.sources.incremental` on a fan-out
+transformer. A repository whose first pull-request page is unchanged costs one conditional
+request that GitHub answers 304 (free); reviews and files are fetched only for pull requests that
+are new or changed.
+
+Failures stay where they happen: a repository or pull request that keeps failing goes on a retry
+list (with a backoff) and the rest of the organisation lands; a malformed item is set aside in
+`rejected_items`. A listing that stops (rate limit, end of a chunk, a fault) resumes where it
+stopped, so any backfill converges.
 """
 
 from __future__ import annotations
@@ -14,307 +19,558 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
 import dlt
 import pyarrow as pa
 
 from sources.github.client import GitHubClient
-from sources.github.errors import NotFoundError, RateLimitExhausted
+from sources.github.errors import AuthenticationError, GitHubError, NotFoundError, RateLimitExhausted
+from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     FILES_CAP,
     PULL_REQUEST_FILES,
     PULL_REQUEST_REVIEWS,
     PULL_REQUESTS,
+    REJECTED_ITEMS,
+    MalformedItem,
+    TableSpec,
     file_row,
     parse_time,
     pull_request_row,
+    rejected_row,
     review_row,
     to_table,
 )
+from sources.github.state import DAY, iso, repo_state, retry_delay, row_hash
+
+__all__ = ["SyncContext", "SyncProgress", "FailedItem", "github_source"]
 
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
+REJECTED = "rejected_items"
+_Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
 _PULLS_PARAMS = {"state": "all", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
 
 
 @dataclass
-class SyncProgress:
-    """What one extraction did, shared by the resources and read by the flow for its summary."""
+class SyncContext:
+    """One organisation's sync across the chunks of a run: the client, one thread pool for the
+    child lists, the options and the progress."""
 
-    repositories_total: int = 0
-    repositories_done: int = 0
-    repositories_unchanged: int = 0
-    repositories_skipped: list[str] = field(default_factory=list)
-    pull_requests_skipped: list[str] = field(default_factory=list)
-    stopped_early: str | None = None
-    rows: dict[str, int] = field(default_factory=dict)
-    on_repository_done: Callable[[SyncProgress], None] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    org: str
+    client: GitHubClient
+    progress: SyncProgress = field(default_factory=SyncProgress)
+    since: str | None = None
+    full_refresh: bool = False
+    chunk_requests: int | None = None  # end a chunk's listings after about this many requests
+    reconcile_days: int = 7  # re-read reviews of pull requests updated this recently, daily
+    repositories: list[dict[str, Any]] | None = None  # listed once per run
+    finished: set[int] = field(default_factory=set)  # repositories done in an earlier chunk
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _chunk_start: int = 0
 
-    def stop(self, reason: str) -> None:
-        with self._lock:
-            if self.stopped_early is None:
-                self.stopped_early = reason
-                logger.warning("Stopping early, progress is saved: %s", reason)
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.client.max_concurrency, thread_name_prefix="github-children")
+            return self._pool
 
-    def add_rows(self, table: str, count: int) -> None:
-        with self._lock:
-            self.rows[table] = self.rows.get(table, 0) + count
+    def start_chunk(self) -> None:
+        self._chunk_start = self.client.stats.requests
+        self.progress.more_to_do = False
+        self.progress.chunks += 1
 
-    def repository_done(self, unchanged: bool) -> None:
-        with self._lock:
-            self.repositories_done += 1
-            self.repositories_unchanged += int(unchanged)
-        if self.on_repository_done:
-            self.on_repository_done(self)
+    def chunk_full(self) -> bool:
+        if self.chunk_requests is None:
+            return False
+        return self.client.stats.requests - self._chunk_start >= self.chunk_requests
+
+    def now(self) -> float:
+        return self.client.clock.now()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
-def _iso(value: date | datetime | str | None) -> str | None:
-    """GitHub's timestamp format, which also orders correctly as a string."""
-    if value is None or isinstance(value, str):
-        return value
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _is_repository_failure(exc: GitHubError) -> bool:
+    """Errors scoped to one repository or pull request. A 401 means no credential is left, and a
+    rate limit is a stop: those concern the whole organisation."""
+    if isinstance(exc, (NotFoundError, RateLimitExhausted)):
+        return False
+    return not (isinstance(exc, AuthenticationError) and exc.status == 401)
+
+
+def _label(ctx: SyncContext, repo: str, number: int | None = None) -> str:
+    return f"{ctx.org}/{repo}" + (f"#{number}" if number is not None else "")
+
+
+# -- repositories ------------------------------------------------------------------------------
+
+
+@dlt.resource(name="repositories", selected=False)
+def repositories(ctx: SyncContext) -> Iterator[dict[str, Any]]:
+    """The organisation's repositories (id and name); each listing page is revalidated with its
+    ETag. Listed once per run: later chunks reuse the list."""
+    if ctx.repositories is None:
+        ctx.repositories = _list_repositories(ctx)
+    if ctx.repositories is None:
+        return
+    ctx.progress.repositories_total = len(ctx.repositories)
+    yield from (repo for repo in ctx.repositories if repo["id"] not in ctx.finished)
+
+
+def _list_repositories(ctx: SyncContext) -> list[dict[str, Any]] | None:
+    state = dlt.current.resource_state()
+    old_pages: list[dict[str, Any]] = [] if ctx.full_refresh else state.get("pages", [])
+    new_pages: list[dict[str, Any]] = []
+    url: str | None = f"/orgs/{ctx.org}/repos"
+    params: dict[str, Any] | None = {"per_page": PER_PAGE, "type": "all"}
+    try:
+        while url:
+            cached = old_pages[len(new_pages)] if len(new_pages) < len(old_pages) else None
+            usable = cached is not None and cached["url"] == url and "repositories" in cached
+            page = ctx.client.get_page(url, params=params, etag=cached["etag"] if usable else None)
+            if page.not_modified:
+                assert cached is not None
+                new_pages.append(cached)
+            else:
+                listed = [{"id": repo["id"], "name": repo["name"]} for repo in page.items]
+                new_pages.append({"url": url, "etag": page.etag, "next_url": page.next_url, "repositories": listed})
+            url, params = new_pages[-1]["next_url"], None
+    except RateLimitExhausted as exc:
+        ctx.progress.stop(f"rate limit exhausted while listing repositories: {exc}")
+        return None
+    state["pages"] = new_pages
+    listed = [repo for page in new_pages for repo in page["repositories"]]
+    logger.info("%s: %d repositories", ctx.org, len(listed))
+    return listed
+
+
+# -- pull requests -----------------------------------------------------------------------------
+
+
+@dlt.transformer(name="pull_requests", write_disposition="append", parallelized=True)
+def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.Table]:
+    """A repository's new and changed pull requests, newest-updated first.
+
+    Repositories are listed concurrently (one repository's pages stay in order).
+    """
+    repo_id, repo = int(repository["id"]), repository["name"]
+    if ctx.progress.stopped_early:
+        return
+    state = dlt.current.source_state()
+    with ctx.lock:
+        saved = repo_state(state, repo_id, repo)
+    label = _label(ctx, repo)
+    failure = saved.get("failure")
+    if failure and not ctx.full_refresh and failure["retry_at"] > ctx.now():
+        ctx.progress.add_failed(FailedItem("repository", label, failure["reason"], failure["retry_at"]))
+        return
+    try:
+        unchanged = yield from _list_pull_requests(ctx, state, repo_id, repo, saved)
+    except NotFoundError as exc:
+        logger.warning("%s: skipped, the repository is gone: %s", label, exc)
+        ctx.progress.repositories_skipped.append(repo)
+        return
+    except RateLimitExhausted as exc:
+        ctx.progress.stop(f"rate limit exhausted in {label}: {exc}")
+        return
+    except GitHubError as exc:
+        if not _is_repository_failure(exc):
+            raise
+        failures = (failure or {}).get("failures", 0) + 1
+        retry_at = ctx.now() + retry_delay(failures)
+        saved["failure"] = {"reason": str(exc), "failures": failures, "retry_at": retry_at}
+        logger.warning("%s: failed (%s); the rest of the organisation goes on, retried after %s",
+                       label, exc, iso(datetime.fromtimestamp(retry_at).astimezone()))
+        ctx.progress.add_failed(FailedItem("repository", label, str(exc), retry_at))
+        return
+    if unchanged is None:
+        ctx.progress.more_to_do = True  # the chunk ended inside this listing
+        return
+    saved.pop("failure", None)
+    ctx.finished.add(repo_id)
+    ctx.progress.repository_done(unchanged)
+
+
+def _list_pull_requests(
+    ctx: SyncContext, state: dict[str, Any], repo_id: int, repo: str, saved: dict[str, Any]
+) -> Iterator[pa.Table]:
+    """Page from where the last listing stopped (or from page 1) down to the cursor.
+
+    Returns True when page 1 was unchanged (304), False when the listing completed, None when the
+    chunk ended first (the listing's frontier is saved and the next chunk resumes from it).
+    Pages only ever shift down while we read (updated pull requests move to the top), so resuming
+    at the saved next page can re-see a pull request, never skip one; the frontier filters those.
+    """
+    cursor = None if ctx.full_refresh else saved.get("cursor")
+    at_cursor: dict[str, str | None] = {} if ctx.full_refresh else saved.get("at_cursor", {})
+    floor = cursor or ctx.since  # the first pull request older than this ends the listing
+    listing: dict[str, Any] | None = None if ctx.full_refresh else saved.get("listing")
+    if listing is not None:
+        url, params, etag = listing["next_url"], None, None
+    else:
+        url, params = f"/repos/{ctx.org}/{repo}/pulls", dict(_PULLS_PARAMS)
+        etag = None if ctx.full_refresh or saved.get("since") != ctx.since and cursor is None else saved.get("etag")
+    while url:
+        if listing is not None and ctx.chunk_full():
+            return None
+        page = ctx.client.get_page(url, params=params, etag=etag)
+        if page.not_modified:
+            return True
+        if listing is None:
+            listing = {"etag": page.etag, "top": None, "top_hashes": {}, "frontier": None, "frontier_ids": []}
+        rows, rejected, reached = _page_rows(ctx, repo, page.items, listing, floor, cursor, at_cursor)
+        if rejected:
+            yield _rejected_table(rejected)  # the child transformers pass over it
+        if rows:
+            _remember_recent(ctx, state, repo_id, rows)
+            ctx.progress.add_rows(PULL_REQUESTS.name, len(rows))
+            yield to_table(PULL_REQUESTS, rows)
+        url, params, etag = page.next_url, None, None
+        if reached or not url:
+            break
+        listing["next_url"] = url
+        saved["listing"] = listing
+    _complete_listing(saved, listing, cursor, at_cursor, ctx.since)
+    return False
+
+
+def _page_rows(
+    ctx: SyncContext,
+    repo: str,
+    items: list[dict[str, Any]],
+    listing: dict[str, Any],
+    floor: str | None,
+    cursor: str | None,
+    at_cursor: dict[str, str | None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """The page's rows to land, its rejected items, and whether it reached the floor (cursor or
+    `since`)."""
+    rows: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for pr in items:
+        try:
+            row = pull_request_row(ctx.org, repo, pr)
+            updated = iso(row["updated_at"])
+            if updated is None:
+                raise MalformedItem("updated_at: missing")
+        except (MalformedItem, KeyError, TypeError, ValueError) as exc:
+            rejected.append(_reject(ctx, repo, "pull_request", pr, exc, pr.get("number") if isinstance(pr, dict) else None))
+            continue
+        pr_id, digest = str(row["id"]), row_hash(row)
+        if listing["top"] is None or updated > listing["top"]:
+            listing["top"], listing["top_hashes"] = updated, {pr_id: digest}
+        elif updated == listing["top"]:
+            listing["top_hashes"][pr_id] = digest
+        frontier = listing["frontier"]
+        if frontier is not None and (updated > frontier or (updated == frontier and pr_id in listing["frontier_ids"])):
+            continue  # emitted earlier in this listing: rows shift down between pages
+        if floor is not None and updated < floor:
+            return rows, rejected, True  # newest first: everything after this is older still
+        if updated == cursor and pr_id in at_cursor and at_cursor[pr_id] in (None, digest):
+            continue  # landed by the last listing and unchanged since
+        rows.append(row)
+        if frontier is None or updated < frontier:
+            listing["frontier"], listing["frontier_ids"] = updated, [pr_id]
+        else:
+            listing["frontier_ids"].append(pr_id)
+    return rows, rejected, False
+
+
+def _complete_listing(
+    saved: dict[str, Any], listing: dict[str, Any] | None, cursor: str | None,
+    at_cursor: dict[str, str | None], since: str | None,
+) -> None:
+    """Move the cursor to the newest pull request this listing saw (never past it)."""
+    if listing is None:
+        return
+    top = listing["top"]
+    if top is not None and (cursor is None or top > cursor):
+        saved["cursor"], saved["at_cursor"] = top, listing["top_hashes"]
+    elif top is not None and top == cursor:
+        saved["at_cursor"] = {**at_cursor, **listing["top_hashes"]}
+    saved["etag"], saved["since"] = listing["etag"], since
+    saved.pop("listing", None)
+
+
+def _remember_recent(ctx: SyncContext, state: dict[str, Any], repo_id: int, rows: list[dict[str, Any]]) -> None:
+    """Pull requests updated within `reconcile_days`, for the reconciliation pass."""
+    if ctx.reconcile_days <= 0:
+        return
+    now = ctx.now()
+    horizon = now - ctx.reconcile_days * DAY
+    with ctx.lock:
+        recent = state.setdefault("recent", {}).setdefault(str(repo_id), {})
+        for row in rows:
+            if row["updated_at"].timestamp() >= horizon:
+                recent[str(row["id"])] = [row["number"], iso(row["updated_at"]), now]
+
+
+def _reject(ctx: SyncContext, repo: str, kind: str, item: Any, exc: Exception, number: Any = None) -> dict[str, Any]:
+    """Set a malformed item aside: logged with its key, and a `rejected_items` row with its payload."""
+    number = number if isinstance(number, int) else None
+    row = rejected_row(ctx.org, repo, kind, item if isinstance(item, dict) else {"value": item}, exc,
+                       pull_request_number=number)
+    logger.warning("%s: %s %s set aside: %s", _label(ctx, repo, number), kind, row["item_key"], exc)
+    ctx.progress.add_rejected(f"{_label(ctx, repo, number)} {kind} {row['item_key']}: {exc}")
+    return row
+
+
+def _rejected_table(rows: list[dict[str, Any]]) -> Any:
+    return dlt.mark.with_table_name(pa.Table.from_pylist(rows, schema=REJECTED_ITEMS), REJECTED)
+
+
+# -- pull requests whose children are still due ------------------------------------------------
+
+
+@dlt.resource(name="retry_pull_requests", selected=False)
+def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
+    """Pull requests whose reviews or files an earlier run could not fetch (stopped by the rate
+    limit, or failing): due ones go straight to the child transformers, costing no request of
+    their own. Each kind leaves the list as soon as it is fetched, so a backlog larger than one
+    rate-limit window still shrinks in every run; a chunk takes only what its budget allows."""
+    state = dlt.current.source_state()
+    now, budget = ctx.now(), ctx.chunk_requests
+    names = {repo_id: entry.get("name") for repo_id, entry in state.get("repos", {}).items()}
+    due: list[dict[str, Any]] = []
+    with ctx.lock:
+        for repo_id, prs in state.get("retry", {}).items():
+            for pr_id, entry in list(prs.items()):
+                repo = names.get(repo_id)
+                if repo is None:
+                    continue
+                if entry.get("retry_at") and entry["retry_at"] > now:
+                    label = _label(ctx, repo, entry["number"])
+                    for kind in entry["kinds"]:
+                        ctx.progress.add_failed(FailedItem(kind, label, entry.get("reason") or "", entry["retry_at"]))
+                    continue
+                if budget is not None and sum(len(item["kinds"]) for item in due) >= budget:
+                    break
+                del prs[pr_id]
+                due.append({
+                    "repo": repo, "repo_id": int(repo_id), "id": int(pr_id), "number": entry["number"],
+                    "updated_at": parse_time(entry["updated_at"]), "kinds": entry["kinds"],
+                    "failures": entry.get("failures", 0),
+                })
+    for start in range(0, len(due), PER_PAGE):
+        yield due[start : start + PER_PAGE]
+
+
+def _add_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str,
+               reason: str | None, failed: bool) -> None:
+    """Put (pull request, kind) on the retry list: at once when stopped, with a backoff when failing."""
+    repo_id = pr.get("repo_id") or _repo_id(ctx, pr["repo"])
+    with ctx.lock:
+        entry = state.setdefault("retry", {}).setdefault(str(repo_id), {}).setdefault(
+            str(pr["id"]),
+            {"number": pr["number"], "updated_at": iso(pr["updated_at"]), "kinds": [],
+             "failures": pr.get("failures", 0), "reason": None, "retry_at": None},
+        )
+        if kind not in entry["kinds"]:
+            entry["kinds"].append(kind)
+        if failed:
+            entry["failures"] = max(entry["failures"], pr.get("failures", 0)) + 1
+            entry["reason"], entry["retry_at"] = reason, ctx.now() + retry_delay(entry["failures"])
+
+
+def _clear_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str) -> None:
+    repo_id = pr.get("repo_id") or _repo_id(ctx, pr["repo"])
+    with ctx.lock:
+        prs = state.get("retry", {}).get(str(repo_id), {})
+        entry = prs.get(str(pr["id"]))
+        if entry and kind in entry["kinds"]:
+            entry["kinds"].remove(kind)
+            if not entry["kinds"]:
+                del prs[str(pr["id"])]
+
+
+def _repo_id(ctx: SyncContext, repo: str) -> int:
+    for listed in ctx.repositories or []:
+        if listed["name"] == repo:
+            return int(listed["id"])
+    raise KeyError(f"repository {repo!r} is not in {ctx.org}'s listing")
+
+
+# -- reconciliation ----------------------------------------------------------------------------
+
+
+@dlt.resource(name="reconcile_pull_requests", selected=False)
+def reconcile_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
+    """A safety net for review edits and dismissals that may not move a PR's `updated_at`: the
+    reviews of pull requests updated within `reconcile_days` are re-read, each at most once a day."""
+    if ctx.reconcile_days <= 0 or ctx.progress.chunks > 1:
+        return
+    state = dlt.current.source_state()
+    now = ctx.now()
+    horizon = iso(datetime.fromtimestamp(now - ctx.reconcile_days * DAY).astimezone())
+    names = {repo_id: entry.get("name") for repo_id, entry in state.get("repos", {}).items()}
+    due: list[dict[str, Any]] = []
+    with ctx.lock:
+        for repo_id, prs in state.get("recent", {}).items():
+            for pr_id, (number, updated_at, read_at) in list(prs.items()):
+                if updated_at < horizon or names.get(repo_id) is None:
+                    del prs[pr_id]  # too old to watch
+                elif now - read_at >= DAY:
+                    prs[pr_id] = [number, updated_at, now]
+                    due.append({
+                        "repo": names[repo_id], "repo_id": int(repo_id), "id": int(pr_id), "number": number,
+                        "updated_at": parse_time(updated_at), "kinds": ["reviews"], "reconcile": True,
+                    })
+    for start in range(0, len(due), PER_PAGE):
+        yield due[start : start + PER_PAGE]
+
+
+# -- children ----------------------------------------------------------------------------------
+
+
+@dlt.transformer(name="pull_request_reviews", table_name="pull_request_reviews",
+                 write_disposition="append", parallelized=True)
+def pull_request_reviews(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
+    yield from _children(ctx, pulls, "reviews", PULL_REQUEST_REVIEWS, _review_rows)
+
+
+@dlt.transformer(name="pull_request_files", table_name="pull_request_files",
+                 write_disposition="append", parallelized=True)
+def pull_request_files(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
+    yield from _children(ctx, pulls, "files", PULL_REQUEST_FILES, _file_rows)
+
+
+def _children(
+    ctx: SyncContext,
+    pulls: pa.Table | list[dict[str, Any]],
+    kind: str,
+    spec: TableSpec,
+    to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
+) -> Iterator[Any]:
+    """Fetch one kind of child for every pull request of a page, on the run's thread pool.
+
+    The client bounds requests in flight across all threads.
+    """
+    if isinstance(pulls, pa.Table):
+        if pulls.schema.equals(REJECTED_ITEMS):
+            return  # rejected pull requests, on their way to `rejected_items`
+        prs = pulls.to_pylist()
+    else:  # the retry list or the reconciliation pass: only the kinds they ask for
+        prs = [pr for pr in pulls if kind in pr["kinds"]]
+    state = dlt.current.source_state()  # resolved here: the pool's threads have no dlt context
+    rows: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for fetched, set_aside in ctx.pool.map(lambda pr: _fetch_children(ctx, state, pr, kind, to_rows), prs):
+        rows.extend(fetched)
+        rejected.extend(set_aside)
+    if rows:
+        ctx.progress.add_rows(spec.name, len(rows))
+        yield to_table(spec, rows)
+    if rejected:
+        yield _rejected_table(rejected)
+
+
+def _fetch_children(
+    ctx: SyncContext,
+    state: dict[str, Any],
+    pr: dict[str, Any],
+    kind: str,
+    to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
+) -> _Rows:
+    """One pull request's child list: (rows, rejected rows); nothing when it cannot be had now."""
+    label = _label(ctx, pr["repo"], pr["number"])
+    if ctx.progress.stopped_early:
+        if not pr.get("reconcile"):
+            _add_retry(ctx, state, pr, kind, None, failed=False)
+        return [], []
+    pages = 0
+    items: list[dict] = []
+    try:
+        for page in ctx.client.iter_pages(
+            f"/repos/{ctx.org}/{pr['repo']}/pulls/{pr['number']}/{kind}", params={"per_page": PER_PAGE}
+        ):
+            pages += 1
+            items.extend(page.items)
+    except NotFoundError as exc:
+        logger.warning("%s: %s skipped, the pull request is gone: %s", label, kind, exc)
+        ctx.progress.pull_requests_skipped.append(label)
+        return [], []
+    except RateLimitExhausted as exc:
+        if not pr.get("reconcile"):
+            _add_retry(ctx, state, pr, kind, None, failed=False)
+        ctx.progress.stop(f"rate limit exhausted fetching {kind} of {label}: {exc}")
+        return [], []
+    except GitHubError as exc:
+        if not _is_repository_failure(exc):
+            raise
+        _add_retry(ctx, state, pr, kind, str(exc), failed=True)
+        logger.warning("%s: %s failed (%s); retried on a later run", label, kind, exc)
+        ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
+        return [], []
+    if pr.get("reconcile"):
+        ctx.progress.add_reconciled(1, pages)
+    _clear_retry(ctx, state, pr, kind)
+    ctx.progress.clear_failed(kind, label)
+    return to_rows(ctx, pr, items)
+
+
+def _review_rows(ctx: SyncContext, pr: dict[str, Any], reviews: list[dict]) -> _Rows:
+    rows, rejected = [], []
+    for review in reviews:
+        try:
+            rows.append(review_row(ctx.org, pr["repo"], pr, review))
+        except (MalformedItem, KeyError, TypeError, ValueError) as exc:
+            rejected.append(_reject(ctx, pr["repo"], "review", review, exc, pr["number"]))
+    return rows, rejected
+
+
+def _file_rows(ctx: SyncContext, pr: dict[str, Any], files: list[dict]) -> _Rows:
+    truncated = len(files) >= FILES_CAP
+    if truncated:
+        logger.warning("%s: GitHub serves only the first %d files; flagged as truncated",
+                       _label(ctx, pr["repo"], pr["number"]), FILES_CAP)
+    rows, rejected = [], []
+    for file in files:
+        try:
+            rows.append(file_row(ctx.org, pr["repo"], pr, file, truncated=truncated))
+        except (MalformedItem, KeyError, TypeError, ValueError) as exc:
+            rejected.append(_reject(ctx, pr["repo"], "file", file, exc, pr["number"]))
+    return rows, rejected
+
+
+# -- the source --------------------------------------------------------------------------------
 
 
 @dlt.source(section="github", max_table_nesting=0)
 def github_source(
     org: str,
     client: GitHubClient,
-    since: Any = None,
-    progress: Any = None,
+    since: date | datetime | str | None = None,
+    progress: SyncProgress | None = None,
     full_refresh: bool = False,
+    sync: SyncContext | None = None,
 ) -> Any:
     """Pull requests of one organisation, with reviews and files.
 
     `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill;
     `full_refresh` ignores saved cursors and ETags and reads everything again (the warehouse merge
-    keeps one copy of each row).
+    keeps one copy of each row). `sync` carries a run's context across chunks (see flows/landing.py).
     """
-    progress = progress if progress is not None else SyncProgress()
-    since_iso = _iso(since)
-    pending_lock = threading.Lock()
-
-    @dlt.resource(name="repositories", selected=False)
-    def repositories() -> Iterator[dict[str, Any]]:
-        """The organisation's repositories; each listing page is revalidated with its ETag."""
-        state = dlt.current.resource_state()
-        old_pages: list[dict[str, Any]] = [] if full_refresh else state.get("pages", [])
-        new_pages: list[dict[str, Any]] = []
-        url: str | None = f"/orgs/{org}/repos"
-        params: dict[str, Any] | None = {"per_page": PER_PAGE, "type": "all"}
-        names: list[str] = []
-        try:
-            while url:
-                cached = old_pages[len(new_pages)] if len(new_pages) < len(old_pages) else None
-                etag = cached["etag"] if cached and cached["url"] == url else None
-                page = client.get_page(url, params=params, etag=etag)
-                if page.not_modified:
-                    assert cached is not None
-                    new_pages.append(cached)
-                else:
-                    new_pages.append(
-                        {
-                            "url": url,
-                            "etag": page.etag,
-                            "next_url": page.next_url,
-                            "repos": [repo["name"] for repo in page.items],
-                        }
-                    )
-                names.extend(new_pages[-1]["repos"])
-                url, params = new_pages[-1]["next_url"], None
-        except RateLimitExhausted as exc:
-            progress.stop(f"rate limit exhausted while listing repositories: {exc}")
-            return
-        state["pages"] = new_pages
-        progress.repositories_total = len(names)
-        logger.info("%s: %d repositories", org, len(names))
-        yield from ({"name": name} for name in names)
-
-    def _pending() -> dict[str, dict[str, Any]]:
-        return dlt.current.source_state().setdefault("pending_children", {})
-
-    def _mark_pending(pending: dict[str, Any], repo: str, pr: dict[str, Any], kind: str) -> None:
-        """Remember a pull request whose `kind` (reviews/files) this run could not fetch."""
-        with pending_lock:
-            entry = pending.setdefault(repo, {}).setdefault(
-                str(pr["id"]),
-                {"number": pr["number"], "updated_at": _iso(pr["updated_at"]), "kinds": []},
-            )
-            if kind not in entry["kinds"]:
-                entry["kinds"].append(kind)
-
-    @dlt.resource(name="pending_pull_requests", selected=False)
-    def pending_pull_requests() -> Iterator[list[dict[str, Any]]]:
-        """Pull requests whose reviews or files a run that stopped early did not fetch.
-
-        They go straight to the child transformers, costing no request of their own, and each kind
-        leaves the backlog as soon as it is fetched: a backlog larger than one rate-limit window
-        still shrinks in every run.
-        """
-        with pending_lock:
-            pending = _pending()
-            backlog = {repo: dict(prs) for repo, prs in pending.items()}
-            pending.clear()
-        for repo, prs in sorted(backlog.items()):
-            items = [
-                {
-                    "repo": repo,
-                    "id": int(pr_id),
-                    "number": entry["number"],
-                    "updated_at": parse_time(entry["updated_at"]),
-                    "kinds": entry["kinds"],
-                }
-                for pr_id, entry in prs.items()
-            ]
-            for start in range(0, len(items), PER_PAGE):
-                yield items[start : start + PER_PAGE]
-
-    @dlt.transformer(
-        name="pull_requests",
-        data_from=repositories,
-        write_disposition="append",
-        # Repositories are listed concurrently (one repository's pages stay in order).
-        parallelized=True,
-    )
-    def pull_requests(repository: dict[str, Any]) -> Iterator[pa.Table]:
-        """Newest-updated first, stopping at the first page that reaches the repository's cursor."""
-        repo = repository["name"]
-        if progress.stopped_early:
-            return
-        repos_state = dlt.current.resource_state().setdefault("repos", {})
-        saved = {} if full_refresh else repos_state.get(repo, {})
-        cursor: str | None = saved.get("cursor") or since_iso
-        at_cursor = set(saved.get("at_cursor", []))
-        seen: set[int] = set()
-        newest, newest_ids, first_etag = cursor, set(at_cursor), None
-        unchanged = False
-        try:
-            for page in client.iter_pages(
-                f"/repos/{org}/{repo}/pulls", params=dict(_PULLS_PARAMS), etag=saved.get("etag")
-            ):
-                if page.not_modified:
-                    unchanged = True
-                    break
-                first_etag = first_etag or page.etag
-                rows, reached_cursor = [], False
-                for pr in page.items:
-                    updated = pr["updated_at"]
-                    # Rows shift between pages while paging: keep each pull request once.
-                    if pr["id"] in seen:
-                        continue
-                    if cursor and (updated < cursor or (updated == cursor and pr["id"] in at_cursor)):
-                        reached_cursor = True
-                        continue
-                    seen.add(pr["id"])
-                    rows.append(pull_request_row(org, repo, pr))
-                    if newest is None or updated > newest:
-                        newest, newest_ids = updated, {pr["id"]}
-                    elif updated == newest:
-                        newest_ids.add(pr["id"])
-                if rows:
-                    progress.add_rows(PULL_REQUESTS.name, len(rows))
-                    yield to_table(PULL_REQUESTS, rows)
-                if reached_cursor:
-                    break
-        except NotFoundError as exc:
-            logger.warning("%s/%s: skipped, the repository is gone: %s", org, repo, exc)
-            progress.repositories_skipped.append(repo)
-            return
-        except RateLimitExhausted as exc:
-            # Rows already yielded land; the cursor stays, so the next run lists them again and
-            # the warehouse merge keeps one copy.
-            progress.stop(f"rate limit exhausted in {org}/{repo}: {exc}")
-            return
-        if not unchanged:
-            repos_state[repo] = {
-                "cursor": newest,
-                "at_cursor": sorted(newest_ids) if newest else [],
-                "etag": first_etag,
-            }
-        progress.repository_done(unchanged)
-
-    def _children(
-        pulls: pa.Table | list[dict[str, Any]],
-        kind: str,
-        to_rows: Callable[[str, dict[str, Any], list[dict]], list[dict[str, Any]]],
-        spec: Any,
-    ) -> pa.Table | None:
-        """Fetch one kind of child for every pull request of a page, in parallel.
-
-        The client's semaphore bounds requests in flight across all these threads.
-        """
-        if isinstance(pulls, pa.Table):
-            prs = pulls.to_pylist()
-        else:  # the backlog: only the kinds still missing
-            prs = [pr for pr in pulls if kind in pr["kinds"]]
-        # Resolved here, in dlt's context: the pool's threads do not carry it.
-        pending = _pending()
-
-        def fetch(pr: dict[str, Any]) -> list[dict[str, Any]]:
-            items = _fetch_child_list(pending, pr["repo"], pr, kind)
-            return [] if items is None else to_rows(pr["repo"], pr, items)
-
-        workers = max(1, min(client.max_concurrency, len(prs)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"github-{kind}") as pool:
-            rows = [row for result in pool.map(fetch, prs) for row in result]
-        if not rows:
-            return None
-        progress.add_rows(spec.name, len(rows))
-        return to_table(spec, rows)
-
-    def _fetch_child_list(
-        pending: dict[str, Any], repo: str, pr: dict[str, Any], kind: str
-    ) -> list[dict] | None:
-        label = f"{org}/{repo}#{pr['number']}"
-        if progress.stopped_early:
-            _mark_pending(pending, repo, pr, kind)
-            return None
-        try:
-            return client.get_all(
-                f"/repos/{org}/{repo}/pulls/{pr['number']}/{kind}", params={"per_page": PER_PAGE}
-            )
-        except NotFoundError as exc:
-            logger.warning("%s: %s skipped, the pull request is gone: %s", label, kind, exc)
-            progress.pull_requests_skipped.append(label)
-        except RateLimitExhausted as exc:
-            _mark_pending(pending, repo, pr, kind)
-            progress.stop(f"rate limit exhausted fetching {kind} of {label}: {exc}")
-        return None
-
-    def _review_rows(repo: str, pr: dict[str, Any], reviews: list[dict]) -> list[dict[str, Any]]:
-        return [review_row(org, repo, pr, review) for review in reviews]
-
-    def _file_rows(repo: str, pr: dict[str, Any], files: list[dict]) -> list[dict[str, Any]]:
-        truncated = len(files) >= FILES_CAP
-        if truncated:
-            logger.warning(
-                "%s/%s#%s: GitHub serves only the first %d files; flagged as truncated",
-                org, repo, pr["number"], FILES_CAP,
-            )
-        return [file_row(org, repo, pr, file, truncated=truncated) for file in files]
-
-    def _reviews_of(pulls: pa.Table | list[dict[str, Any]]) -> pa.Table | None:
-        return _children(pulls, "reviews", _review_rows, PULL_REQUEST_REVIEWS)
-
-    def _files_of(pulls: pa.Table | list[dict[str, Any]]) -> pa.Table | None:
-        return _children(pulls, "files", _file_rows, PULL_REQUEST_FILES)
-
-    children = []
-    for parent, prefix in ((pull_requests, ""), (pending_pull_requests, "pending_")):
-        for table, fetch in (("pull_request_reviews", _reviews_of), ("pull_request_files", _files_of)):
-            children.append(
-                dlt.transformer(
-                    fetch,
-                    name=prefix + table,
-                    table_name=table,
-                    data_from=parent,
-                    write_disposition="append",
-                    parallelized=True,
-                )
-            )
-    return (repositories, pull_requests, pending_pull_requests, *children)
+    ctx = sync or SyncContext(org, client, progress or SyncProgress(), since=iso(since), full_refresh=full_refresh)
+    if sync is None:
+        ctx.start_chunk()
+    repos = repositories(ctx)
+    prs = repos | pull_requests(ctx)
+    retry = retry_pull_requests(ctx)
+    reconcile = reconcile_pull_requests(ctx)
+    children = [
+        prs | pull_request_reviews(ctx),
+        prs | pull_request_files(ctx),
+        retry | pull_request_reviews(ctx).with_name("retry_pull_request_reviews"),
+        retry | pull_request_files(ctx).with_name("retry_pull_request_files"),
+        reconcile | pull_request_reviews(ctx).with_name("reconcile_pull_request_reviews"),
+    ]
+    return (repos, prs, retry, reconcile, *children)

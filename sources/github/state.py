@@ -1,0 +1,76 @@
+"""The source's saved progress, kept in dlt's source state and committed with each landed chunk.
+
+    state["repos"][repo_id]          one repository, keyed by its id (a rename keeps its progress)
+        name                         its current name
+        cursor                       every pull request updated before this second has landed
+        at_cursor {pr_id: hash}      the pull requests of the cursor's second, with a content hash:
+                                     a second change within that second is still seen
+        etag                         page 1's ETag when the last complete listing started
+        listing                      an unfinished listing, resumed where its last chunk stopped:
+                                     next_url, etag, top/top_hashes (newest seen), frontier/
+                                     frontier_ids (oldest emitted: anything newer is done)
+        failure                      reason, failures, retry_at: skipped until retry_at
+    state["retry"][repo_id][pr_id]   child lists still to fetch: number, updated_at, kinds,
+                                     failures, reason, retry_at (None: as soon as possible)
+    state["recent"][repo_id][pr_id]  [number, updated_at, reviews_read_at] of recently updated pull
+                                     requests, for the reconciliation pass
+
+Timestamps are GitHub's ISO strings ("2025-01-02T03:04:05Z"), which order correctly as text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timezone
+from typing import Any
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+def iso(value: date | datetime | str | None) -> str | None:
+    """GitHub's timestamp format, which also orders correctly as a string."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def row_hash(row: dict[str, Any]) -> str:
+    """Content hash of a pull_requests row: tells a second change within the cursor's second.
+
+    The row, not the raw payload: the payload embeds whole repository objects (`pushed_at`,
+    star counts) that change without the pull request changing.
+    """
+    text = json.dumps(row, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def retry_delay(failures: int) -> float:
+    """Backoff of a failing repository or pull request: 1 h, 2 h, 4 h, ... at most a day."""
+    return min(DAY, HOUR * 2 ** max(0, failures - 1))
+
+
+def repo_state(state: dict[str, Any], repo_id: int, name: str) -> dict[str, Any]:
+    """The repository's entry, created on first sight; adopts state saved under its name by
+    earlier versions (which keyed repositories by name)."""
+    repos = state.setdefault("repos", {})
+    entry = repos.get(str(repo_id))
+    if entry is None:
+        entry = repos[str(repo_id)] = _adopt_name_keyed(state, name)
+    entry["name"] = name
+    return entry
+
+
+def _adopt_name_keyed(state: dict[str, Any], name: str) -> dict[str, Any]:
+    old = state.get("resources", {}).get("pull_requests", {}).get("repos", {})
+    saved = old.pop(name, None)
+    if not saved:
+        return {}
+    return {
+        "cursor": saved.get("cursor"),
+        "at_cursor": {str(pr_id): None for pr_id in saved.get("at_cursor", [])},  # hash unknown
+        "etag": saved.get("etag"),
+    }
