@@ -441,10 +441,38 @@ class Dataset:
             self._touch(pull, now)
             return new
 
-    def edit_title(self, org: str, repo: str, number: int, title: str) -> None:
+    def edit_title(self, org: str, repo: str, number: int, title: str, *, same_second: bool = False) -> None:
+        """`same_second`: the edit keeps the second of the dataset's last change (GitHub's
+        `updated_at` has one-second resolution)."""
         with self._lock:
             pull = self._pull(org, repo, number)
-            self._touch(pull, self._tick(), title=title)
+            self._touch(pull, self._clock if same_second else self._tick(), title=title)
+
+    def edit_review(self, org: str, repo: str, number: int, index: int = 0, **changes: object) -> dict:
+        """Change a review (e.g. state="DISMISSED", body=...) without moving the PR's `updated_at`:
+        whether GitHub moves it is not settled, so the pipeline must not rely on it."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            reviews = list(pull.reviews)
+            reviews[index] = {**reviews[index], **changes}
+            pull.reviews = reviews
+            return reviews[index]
+
+    def rename_repository(self, org: str, repo: str, new_name: str) -> None:
+        """GitHub keeps the id and the pull requests' `updated_at`; every URL and name changes."""
+        with self._lock:
+            o, r = self._org(org), self._repo(org, repo)
+            full_name = f"{o.login}/{new_name}"
+            r.data = {**r.data, "name": new_name, "full_name": full_name,
+                      "html_url": f"https://github.com/{full_name}"}
+            r.ref_repo = {**r.ref_repo, "full_name": full_name}
+            for pull in r.pulls.values():
+                data = pull.data
+                pull.data = {**data, "html_url": f"https://github.com/{full_name}/pull/{data['number']}",
+                             "head": {**data["head"], "repo": r.ref_repo},
+                             "base": {**data["base"], "repo": r.ref_repo}}
+            del o.repos[repo.lower()]
+            o.repos[new_name.lower()] = r
 
     def add_pull_request(self, org: str, repo: str) -> int:
         """Open a new PR (1-3 files, no reviews). Returns its number."""

@@ -6,7 +6,7 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field, fields
 
-KINDS = frozenset({"500", "502", "503", "404", "429", "secondary", "primary", "drop",
+KINDS = frozenset({"500", "502", "503", "403", "404", "451", "429", "secondary", "primary", "drop",
                    "truncated", "slow"})
 
 

@@ -387,6 +387,10 @@ class GitHubEmulator:
             answer = _message(429, SECONDARY, retry)
         elif fault.kind == "404":
             answer = _message(404, "Not Found")
+        elif fault.kind == "403":  # a permission denial, not a rate limit (e.g. SAML enforcement)
+            answer = _message(403, "Resource not accessible by personal access token")
+        elif fault.kind == "451":
+            answer = _message(451, "Repository access blocked")
         elif fault.kind == "truncated":
             full = self._answer(kind, args, params, caller, url_path).body
             answer = _Answer(200, full[: len(full) // 2])

@@ -275,7 +275,7 @@ def test_flow_lands_and_merges_with_the_token_from_a_gcp_secret_block(
     # dlt's state is where `dlt pipeline --pipelines-dir DIR github_<org> info` looks.
     for org in ORGS:
         pipeline = dlt.attach(pipeline_name(org), pipelines_dir=str(tmp_path / "pipelines"))
-        assert pipeline.state["sources"][pipeline_name(org)]["resources"]["pull_requests"]["repos"]
+        assert pipeline.state["sources"][pipeline_name(org)]["repos"]
 
     # The token is in no log line, console output, or file of the data folder.
     logs = api_logs(state)

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
 REJECTED = "rejected_items"
+CHILD_KINDS = ("reviews", "files")
 _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
 _PULLS_PARAMS = {"state": "all", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
 
@@ -65,13 +66,13 @@ class SyncContext:
     progress: SyncProgress = field(default_factory=SyncProgress)
     since: str | None = None
     full_refresh: bool = False
-    chunk_requests: int | None = None  # end a chunk's listings after about this many requests
+    chunk_requests: int | None = None  # end a chunk once its listings committed it to this many requests
     reconcile_days: int = 7  # re-read reviews of pull requests updated this recently, daily
     repositories: list[dict[str, Any]] | None = None  # listed once per run
     finished: set[int] = field(default_factory=set)  # repositories done in an earlier chunk
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
-    _chunk_start: int = 0
+    _charged: int = 0
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -81,14 +82,26 @@ class SyncContext:
             return self._pool
 
     def start_chunk(self) -> None:
-        self._chunk_start = self.client.stats.requests
+        self._charged = 0
         self.progress.more_to_do = False
         self.progress.chunks += 1
 
+    def charge(self, requests: int) -> None:
+        """Count requests this chunk has committed to: a page, and the child lists of its rows."""
+        with self.lock:
+            self._charged += requests
+
+    def affordable(self, per_row: int) -> int:
+        """How many more rows costing `per_row` requests each fit in this chunk (at least one)."""
+        with self.lock:
+            if self.chunk_requests is None:
+                return 1 << 62
+            return max(1, (self.chunk_requests - self._charged) // per_row)
+
     def chunk_full(self) -> bool:
-        if self.chunk_requests is None:
-            return False
-        return self.client.stats.requests - self._chunk_start >= self.chunk_requests
+        """Listings check this before each page: a chunk ends at page boundaries."""
+        with self.lock:
+            return self.chunk_requests is not None and self._charged >= self.chunk_requests
 
     def now(self) -> float:
         return self.client.clock.now()
@@ -208,7 +221,9 @@ def _list_pull_requests(
     Returns True when page 1 was unchanged (304), False when the listing completed, None when the
     chunk ended first (the listing's frontier is saved and the next chunk resumes from it).
     Pages only ever shift down while we read (updated pull requests move to the top), so resuming
-    at the saved next page can re-see a pull request, never skip one; the frontier filters those.
+    at the saved page can re-see a pull request, never skip one; the frontier filters those. A
+    chunk can end inside a page: the next chunk reads that page again (one request) and goes on
+    after the frontier.
     """
     cursor = None if ctx.full_refresh else saved.get("cursor")
     at_cursor: dict[str, str | None] = {} if ctx.full_refresh else saved.get("at_cursor", {})
@@ -220,20 +235,28 @@ def _list_pull_requests(
         url, params = f"/repos/{ctx.org}/{repo}/pulls", dict(_PULLS_PARAMS)
         etag = None if ctx.full_refresh or saved.get("since") != ctx.since and cursor is None else saved.get("etag")
     while url:
-        if listing is not None and ctx.chunk_full():
+        if ctx.chunk_full():
             return None
         page = ctx.client.get_page(url, params=params, etag=etag)
+        ctx.charge(1)
         if page.not_modified:
             return True
         if listing is None:
             listing = {"etag": page.etag, "top": None, "top_hashes": {}, "frontier": None, "frontier_ids": []}
-        rows, rejected, reached = _page_rows(ctx, repo, page.items, listing, floor, cursor, at_cursor)
+        candidates, rejected, reached = _page_rows(ctx, repo, page.items, listing, floor, cursor, at_cursor)
+        rows = candidates[: ctx.affordable(len(CHILD_KINDS))]
         if rejected:
             yield _rejected_table(rejected)  # the child transformers pass over it
         if rows:
+            ctx.charge(len(CHILD_KINDS) * len(rows))
+            _advance_frontier(listing, rows)
             _remember_recent(ctx, state, repo_id, rows)
             ctx.progress.add_rows(PULL_REQUESTS.name, len(rows))
             yield to_table(PULL_REQUESTS, rows)
+        if len(rows) < len(candidates):  # the chunk is full: the next one reads this page again
+            listing["next_url"] = page.url
+            saved["listing"] = listing
+            return None
         url, params, etag = page.next_url, None, None
         if reached or not url:
             break
@@ -278,11 +301,17 @@ def _page_rows(
         if updated == cursor and pr_id in at_cursor and at_cursor[pr_id] in (None, digest):
             continue  # landed by the last listing and unchanged since
         rows.append(row)
-        if frontier is None or updated < frontier:
-            listing["frontier"], listing["frontier_ids"] = updated, [pr_id]
-        else:
-            listing["frontier_ids"].append(pr_id)
     return rows, rejected, False
+
+
+def _advance_frontier(listing: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Rows are newest first: the frontier is the oldest emitted second and its pull requests."""
+    for row in rows:
+        updated, pr_id = iso(row["updated_at"]), str(row["id"])
+        if listing["frontier"] is None or updated < listing["frontier"]:
+            listing["frontier"], listing["frontier_ids"] = updated, [pr_id]
+        elif updated == listing["frontier"]:
+            listing["frontier_ids"].append(pr_id)
 
 
 def _complete_listing(
@@ -338,7 +367,7 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
     their own. Each kind leaves the list as soon as it is fetched, so a backlog larger than one
     rate-limit window still shrinks in every run; a chunk takes only what its budget allows."""
     state = dlt.current.source_state()
-    now, budget = ctx.now(), ctx.chunk_requests
+    now = ctx.now()
     names = {repo_id: entry.get("name") for repo_id, entry in state.get("repos", {}).items()}
     due: list[dict[str, Any]] = []
     with ctx.lock:
@@ -352,8 +381,9 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                     for kind in entry["kinds"]:
                         ctx.progress.add_failed(FailedItem(kind, label, entry.get("reason") or "", entry["retry_at"]))
                     continue
-                if budget is not None and sum(len(item["kinds"]) for item in due) >= budget:
+                if ctx.chunk_full():
                     break
+                ctx.charge(len(entry["kinds"]))
                 del prs[pr_id]
                 due.append({
                     "repo": repo, "repo_id": int(repo_id), "id": int(pr_id), "number": entry["number"],

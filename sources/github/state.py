@@ -42,10 +42,15 @@ def row_hash(row: dict[str, Any]) -> str:
     """Content hash of a pull_requests row: tells a second change within the cursor's second.
 
     The row, not the raw payload: the payload embeds whole repository objects (`pushed_at`,
-    star counts) that change without the pull request changing.
+    star counts) that change without the pull request changing; and without the repository's
+    name, which a rename changes without changing the pull request.
     """
-    text = json.dumps(row, sort_keys=True, default=str)
+    own = {name: value for name, value in row.items() if name not in _NAMED_AFTER_REPOSITORY}
+    text = json.dumps(own, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+_NAMED_AFTER_REPOSITORY = frozenset({"row_key", "org", "repo", "repo_full_name", "html_url", "head_repo_full_name"})
 
 
 def retry_delay(failures: int) -> float:

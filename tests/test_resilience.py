@@ -1,0 +1,357 @@
+"""The source under real-world failure, end to end against the emulator on a virtual clock:
+one unhealthy repository or pull request never stops the rest, backfills converge whatever
+stops them, and no change is missed (same second, renamed repository, silent review edits)."""
+
+from __future__ import annotations
+
+import calendar
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+import dlt
+import httpx
+import pydantic
+import pytest
+
+from emulator import Dataset, Fault, GitHubEmulator
+from fakes import FakeClock
+from flows.landing import land
+from flows.settings import Settings, pipeline_name
+from test_faults import (
+    FILES,
+    ORG,
+    PULLS,
+    REVIEWS,
+    T0,
+    TABLES,
+    assert_landed_exactly_once,
+    assert_rerun_is_free,
+    landed,
+    landed_keys,
+    make_client,
+    repo_names,
+    run,
+)
+
+HOUR, DAY = 3600.0, 86400.0
+
+
+@pytest.fixture
+def fake() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    return Dataset.generate(orgs={ORG: 2}, prs_per_repo=[12, 5], seed=1, edge_cases=False)
+
+
+@pytest.fixture
+def emu(dataset: Dataset, fake: FakeClock):
+    with GitHubEmulator(dataset, clock=fake.now) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def settings(emu: GitHubEmulator, tmp_path: Path) -> Settings:
+    return Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+
+
+def source_state(settings: Settings) -> dict:
+    pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
+    return pipeline.state["sources"][pipeline_name(ORG)]
+
+
+def minimum_requests(dataset: Dataset) -> int:
+    """Cold sync: the repository list, every pull-request page, one review and one file page per PR."""
+    repos = dataset.repositories(ORG)
+    pages = sum(max(1, -(-len(dataset.pull_requests(ORG, r["name"])) // 100)) for r in repos)
+    prs = sum(len(dataset.pull_requests(ORG, r["name"])) for r in repos)
+    return 1 + pages + 2 * prs
+
+
+# -- 1. one bad repository or pull request ------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["451", "403"])
+def test_blocked_repository_is_isolated_and_retried_with_backoff(status, settings, dataset, emu, fake):
+    blocked, healthy = repo_names(dataset)
+    fault = emu.faults.add(Fault(status, rf"/repos/{ORG}/{blocked}/pulls\?", times=10**6))
+
+    first = run(settings, emu, fake)
+    assert first.progress.stopped_early is None
+    [failed] = first.progress.failed
+    assert (failed.kind, failed.name) == ("repository", f"{ORG}/{blocked}") and status in failed.reason
+    assert first.progress.partial
+    landed_repos = {row["repo"] for row in landed(settings, "pull_requests")}
+    assert landed_repos == {healthy}, "the healthy repository landed in full"
+    assert fault.matched == 1, "a 451/403 is not retried within the run"
+
+    # Within the hour the blocked repository costs nothing, and it stays on the list.
+    fake.advance(HOUR / 2)
+    second = run(settings, emu, fake)
+    assert fault.matched == 1
+    assert [f.name for f in second.progress.failed] == [f"{ORG}/{blocked}"]
+    # After the backoff one request; the next backoff is longer (2 h, ... up to a day).
+    fake.advance(HOUR)
+    run(settings, emu, fake)
+    assert fault.matched == 2
+    fake.advance(1.5 * HOUR)
+    run(settings, emu, fake)
+    assert fault.matched == 2, "second backoff is two hours"
+    assert source_state(settings)["repos"]
+
+    # Once the repository answers again, it lands and the warehouse is exact.
+    emu.faults.clear()
+    fake.advance(DAY)
+    last = run(settings, emu, fake)
+    assert not last.progress.failed and not last.progress.partial
+    assert_landed_exactly_once(settings, dataset)
+
+
+def test_backoff_of_a_permanently_blocked_repository_is_one_request_a_day(settings, dataset, emu, fake):
+    blocked = repo_names(dataset)[0]
+    fault = emu.faults.add(Fault("451", rf"/repos/{ORG}/{blocked}/pulls\?", times=10**6))
+    for _ in range(3 * 24):  # hourly runs for three days
+        run(settings, emu, fake)
+        fake.advance(HOUR)
+    # 1 + 1 h + 2 h + 4 h + 8 h + 16 h, then one a day: 7 attempts in 72 hours, not 72.
+    assert fault.matched <= 8, fault.matched
+
+
+def test_persistent_502_on_one_pull_requests_files_is_isolated(settings, dataset, emu, fake):
+    repo = repo_names(dataset)[0]
+    label = f"{ORG}/{repo}#3"
+    emu.faults.add(Fault("502", rf"/repos/{ORG}/{repo}/pulls/3/files", times=10**6))
+
+    first = run(settings, emu, fake, max_retries=2)
+    assert first.progress.stopped_early is None
+    assert [(f.kind, f.name) for f in first.progress.failed] == [("files", label)]
+    assert "502" in first.progress.failed[0].reason
+    got = landed_keys(settings)
+    pr3 = next(pr["id"] for pr in dataset.pull_requests(ORG, repo) if pr["number"] == 3)
+    assert pr3 in got["pull_requests"] and pr3 not in {k[0] for k in got["pull_request_files"]}
+
+    emu.faults.clear()
+    fake.advance(HOUR + 1)
+    emu.reset_stats()
+    second = run(settings, emu, fake)
+    assert not second.progress.failed
+    # Only the one file list (plus the free revalidations) was fetched again.
+    assert emu.stats["by_endpoint"].get("files") == 1 and "reviews" not in emu.stats["by_endpoint"]
+    assert_landed_exactly_once(settings, dataset)
+
+
+# -- 4 and 7. backfills converge, committed in chunks --------------------------------------------
+
+
+@pytest.fixture
+def big() -> Dataset:
+    # 260 PRs in one repository: three pull-request pages.
+    return Dataset.generate(orgs={ORG: 2}, prs_per_repo=[260, 30], seed=5, edge_cases=False)
+
+
+def test_backfill_in_chunks_costs_the_minimum_and_lands_each_row_once(big, fake, tmp_path):
+    with GitHubEmulator(big, clock=fake.now) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=50)
+        report = run(settings, emu, fake)
+        assert report.progress.chunks >= 10 and len(report.load_ids) == report.progress.chunks
+        # A chunk that ends inside a page costs the next one a second read of that page (per
+        # repository being listed).
+        minimum = minimum_requests(big)
+        assert minimum < emu.stats["requests"] <= minimum + 2 * (report.progress.chunks - 1)
+        assert emu.stats["requests"] <= 1.05 * minimum
+        assert_landed_exactly_once(settings, big)
+        assert_rerun_is_free(settings, emu, fake)
+
+
+def test_backfill_stopped_by_every_rate_limit_window_converges_at_the_minimum(big, fake, tmp_path):
+    with GitHubEmulator(big, clock=fake.now, rate_limit=120, rate_limit_window=HOUR) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, max_rate_limit_wait=60)
+        windows = 0
+        while True:
+            windows += 1
+            report = run(settings, emu, fake)
+            if report.progress.stopped_early is None:
+                break
+            assert windows < 20, "the backfill does not converge"
+            fake.advance(HOUR + 5)
+        assert windows >= 5
+        cost = emu.stats["cost"]
+        assert cost <= 1.05 * minimum_requests(big), (cost, minimum_requests(big))
+        assert_landed_exactly_once(settings, big)  # no duplicate child (or pull-request) rows
+
+
+def test_stop_while_paging_fetches_each_child_list_once(big, fake, tmp_path):
+    repo = repo_names(big)[0]
+    with GitHubEmulator(big, clock=fake.now) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+        # The budget runs out at the second pull-request page of the big repository.
+        emu.faults.add(Fault("primary", rf"/repos/{ORG}/{repo}/pulls\?.*page=2", seconds=2 * HOUR))
+        first = run(settings, emu, fake, max_rate_limit_wait=600)
+        assert first.progress.stopped_early
+        fake.advance(2 * HOUR + 5)
+        second = run(settings, emu, fake, max_rate_limit_wait=600)
+        assert second.progress.stopped_early is None
+        stats = emu.stats
+        prs = len(big.expected(ORG)["pull_requests"])
+        # Each child list once; the only extra child requests are those answered 403 when the
+        # budget ran out (the first 403 is the pull-request page's own).
+        refused = stats["by_status"][403] - 1
+        assert stats["by_endpoint"]["reviews"] + stats["by_endpoint"]["files"] == 2 * prs + refused
+        assert refused <= 4
+        assert_landed_exactly_once(settings, big)
+
+
+class _KilledAfter(httpx.BaseTransport):
+    """The run dies after `limit` requests: nothing of the chunk in flight is committed
+    (bench/bench.py does the same with SIGKILL on a separate process)."""
+
+    def __init__(self, limit: int) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.limit, self.sent = limit, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        if self.sent > self.limit:
+            raise SystemExit("killed")
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_backfill_killed_repeatedly_resumes_from_the_last_chunk(big, fake, tmp_path):
+    with GitHubEmulator(big, clock=fake.now) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=40)
+        for kill_after in (37, 90, 61, 150, 23):
+            with pytest.raises(Exception, match="killed"), make_client(emu, fake, transport=_KilledAfter(kill_after)) as client:
+                land(settings, ORG, client)
+        report = run(settings, emu, fake)
+        assert report.progress.stopped_early is None
+        # Each kill loses at most the chunk in flight (40 requests, plus the page it re-reads).
+        assert emu.stats["requests"] <= minimum_requests(big) + 5 * (40 + 1)
+        rows = landed_keys(settings)
+        for table in TABLES:
+            assert set(rows[table]) == big.expected(ORG)[table] or sorted(set(rows[table])) == sorted(
+                big.expected(ORG)[table]
+            )
+        assert_rerun_is_free(settings, emu, fake)
+
+
+# -- 5. a second change within the cursor's second ------------------------------------------------
+
+
+def test_second_change_within_the_cursors_second_is_seen(settings, dataset, emu, fake):
+    repo = repo_names(dataset)[0]
+    dataset.edit_title(ORG, repo, 4, "first edit")
+    run(settings, emu, fake)
+    dataset.edit_title(ORG, repo, 4, "second edit, same second", same_second=True)
+    emu.reset_stats()
+    report = run(settings, emu, fake)
+    titles = [r["title"] for r in landed(settings, "pull_requests") if r["number"] == 4 and r["repo"] == repo]
+    assert titles[-1] == "second edit, same second" or "second edit, same second" in titles
+    assert report.rows["pull_requests"] == 1
+    # At no extra request: page 1 of that repository changed anyway (a 200), the rest is 304.
+    assert emu.stats["cost"] == 1 + 2  # the changed page, then the PR's reviews and files
+    assert_rerun_is_free(settings, emu, fake)
+
+
+# -- 6. a renamed repository ----------------------------------------------------------------------
+
+
+def test_renamed_repository_keeps_its_progress(settings, dataset, emu, fake):
+    old = repo_names(dataset)[0]
+    run(settings, emu, fake)
+    dataset.rename_repository(ORG, old, "renamed")
+    emu.reset_stats()
+    report = run(settings, emu, fake)
+    # The repository list and the renamed repository's first page changed (URLs in the payload);
+    # nothing is re-read beyond them: no pull request and no child list.
+    assert emu.stats["cost"] == 2 and report.rows == {t: 0 for t in TABLES}
+    state = source_state(settings)
+    assert [entry["name"] for entry in state["repos"].values()].count("renamed") == 1
+    assert old not in {entry["name"] for entry in state["repos"].values()}
+    # Changes after the rename land under the new name.
+    dataset.edit_title(ORG, "renamed", 2, "after the rename")
+    run(settings, emu, fake)
+    edited = [r for r in landed(settings, "pull_requests") if r["title"] == "after the rename"]
+    assert [r["repo"] for r in edited] == ["renamed"]
+    assert_rerun_is_free(settings, emu, fake)
+
+
+def test_state_saved_by_name_is_adopted_without_a_resync(settings, dataset, emu, fake):
+    """State written by earlier versions (keyed by repository name) keeps its cursors."""
+    run(settings, emu, fake)
+    pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
+    state = pipeline.state["sources"][pipeline_name(ORG)]
+    by_name = {
+        entry["name"]: {"cursor": entry["cursor"], "at_cursor": [int(i) for i in entry["at_cursor"]],
+                        "etag": entry["etag"]}
+        for entry in state["repos"].values()
+    }
+    with pipeline.managed_state() as managed:
+        source = managed["sources"][pipeline_name(ORG)]
+        del source["repos"]
+        source.setdefault("resources", {}).setdefault("pull_requests", {})["repos"] = by_name
+    emu.reset_stats()
+    report = run(settings, emu, fake)
+    assert report.rows == {t: 0 for t in TABLES}
+    assert emu.stats["cost"] == 0
+    assert not source_state(settings)["resources"]["pull_requests"]["repos"]
+
+
+# -- 11. a future --since ---------------------------------------------------------------------------
+
+
+def test_future_since_is_refused(emu, tmp_path):
+    tomorrow = date.today() + timedelta(days=2)
+    with pytest.raises(pydantic.ValidationError, match="in the future"):
+        Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, since=tomorrow)
+
+
+def test_cursor_is_never_beyond_the_newest_pull_request_seen(dataset, emu, fake, tmp_path):
+    # Every generated pull request is older than this `since`: nothing lands.
+    settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, since=date(2026, 6, 1))
+    assert sum(run(settings, emu, fake).rows.values()) == 0
+    for repo in source_state(settings)["repos"].values():
+        newest = max(pr["updated_at"] for pr in dataset.pull_requests(ORG, repo["name"]))
+        assert repo["cursor"] == newest, "the cursor is what was seen, never `since`"
+
+
+# -- 12. reconciliation of silent review edits --------------------------------------------------------
+
+
+def test_reconciliation_rereads_recent_reviews_once_a_day(dataset, tmp_path):
+    mutation_epoch = calendar.timegm((2026, 1, 1, 0, 0, 0))
+    fake = FakeClock(mutation_epoch + HOUR)
+    repo = repo_names(dataset)[0]
+    dataset.add_review(ORG, repo, 5)  # PR #5 is updated "now": within reconcile_days
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+        run(settings, emu, fake)
+        dismissed = dataset.edit_review(ORG, repo, 5, 0, state="DISMISSED")
+
+        same_day = run(settings, emu, fake)
+        assert same_day.progress.reconciled_pull_requests == 0
+
+        fake.advance(DAY)
+        emu.reset_stats()
+        next_day = run(settings, emu, fake)
+        assert next_day.progress.reconciled_pull_requests == 1
+        assert next_day.progress.reconcile_requests == 1 and emu.stats["cost"] == 1
+        states = [r["state"] for r in landed(settings, "pull_request_reviews") if r["id"] == dismissed["id"]]
+        assert states[-1] == "DISMISSED"
+
+        fake.advance(8 * DAY)
+        late = run(settings, emu, fake)
+        assert late.progress.reconciled_pull_requests == 0, "older than reconcile_days: no longer watched"
+        assert not any(source_state(settings).get("recent", {}).values())
+
+
+def test_no_duplicate_rows_across_repeated_runs(settings, dataset, emu, fake):
+    for _ in range(3):
+        run(settings, emu, fake)
+    counts = Counter(landed_keys(settings)["pull_requests"])
+    assert max(counts.values()) == 1
