@@ -27,6 +27,7 @@ from typing import Any
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from destinations.merge import MergeReport, merge_landed_loads
@@ -46,6 +47,7 @@ from sources.github.source import SyncProgress
 logger = logging.getLogger(__name__)
 
 GITHUB_TAG = "github-api"
+PARTIAL = "Partial"  # name of the Completed state of a run that left items on the retry list
 SUMMARY_ARTIFACT_KEY = "github-analytics-summary"
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -114,6 +116,16 @@ class OrgResult:
     merge: MergeReport | None = None
     error: str | None = None
 
+    @property
+    def unsynced(self) -> list[str]:
+        """Repositories and pull requests on the retry list, and items set aside, with the reason."""
+        if self.landing is None:
+            return []
+        progress = self.landing.progress
+        return [f"{item.kind} {item.name}: {item.reason}" for item in progress.failed] + [
+            f"rejected {label}" for label in progress.rejected
+        ]
+
 
 @dataclass
 class RunSummary:
@@ -122,6 +134,16 @@ class RunSummary:
     @property
     def failed(self) -> list[OrgResult]:
         return [result for result in self.results if result.error]
+
+    @property
+    def partial(self) -> list[OrgResult]:
+        """Organisations that landed, but not all of it: some repository or PR is still to come."""
+        return [result for result in self.results if not result.error and result.unsynced]
+
+    def partial_message(self) -> str:
+        items = [f"{r.org}: {item}" for r in self.partial for item in r.unsynced]
+        shown = "; ".join(items[:20]) + (f"; and {len(items) - 20} more" if len(items) > 20 else "")
+        return f"partial success, {len(items)} item(s) not synced (retried on later runs): {shown}"
 
 
 class OrganisationsFailed(RuntimeError):
@@ -227,7 +249,7 @@ def github_analytics(
     full_refresh: bool = False,
     github_url: str | None = None,
     data_dir: Path | None = None,
-) -> RunSummary:
+) -> Any:
     """Land and merge each organisation's pull requests, reviews and files.
 
     orgs: organisation logins (default: the setting `orgs`, env PR_ANALYTICS_ORGS or .env).
@@ -235,6 +257,9 @@ def github_analytics(
     full_refresh: ignore saved cursors and ETags and read everything again.
     github_url: API base URL (GitHub Enterprise: https://HOST/api/v3). data_dir: landing,
     warehouse and dlt pipelines (default ./data). Credentials are never parameters.
+
+    Returns the RunSummary; a run that left a repository or pull request on the retry list ends
+    in a Completed state named "Partial" whose message names them.
     """
     overrides: dict[str, Any] = {}
     if orgs:
@@ -270,4 +295,8 @@ def github_analytics(
     publish_summary(summary)
     if summary.failed:
         raise OrganisationsFailed(summary)
+    if summary.partial:
+        message = summary.partial_message()
+        get_run_logger().warning(message)
+        return Completed(name=PARTIAL, message=message, data=summary)
     return summary

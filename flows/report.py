@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,10 @@ def dlt_command() -> str:
         return str(candidate.relative_to(Path.cwd()))
     except ValueError:
         return str(candidate)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_summary(summary: RunSummary) -> str:
@@ -51,6 +56,18 @@ def render_summary(summary: RunSummary) -> str:
                 notes.append(
                     f"  - stopped early, resumes on the next run: {progress.stopped_early}"
                 )
+            if progress.chunks > 1:
+                notes.append(f"  - committed in {progress.chunks} chunks")
+            if progress.reconciled_pull_requests:
+                notes.append(
+                    f"  - reconciliation: reviews of {progress.reconciled_pull_requests} recently "
+                    f"updated pull request(s) re-read ({progress.reconcile_requests} requests)"
+                )
+            for item in progress.failed:
+                when = f", next attempt {_when(item.retry_at)}" if item.retry_at else ""
+                notes.append(f"  - NOT SYNCED {item.kind} `{item.name}`: {item.reason}{when}")
+            for label in progress.rejected:
+                notes.append(f"  - REJECTED (malformed, kept in `rejected_items`): {label}")
             notes.append(f"  - landing: `{result.landing.landing_url}`")
             notes.append(
                 f"  - state: `{dlt_command()} pipeline --pipelines-dir "

@@ -2,6 +2,9 @@
 
 `--demo` starts the bundled GitHub emulator on a free localhost port and runs the whole pipeline
 against it: no account, no token, no internet.
+
+Exit codes: 0 success, 1 failure, 2 bad arguments, 3 partial success (some repository or pull
+request could not be synced and is retried on later runs; the summary names them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 DEMO_ORGS = {"demo": 3, "demo-labs": 2}
+EXIT_PARTIAL = 3  # landed, but some repository or pull request is on the retry list
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
-    from flows.github_analytics import OrganisationsFailed, github_analytics
+    from flows.github_analytics import PARTIAL, OrganisationsFailed, github_analytics
     from flows.report import render_summary
 
     with ExitStack() as stack:
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             return_state=True,
         )
         outcome = state.result(raise_on_failure=False)
+    if state.name == PARTIAL:
+        print(render_summary(outcome))
+        print(f"\nPARTIAL: {state.message}", file=sys.stderr)
+        return EXIT_PARTIAL
     if isinstance(outcome, OrganisationsFailed):
         print(render_summary(outcome.summary))
         print(f"\nFAILED: {outcome}", file=sys.stderr)

@@ -428,3 +428,42 @@ def test_gcs_landing_and_credentials_from_a_gcs_bucket_block(prefect_api):
     assert destination.config_params["credentials"].client_email == info["client_email"]
     fs = landing_filesystem(settings)
     assert fs.project == "analytics-prj"
+
+
+def test_a_blocked_repository_makes_a_partial_success_naming_it(emulator, dataset, tmp_path, monkeypatch):
+    from emulator import Fault
+
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    blocked = dataset.repositories("acme")[0]["name"]
+    emulator.faults.add(Fault("451", rf"/repos/acme/{blocked}/pulls\?", times=10**6))
+
+    state = run(["acme"], emulator, tmp_path)
+
+    assert state.is_completed() and state.name == "Partial", state
+    assert f"acme: repository acme/{blocked}: 451" in state.message
+    summary = state.result()
+    assert isinstance(summary, RunSummary) and [r.org for r in summary.partial] == ["acme"]
+    healthy = {pr for pr in dataset.expected("acme")["pull_requests"]} - {
+        pr["id"] for pr in dataset.pull_requests("acme", blocked)
+    }
+    assert warehouse_keys(tmp_path, "acme")["pull_requests"] == healthy
+    markdown = summary_artifact(state)
+    assert f"NOT SYNCED repository `acme/{blocked}`" in markdown and "451" in markdown
+
+
+def test_run_py_exits_3_on_a_partial_success(emulator, dataset, tmp_path, monkeypatch, capsys):
+    from emulator import Fault
+    from flows.run import EXIT_PARTIAL, main
+
+    for name in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    repo = dataset.repositories("acme")[0]["name"]
+    emulator.faults.add(Fault("451", rf"/repos/acme/{repo}/pulls/1/files", times=10**6))
+
+    code = main(["--org", "acme", "--github-url", emulator.url, "--data-dir", str(tmp_path)])
+
+    out, err = capsys.readouterr()
+    assert code == EXIT_PARTIAL == 3
+    assert "PARTIAL: partial success, 1 item(s) not synced" in err and f"files acme/{repo}#1" in err
+    assert f"NOT SYNCED files `acme/{repo}#1`" in out
