@@ -97,7 +97,13 @@ class _Pull:
     unicode_files: bool = False
     commits: int = 1
     files_cache: list[dict] | None = None  # only for big PRs; cleared when files change
+
+    @property
+    def own(self) -> dict:
+        """The uncorrupted PR: files, mutations and ordering never trip over a corrupted value."""
+        return self.clean if self.clean is not None else self.data
     corrupted: bool = False         # served malformed: neither it nor its children are expected
+    clean: dict | None = None       # `data` before corruption: what the emulator itself reads
     corrupted_reviews: frozenset[int] = frozenset()  # indexes into `reviews` served malformed
 
 
@@ -331,7 +337,7 @@ class Dataset:
 
     def _file(self, pull: _Pull, index: int) -> dict:
         """File `index` of a PR, derived only from (seed, pr id, index)."""
-        pr = pull.data
+        pr = pull.own
         rng = random.Random(f"{self.seed}/{pr['id']}/{index}")
         if pull.unicode_files and index < len(UNICODE_FILENAMES):
             name = UNICODE_FILENAMES[index]
@@ -397,7 +403,7 @@ class Dataset:
         """LIST-shape PRs of a repo, by number."""
         with self._lock:
             pulls = list(self._repo(org, repo).pulls.values())
-        return [p.data for p in sorted(pulls, key=lambda p: p.data["number"])]
+        return [p.data for p in sorted(pulls, key=lambda p: p.own["number"])]
 
     def pull_request(self, org: str, repo: str, number: int) -> dict:
         """Single-PR shape: the list shape plus additions/deletions/changed_files/commits."""
@@ -468,13 +474,15 @@ class Dataset:
 
     def _touch(self, pull: _Pull, now: int, **changes: object) -> None:
         pull.data = {**pull.data, **changes, "updated_at": iso(now)}
+        if pull.clean is not None:
+            pull.clean = {**pull.clean, **changes, "updated_at": iso(now)}
 
     def add_review(self, org: str, repo: str, number: int, state: str = "APPROVED") -> dict:
         with self._lock:
             r = self._repo(org, repo)
             pull = self._pull(org, repo, number)
             now = self._tick()
-            review = {**self._review_dict(r, pull.data, now, self._rng), "state": state}
+            review = {**self._review_dict(r, pull.own, now, self._rng), "state": state}
             pull.reviews = [*pull.reviews, review]
             self._touch(pull, now)
             return review
@@ -503,7 +511,7 @@ class Dataset:
             now = self._tick()
             name = filename or f"src/added_{now}.py"
             status = "added" if deletions == 0 else "modified"
-            new = self._file_dict(pull.data, name, status, additions, deletions, {})
+            new = self._file_dict(pull.own, name, status, additions, deletions, {})
             pull.extra_files = (*(f for f in pull.extra_files if f["filename"] != name), new)
             pull.removed_files = pull.removed_files | {name}  # hide a generated file of that name
             pull.files_cache = None
@@ -530,7 +538,7 @@ class Dataset:
     def close_pull_request(self, org: str, repo: str, number: int) -> None:
         with self._lock:
             pull = self._pull(org, repo, number)
-            if pull.data["state"] != "open":
+            if pull.own["state"] != "open":
                 raise ValueError(f"{org}/{repo}#{number} is not open")
             now = self._tick()
             self._touch(pull, now, state="closed", closed_at=iso(now), merge_commit_sha=None,
@@ -539,11 +547,11 @@ class Dataset:
     def merge_pull_request(self, org: str, repo: str, number: int) -> None:
         with self._lock:
             pull = self._pull(org, repo, number)
-            if pull.data["state"] != "open":
+            if pull.own["state"] != "open":
                 raise ValueError(f"{org}/{repo}#{number} is not open")
             now = self._tick()
             self._touch(pull, now, state="closed", closed_at=iso(now), merged_at=iso(now),
-                        merge_commit_sha=_sha(self.seed, pull.data["id"], "merged", now),
+                        merge_commit_sha=_sha(self.seed, pull.own["id"], "merged", now),
                         requested_reviewers=[], requested_teams=[], auto_merge=None, draft=False)
 
     def serve_older_payload(self, org: str, repo: str, number: int) -> None:
@@ -558,6 +566,7 @@ class Dataset:
         recorded payload had it. Not an update: `updated_at` moves only if it is the field."""
         with self._lock:
             pull = self._pull(org, repo, number)
+            pull.clean = pull.own
             pull.data = _with(pull.data, field, value)
             pull.corrupted = True
 
@@ -600,7 +609,7 @@ class Dataset:
                     continue
                 n = rng.choice(numbers)
                 ref = f"{org}/{repo}#{n}"
-                is_open = self._pull(org, repo, n).data["state"] == "open"
+                is_open = self._pull(org, repo, n).own["state"] == "open"
                 if kind in ("close", "merge") and not is_open:
                     kind = "title"
                 if kind == "remove_file" and not self._pull(org, repo, n).file_count:
