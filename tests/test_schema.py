@@ -135,20 +135,21 @@ def test_review_author_type() -> None:
     [
         (payload(updated_at="not-a-date"), "updated_at", "'not-a-date' is not an ISO 8601 timestamp"),
         (payload(created_at="2026-13-45T00:00:00Z"), "created_at", "is not an ISO 8601 timestamp"),
-        (payload(closed_at=17), "closed_at", "expected str, got int 17"),
+        (payload(closed_at=17), "closed_at", "expected string, got integer 17"),
         (without(payload(), "updated_at"), "updated_at", "missing"),
         (without(payload(), "number"), "number", "missing"),
-        (payload(number="7"), "number", "expected int, got str '7'"),
-        (payload(number=True), "number", "expected int, got bool True"),
-        (payload(labels="bug"), "labels", "expected list, got str 'bug'"),
+        (payload(number="7"), "number", 'expected integer, got string "7"'),
+        (payload(number=True), "number", "expected integer, got boolean true"),
+        (payload(labels="bug"), "labels", 'expected array, got string "bug"'),
         (payload(labels=[{"color": "red"}]), "labels[0].name", "missing"),
-        (payload(user="octo"), "user", "expected dict, got str 'octo'"),
-        (payload(draft="yes"), "draft", "expected bool, got str 'yes'"),
-        (payload(title=["a"]), "title", "expected str, got list"),
+        (payload(user="octo"), "user", 'expected object, got string "octo"'),
+        (payload(draft="yes"), "draft", 'expected boolean, got string "yes"'),
+        (payload(title=["a"]), "title", 'expected string, got array ["a"]'),
+        (payload(body={"text": "x" * 100}), "body", 'expected string, got object {"text": "xxx'),
         (payload(assignees=[{"id": 1}]), "assignees[0].login", "missing"),
         (payload(requested_teams=[{"name": "Backend"}]), "requested_teams[0].slug", "missing"),
-        (payload(head={"repo": {"fork": "no"}}), "head.repo.fork", "expected bool"),
-        (payload(base={"repo": {"id": "42"}}), "base.repo.id", "expected int"),
+        (payload(head={"repo": {"fork": "no"}}), "head.repo.fork", "expected boolean"),
+        (payload(base={"repo": {"id": "42"}}), "base.repo.id", "expected integer"),
     ],
 )
 def test_malformed_pull_request(pr: dict[str, Any], field: str, reason: str) -> None:
@@ -160,6 +161,7 @@ def test_malformed_pull_request(pr: dict[str, Any], field: str, reason: str) -> 
     assert reason in error.reason
     assert str(error).startswith("malformed pull_request 1001 in acme/api")
     assert f": {field}: " in str(error)
+    assert len(str(error)) < 160, "a long value is cut short"
 
 
 def test_malformed_pull_request_message_is_readable() -> None:
@@ -173,9 +175,9 @@ def test_malformed_pull_request_message_is_readable() -> None:
 def test_malformed_pull_request_without_readable_key() -> None:
     with pytest.raises(MalformedItem, match=r"malformed pull_request \(key unreadable\) in acme/api: id: missing"):
         row(without(payload(), "id"))
-    with pytest.raises(MalformedItem, match=r"id: expected int, got str 'x'"):
+    with pytest.raises(MalformedItem, match=r'id: expected integer, got string "x"'):
         row(payload(id="x"))
-    with pytest.raises(MalformedItem, match=r"\(item\): expected a JSON object, got null"):
+    with pytest.raises(MalformedItem, match=r"\(item\): expected an object, got null$"):
         row(None)  # type: ignore[arg-type]
 
 
@@ -184,9 +186,9 @@ def test_malformed_pull_request_without_readable_key() -> None:
     [
         ({"id": 5, "submitted_at": "yesterday"}, "5", "submitted_at", "'yesterday' is not an ISO 8601 timestamp"),
         ({"state": "APPROVED"}, None, "id", "missing"),
-        ({"id": "5"}, None, "id", "expected int, got str '5'"),
-        ({"id": 5, "user": {"login": 3}}, "5", "user.login", "expected str, got int 3"),
-        ({"id": 5, "body": 12}, "5", "body", "expected str, got int 12"),
+        ({"id": "5"}, None, "id", 'expected integer, got string "5"'),
+        ({"id": 5, "user": {"login": 3}}, "5", "user.login", "expected string, got integer 3"),
+        ({"id": 5, "body": 12}, "5", "body", "expected string, got integer 12"),
     ],
 )
 def test_malformed_review(review: dict[str, Any], key: str | None, field: str, reason: str) -> None:
@@ -203,9 +205,9 @@ def test_malformed_review(review: dict[str, Any], key: str | None, field: str, r
     [
         ({"status": "added"}, None, "filename", "missing"),
         ({"filename": None}, None, "filename", "is null"),
-        ({"filename": 3}, None, "filename", "expected str, got int 3"),
-        ({"filename": "a.py", "additions": "12"}, "a.py", "additions", "expected int, got str '12'"),
-        ("a.py", None, "(item)", "expected a JSON object, got str"),
+        ({"filename": 3}, None, "filename", "expected string, got integer 3"),
+        ({"filename": "a.py", "additions": "12"}, "a.py", "additions", 'expected integer, got string "12"'),
+        ("a.py", None, "(item)", 'expected an object, got string "a.py"'),
     ],
 )
 def test_malformed_file(file: Any, key: str | None, field: str, reason: str) -> None:

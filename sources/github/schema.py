@@ -213,8 +213,21 @@ def _rebuild_malformed(
     return MalformedItem(kind, key, field, reason, **state)
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+# Messages speak JSON, the language of the payload a person will look at.
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", bool: "boolean",
+               float: "number", type(None): "null"}
+
+
+def _type_name(type_: type) -> str:
+    return _JSON_TYPES.get(type_, type_.__name__)
+
+
+def _got(value: Any) -> str:
+    """What a message says was found: the JSON type and the value, cut short (payloads are long)."""
+    if value is None:
+        return "null"
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return f"{_type_name(type(value))} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 class _Item:
@@ -234,7 +247,7 @@ class _Item:
         self.pull_request_number = pull_request_number
         self.prefix = prefix
         if not isinstance(data, dict):
-            self.fail("", f"expected a JSON object, got {_type_name(data)}")
+            self.fail("", f"expected an object, got {_got(data)}")
         self.data: dict[str, Any] = data
 
     def fail(self, field: str, reason: str) -> NoReturn:
@@ -250,7 +263,7 @@ class _Item:
     def _check(self, field: str, value: Any, type_: type) -> Any:
         # bool is an int to Python, never to GitHub.
         if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
-            self.fail(field, f"expected {type_.__name__}, got {_type_name(value)} {value!r}")
+            self.fail(field, f"expected {_type_name(type_)}, got {_got(value)}")
         return value
 
     def required(self, field: str, type_: type) -> Any:
@@ -317,6 +330,7 @@ def row_key(table: str, *natural_key: Any) -> str:
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """GitHub's ISO 8601 timestamp; raises ValueError on anything else (row builders wrap it)."""
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -344,6 +358,7 @@ def _auto_merge_enabled(item: _Item) -> bool | None:
 
 
 def pull_request_row(org: str, repo: str, pr: dict) -> dict[str, Any]:
+    """A pull_requests row from a LIST-shape pull request; raises MalformedItem naming the field."""
     item = _Item(PULL_REQUEST, pr, key=_int_key(pr, "id"), where=f"{org}/{repo}")
     pr_id = item.required("id", int)
     number = item.required("number", int)
@@ -416,7 +431,10 @@ def _child_identity(
 
 
 def review_row(org: str, repo: str, pr: dict[str, Any], review: dict) -> dict[str, Any]:
-    """`pr` is a pull_requests row: the review inherits the PR's identity and version."""
+    """`pr` is a pull_requests row: the review inherits the PR's identity and version.
+
+    Raises MalformedItem naming the field.
+    """
     item = _Item(
         REVIEW,
         review,
@@ -445,6 +463,7 @@ def review_row(org: str, repo: str, pr: dict[str, Any], review: dict) -> dict[st
 def file_row(
     org: str, repo: str, pr: dict[str, Any], file: dict, *, truncated: bool
 ) -> dict[str, Any]:
+    """`pr` is a pull_requests row, as for review_row; raises MalformedItem naming the field."""
     filename = file.get("filename") if isinstance(file, dict) else None
     item = _Item(
         FILE,
