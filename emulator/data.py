@@ -2,6 +2,8 @@
 
 Objects handed out are never mutated afterwards: a mutation replaces the PR dict or the
 review list (copy-on-write), so server threads can serialize what they got without a lock.
+The same holds for corruptions (`corrupt_pull_request`, `corrupt_review`), which serve a
+malformed value the way a mangled recorded payload had it.
 Files are not stored; they are regenerated from (seed, pr id, index) so 20,000 PRs stay cheap.
 """
 
@@ -98,13 +100,14 @@ class _Pull:
     commits: int = 1
     files_cache: list[dict] | None = None  # only for big PRs; cleared when files change
 
+    corrupted: bool = False         # served malformed: neither it nor its children are expected
+    clean: dict | None = None       # `data` before corruption: what the emulator itself reads
+    corrupted_reviews: frozenset[int] = frozenset()  # indexes into `reviews` served malformed
+
     @property
     def own(self) -> dict:
         """The uncorrupted PR: files, mutations and ordering never trip over a corrupted value."""
         return self.clean if self.clean is not None else self.data
-    corrupted: bool = False         # served malformed: neither it nor its children are expected
-    clean: dict | None = None       # `data` before corruption: what the emulator itself reads
-    corrupted_reviews: frozenset[int] = frozenset()  # indexes into `reviews` served malformed
 
 
 @dataclass
@@ -158,8 +161,8 @@ class Dataset:
         `prs_per_repo` is one count for every repo or a list cycled over the repos in order.
         With `edge_cases`, the first repo of the first org holds max(n, 5) PRs whose first five
         are: deleted author (+ a review by a deleted account, and the head fork gone), unicode
-        title and file names, 3,050 files, 130 reviews (one of them by a bot), and no reviews in
-        an older payload (no `draft` or `locked` key).
+        title and file names, 3,050 files, 130 reviews (at least one by a bot), and no reviews,
+        served as an older payload (no `draft` or `locked` key).
         """
         ds = cls(seed)
         counts = [prs_per_repo] if isinstance(prs_per_repo, int) else list(prs_per_repo) or [0]
@@ -563,7 +566,11 @@ class Dataset:
     def corrupt_pull_request(self, org: str, repo: str, number: int, field: str,
                              value: object = DROP_KEY) -> None:
         """Serve the PR with `field` set to `value` (or removed, with DROP_KEY), as a mangled
-        recorded payload had it. Not an update: `updated_at` moves only if it is the field."""
+        recorded payload had it. Not an update: `updated_at` moves only if it is the field.
+
+        The PR, its reviews and files leave `expected()`. A later mutation keeps the corruption
+        unless it sets the same field (every mutation sets `updated_at`).
+        """
         with self._lock:
             pull = self._pull(org, repo, number)
             pull.clean = pull.own
@@ -573,7 +580,9 @@ class Dataset:
     def corrupt_review(self, org: str, repo: str, number: int, index: int, field: str,
                        value: object = DROP_KEY) -> dict:
         """Serve review `index` of the PR with `field` set to `value` (or removed, with DROP_KEY).
-        Returns the corrupted review."""
+
+        Not an update of the PR. Only this review leaves `expected()`. Returns the corrupted review.
+        """
         with self._lock:
             pull = self._pull(org, repo, number)
             reviews = list(pull.reviews)
