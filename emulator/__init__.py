@@ -1,7 +1,7 @@
 """Deterministic GitHub REST API emulator for the demo, the tests and the benchmark."""
 
-from emulator.data import MAX_SERVED_FILES, Dataset
+from emulator.data import DROP_KEY, MAX_SERVED_FILES, Dataset
 from emulator.faults import Fault, FaultSet
 from emulator.server import GitHubEmulator
 
-__all__ = ["MAX_SERVED_FILES", "Dataset", "Fault", "FaultSet", "GitHubEmulator"]
+__all__ = ["DROP_KEY", "MAX_SERVED_FILES", "Dataset", "Fault", "FaultSet", "GitHubEmulator"]

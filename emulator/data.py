@@ -2,6 +2,8 @@
 
 Objects handed out are never mutated afterwards: a mutation replaces the PR dict or the
 review list (copy-on-write), so server threads can serialize what they got without a lock.
+The same holds for corruptions (`corrupt_pull_request`, `corrupt_review`), which serve a
+malformed value the way a mangled recorded payload had it.
 Files are not stored; they are regenerated from (seed, pr id, index) so 20,000 PRs stay cheap.
 """
 
@@ -52,6 +54,19 @@ _LABELS = (("bug", "d73a4a"), ("enhancement", "a2eeef"), ("documentation", "0075
 _ASSOCIATIONS = ("MEMBER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "NONE")
 _REVIEW_STATES = ("APPROVED", "APPROVED", "COMMENTED", "CHANGES_REQUESTED", "DISMISSED")
 _FILE_STATUSES = ("modified", "modified", "modified", "added", "removed", "renamed")
+_TEAMS = ("backend", "frontend", "platform", "security")
+_MERGE_METHODS = ("merge", "squash", "rebase")
+OLDER_PAYLOAD_KEYS = ("draft", "locked")
+"""Keys older GitHub payloads (and GitHub Enterprise versions) do not send."""
+
+
+class _Drop:
+    def __repr__(self) -> str:
+        return "DROP_KEY"
+
+
+DROP_KEY = _Drop()
+"""As the value of a corruption: remove the key from the served JSON instead of replacing it."""
 
 
 def iso(ts: float) -> str:
@@ -61,6 +76,13 @@ def iso(ts: float) -> str:
 
 def _sha(*parts: object) -> str:
     return hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def _with(data: dict, field: str, value: object) -> dict:
+    """A copy of `data` with `field` replaced, or removed when `value` is DROP_KEY."""
+    if value is DROP_KEY:
+        return {k: v for k, v in data.items() if k != field}
+    return {**data, field: value}
 
 
 def _node_id(prefix: str, ident: int) -> str:
@@ -78,12 +100,21 @@ class _Pull:
     commits: int = 1
     files_cache: list[dict] | None = None  # only for big PRs; cleared when files change
 
+    corrupted: bool = False         # served malformed: neither it nor its children are expected
+    clean: dict | None = None       # `data` before corruption: what the emulator itself reads
+    corrupted_reviews: frozenset[int] = frozenset()  # indexes into `reviews` served malformed
+
+    @property
+    def own(self) -> dict:
+        """The uncorrupted PR: files, mutations and ordering never trip over a corrupted value."""
+        return self.clean if self.clean is not None else self.data
+
 
 @dataclass
 class _Repo:
     data: dict
     labels: list[dict]              # shared, read-only label objects
-    ref_repo: dict                  # shared {"full_name"} used by head/base
+    ref_repo: dict                  # shared {"id", "full_name", "fork"} used by head/base
     pulls: dict[int, _Pull] = field(default_factory=dict)
     deleted: bool = False
 
@@ -117,7 +148,9 @@ class Dataset:
                                       "margaret", "dennis", "frances", "james", "anders", "rob",
                                       "radia", "bjarne", "sophie", "tim", "hedy", "alan", "katherine"))
         ]
-        self._users.append({"login": "dependabot[bot]", "id": 49699333, "type": "Bot"})
+        self._humans = list(self._users)
+        self._bot = {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"}
+        self._users.append(self._bot)
 
     # ------------------------------------------------------------------ generation
     @classmethod
@@ -127,8 +160,9 @@ class Dataset:
 
         `prs_per_repo` is one count for every repo or a list cycled over the repos in order.
         With `edge_cases`, the first repo of the first org holds max(n, 5) PRs whose first five
-        are: deleted author (+ a review by a deleted account), unicode title and file names,
-        3,050 files, 130 reviews, no reviews.
+        are: deleted author (+ a review by a deleted account, and the head fork gone), unicode
+        title and file names, 3,050 files, 130 reviews (at least one by a bot), and no reviews,
+        served as an older payload (no `draft` or `locked` key).
         """
         ds = cls(seed)
         counts = [prs_per_repo] if isinstance(prs_per_repo, int) else list(prs_per_repo) or [0]
@@ -174,7 +208,7 @@ class Dataset:
         }
         labels = [{"id": self._next_repo_id * 10 + j, "name": lname, "color": color}
                   for j, (lname, color) in enumerate(_LABELS)]
-        repo = _Repo(data, labels, {"full_name": full_name})
+        repo = _Repo(data, labels, {"id": data["id"], "full_name": full_name, "fork": False})
         org.repos[name.lower()] = repo
         return repo
 
@@ -210,6 +244,10 @@ class Dataset:
         pull.reviews = [self._review_dict(repo, pr, t, rng) for t in times]
         if edge_case == 1:
             pull.reviews[0] = {**pull.reviews[0], "user": None, "author_association": "NONE"}
+        elif edge_case == 4:
+            pull.reviews[1] = {**pull.reviews[1], "user": self._bot}
+        elif edge_case == 5:
+            pull.data = {k: v for k, v in pr.items() if k not in OLDER_PAYLOAD_KEYS}
         repo.pulls[number] = pull
 
     def _pull_dict(self, repo: _Repo, number: int, user: dict | None, created: int, updated: int,
@@ -221,6 +259,11 @@ class Dataset:
         ref = f"{words[0]}/{words[1]}-{words[2]}-{number}"
         org_login = repo.data["owner"]["login"]
         head_sha = _sha(self.seed, pr_id, "head")
+        # The fields below draw from their own generator: the main one (and so every count and
+        # every other value of a seed) stays what it was before they existed.
+        extra = random.Random(f"{self.seed}/{pr_id}/extras")
+        head_repo, head_owner = self._head_repo(repo, user, extra)
+        is_open = state == "open"
         return {
             "id": pr_id,
             "node_id": _node_id("PR_kwDO", pr_id),
@@ -234,9 +277,14 @@ class Dataset:
             "author_association": rng.choice(_ASSOCIATIONS) if user else "NONE",
             "labels": rng.sample(repo.labels, rng.choice((0, 0, 1, 1, 2))),
             "requested_reviewers": rng.sample(self._users, rng.randint(0, 2)) if state == "open" else [],
+            "requested_teams": ([self._team(name) for name in extra.sample(_TEAMS, extra.choice((0, 0, 1)))]
+                                if is_open else []),
+            "assignees": extra.sample(self._humans, extra.choice((0, 0, 1, 1, 2))),
+            "milestone": self._milestone(repo, extra) if extra.random() < 0.25 else None,
+            "auto_merge": self._auto_merge(extra) if is_open and extra.random() < 0.25 else None,
             "draft": draft,
-            "head": {"ref": ref, "sha": head_sha, "label": f"{org_login}:{ref}",
-                     "repo": repo.ref_repo},
+            "head": {"ref": ref, "sha": head_sha, "label": f"{head_owner}:{ref}",
+                     "repo": head_repo},
             "base": {"ref": "main", "sha": _sha(self.seed, pr_id, "base"), "label": f"{org_login}:main",
                      "repo": repo.ref_repo},
             "created_at": iso(created),
@@ -245,6 +293,32 @@ class Dataset:
             "merged_at": iso(closed_at) if merged and closed_at else None,
             "merge_commit_sha": None if state == "closed" and not merged else _sha(self.seed, pr_id, "merge"),
         }
+
+    def _head_repo(self, repo: _Repo, user: dict | None, extra: random.Random) -> tuple[dict | None, str]:
+        """(head.repo, head owner): the repo itself, an author's fork, or null for a deleted fork."""
+        org_login = repo.data["owner"]["login"]
+        roll = extra.random()
+        if user is None or roll < 0.04:  # a deleted account takes its fork with it
+            return None, "unknown"
+        if roll < 0.2:
+            fork_id = 800_000_000 + extra.randrange(10_000_000)
+            name = repo.data["name"]
+            return {"id": fork_id, "full_name": f"{user['login']}/{name}", "fork": True}, user["login"]
+        return repo.ref_repo, org_login
+
+    @staticmethod
+    def _team(slug: str) -> dict:
+        return {"id": 5_000_000 + _TEAMS.index(slug), "slug": slug, "name": slug.capitalize()}
+
+    @staticmethod
+    def _milestone(repo: _Repo, extra: random.Random) -> dict:
+        number = extra.randint(1, 3)
+        return {"id": repo.data["id"] * 10 + number, "number": number, "title": f"v1.{number}",
+                "state": "open"}
+
+    def _auto_merge(self, extra: random.Random) -> dict:
+        return {"enabled_by": extra.choice(self._humans), "merge_method": extra.choice(_MERGE_METHODS),
+                "commit_title": None, "commit_message": None}
 
     def _review_dict(self, repo: _Repo, pr: dict, submitted: int, rng: random.Random) -> dict:
         self._next_review_id += rng.randint(1, 5000)
@@ -266,7 +340,7 @@ class Dataset:
 
     def _file(self, pull: _Pull, index: int) -> dict:
         """File `index` of a PR, derived only from (seed, pr id, index)."""
-        pr = pull.data
+        pr = pull.own
         rng = random.Random(f"{self.seed}/{pr['id']}/{index}")
         if pull.unicode_files and index < len(UNICODE_FILENAMES):
             name = UNICODE_FILENAMES[index]
@@ -332,7 +406,7 @@ class Dataset:
         """LIST-shape PRs of a repo, by number."""
         with self._lock:
             pulls = list(self._repo(org, repo).pulls.values())
-        return [p.data for p in sorted(pulls, key=lambda p: p.data["number"])]
+        return [p.data for p in sorted(pulls, key=lambda p: p.own["number"])]
 
     def pull_request(self, org: str, repo: str, number: int) -> dict:
         """Single-PR shape: the list shape plus additions/deletions/changed_files/commits."""
@@ -375,7 +449,8 @@ class Dataset:
     def expected(self, org: str | None = None) -> dict[str, set]:
         """Natural keys a correct warehouse holds for `org` (all orgs if None).
 
-        Deleted repositories are left out: GitHub no longer serves them.
+        Deleted repositories are left out: GitHub no longer serves them. So are corrupted items: a
+        corrupted PR with its reviews and files, a corrupted review alone.
         """
         with self._lock:
             orgs = [self._org(org)] if org is not None else list(self._orgs.values())
@@ -384,9 +459,12 @@ class Dataset:
         out: dict[str, set] = {"pull_requests": set(), "pull_request_reviews": set(),
                                "pull_request_files": set()}
         for p in pulls:
+            if p.corrupted:
+                continue
             pr_id = p.data["id"]
             out["pull_requests"].add(pr_id)
-            out["pull_request_reviews"].update(r["id"] for r in p.reviews)
+            out["pull_request_reviews"].update(
+                r["id"] for i, r in enumerate(p.reviews) if i not in p.corrupted_reviews)
             out["pull_request_files"].update(
                 (pr_id, f["filename"]) for f in self._files_of(p)[:MAX_SERVED_FILES])
         return out
@@ -399,13 +477,15 @@ class Dataset:
 
     def _touch(self, pull: _Pull, now: int, **changes: object) -> None:
         pull.data = {**pull.data, **changes, "updated_at": iso(now)}
+        if pull.clean is not None:
+            pull.clean = {**pull.clean, **changes, "updated_at": iso(now)}
 
     def add_review(self, org: str, repo: str, number: int, state: str = "APPROVED") -> dict:
         with self._lock:
             r = self._repo(org, repo)
             pull = self._pull(org, repo, number)
             now = self._tick()
-            review = {**self._review_dict(r, pull.data, now, self._rng), "state": state}
+            review = {**self._review_dict(r, pull.own, now, self._rng), "state": state}
             pull.reviews = [*pull.reviews, review]
             self._touch(pull, now)
             return review
@@ -434,7 +514,7 @@ class Dataset:
             now = self._tick()
             name = filename or f"src/added_{now}.py"
             status = "added" if deletions == 0 else "modified"
-            new = self._file_dict(pull.data, name, status, additions, deletions, {})
+            new = self._file_dict(pull.own, name, status, additions, deletions, {})
             pull.extra_files = (*(f for f in pull.extra_files if f["filename"] != name), new)
             pull.removed_files = pull.removed_files | {name}  # hide a generated file of that name
             pull.files_cache = None
@@ -489,21 +569,57 @@ class Dataset:
     def close_pull_request(self, org: str, repo: str, number: int) -> None:
         with self._lock:
             pull = self._pull(org, repo, number)
-            if pull.data["state"] != "open":
+            if pull.own["state"] != "open":
                 raise ValueError(f"{org}/{repo}#{number} is not open")
             now = self._tick()
             self._touch(pull, now, state="closed", closed_at=iso(now), merge_commit_sha=None,
-                        requested_reviewers=[], draft=False)
+                        requested_reviewers=[], requested_teams=[], auto_merge=None, draft=False)
 
     def merge_pull_request(self, org: str, repo: str, number: int) -> None:
         with self._lock:
             pull = self._pull(org, repo, number)
-            if pull.data["state"] != "open":
+            if pull.own["state"] != "open":
                 raise ValueError(f"{org}/{repo}#{number} is not open")
             now = self._tick()
             self._touch(pull, now, state="closed", closed_at=iso(now), merged_at=iso(now),
-                        merge_commit_sha=_sha(self.seed, pull.data["id"], "merged", now),
-                        requested_reviewers=[], draft=False)
+                        merge_commit_sha=_sha(self.seed, pull.own["id"], "merged", now),
+                        requested_reviewers=[], requested_teams=[], auto_merge=None, draft=False)
+
+    def serve_older_payload(self, org: str, repo: str, number: int) -> None:
+        """Serve the PR without the keys older payloads lack (`draft`, `locked`); not an update."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            pull.data = {k: v for k, v in pull.data.items() if k not in OLDER_PAYLOAD_KEYS}
+
+    def corrupt_pull_request(self, org: str, repo: str, number: int, field: str,
+                             value: object = DROP_KEY) -> None:
+        """Serve the PR with `field` set to `value` (or removed, with DROP_KEY), as a mangled
+        recorded payload had it. Not an update: `updated_at` moves only if it is the field.
+
+        The PR, its reviews and files leave `expected()`. A later mutation keeps the corruption
+        unless it sets the same field (every mutation sets `updated_at`).
+        """
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            pull.clean = pull.own
+            pull.data = _with(pull.data, field, value)
+            pull.corrupted = True
+
+    def corrupt_review(self, org: str, repo: str, number: int, index: int, field: str,
+                       value: object = DROP_KEY) -> dict:
+        """Serve review `index` of the PR with `field` set to `value` (or removed, with DROP_KEY).
+
+        Not an update of the PR. Only this review leaves `expected()`. Returns the corrupted review.
+        """
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            reviews = list(pull.reviews)
+            if not 0 <= index < len(reviews):
+                raise IndexError(f"{org}/{repo}#{number} has {len(reviews)} reviews, no index {index}")
+            reviews[index] = _with(reviews[index], field, value)
+            pull.reviews = reviews
+            pull.corrupted_reviews = pull.corrupted_reviews | {index}
+            return reviews[index]
 
     def delete_repository(self, org: str, repo: str) -> None:
         """The repo and everything in it answer 404 from now on."""
@@ -530,7 +646,7 @@ class Dataset:
                     continue
                 n = rng.choice(numbers)
                 ref = f"{org}/{repo}#{n}"
-                is_open = self._pull(org, repo, n).data["state"] == "open"
+                is_open = self._pull(org, repo, n).own["state"] == "open"
                 if kind in ("close", "merge") and not is_open:
                     kind = "title"
                 if kind == "remove_file" and not self._pull(org, repo, n).file_count:

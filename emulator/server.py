@@ -326,12 +326,15 @@ class GitHubEmulator:
         pulls = self.dataset.pull_requests(args[0], args[1])
         state = q.get("state", "open")
         if state != "all":
-            pulls = [p for p in pulls if p["state"] == state]
+            pulls = [p for p in pulls if p.get("state") == state]
         sort = q.get("sort", "created")
         key = "updated_at" if sort == "updated" else "created_at"
         # GitHub: desc by default for sort=created, asc otherwise.
         direction = q.get("direction", "desc" if sort == "created" else "asc")
-        return sorted(pulls, key=lambda p: (p[key], p["number"]), reverse=direction == "desc")
+        # `pulls` come by number; the position stands in for it, so a corrupted PR still sorts.
+        ranked = sorted(enumerate(pulls), key=lambda ip: (str(ip[1].get(key) or ""), ip[0]),
+                        reverse=direction == "desc")
+        return [p for _, p in ranked]
 
     def _page(self, items: list[dict], params: list[tuple[str, str]], url_path: str) -> _Answer:
         q = dict(params)

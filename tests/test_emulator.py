@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from emulator import MAX_SERVED_FILES, Dataset, Fault, GitHubEmulator
+from emulator import DROP_KEY, MAX_SERVED_FILES, Dataset, Fault, GitHubEmulator
 
 PULLS = "/repos/demo/api/pulls?state=all&sort=updated&direction=desc&per_page=100"
 
@@ -257,3 +257,111 @@ def test_admin_api(client: httpx.Client, emu: GitHubEmulator, dataset: Dataset) 
     assert client.get(PULLS).status_code == 503
     httpx.post(f"{root}/_emulator/reset_stats")
     assert emu.stats["requests"] == 0
+
+
+def test_pull_request_fields_served_like_github(client: httpx.Client, dataset: Dataset) -> None:
+    pulls = walk(client, PULLS)
+    repo_id = dataset.repository("demo", "api")["id"]
+    milestones = [p["milestone"] for p in pulls]
+    assert any(m is None for m in milestones)
+    assert any(m and m["title"] and m["number"] for m in milestones)
+    assignees = [a for p in pulls for a in p["assignees"]]
+    assert assignees and all(a["login"] and a["type"] == "User" for a in assignees)
+    assert any(not p["assignees"] for p in pulls)
+    teams = [t for p in pulls for t in p["requested_teams"]]
+    assert teams and all(t["slug"] for t in teams)
+    assert all(not p["requested_teams"] for p in pulls if p["state"] == "closed")
+    auto = [p["auto_merge"] for p in pulls]
+    assert any(a is None for a in auto)
+    assert any(a and a["enabled_by"]["login"] and a["merge_method"] in ("merge", "squash", "rebase") for a in auto)
+    assert all(p["auto_merge"] is None for p in pulls if p["state"] == "closed")
+    heads = [p["head"]["repo"] for p in pulls]
+    assert any(h is None for h in heads), "a deleted fork: head.repo is null"
+    assert any(h and h["fork"] for h in heads) and any(h and not h["fork"] for h in heads)
+    assert all(p["base"]["repo"]["id"] == repo_id and p["base"]["repo"]["fork"] is False for p in pulls)
+    # An older payload: no draft or locked key at all.
+    older = [p for p in pulls if "draft" not in p]
+    assert [p["number"] for p in older] == [5] and "locked" not in older[0]
+    assert any(p["draft"] is False for p in pulls if "draft" in p)
+    # Reviews by a bot, so bots can be told apart.
+    busy = next(p["number"] for p in pulls if len(dataset.reviews("demo", "api", p["number"])) == 130)
+    reviews = walk(client, f"/repos/demo/api/pulls/{busy}/reviews?per_page=100")
+    assert {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"} in [r["user"] for r in reviews]
+
+
+def test_serve_older_payload(dataset: Dataset) -> None:
+    before = dataset.pull_requests("demo", "web")[0]
+    expected = dataset.expected("demo")
+    dataset.serve_older_payload("demo", "web", before["number"])
+    after = dataset.pull_requests("demo", "web")[0]
+    assert "draft" not in after and "locked" not in after
+    assert "draft" in before, "copy-on-write: what was handed out is unchanged"
+    assert after["updated_at"] == before["updated_at"] and dataset.expected("demo") == expected
+
+
+def test_corrupt_pull_request_is_served_and_left_out_of_expected(client: httpx.Client, dataset: Dataset) -> None:
+    from sources.github.schema import MalformedItem, pull_request_row
+
+    before = dataset.pull_requests("demo", "web")[2]
+    number, pr_id = before["number"], before["id"]
+    review_ids = {r["id"] for r in dataset.reviews("demo", "web", number)}
+    file_keys = {(pr_id, f["filename"]) for f in dataset.files("demo", "web", number)}
+    expected = dataset.expected("demo")
+    assert pr_id in expected["pull_requests"] and file_keys <= expected["pull_request_files"]
+
+    dataset.corrupt_pull_request("demo", "web", number, "updated_at", "not-a-date")
+
+    served = next(p for p in walk(client, "/repos/demo/web/pulls?state=all&per_page=100") if p["id"] == pr_id)
+    assert served["updated_at"] == "not-a-date"
+    assert {k: v for k, v in served.items() if k != "updated_at"} == {
+        k: v for k, v in before.items() if k != "updated_at"
+    }
+    assert before["updated_at"] != "not-a-date", "copy-on-write: what was handed out is unchanged"
+    after = dataset.expected("demo")
+    assert pr_id not in after["pull_requests"]
+    assert not review_ids & after["pull_request_reviews"] and not file_keys & after["pull_request_files"]
+    assert after["pull_requests"] == expected["pull_requests"] - {pr_id}
+    with pytest.raises(MalformedItem, match=r"updated_at: 'not-a-date' is not an ISO 8601 timestamp"):
+        pull_request_row("demo", "web", served)
+
+    # Another field: updated_at stays as it was; DROP_KEY removes a key.
+    other = dataset.pull_requests("demo", "web")[3]
+    dataset.corrupt_pull_request("demo", "web", other["number"], "labels", "bug")
+    dataset.corrupt_pull_request("demo", "web", other["number"], "number", DROP_KEY)
+    corrupted = next(p for p in dataset.pull_requests("demo", "web") if p["id"] == other["id"])
+    assert corrupted["labels"] == "bug" and "number" not in corrupted
+    assert corrupted["updated_at"] == other["updated_at"]
+    assert other["id"] not in dataset.expected("demo")["pull_requests"]
+    # The emulator itself still works on the uncorrupted PR: listing, files, mutations.
+    listed = walk(client, "/repos/demo/web/pulls?state=all&sort=updated&direction=desc&per_page=100")
+    assert len(listed) == 25 and corrupted in listed
+    assert client.get(f"/repos/demo/web/pulls/{other['number']}/files").status_code == 200
+    dataset.edit_title("demo", "web", other["number"], "still served")
+    edited = next(p for p in dataset.pull_requests("demo", "web") if p["id"] == other["id"])
+    assert edited["title"] == "still served" and edited["labels"] == "bug" and "number" not in edited
+
+
+def test_corrupt_review_leaves_out_only_that_review(client: httpx.Client, dataset: Dataset) -> None:
+    from sources.github.schema import MalformedItem, pull_request_row, review_row
+
+    number = next(p["number"] for p in dataset.pull_requests("demo", "web")
+                  if len(dataset.reviews("demo", "web", number := p["number"])) >= 2)
+    pr = dataset.pull_requests("demo", "web")[number - 1]
+    reviews = dataset.reviews("demo", "web", number)
+    expected = dataset.expected("demo")
+
+    bad = dataset.corrupt_review("demo", "web", number, 1, "submitted_at", "yesterday")
+
+    assert bad["submitted_at"] == "yesterday" and bad["id"] == reviews[1]["id"]
+    assert reviews[1]["submitted_at"] != "yesterday", "copy-on-write: what was handed out is unchanged"
+    served = client.get(f"/repos/demo/web/pulls/{number}/reviews?per_page=100").json()
+    assert served[1] == bad and served[0] == reviews[0]
+    assert dataset.pull_requests("demo", "web")[number - 1]["updated_at"] == pr["updated_at"]
+    after = dataset.expected("demo")
+    assert after["pull_request_reviews"] == expected["pull_request_reviews"] - {bad["id"]}
+    assert after["pull_requests"] == expected["pull_requests"]
+    assert after["pull_request_files"] == expected["pull_request_files"]
+    with pytest.raises(MalformedItem, match=rf"malformed review {bad['id']} in demo/web#{number}: submitted_at"):
+        review_row("demo", "web", pull_request_row("demo", "web", pr), served[1])
+    with pytest.raises(IndexError, match="no index 99"):
+        dataset.corrupt_review("demo", "web", number, 99, "id", None)

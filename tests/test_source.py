@@ -209,3 +209,33 @@ def test_pull_request_updated_while_paging_lands_once_and_is_caught_next_run(tmp
 
     titles = [r["title"] for r in landed(settings, "pull_requests") if r["number"] == oldest]
     assert titles[-1] == "edited while the run was paging"
+
+
+def test_new_columns_land_as_github_serves_them(settings, dataset):
+    """Milestone, assignees, team requests, auto-merge, fork and repository id from the list
+    payload; null where GitHub did not say (an older payload's draft/locked, a deleted fork)."""
+    run(settings)
+    served = {pr["id"]: pr for repo in dataset.repositories(ORG) for pr in dataset.pull_requests(ORG, repo["name"])}
+    prs = landed(settings, "pull_requests")
+    assert len(prs) == len(served)
+    for row in prs:
+        pr = served[row["id"]]
+        assert row["milestone_title"] == (pr["milestone"]["title"] if pr["milestone"] else None)
+        assert row["assignees"] == [user["login"] for user in pr["assignees"]]
+        assert row["requested_teams"] == [team["slug"] for team in pr["requested_teams"]]
+        assert row["auto_merge_enabled"] is (pr["auto_merge"] is not None)
+        assert row["head_is_fork"] is (pr["head"]["repo"]["fork"] if pr["head"]["repo"] else None)
+        assert row["repo_id"] == pr["base"]["repo"]["id"]
+        assert row["is_draft"] is pr.get("draft") and row["is_locked"] is pr.get("locked")
+    # Each case is exercised by the generated data.
+    assert {r["is_draft"] for r in prs} == {True, False, None}
+    assert {r["head_is_fork"] for r in prs} == {True, False, None}
+    assert {r["auto_merge_enabled"] for r in prs} == {True, False}
+    assert any(r["milestone_title"] for r in prs) and any(r["milestone_title"] is None for r in prs)
+    assert any(r["requested_teams"] for r in prs) and any(len(r["assignees"]) == 2 for r in prs)
+
+    reviews = landed(settings, "pull_request_reviews")
+    bots = [r for r in reviews if r["author_type"] == "Bot"]
+    assert bots and all(r["author_login"] == "dependabot[bot]" for r in bots)
+    assert all(r["author_type"] == "User" for r in reviews if r["author_login"] and r not in bots)
+    assert all(r["author_type"] is None for r in reviews if r["author_login"] is None)

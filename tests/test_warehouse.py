@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import uuid
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,62 @@ def rows_by(warehouse: Warehouse, table: str, *columns: str) -> list[tuple]:
 
 def ledger(warehouse: Warehouse) -> list[tuple]:
     return warehouse.execute(f"SELECT pipeline_name, load_id FROM {warehouse.table('MERGED_LOADS')} ORDER BY 1, 2")
+
+
+NEW_PR_COLUMNS = ("requested_teams", "assignees", "milestone_title", "auto_merge_enabled", "head_is_fork", "repo_id")
+
+
+def land_new_columns_onto_an_older_warehouse(root: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warehouse created before the new columns existed, then a load that carries them: list,
+    bool and int columns, with values, empty lists, false and null."""
+    old_prs = TABLES["pull_requests"].schema
+    old_reviews = TABLES["pull_request_reviews"].schema
+    for name, schema in (("pull_requests", old_prs), ("pull_request_reviews", old_reviews)):
+        kept = [f for f in schema if f.name not in (*NEW_PR_COLUMNS, "author_type")]
+        monkeypatch.setitem(TABLES, name, dataclasses.replace(TABLES[name], schema=pa.schema(kept)))
+    before = pr("demo", 1, T0, "before")
+    land(root, "demo", "1.0", {
+        "pull_requests": to_table(TABLES["pull_requests"], [before]),
+        "pull_request_reviews": to_table(TABLES["pull_request_reviews"], reviews("demo", before, 11)),
+    })
+    merge_landed_loads(warehouse, str(root), "demo", "github_demo")
+    monkeypatch.undo()
+    assert "assignees" not in warehouse.columns("pull_requests")
+
+    full = {
+        "state": "open", "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-06T00:00:00Z",
+        "draft": True, "locked": False,
+        "assignees": [{"login": "ada"}, {"login": "linus"}],
+        "requested_teams": [{"slug": "backend"}],
+        "milestone": {"title": "v1.1"},
+        "auto_merge": {"merge_method": "squash"},
+        "head": {"ref": "f", "repo": {"id": 9, "full_name": "octo/repo", "fork": True}},
+        "base": {"ref": "main", "repo": {"id": 42, "full_name": "demo/repo", "fork": False}},
+    }
+    bare = {
+        "state": "open", "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-06T00:00:00Z",
+        "assignees": [], "requested_teams": [], "milestone": None, "auto_merge": None,
+        "head": {"ref": "g", "repo": None},
+    }
+    rows = [
+        pull_request_row("demo", "repo", {"id": org_base("demo") + 2, "number": 2, **full}),
+        pull_request_row("demo", "repo", {"id": org_base("demo") + 3, "number": 3, **bare}),
+    ]
+    bot = review_row("demo", "repo", rows[0], {"id": org_base("demo") + 12, "user": {"login": "dependabot[bot]", "type": "Bot"}})
+    land(root, "demo", "2.0", {"pull_requests": rows, "pull_request_reviews": [bot]})
+    merge_landed_loads(warehouse, str(root), "demo", "github_demo")
+
+
+def check_new_columns(warehouse: Warehouse, array: Callable[[Any], list[str] | None]) -> None:
+    got = rows_by(warehouse, "pull_requests", "number", "is_draft", "is_locked", *NEW_PR_COLUMNS)
+    assert [(n, d, lk, array(t), array(a), m, am, f, r) for (n, d, lk, t, a, m, am, f, r) in got] == [
+        (1, None, None, None, None, None, None, None, None),  # merged before the columns existed
+        (2, True, False, ["backend"], ["ada", "linus"], "v1.1", True, True, 42),
+        (3, None, None, [], [], None, False, None, None),
+    ]
+    assert rows_by(warehouse, "pull_request_reviews", "id", "author_type") == [
+        (org_base("demo") + 11, None), (org_base("demo") + 12, "Bot")
+    ]
 
 
 def check_two_loads_merged(warehouse: Warehouse, org: str = "demo") -> None:
@@ -311,6 +369,16 @@ def test_new_column_is_added_to_target_and_stage(tmp_path: Path, duck: DuckDBWar
 
     assert rows_by(duck, "pull_requests", "number", "mergeable_state") == [(1, None), (2, "clean")]
     assert "mergeable_state" in duck.columns("stg_github_demo_pull_requests", pipeline_name=True)
+
+
+def test_new_list_bool_and_int_columns_reach_an_older_warehouse(
+    tmp_path: Path, duck: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    land_new_columns_onto_an_older_warehouse(tmp_path, duck, monkeypatch)
+    check_new_columns(duck, lambda value: value)
+    types = duck.columns("pull_requests")
+    assert (types["assignees"], types["auto_merge_enabled"], types["repo_id"]) == ("VARCHAR[]", "BOOLEAN", "BIGINT")
+    assert "head_is_fork" in duck.columns("stg_github_demo_pull_requests", pipeline_name=True)
 
 
 def test_incompatible_type_change_names_the_column(tmp_path: Path, duck: DuckDBWarehouse) -> None:

@@ -6,6 +6,7 @@ file:// URL; the GCS leg lands through a local GCS emulator whose objects are pl
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -22,9 +23,11 @@ from destinations.warehouse import _check_copy_results
 from sources.github.schema import TABLES, to_table
 from test_warehouse import (
     T0,
+    check_new_columns,
     check_two_loads_merged,
     files,
     land,
+    land_new_columns_onto_an_older_warehouse,
     land_two_loads,
     ledger,
     mark_complete,
@@ -190,6 +193,14 @@ def test_new_column_is_added(tmp_path: Path, snow: SnowflakeWarehouse) -> None:
     land(tmp_path, "demo", "2.0", {"pull_requests": newer})
     merge_landed_loads(snow, str(tmp_path), "demo", "github_demo")
     assert rows_by(snow, "pull_requests", "number", "mergeable_state") == [(1, None), (2, "clean")]
+
+
+def test_new_list_bool_and_int_columns_reach_an_older_warehouse(
+    tmp_path: Path, snow: SnowflakeWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    land_new_columns_onto_an_older_warehouse(tmp_path, snow, monkeypatch)
+    # An ARRAY comes back as JSON text.
+    check_new_columns(snow, lambda value: None if value is None else json.loads(value))
 
 
 def test_injection_in_org_or_pipeline_is_rejected(tmp_path: Path, snow: SnowflakeWarehouse) -> None:

@@ -2,14 +2,19 @@
 
 Explicit schemas keep every load's Parquet identical in shape, whatever the data: a page of pull
 requests where every `closed_at` is null still lands a timestamp column, never a null-typed one.
+
+A row builder either returns a row `to_table` accepts or raises `MalformedItem` naming the item and
+the field: one bad item must be set aside (`rejected_row`), not fail a whole page or run. A key
+GitHub did not send lands as null, never as a made-up `false`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NoReturn
 
 import pyarrow as pa
 
@@ -65,6 +70,12 @@ PULL_REQUESTS = TableSpec(
             ("base_sha", pa.string()),
             ("labels", _STRINGS),
             ("requested_reviewers", _STRINGS),
+            ("requested_teams", _STRINGS),
+            ("assignees", _STRINGS),
+            ("milestone_title", pa.string()),
+            ("auto_merge_enabled", pa.bool_()),
+            ("head_is_fork", pa.bool_()),
+            ("repo_id", pa.int64()),
             ("merge_commit_sha", pa.string()),
             ("html_url", pa.string()),
             ("created_at", _TS),
@@ -100,6 +111,7 @@ PULL_REQUEST_REVIEWS = TableSpec(
             ("node_id", pa.string()),
             ("author_login", pa.string()),
             ("author_id", pa.int64()),
+            ("author_type", pa.string()),
             ("author_association", pa.string()),
             ("state", pa.string()),
             ("body", pa.string()),
@@ -135,6 +147,181 @@ TABLES: dict[str, TableSpec] = {
     spec.name: spec for spec in (PULL_REQUESTS, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES)
 }
 
+# Items the row builders refused, landed for people to inspect. Deliberately not in TABLES: the
+# warehouse merge iterates TABLES, and a rejected item is evidence, not data to merge.
+REJECTED_ITEMS = TableSpec(
+    name="rejected_items",
+    key="row_key",
+    version="rejected_at",
+    schema=pa.schema(
+        [
+            ("row_key", pa.string()),
+            ("org", pa.string()),
+            ("repo", pa.string()),
+            ("kind", pa.string()),
+            ("item_key", pa.string()),
+            ("pull_request_number", pa.int64()),
+            ("reason", pa.string()),
+            ("payload", pa.string()),
+            ("rejected_at", _TS),
+        ]
+    ),
+)
+
+# The `kind` of an item, in MalformedItem and rejected_items.
+PULL_REQUEST = "pull_request"
+REVIEW = "review"
+FILE = "file"
+
+
+class MalformedItem(ValueError):
+    """One GitHub item a row builder cannot turn into a row.
+
+    Carries what a person needs to find it (kind, natural key, where) and what is wrong with it
+    (field, reason), so the caller can set the item aside instead of failing the run.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        key: str | None,
+        field: str,
+        reason: str,
+        *,
+        where: str = "",
+        pull_request_number: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.key = key
+        self.field = field
+        self.reason = reason
+        self.where = where
+        self.pull_request_number = pull_request_number
+        shown_key = key if key is not None else "(key unreadable)"
+        place = f" in {where}" if where else ""
+        super().__init__(f"malformed {kind} {shown_key}{place}: {field}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles across process and task boundaries (the default would call __init__(message)).
+        state = {"where": self.where, "pull_request_number": self.pull_request_number}
+        return (_rebuild_malformed, (self.kind, self.key, self.field, self.reason, state))
+
+
+def _rebuild_malformed(
+    kind: str, key: str | None, field: str, reason: str, state: dict[str, Any]
+) -> MalformedItem:
+    return MalformedItem(kind, key, field, reason, **state)
+
+
+# Messages speak JSON, the language of the payload a person will look at.
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", bool: "boolean",
+               float: "number", type(None): "null"}
+
+
+def _type_name(type_: type) -> str:
+    return _JSON_TYPES.get(type_, type_.__name__)
+
+
+def _got(value: Any) -> str:
+    """What a message says was found: the JSON type and the value, cut short (payloads are long)."""
+    if value is None:
+        return "null"
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return f"{_type_name(type(value))} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+class _Item:
+    """Typed reads of one GitHub JSON object; a wrong or missing value raises MalformedItem."""
+
+    def __init__(
+        self,
+        kind: str,
+        data: Any,
+        *,
+        key: str | None,
+        where: str,
+        pull_request_number: int | None = None,
+        prefix: str = "",
+    ) -> None:
+        self.kind, self.key, self.where = kind, key, where
+        self.pull_request_number = pull_request_number
+        self.prefix = prefix
+        if not isinstance(data, dict):
+            self.fail("", f"expected an object, got {_got(data)}")
+        self.data: dict[str, Any] = data
+
+    def fail(self, field: str, reason: str) -> NoReturn:
+        raise MalformedItem(
+            self.kind,
+            self.key,
+            (self.prefix + field).rstrip(".") or "(item)",
+            reason,
+            where=self.where,
+            pull_request_number=self.pull_request_number,
+        )
+
+    def _check(self, field: str, value: Any, type_: type) -> Any:
+        # bool is an int to Python, never to GitHub.
+        if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
+            self.fail(field, f"expected {_type_name(type_)}, got {_got(value)}")
+        return value
+
+    def required(self, field: str, type_: type) -> Any:
+        if self.data.get(field) is None:
+            self.fail(field, "missing" if field not in self.data else "is null")
+        return self._check(field, self.data[field], type_)
+
+    def optional(self, field: str, type_: type) -> Any:
+        """The value, or None when the key is absent or null."""
+        value = self.data.get(field)
+        return None if value is None else self._check(field, value, type_)
+
+    def time(self, field: str, *, required: bool = False) -> datetime | None:
+        value = self.required(field, str) if required else self.optional(field, str)
+        if not value:
+            return None
+        try:
+            return parse_time(value)
+        except ValueError:
+            self.fail(field, f"{value!r} is not an ISO 8601 timestamp")
+
+    def child(self, field: str) -> _Item | None:
+        """A nested object (None when absent or null)."""
+        value = self.optional(field, dict)
+        if value is None:
+            return None
+        return _Item(
+            self.kind,
+            value,
+            key=self.key,
+            where=self.where,
+            pull_request_number=self.pull_request_number,
+            prefix=f"{self.prefix}{field}.",
+        )
+
+    def names(self, field: str, name_field: str) -> list[str]:
+        """`name_field` of each object in the list `field` (null entries skipped; absent -> [])."""
+        names = []
+        for index, entry in enumerate(self.optional(field, list) or []):
+            if entry is None:
+                continue
+            element = _Item(
+                self.kind,
+                entry,
+                key=self.key,
+                where=self.where,
+                pull_request_number=self.pull_request_number,
+                prefix=f"{self.prefix}{field}[{index}].",
+            )
+            names.append(element.required(name_field, str))
+        return names
+
+
+def _int_key(data: Any, field: str) -> str | None:
+    """A natural key for the message, if it can be read at all."""
+    value = data.get(field) if isinstance(data, dict) else None
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 def row_key(table: str, *natural_key: Any) -> str:
     """A deterministic key: the same natural key gives the same row_key in every run and warehouse."""
@@ -143,6 +330,7 @@ def row_key(table: str, *natural_key: Any) -> str:
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """GitHub's ISO 8601 timestamp; raises ValueError on anything else (row builders wrap it)."""
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -154,50 +342,73 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> int | None
     return int((end - start).total_seconds())
 
 
-def _login(user: dict | None) -> tuple[str | None, int | None, str | None]:
+def _user(item: _Item, field: str) -> tuple[str | None, int | None, str | None]:
     # A deleted account comes back as "user": null.
-    if not user:
+    user = item.child(field)
+    if user is None:
         return None, None, None
-    return user.get("login"), user.get("id"), user.get("type")
+    return user.optional("login", str), user.optional("id", int), user.optional("type", str)
+
+
+def _auto_merge_enabled(item: _Item) -> bool | None:
+    """An `auto_merge` object means enabled, null means not; an absent key means unknown."""
+    if "auto_merge" not in item.data:
+        return None
+    return item.child("auto_merge") is not None
 
 
 def pull_request_row(org: str, repo: str, pr: dict) -> dict[str, Any]:
-    login, user_id, user_type = _login(pr.get("user"))
-    head = pr.get("head") or {}
-    base = pr.get("base") or {}
-    created_at = parse_time(pr.get("created_at"))
-    closed_at = parse_time(pr.get("closed_at"))
-    merged_at = parse_time(pr.get("merged_at"))
+    """A pull_requests row from a LIST-shape pull request; raises MalformedItem naming the field."""
+    item = _Item(PULL_REQUEST, pr, key=_int_key(pr, "id"), where=f"{org}/{repo}")
+    pr_id = item.required("id", int)
+    number = item.required("number", int)
+    item.where = f"{org}/{repo}#{number}"
+    login, user_id, user_type = _user(item, "user")
+    head = item.child("head")
+    base = item.child("base")
+    head_repo = head.child("repo") if head else None
+    base_repo = base.child("repo") if base else None
+    milestone = item.child("milestone")
+    created_at = item.time("created_at")
+    updated_at = item.time("updated_at", required=True)
+    closed_at = item.time("closed_at")
+    merged_at = item.time("merged_at")
     return {
-        "row_key": row_key(PULL_REQUESTS.name, pr["id"]),
+        "row_key": row_key(PULL_REQUESTS.name, pr_id),
         "org": org,
         "repo": repo,
         "repo_full_name": f"{org}/{repo}",
-        "id": pr["id"],
-        "node_id": pr.get("node_id"),
-        "number": pr["number"],
-        "title": pr.get("title"),
-        "body": pr.get("body"),
-        "state": pr.get("state"),
-        "is_draft": bool(pr.get("draft")),
-        "is_locked": bool(pr.get("locked")),
+        "id": pr_id,
+        "node_id": item.optional("node_id", str),
+        "number": number,
+        "title": item.optional("title", str),
+        "body": item.optional("body", str),
+        "state": item.optional("state", str),
+        # Older payloads lack these keys: unknown, not false.
+        "is_draft": item.optional("draft", bool),
+        "is_locked": item.optional("locked", bool),
         "author_login": login,
         "author_id": user_id,
         "author_type": user_type,
-        "author_association": pr.get("author_association"),
-        "head_ref": head.get("ref"),
-        "head_sha": head.get("sha"),
-        "head_repo_full_name": (head.get("repo") or {}).get("full_name"),
-        "base_ref": base.get("ref"),
-        "base_sha": base.get("sha"),
-        "labels": [label["name"] for label in pr.get("labels") or []],
-        "requested_reviewers": [
-            user["login"] for user in pr.get("requested_reviewers") or [] if user
-        ],
-        "merge_commit_sha": pr.get("merge_commit_sha"),
-        "html_url": pr.get("html_url"),
+        "author_association": item.optional("author_association", str),
+        "head_ref": head.optional("ref", str) if head else None,
+        "head_sha": head.optional("sha", str) if head else None,
+        "head_repo_full_name": head_repo.optional("full_name", str) if head_repo else None,
+        "base_ref": base.optional("ref", str) if base else None,
+        "base_sha": base.optional("sha", str) if base else None,
+        "labels": item.names("labels", "name"),
+        "requested_reviewers": item.names("requested_reviewers", "login"),
+        "requested_teams": item.names("requested_teams", "slug"),
+        "assignees": item.names("assignees", "login"),
+        "milestone_title": milestone.optional("title", str) if milestone else None,
+        "auto_merge_enabled": _auto_merge_enabled(item),
+        # head.repo is null when the fork was deleted: whether it was a fork is then unknown.
+        "head_is_fork": head_repo.optional("fork", bool) if head_repo else None,
+        "repo_id": base_repo.optional("id", int) if base_repo else None,
+        "merge_commit_sha": item.optional("merge_commit_sha", str),
+        "html_url": item.optional("html_url", str),
         "created_at": created_at,
-        "updated_at": parse_time(pr.get("updated_at")),
+        "updated_at": updated_at,
         "closed_at": closed_at,
         "merged_at": merged_at,
         "is_merged": merged_at is not None,
@@ -220,37 +431,96 @@ def _child_identity(
 
 
 def review_row(org: str, repo: str, pr: dict[str, Any], review: dict) -> dict[str, Any]:
-    """`pr` is a pull_requests row: the review inherits the PR's identity and version."""
-    login, user_id, _ = _login(review.get("user"))
+    """`pr` is a pull_requests row: the review inherits the PR's identity and version.
+
+    Raises MalformedItem naming the field.
+    """
+    item = _Item(
+        REVIEW,
+        review,
+        key=_int_key(review, "id"),
+        where=f"{org}/{repo}#{pr['number']}",
+        pull_request_number=pr["number"],
+    )
+    review_id = item.required("id", int)
+    login, user_id, user_type = _user(item, "user")
     return {
-        **_child_identity(PULL_REQUEST_REVIEWS, org, repo, pr, review["id"]),
-        "id": review["id"],
-        "node_id": review.get("node_id"),
+        **_child_identity(PULL_REQUEST_REVIEWS, org, repo, pr, review_id),
+        "id": review_id,
+        "node_id": item.optional("node_id", str),
         "author_login": login,
         "author_id": user_id,
-        "author_association": review.get("author_association"),
-        "state": review.get("state"),
-        "body": review.get("body"),
-        "commit_id": review.get("commit_id"),
-        "html_url": review.get("html_url"),
-        "submitted_at": parse_time(review.get("submitted_at")),
+        "author_type": user_type,
+        "author_association": item.optional("author_association", str),
+        "state": item.optional("state", str),
+        "body": item.optional("body", str),
+        "commit_id": item.optional("commit_id", str),
+        "html_url": item.optional("html_url", str),
+        "submitted_at": item.time("submitted_at"),
     }
 
 
 def file_row(
     org: str, repo: str, pr: dict[str, Any], file: dict, *, truncated: bool
 ) -> dict[str, Any]:
+    """`pr` is a pull_requests row, as for review_row; raises MalformedItem naming the field."""
+    filename = file.get("filename") if isinstance(file, dict) else None
+    item = _Item(
+        FILE,
+        file,
+        key=filename if isinstance(filename, str) else None,
+        where=f"{org}/{repo}#{pr['number']}",
+        pull_request_number=pr["number"],
+    )
+    filename = item.required("filename", str)
     return {
-        **_child_identity(PULL_REQUEST_FILES, org, repo, pr, pr["id"], file["filename"]),
-        "filename": file["filename"],
-        "previous_filename": file.get("previous_filename"),
-        "status": file.get("status"),
-        "additions": file.get("additions"),
-        "deletions": file.get("deletions"),
-        "changes": file.get("changes"),
-        "sha": file.get("sha"),
-        "blob_url": file.get("blob_url"),
+        **_child_identity(PULL_REQUEST_FILES, org, repo, pr, pr["id"], filename),
+        "filename": filename,
+        "previous_filename": item.optional("previous_filename", str),
+        "status": item.optional("status", str),
+        "additions": item.optional("additions", int),
+        "deletions": item.optional("deletions", int),
+        "changes": item.optional("changes", int),
+        "sha": item.optional("sha", str),
+        "blob_url": item.optional("blob_url", str),
         "file_list_truncated": truncated,
+    }
+
+
+def rejected_row(
+    org: str,
+    repo: str,
+    kind: str,
+    item: Any,
+    error: Exception,
+    *,
+    pull_request_number: int | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A rejected_items row: the raw item and why it was refused, for a person to inspect."""
+    malformed = error if isinstance(error, MalformedItem) else None
+    item_key = malformed.key if malformed else None
+    if pull_request_number is None and malformed:
+        pull_request_number = malformed.pull_request_number
+    if pull_request_number is None and kind == PULL_REQUEST:
+        number = _int_key(item, "number")
+        pull_request_number = int(number) if number is not None else None
+    payload = json.dumps(item, sort_keys=True, ensure_ascii=False, default=repr)
+    reason = str(error)
+    # Without a readable natural key, the payload itself tells two rejected items apart.
+    natural_key = item_key if item_key is not None else hashlib.sha256(payload.encode()).hexdigest()
+    return {
+        "row_key": row_key(
+            REJECTED_ITEMS.name, org, repo, kind, pull_request_number, natural_key, reason
+        ),
+        "org": org,
+        "repo": repo,
+        "kind": kind,
+        "item_key": item_key,
+        "pull_request_number": pull_request_number,
+        "reason": reason,
+        "payload": payload,
+        "rejected_at": now or datetime.now(timezone.utc),
     }
 
 
