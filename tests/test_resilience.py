@@ -355,3 +355,25 @@ def test_no_duplicate_rows_across_repeated_runs(settings, dataset, emu, fake):
         run(settings, emu, fake)
     counts = Counter(landed_keys(settings)["pull_requests"])
     assert max(counts.values()) == 1
+
+
+# -- 8. one malformed item ----------------------------------------------------------------------------
+
+
+def test_malformed_items_are_set_aside_and_the_rest_lands(settings, dataset, emu, fake):
+    repo = repo_names(dataset)[0]
+    dataset.corrupt_pull_request(ORG, repo, 3, "updated_at", "2025-13-45T99:99:99Z")
+    with_reviews = next(pr["number"] for pr in dataset.pull_requests(ORG, repo) if dataset.reviews(ORG, repo, pr["number"]))
+    dataset.corrupt_review(ORG, repo, with_reviews, 0, "submitted_at", "yesterday")
+
+    report = run(settings, emu, fake)
+
+    assert report.progress.stopped_early is None and report.progress.partial
+    assert len(report.progress.rejected) == 2
+    assert_landed_exactly_once(settings, dataset)  # expected() leaves the two items out
+    rejected = sorted(landed(settings, "rejected_items"), key=lambda r: r["kind"])
+    assert [r["kind"] for r in rejected] == ["pull_request", "review"]
+    assert "updated_at" in rejected[0]["reason"] and "2025-13-45T99:99:99Z" in rejected[0]["payload"]
+    assert rejected[0]["pull_request_number"] == 3
+    assert "submitted_at" in rejected[1]["reason"] and '"yesterday"' in rejected[1]["payload"]
+    assert rejected[1]["pull_request_number"] == with_reviews

@@ -529,27 +529,3 @@ def to_table(spec: TableSpec, rows: list[dict[str, Any]]) -> pa.Table:
     columns = {name: [row[name] for row in rows] for name in spec.schema.names}
     return pa.Table.from_pydict(columns, schema=spec.schema)
 
-
-# TEMPORARY STUB (replaced by the schema branch)
-class MalformedItem(ValueError):
-    pass
-
-
-REJECTED_ITEMS = pa.schema(
-    [
-        ("row_key", pa.string()), ("org", pa.string()), ("repo", pa.string()), ("kind", pa.string()),
-        ("item_key", pa.string()), ("pull_request_number", pa.int64()), ("reason", pa.string()),
-        ("payload", pa.string()), ("rejected_at", _TS),
-    ]
-)
-
-
-def rejected_row(org, repo, kind, item, error, *, pull_request_number=None, now=None):
-    import json
-    from datetime import timezone as _tz
-    key = str(item.get("id") or item.get("filename")) if isinstance(item, dict) else None
-    return {
-        "row_key": row_key("rejected_items", org, kind, key, str(error)), "org": org, "repo": repo,
-        "kind": kind, "item_key": key, "pull_request_number": pull_request_number, "reason": str(error),
-        "payload": json.dumps(item, sort_keys=True, default=str), "rejected_at": now or datetime.now(_tz.utc),
-    }

@@ -50,7 +50,6 @@ __all__ = ["SyncContext", "SyncProgress", "FailedItem", "github_source"]
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
-REJECTED = "rejected_items"
 CHILD_KINDS = ("reviews", "files")
 _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
 _PULLS_PARAMS = {"state": "all", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
@@ -282,13 +281,10 @@ def _page_rows(
     for pr in items:
         try:
             row = pull_request_row(ctx.org, repo, pr)
-            updated = iso(row["updated_at"])
-            if updated is None:
-                raise MalformedItem("updated_at: missing")
-        except (MalformedItem, KeyError, TypeError, ValueError) as exc:
+        except MalformedItem as exc:
             rejected.append(_reject(ctx, repo, "pull_request", pr, exc, pr.get("number") if isinstance(pr, dict) else None))
             continue
-        pr_id, digest = str(row["id"]), row_hash(row)
+        pr_id, updated, digest = str(row["id"]), iso(row["updated_at"]), row_hash(row)
         if listing["top"] is None or updated > listing["top"]:
             listing["top"], listing["top_hashes"] = updated, {pr_id: digest}
         elif updated == listing["top"]:
@@ -354,7 +350,7 @@ def _reject(ctx: SyncContext, repo: str, kind: str, item: Any, exc: Exception, n
 
 
 def _rejected_table(rows: list[dict[str, Any]]) -> Any:
-    return dlt.mark.with_table_name(pa.Table.from_pylist(rows, schema=REJECTED_ITEMS), REJECTED)
+    return dlt.mark.with_table_name(to_table(REJECTED_ITEMS, rows), REJECTED_ITEMS.name)
 
 
 # -- pull requests whose children are still due ------------------------------------------------
@@ -485,7 +481,7 @@ def _children(
     The client bounds requests in flight across all threads.
     """
     if isinstance(pulls, pa.Table):
-        if pulls.schema.equals(REJECTED_ITEMS):
+        if pulls.schema.equals(REJECTED_ITEMS.schema):
             return  # rejected pull requests, on their way to `rejected_items`
         prs = pulls.to_pylist()
     else:  # the retry list or the reconciliation pass: only the kinds they ask for
@@ -552,7 +548,7 @@ def _review_rows(ctx: SyncContext, pr: dict[str, Any], reviews: list[dict]) -> _
     for review in reviews:
         try:
             rows.append(review_row(ctx.org, pr["repo"], pr, review))
-        except (MalformedItem, KeyError, TypeError, ValueError) as exc:
+        except MalformedItem as exc:
             rejected.append(_reject(ctx, pr["repo"], "review", review, exc, pr["number"]))
     return rows, rejected
 
@@ -566,7 +562,7 @@ def _file_rows(ctx: SyncContext, pr: dict[str, Any], files: list[dict]) -> _Rows
     for file in files:
         try:
             rows.append(file_row(ctx.org, pr["repo"], pr, file, truncated=truncated))
-        except (MalformedItem, KeyError, TypeError, ValueError) as exc:
+        except MalformedItem as exc:
             rejected.append(_reject(ctx, pr["repo"], "file", file, exc, pr["number"]))
     return rows, rejected
 
