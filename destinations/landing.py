@@ -98,7 +98,7 @@ class Landing:
         covers clock edges). The cost of a merge then does not grow with the landing's history.
         """
         sql.check_identifier(table, "table")
-        sql.check_org(org)
+        org = sql.check_org(org)
         dates = ["*"]
         if near_load_dates and load_ids is not None:
             dates = sorted({day for load_id in load_ids for day in _dates_around(load_id)})

@@ -74,7 +74,7 @@ def merge_landed_loads(
     fs: fsspec.AbstractFileSystem | None = None,
 ) -> MergeReport:
     """Merge every completed, not yet merged load of `pipeline_name`, oldest first, one transaction each."""
-    sql.check_org(org)
+    org = sql.check_org(org)
     sql.check_pipeline_name(pipeline_name)
     landing = Landing(bucket_url, fs)
     warehouse.attach_landing(landing)

@@ -17,6 +17,7 @@ import pyarrow as pa
 import sqlglot
 
 from destinations.config import GCS_STORAGE_INTEGRATION
+from sources.github.names import normalise_org
 
 SNOWFLAKE = "snowflake"
 DUCKDB = "duckdb"
@@ -25,8 +26,6 @@ DUCKDB = "duckdb"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # Pipeline names also become part of stage-table names (always quoted), so a hyphen is allowed.
 _PIPELINE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
-# GitHub logins: letters, digits and single hyphens, at most 39 characters.
-_ORG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _LOAD_ID = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _FILE_NAME = re.compile(r"[0-9]+(?:\.[0-9]+)?\.[A-Za-z0-9_-]+\.parquet")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -48,7 +47,8 @@ def check_pipeline_name(name: str) -> str:
 
 
 def check_org(org: str) -> str:
-    return _check(_ORG, org, "organisation")
+    """The organisation as landed: GitHub's login rule, lower-cased (sources/github/names.py)."""
+    return normalise_org(org)
 
 
 def check_load_id(load_id: str) -> str:

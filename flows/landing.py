@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from destinations.landing import DATASET
 from flows.settings import Settings, pipeline_name
+from sources.github.names import normalise_org
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
@@ -213,6 +214,7 @@ def land(
     resumes where the last committed chunk stopped. Packages a crashed earlier run left behind are
     loaded first by `pipeline.run`.
     """
+    org = normalise_org(org)
     progress = progress or SyncProgress()
     pipeline = landing_pipeline(settings, org)
     sync = SyncContext(

@@ -8,7 +8,6 @@ everything else as `PR_ANALYTICS_<FIELD>` (nested with `__`, e.g.
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -18,10 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from destinations.config import DuckDBConfig, SnowflakeConfig
+from sources.github.names import normalise_org
 
 PUBLIC_GITHUB = "https://api.github.com"
-# GitHub logins: letters, digits and single hyphens, at most 39 characters.
-_ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 
 
 class ConfigurationError(ValueError):
@@ -115,14 +113,6 @@ class Settings(BaseSettings):
     @property
     def duckdb_config(self) -> DuckDBConfig:
         return self.duckdb or DuckDBConfig(path=self.data_dir / "warehouse.duckdb")
-
-
-def normalise_org(org: str) -> str:
-    """The one validator of an organisation login; GitHub logins are case-insensitive, so an
-    organisation is lower-cased here, once: `Acme` and `acme` are one pipeline and one landing path."""
-    if not isinstance(org, str) or not _ORG.match(org.strip()):
-        raise ValueError(f"{org!r} is not a GitHub organisation login")
-    return org.strip().lower()
 
 
 def pipeline_name(org: str) -> str:

@@ -377,3 +377,15 @@ def test_malformed_items_are_set_aside_and_the_rest_lands(settings, dataset, emu
     assert rejected[0]["pull_request_number"] == 3
     assert "submitted_at" in rejected[1]["reason"] and '"yesterday"' in rejected[1]["payload"]
     assert rejected[1]["pull_request_number"] == with_reviews
+
+
+# -- an organisation is lower-cased once -----------------------------------------------------------
+
+
+def test_organisation_case_is_one_pipeline_and_one_landing_path(settings, dataset, emu, fake):
+    assert Settings(orgs=["ACME", "acme"], github_url=emu.url).orgs == ["acme"]
+    with make_client(emu, fake) as client:
+        first = land(settings, "Acme", client)
+    assert first.org == "acme" and first.pipeline_name == pipeline_name("ACME") == "github_acme"
+    assert {p.name for p in Path(settings.landing, "github", "pull_requests").iterdir()} == {"org=acme"}
+    assert_rerun_is_free(settings, emu, fake)
