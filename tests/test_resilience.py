@@ -389,3 +389,22 @@ def test_organisation_case_is_one_pipeline_and_one_landing_path(settings, datase
     assert first.org == "acme" and first.pipeline_name == pipeline_name("ACME") == "github_acme"
     assert {p.name for p in Path(settings.landing, "github", "pull_requests").iterdir()} == {"org=acme"}
     assert_rerun_is_free(settings, emu, fake)
+
+
+def test_pending_children_saved_by_earlier_versions_are_fetched(settings, dataset, emu, fake):
+    """A run stopped by an earlier version left `pending_children` keyed by repository name."""
+    emu.faults.add(Fault("primary", REVIEWS, after=3, seconds=7200))
+    assert run(settings, emu, fake, max_rate_limit_wait=600).progress.stopped_early
+    pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
+    with pipeline.managed_state() as managed:
+        source = managed["sources"][pipeline_name(ORG)]
+        names = {repo_id: entry["name"] for repo_id, entry in source["repos"].items()}
+        source["pending_children"] = {
+            names[repo_id]: {pr_id: {k: v for k, v in entry.items() if k in ("number", "updated_at", "kinds")}
+                             for pr_id, entry in prs.items()}
+            for repo_id, prs in source.pop("retry").items()
+        }
+    fake.advance(7205)
+    assert run(settings, emu, fake).progress.stopped_early is None
+    assert_landed_exactly_once(settings, dataset)
+    assert not any(source_state(settings).get("retry", {}).values())

@@ -367,9 +367,10 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
     names = {repo_id: entry.get("name") for repo_id, entry in state.get("repos", {}).items()}
     due: list[dict[str, Any]] = []
     with ctx.lock:
+        _adopt_pending_children(state)
         for repo_id, prs in state.get("retry", {}).items():
             for pr_id, entry in list(prs.items()):
-                repo = names.get(repo_id)
+                repo = names.get(repo_id) or (repo_id[5:] if repo_id.startswith("name:") else None)
                 if repo is None:
                     continue
                 if entry.get("retry_at") and entry["retry_at"] > now:
@@ -382,7 +383,8 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                 ctx.charge(len(entry["kinds"]))
                 del prs[pr_id]
                 due.append({
-                    "repo": repo, "repo_id": int(repo_id), "id": int(pr_id), "number": entry["number"],
+                    "repo": repo, "repo_id": repo_id if repo_id.isdigit() else None, "id": int(pr_id),
+                    "number": entry["number"],
                     "updated_at": parse_time(entry["updated_at"]), "kinds": entry["kinds"],
                     "failures": entry.get("failures", 0),
                 })
@@ -390,10 +392,18 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
         yield due[start : start + PER_PAGE]
 
 
+def _adopt_pending_children(state: dict[str, Any]) -> None:
+    """Earlier versions kept `pending_children` by repository name: carry them over."""
+    for repo, prs in state.pop("pending_children", {}).items():
+        target = state.setdefault("retry", {}).setdefault(f"name:{repo}", {})
+        for pr_id, entry in prs.items():
+            target[pr_id] = {**entry, "failures": 0, "reason": None, "retry_at": None}
+
+
 def _add_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str,
                reason: str | None, failed: bool) -> None:
     """Put (pull request, kind) on the retry list: at once when stopped, with a backoff when failing."""
-    repo_id = pr.get("repo_id") or _repo_id(ctx, pr["repo"])
+    repo_id = pr.get("repo_id") or _repo_key(ctx, state, pr["repo"])
     with ctx.lock:
         entry = state.setdefault("retry", {}).setdefault(str(repo_id), {}).setdefault(
             str(pr["id"]),
@@ -408,7 +418,7 @@ def _add_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind
 
 
 def _clear_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str) -> None:
-    repo_id = pr.get("repo_id") or _repo_id(ctx, pr["repo"])
+    repo_id = pr.get("repo_id") or _repo_key(ctx, state, pr["repo"])
     with ctx.lock:
         prs = state.get("retry", {}).get(str(repo_id), {})
         entry = prs.get(str(pr["id"]))
@@ -418,11 +428,16 @@ def _clear_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], ki
                 del prs[str(pr["id"])]
 
 
-def _repo_id(ctx: SyncContext, repo: str) -> int:
+def _repo_key(ctx: SyncContext, state: dict[str, Any], repo: str) -> str:
+    """The retry list's key of a repository known by name: its id, or `name:<repo>` for entries
+    carried over from state written by earlier versions before the repository was seen again."""
+    for repo_id, entry in state.get("repos", {}).items():
+        if entry.get("name") == repo:
+            return repo_id
     for listed in ctx.repositories or []:
         if listed["name"] == repo:
-            return int(listed["id"])
-    raise KeyError(f"repository {repo!r} is not in {ctx.org}'s listing")
+            return str(listed["id"])
+    return f"name:{repo}"
 
 
 # -- reconciliation ----------------------------------------------------------------------------
