@@ -98,7 +98,7 @@ class SyncContext:
             return max(1, (self.chunk_requests - self._charged) // per_row)
 
     def chunk_full(self) -> bool:
-        """Listings check this before each page: a chunk ends at page boundaries."""
+        """Listings check this before each page (and take only the rows that fit, see `affordable`)."""
         with self.lock:
             return self.chunk_requests is not None and self._charged >= self.chunk_requests
 
@@ -379,6 +379,7 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                         ctx.progress.add_failed(FailedItem(kind, label, entry.get("reason") or "", entry["retry_at"]))
                     continue
                 if ctx.chunk_full():
+                    ctx.progress.more_to_do = True  # the rest goes to the next chunk
                     break
                 ctx.charge(len(entry["kinds"]))
                 del prs[pr_id]
