@@ -249,16 +249,17 @@ def test_two_tokens_exhausted_one_is_skipped_without_waiting(mock, clock):
 
 def test_pool_round_robins_and_prefers_most_budget():
     pool = TokenPool(["a", "b", "c"])
-    assert [pool.acquire(T0).key for _ in range(3)] == ["token-1", "token-2", "token-3"]
-    pool.observe("token-1", 10, T0 + 60)
-    pool.observe("token-2", 500, T0 + 60)
-    pool.observe("token-3", 0, T0 + 60)
-    assert pool.acquire(T0).key == "token-2"
-    pool.observe("token-2", 0, T0 + 90)
-    pool.observe("token-1", 0, T0 + 45)
-    lease = pool.acquire(T0)
-    assert lease.blocked_until == T0 + 45  # all exhausted: the soonest reset
-    assert pool.acquire(T0 + 46).key == "token-1" and pool.acquire(T0 + 46).blocked_until is None
+    assert [pool.choose(T0).name for _ in range(3)] == ["token-1", "token-2", "token-3"]
+    one, two, three = (pool.choose(T0) for _ in range(3))
+    one.record(10, T0 + 60, T0)
+    two.record(500, T0 + 60, T0)
+    three.record(0, T0 + 60, T0)
+    assert pool.choose(T0).name == "token-2"
+    two.record(0, T0 + 90, T0)
+    one.record(0, T0 + 45, T0)
+    paused = pool.choose(T0)
+    assert paused.name == "token-1" and paused.gate.reopens_at() == T0 + 46  # all spent: the soonest reset
+    assert pool.choose(T0 + 46).name == "token-1" and pool.choose(T0 + 46).gate.is_open(T0 + 46)
     assert pool.remaining() is not None
 
 
@@ -275,7 +276,7 @@ def test_tokens_never_logged_nor_in_errors(mock, clock, caplog):
                 client.get_page(path)
             errors.append(info.value)
         texts = [r.getMessage() for r in caplog.records] + [str(e) + repr(e) for e in errors]
-        texts += [repr(client), repr(client.auth), repr(client.auth.acquire(T0))]
+        texts += [repr(client), repr(client.auth), repr(client.auth.choose(T0))]
     assert any("/ok" in r.getMessage() for r in caplog.records)  # DEBUG per request
     for text in texts:
         assert SECRET not in text and SECRET2 not in text
@@ -345,7 +346,7 @@ def test_app_auth_thread_safe_single_fetch(mock, clock, rsa_key):
 
     route = mock.post("/app/installations/7/access_tokens").mock(side_effect=slow_mint)
     app = GitHubAppAuth("1", rsa_key[0], 7, API)
-    threads = [threading.Thread(target=app.acquire, args=(T0,)) for _ in range(8)]
+    threads = [threading.Thread(target=app.choose, args=(T0,)) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
