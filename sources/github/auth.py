@@ -224,7 +224,10 @@ class TokenPool(GitHubAuth):
                 return True
             if len(self._live) == 1:
                 return False
-            self._live.remove(credential)
+            index = self._live.index(credential)
+            del self._live[index]
+            if index < self._cursor:  # keep the round-robin on the token that was next
+                self._cursor -= 1
             self._cursor %= len(self._live)
             left = len(self._live)
         logger.warning(
