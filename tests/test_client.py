@@ -582,3 +582,18 @@ def test_app_installation_token_is_redacted_too(mock, clock, rsa_key):
         with pytest.raises(GitHubClientError) as info:
             client.get_page("/x")
     assert "ghs_installationTOKEN" not in str(info.value) and "*** is echoed back" in str(info.value)
+
+
+def test_spent_budget_whose_reset_already_passed_pauses_a_second_not_a_minute(mock, clock):
+    """A stale 403 (another thread already waited out its reset, or the clocks disagree) is a
+    primary limit, not a secondary one: no minute-long backoff, no hot loop either."""
+    mock.get("/x").mock(
+        side_effect=[
+            httpx.Response(403, json={"message": "API rate limit exceeded"}, headers=limits(0, T0 - 5)),
+            httpx.Response(403, json={"message": "API rate limit exceeded"}, headers=limits(0, T0 - 5)),
+            httpx.Response(200, json=[], headers=limits(4999, T0 + 3600)),
+        ]
+    )
+    with make(clock, max_retries=0) as client:
+        client.get_page("/x")
+    assert clock.sleeps == [1.0, 1.0]

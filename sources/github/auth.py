@@ -79,10 +79,11 @@ class Credential:
             self.remaining -= 1
 
     def record(self, remaining: int, reset: float, now: float) -> None:
-        """The budget GitHub announced; a spent one closes the gate until its reset."""
+        """The budget GitHub announced; a spent one closes the gate until its reset (a reset
+        already past by our clock still pauses RESET_MARGIN: no hot loop on clock skew)."""
         self.remaining, self.reset = remaining, reset
-        if remaining == 0 and reset > now:
-            self.gate.close_until(reset + RESET_MARGIN, reset_at=reset)
+        if remaining == 0:
+            self.gate.close_until(max(reset, now) + RESET_MARGIN, reset_at=reset)
 
 
 class GitHubAuth(httpx.Auth):
@@ -152,7 +153,7 @@ class GitHubAuth(httpx.Auth):
         now = self._clock.now()
         remaining = int_header(response, "x-ratelimit-remaining")
         reset = int_header(response, "x-ratelimit-reset")
-        limit = rate_limit_of(response, now)
+        limit = rate_limit_of(response)
         with self._lock:
             if remaining is not None and reset is not None:
                 credential.record(remaining, float(reset), now)

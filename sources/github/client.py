@@ -92,7 +92,7 @@ class Outcome:
     cause: str = ""  # for logs and the final error; may hold GitHub's words, redacted before use
 
 
-def classify(response: httpx.Response, now: float) -> Outcome:
+def classify(response: httpx.Response) -> Outcome:
     """The outcome of one answer (the rate-limit pause itself was already set by the auth flow)."""
     status, url = response.status_code, str(response.request.url)
     if status == 304:
@@ -110,7 +110,7 @@ def classify(response: httpx.Response, now: float) -> Outcome:
         page = Page(items=items, url=url, next_url=next_url, etag=response.headers.get("etag"), not_modified=False)
         return Outcome(Next.DONE, page)
     cause = f"{status} from GET {url}: {github_message(response)}"
-    limit = rate_limit_of(response, now)
+    limit = rate_limit_of(response)
     if limit is not None:
         return Outcome(Next.PRIMARY_LIMIT if limit.primary else Next.SECONDARY_LIMIT, cause=cause)
     if status in (401, 403):
@@ -264,7 +264,7 @@ class GitHubClient:
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}")
         except GitHubServerError as exc:  # the App's token endpoint failed: a fault like any other
             return Outcome(Next.FAULT, cause=str(exc))
-        return classify(response, self.clock.now())
+        return classify(response)
 
     # -- secrets ------------------------------------------------------------------------------
 

@@ -45,14 +45,18 @@ class RateLimit:
     reset: float | None = None
 
 
-def rate_limit_of(response: httpx.Response, now: float) -> RateLimit | None:
-    """The rate limit a response announces, or None (a 403 without one is a permission denial)."""
+def rate_limit_of(response: httpx.Response) -> RateLimit | None:
+    """The rate limit a response announces, or None (a 403 without one is a permission denial).
+
+    A spent budget is a primary limit even when its reset already passed by our clock: the
+    answer is stale (another thread waited it out) or the clocks disagree; either way it is
+    no secondary limit, and the gate pauses only briefly (see Credential.record)."""
     if response.status_code not in (403, 429):
         return None
     retry_after = int_header(response, "retry-after")
     remaining = int_header(response, "x-ratelimit-remaining")
     reset = int_header(response, "x-ratelimit-reset")
-    if retry_after is None and remaining == 0 and reset is not None and reset > now:
+    if retry_after is None and remaining == 0 and reset is not None:
         return RateLimit(primary=True, reset=float(reset))
     if (
         response.status_code == 429
