@@ -597,3 +597,19 @@ def test_spent_budget_whose_reset_already_passed_pauses_a_second_not_a_minute(mo
     with make(clock, max_retries=0) as client:
         client.get_page("/x")
     assert clock.sleeps == [1.0, 1.0]
+
+
+def test_secondary_limits_heard_during_a_pause_do_not_lengthen_it(clock):
+    """Answers to requests that were in flight when the pause began (GitHub refuses them all)
+    are one episode: the backoff doubles only when a request sent after the pause is refused."""
+    pool = TokenPool([SECRET])
+    pool.configure(clock, max_wait=3600, secondary_backoff=60, on_wait=None)
+    flow_request = httpx.Request("GET", f"{API}/x")
+    refused = {"message": "You have exceeded a secondary rate limit."}
+    token = pool.choose(T0)
+    for _ in range(4):  # four answers to requests already in flight
+        pool._observe(token, httpx.Response(403, json=refused, headers=limits(4000), request=flow_request))
+    assert T0 + 60 <= token.gate.reopens_at() <= T0 + 75
+    clock.sleep(token.gate.reopens_at() - clock.now())
+    pool._observe(token, httpx.Response(403, json=refused, headers=limits(3999), request=flow_request))
+    assert 120 <= token.gate.reopens_at() - clock.now() <= 150

@@ -155,14 +155,18 @@ class GitHubAuth(httpx.Auth):
         reset = int_header(response, "x-ratelimit-reset")
         limit = rate_limit_of(response)
         with self._lock:
-            if remaining is not None and reset is not None:
+            # A 401's headers describe the unauthenticated budget, not this credential's.
+            if remaining is not None and reset is not None and response.status_code != 401:
                 credential.record(remaining, float(reset), now)
+            # While the gate is closed, answers are to requests sent before the pause began:
+            # they neither end a run of secondary limits nor lengthen it.
+            paused = not credential.gate.is_open(now)
             if limit is None or limit.primary:
-                # An answer sent while the gate was closed was already in flight: no evidence.
-                if response.status_code < 400 and credential.gate.is_open(now):
+                if response.status_code < 400 and not paused:
                     credential.secondary_strikes = 0
                 return
-            credential.secondary_strikes += 1
+            if not paused or credential.secondary_strikes == 0:
+                credential.secondary_strikes += 1
             strikes = credential.secondary_strikes
         if limit.retry_after is not None:
             delay = limit.retry_after
