@@ -560,7 +560,12 @@ class _LingeringClock(FakeClock):
     sleeps out a pause, virtual time stands still: a thread that does not wait for the pause
     sends during it, and the emulator receives that request inside the window, on its clock."""
 
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.on_sleep = lambda: None
+
     def sleep(self, seconds: float) -> None:
+        self.on_sleep()
         time.sleep(0.6)
         super().sleep(seconds)
 
@@ -568,9 +573,9 @@ class _LingeringClock(FakeClock):
 class _SendOrder(httpx.BaseTransport):
     """Numbers every request as it is sent and remembers the client thread that sent it.
 
-    When the first rate-limit answer comes back, new sends are held for a moment (0.2 s): the
-    thread that received it needs microseconds to close the gate, and this makes sure it has,
-    so "sent after the client learned of the pause" is exact: `sent[path]` numbers above
+    When the first rate-limit answer comes back, new sends are held until `release()` (called
+    when a thread starts sleeping out the pause, so the client has acted on it; at most 5 s):
+    "sent after the client learned of the pause" is then exact: `sent[path]` numbers above
     `limit_seen` were sent after that moment."""
 
     def __init__(self) -> None:
@@ -583,8 +588,8 @@ class _SendOrder(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         with self._changed:
-            while self._holding:
-                self._changed.wait()
+            if self._holding:
+                self._changed.wait_for(lambda: not self._holding, timeout=5)
             self._next += 1
             self.sent.setdefault(request.url.raw_path.decode(), []).append((self._next, threading.get_ident()))
         response = self._inner.handle_request(request)
@@ -593,10 +598,9 @@ class _SendOrder(httpx.BaseTransport):
                 if self.limit_seen is None:
                     self._next += 1
                     self.limit_seen, self._holding = self._next, True
-                    threading.Timer(0.2, self._release).start()
         return response
 
-    def _release(self) -> None:
+    def release(self) -> None:
         with self._changed:
             self._holding = False
             self._changed.notify_all()
@@ -614,6 +618,7 @@ def test_secondary_limit_pauses_every_thread_using_the_token(status, tmp_path):
         settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
         fault = emu.faults.add(Fault(status, REVIEWS, after=10, retry_after=pause))
         order = _SendOrder()
+        clock.on_sleep = order.release
         report = run(settings, emu, clock, max_concurrency=8, transport=order)
         received = emu.received()
 
