@@ -55,6 +55,18 @@ class _Answer:
 
 
 @dataclass
+class ReceivedRequest:
+    """One request as the emulator received it: when (its clock), from whom, what, and the
+    status it answered (None: the connection was dropped)."""
+
+    received_at: float
+    caller: str  # the credential ("anonymous" when none or rejected)
+    method: str
+    path: str  # relative to the base path, query string included
+    status: int | None = None
+
+
+@dataclass
 class _Bucket:
     reset_at: float
     used: int = 0
@@ -77,6 +89,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    received_request: ReceivedRequest | None = None
     timeout = 120  # idle keep-alive connections end eventually
     disable_nagle_algorithm = True  # headers and body go out in two writes: avoid 40 ms stalls
 
@@ -109,6 +122,7 @@ class GitHubEmulator:
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
         self._app_tokens: dict[str, float] = {}  # token -> expiry (server clock)
+        self._received: list[ReceivedRequest] = []
         self._stats = self._empty_stats()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -161,6 +175,19 @@ class GitHubEmulator:
     def reset_stats(self) -> None:
         with self._lock:
             self._stats = self._empty_stats()
+            self._received = []
+
+    def received(self) -> list[ReceivedRequest]:
+        """Every API request since the start (or `reset_stats`), in the order received."""
+        with self._lock:
+            return list(self._received)
+
+    def revoke(self, token: str) -> None:
+        """From now on `token` is answered 401 Bad credentials (needs `tokens=`)."""
+        if self.tokens is None:
+            raise ValueError("the emulator accepts any token: start it with tokens={...} to revoke one")
+        with self._lock:
+            self.tokens.discard(token)
 
     def _record(self, kind: str, status: int | None, cost: int, fault: bool) -> None:
         with self._lock:
@@ -215,6 +242,8 @@ class GitHubEmulator:
 
     # ------------------------------------------------------------------ request handling
     def _handle(self, h: _Handler, method: str) -> None:
+        received_at = self.clock()
+        h.received_request = None  # the handler serves every request of one keep-alive connection
         length = int(h.headers.get("Content-Length") or 0)
         raw_body = h.rfile.read(length) if length else b""
         split = urlsplit(h.path)
@@ -232,13 +261,17 @@ class GitHubEmulator:
         kind, args = self._route(method, rel)
 
         caller, auth_error = self._authenticate(h, kind)
+        rel_with_query = (rel or path) + (f"?{split.query}" if split.query else "")
+        entry = ReceivedRequest(received_at, caller, method, rel_with_query)
+        h.received_request = entry
+        with self._lock:
+            self._received.append(entry)
         if auth_error is not None:
             auth_error.headers = self._rate_headers("anonymous")
             self._record(kind, auth_error.status, 0, False)
             self._send(h, auth_error)
             return
 
-        rel_with_query = (rel or path) + (f"?{split.query}" if split.query else "")
         fault = self.faults.take(rel_with_query)
         if fault is not None and fault.kind != "slow":
             self._serve_fault(h, fault, kind, caller, args, params, split.path)
@@ -433,6 +466,9 @@ class GitHubEmulator:
 
     # ------------------------------------------------------------------ wire
     def _send(self, h: _Handler, answer: _Answer) -> None:
+        entry = getattr(h, "received_request", None)
+        if entry is not None:
+            entry.status = answer.status
         h.send_response(answer.status)
         if answer.status != 304:
             h.send_header("Content-Type", "application/json; charset=utf-8")

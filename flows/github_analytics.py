@@ -41,6 +41,7 @@ from flows.landing import (
 )
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse
+from sources.github.auth import token_problem
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
 from sources.github.source import SyncProgress
 
@@ -167,11 +168,14 @@ def read_github_token(settings: Settings) -> str | None:
         raise ConfigurationError(
             f"GcpSecret block {settings.github_token_secret_block!r} cannot be loaded: {exc}"
         ) from exc
-    token = secret.read_secret().decode("utf-8").strip()
-    if not token:
+    token = secret.read_secret().decode("utf-8", "replace").strip()
+    problem = token_problem(token)
+    if problem == "is empty":
         raise ConfigurationError(
             f"GcpSecret block {settings.github_token_secret_block!r} holds an empty secret"
         )
+    if problem:
+        raise ConfigurationError(f"GcpSecret block {settings.github_token_secret_block!r}: the token {problem}")
     return token
 
 

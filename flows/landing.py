@@ -52,16 +52,18 @@ class LandingReport:
 
 def github_auth(settings: Settings, token: str | None = None) -> TokenPool | GitHubAppAuth:
     """Credentials in order of precedence: explicit token, GITHUB_TOKENS, GITHUB_TOKEN,
-    `.dlt/secrets.toml`, a GitHub App installation; else anonymous (60 requests an hour)."""
+    `.dlt/secrets.toml`, a GitHub App installation; else anonymous (60 requests an hour).
+
+    A malformed token raises InvalidCredential naming its source, never its value."""
     if token:
-        return TokenPool([token])
+        return TokenPool([token], source="the token given")
     if settings.github_tokens:
-        return TokenPool([t.get_secret_value() for t in settings.github_tokens])
+        return TokenPool([t.get_secret_value() for t in settings.github_tokens], source="GITHUB_TOKENS")
     if settings.github_token:
-        return TokenPool([settings.github_token.get_secret_value()])
+        return TokenPool([settings.github_token.get_secret_value()], source="GITHUB_TOKEN")
     from_dlt = dlt.secrets.get("sources.github.access_token")
     if from_dlt:
-        return TokenPool([str(from_dlt)])
+        return TokenPool([str(from_dlt)], source="sources.github.access_token (.dlt/secrets.toml)")
     if settings.github_app_id and settings.github_app_installation_id:
         key = settings.github_app_private_key
         private_key = (

@@ -12,11 +12,12 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from destinations.config import DuckDBConfig, SnowflakeConfig
+from sources.github.auth import token_problem
 from sources.github.names import normalise_org
 
 PUBLIC_GITHUB = "https://api.github.com"
@@ -28,6 +29,7 @@ class ConfigurationError(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
+        hide_input_in_errors=True,  # a validation error never quotes a credential
         env_prefix="PR_ANALYTICS_",
         env_nested_delimiter="__",
         env_file=".env",
@@ -82,12 +84,56 @@ class Settings(BaseSettings):
     # Reviews of pull requests updated within this many days are re-read once a day (0: never).
     reconcile_days: int = Field(7, ge=0)
 
-    @field_validator("orgs", "github_tokens", mode="before")
+    @field_validator("orgs", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("github_token", "github_tokens", mode="before")
+    @classmethod
+    def _valid_tokens(cls, value: object, info: ValidationInfo) -> object:
+        """Surrounding whitespace goes; a token with whitespace or a control character inside
+        (a copy-paste accident) is refused, naming the variable and position, never the value."""
+        several = info.field_name == "github_tokens"
+        if several and isinstance(value, str):
+            value = value.split(",")
+        values = value if isinstance(value, list) else [value]
+        raws = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in values]
+        if not all(isinstance(raw, str) for raw in raws):
+            return value  # not text: the field's own type check reports it
+        tokens = [raw.strip() for raw in raws if raw.strip()]
+        for position, token in enumerate(tokens, start=1):
+            problem = token_problem(token)
+            if problem:
+                where = f"GITHUB_TOKENS: token {position}" if several else "GITHUB_TOKEN: the token"
+                raise ValueError(f"{where} {problem}")
+        return tokens if several else (tokens[0] if tokens else None)
+
+    @field_validator("github_app_private_key", mode="before")
+    @classmethod
+    def _valid_private_key(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        raw = raw.strip()
+        bad = next((c for c in raw if ord(c) < 32 and c not in "\n\r\t" or ord(c) == 127), None)
+        if bad is not None:
+            raise ValueError(f"github_app_private_key contains a control character (U+{ord(bad):04X})")
+        if raw and not (raw.startswith("-----BEGIN") and "PRIVATE KEY-----" in raw):
+            raise ValueError("github_app_private_key is not a PEM private key (-----BEGIN ... PRIVATE KEY-----)")
+        return raw or None
+
+    @field_validator("github_app_id", "github_app_installation_id", mode="before")
+    @classmethod
+    def _valid_app_ids(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, (str, int)):
+            return value
+        raw = str(value).strip()
+        if not (raw.isascii() and raw.replace(".", "").isalnum()) and raw:
+            raise ValueError(f"{info.field_name} must be letters, digits or dots")
+        return raw or None
 
     @field_validator("orgs")
     @classmethod

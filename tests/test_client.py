@@ -18,11 +18,14 @@ from fakes import FakeClock
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, Page
 from sources.github.errors import (
+    REDACTED,
     AuthenticationError,
     GitHubClientError,
     GitHubServerError,
+    InvalidCredential,
     NotFoundError,
     RateLimitExhausted,
+    redact,
 )
 
 API = "https://api.github.com"
@@ -249,16 +252,17 @@ def test_two_tokens_exhausted_one_is_skipped_without_waiting(mock, clock):
 
 def test_pool_round_robins_and_prefers_most_budget():
     pool = TokenPool(["a", "b", "c"])
-    assert [pool.acquire(T0).key for _ in range(3)] == ["token-1", "token-2", "token-3"]
-    pool.observe("token-1", 10, T0 + 60)
-    pool.observe("token-2", 500, T0 + 60)
-    pool.observe("token-3", 0, T0 + 60)
-    assert pool.acquire(T0).key == "token-2"
-    pool.observe("token-2", 0, T0 + 90)
-    pool.observe("token-1", 0, T0 + 45)
-    lease = pool.acquire(T0)
-    assert lease.blocked_until == T0 + 45  # all exhausted: the soonest reset
-    assert pool.acquire(T0 + 46).key == "token-1" and pool.acquire(T0 + 46).blocked_until is None
+    assert [pool.choose(T0).name for _ in range(3)] == ["token-1", "token-2", "token-3"]
+    one, two, three = (pool.choose(T0) for _ in range(3))
+    one.record(10, T0 + 60, T0)
+    two.record(500, T0 + 60, T0)
+    three.record(0, T0 + 60, T0)
+    assert pool.choose(T0).name == "token-2"
+    two.record(0, T0 + 90, T0)
+    one.record(0, T0 + 45, T0)
+    paused = pool.choose(T0)
+    assert paused.name == "token-1" and paused.gate.reopens_at() == T0 + 46  # all spent: the soonest reset
+    assert pool.choose(T0 + 46).name == "token-1" and pool.choose(T0 + 46).gate.is_open(T0 + 46)
     assert pool.remaining() is not None
 
 
@@ -275,7 +279,7 @@ def test_tokens_never_logged_nor_in_errors(mock, clock, caplog):
                 client.get_page(path)
             errors.append(info.value)
         texts = [r.getMessage() for r in caplog.records] + [str(e) + repr(e) for e in errors]
-        texts += [repr(client), repr(client.auth), repr(client.auth.acquire(T0))]
+        texts += [repr(client), repr(client.auth), repr(client.auth.choose(T0))]
     assert any("/ok" in r.getMessage() for r in caplog.records)  # DEBUG per request
     for text in texts:
         assert SECRET not in text and SECRET2 not in text
@@ -345,7 +349,7 @@ def test_app_auth_thread_safe_single_fetch(mock, clock, rsa_key):
 
     route = mock.post("/app/installations/7/access_tokens").mock(side_effect=slow_mint)
     app = GitHubAppAuth("1", rsa_key[0], 7, API)
-    threads = [threading.Thread(target=app.acquire, args=(T0,)) for _ in range(8)]
+    threads = [threading.Thread(target=app.choose, args=(T0,)) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -403,3 +407,209 @@ def test_app_token_endpoint_fault_is_retried(mock, clock, rsa_key):
     with GitHubClient(auth=GitHubAppAuth("1", rsa_key[0], 42, API), clock=clock) as client:
         assert client.get_page("/x").items == []
         assert client.stats.retries == 1
+
+
+# -- a rejected token in a pool ---------------------------------------------------------------
+
+SECRET3 = "ghp_THIRDthirdTHIRD789"
+
+
+def test_401_for_one_token_of_three_drops_it_and_resends_with_another(mock, clock, caplog):
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] == f"Bearer {SECRET2}":
+            return httpx.Response(401, json={"message": "Bad credentials"})
+        return httpx.Response(200, json=[{"ok": 1}])
+
+    route = mock.get("/x").mock(side_effect=answer)
+    with caplog.at_level(logging.DEBUG), make(clock, tokens=(SECRET, SECRET2, SECRET3)) as client:
+        for _ in range(6):
+            assert client.get_page("/x").items == [{"ok": 1}]
+        stats = client.stats
+    used = [c.request.headers["Authorization"].removeprefix("Bearer ") for c in route.calls]
+    assert used == [SECRET, SECRET2, SECRET3, SECRET, SECRET3, SECRET, SECRET3]
+    assert stats.requests == 7 and stats.by_status == {200: 6, 401: 1} and stats.retries == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "token-2 of 3 was rejected (401 Bad credentials); continuing with 2 token(s)"
+    ]
+    assert not any(s in caplog.text for s in (SECRET, SECRET2, SECRET3))
+
+
+def test_authentication_error_only_when_no_token_is_left(mock, clock):
+    route = mock.get("/x").respond(401, json={"message": "Bad credentials"})
+    with make(clock, tokens=(SECRET, SECRET2, SECRET3)) as client:
+        with pytest.raises(AuthenticationError, match="401.*Bad credentials"):
+            client.get_page("/x")
+        assert route.call_count == 3  # token-1, token-2 dropped; token-3 is the last: raise
+        with pytest.raises(AuthenticationError):
+            client.get_page("/x")
+        assert route.call_count == 4  # nothing left to fall back to: at once
+    assert clock.sleeps == []
+
+
+def test_app_installation_401_is_authentication_error_at_once(mock, clock, rsa_key):
+    mock.post("/app/installations/42/access_tokens").respond(
+        201, json={"token": "ghs_installationTOKEN", "expires_at": _iso(T0 + 3600)}
+    )
+    route = mock.get("/x").respond(401, json={"message": "Bad credentials"})
+    with GitHubClient(auth=GitHubAppAuth("1", rsa_key[0], 42, API), clock=clock) as client:
+        with pytest.raises(AuthenticationError, match="401.*Bad credentials"):
+            client.get_page("/x")
+    assert route.call_count == 1
+
+
+# -- secondary limits and the gate ------------------------------------------------------------
+
+
+def test_secondary_limit_on_one_token_lets_the_others_go_on(mock, clock):
+    answers = {f"Bearer {SECRET}": [httpx.Response(429, headers={"retry-after": "30"})]}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        queued = answers.get(request.headers["Authorization"])
+        return queued.pop(0) if queued else httpx.Response(200, json=[])
+
+    route = mock.get("/x").mock(side_effect=answer)
+    with make(clock, tokens=(SECRET, SECRET2)) as client:
+        for _ in range(3):
+            client.get_page("/x")
+        assert client.stats.retries == 1 and client.stats.rate_limit_waits == 0
+        used = [c.request.headers["Authorization"].removeprefix("Bearer ") for c in route.calls]
+        assert used == [SECRET, SECRET2, SECRET2, SECRET2]  # token-1 paused for 30 s: no wait
+        assert clock.sleeps == []
+        clock.advance(30)
+        client.get_page("/x")
+    assert route.calls.last.request.headers["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_gate_one_sleep_pauses_every_waiting_thread(clock):
+    from sources.github.ratelimit import RateLimitGate
+
+    gate = RateLimitGate("token-1")
+    gate.close_until(T0 + 45)
+    slept: list[float] = []
+    threads = [threading.Thread(target=lambda: slept.append(gate.wait(clock, 600, "/x"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clock.sleeps == [45.0] and sorted(slept) == [0.0] * 7 + [45.0]
+    assert gate.is_open(clock.now())
+    gate.close_until(T0 + 10)  # a pause is never shortened, and a past one changes nothing
+    assert gate.wait(clock, 600, "/x") == 0.0
+    gate.close_until(clock.now() + 700)
+    with pytest.raises(RateLimitExhausted, match="token-1 is paused until .* max_rate_limit_wait=600"):
+        gate.wait(clock, 600, "/x")
+    assert clock.sleeps == [45.0]
+
+
+def test_451_is_a_client_error_with_its_status(mock, clock):
+    mock.get("/repos/o/blocked").respond(451, json={"message": "Repository access blocked"})
+    with make(clock) as client, pytest.raises(GitHubClientError, match="451.*Repository access blocked") as info:
+        client.get_page("/repos/o/blocked")
+    assert info.value.status == 451 and not isinstance(info.value, (AuthenticationError, NotFoundError))
+
+
+# -- malformed tokens and redaction -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,problem",
+    [
+        ("ghp_abc\ndef", "contains a control character (newline)"),
+        ("ghp_abc\rdef", "contains a control character (carriage return)"),
+        ("ghp_abc\x00def", "contains a control character (NUL)"),
+        ("ghp_abc def", "contains whitespace (space)"),
+        ("ghp_abc\tdef", "contains whitespace (tab)"),
+        ("ghp_abcédef", "contains a non-ASCII character (U+00E9)"),
+    ],
+)
+def test_token_pool_refuses_a_malformed_token_without_quoting_it(bad, problem):
+    with pytest.raises(InvalidCredential) as info:
+        TokenPool(["ghp_fine", bad])
+    assert str(info.value) == f"TokenPool: token 2 {problem}"
+    assert isinstance(info.value, AuthenticationError)  # permanent: the flow does not retry it
+    assert "abc" not in repr(info.value)
+
+
+def test_token_pool_strips_surrounding_whitespace(mock, clock):
+    route = mock.get("/x").respond(200, json=[])
+    with make(clock, tokens=(f"  {SECRET}\n",)) as client:
+        client.get_page("/x")
+    assert route.calls.last.request.headers["Authorization"] == f"Bearer {SECRET}"
+    assert len(TokenPool.from_env(f" {SECRET} , ,{SECRET2}\n")) == 2
+
+
+def test_redact_replaces_plain_and_escaped_forms():
+    secret = "ghp_abc\ndef"
+    text = f"Illegal header value b'Bearer {secret!r}' / {secret} / {secret.encode()!r} / ghp_other"
+    redacted = redact(text, [secret, "", "ghp_other"])
+    assert "abc" not in redacted and "def" not in redacted and "ghp_other" not in redacted
+    assert redacted.count(REDACTED) == 4
+
+
+def test_httpx_error_quoting_the_token_is_redacted_and_not_retried(mock, clock):
+    leak = httpx.LocalProtocolError(f"Illegal header value b'Bearer {SECRET}'")
+    route = mock.get("/x").mock(side_effect=leak)
+    with make(clock) as client, pytest.raises(GitHubClientError, match=r"Illegal header value b'Bearer \*\*\*'") as info:
+        client.get_page("/x")
+    assert route.call_count == 1 and clock.sleeps == []
+    chain = [info.value, info.value.__cause__, info.value.__context__]
+    assert not any(SECRET in f"{e} {e!r}" for e in chain if e is not None)
+
+
+def test_every_error_leaving_the_client_is_redacted(mock, clock):
+    mock.get("/fault").mock(side_effect=httpx.ConnectError(f"cannot connect with {SECRET2}"))
+    mock.get("/odd").mock(side_effect=RuntimeError(f"unexpected {SECRET}"))
+    mock.get("/echo").respond(422, json={"message": f"token {SECRET} is not valid here"})
+    with make(clock, tokens=(SECRET, SECRET2), max_retries=1) as client:
+        for path, error in (("/fault", GitHubServerError), ("/odd", GitHubClientError), ("/echo", GitHubClientError)):
+            with pytest.raises(error) as info:
+                client.get_page(path)
+            assert "***" in str(info.value)
+            chain, link = [], info.value
+            while link is not None:
+                chain.append(link)
+                link = link.__cause__ or link.__context__
+            assert not any(s in f"{e} {e!r}" for e in chain for s in (SECRET, SECRET2)), path
+
+
+def test_app_installation_token_is_redacted_too(mock, clock, rsa_key):
+    mock.post("/app/installations/42/access_tokens").respond(
+        201, json={"token": "ghs_installationTOKEN", "expires_at": _iso(T0 + 3600)}
+    )
+    mock.get("/x").respond(422, json={"message": "ghs_installationTOKEN is echoed back"})
+    with GitHubClient(auth=GitHubAppAuth("1", rsa_key[0], 42, API), clock=clock) as client:
+        with pytest.raises(GitHubClientError) as info:
+            client.get_page("/x")
+    assert "ghs_installationTOKEN" not in str(info.value) and "*** is echoed back" in str(info.value)
+
+
+def test_spent_budget_whose_reset_already_passed_pauses_a_second_not_a_minute(mock, clock):
+    """A stale 403 (another thread already waited out its reset, or the clocks disagree) is a
+    primary limit, not a secondary one: no minute-long backoff, no hot loop either."""
+    mock.get("/x").mock(
+        side_effect=[
+            httpx.Response(403, json={"message": "API rate limit exceeded"}, headers=limits(0, T0 - 5)),
+            httpx.Response(403, json={"message": "API rate limit exceeded"}, headers=limits(0, T0 - 5)),
+            httpx.Response(200, json=[], headers=limits(4999, T0 + 3600)),
+        ]
+    )
+    with make(clock, max_retries=0) as client:
+        client.get_page("/x")
+    assert clock.sleeps == [1.0, 1.0]
+
+
+def test_secondary_limits_heard_during_a_pause_do_not_lengthen_it(clock):
+    """Answers to requests that were in flight when the pause began (GitHub refuses them all)
+    are one episode: the backoff doubles only when a request sent after the pause is refused."""
+    pool = TokenPool([SECRET])
+    pool.configure(clock, max_wait=3600, secondary_backoff=60, on_wait=None)
+    flow_request = httpx.Request("GET", f"{API}/x")
+    refused = {"message": "You have exceeded a secondary rate limit."}
+    token = pool.choose(T0)
+    for _ in range(4):  # four answers to requests already in flight
+        pool._observe(token, httpx.Response(403, json=refused, headers=limits(4000), request=flow_request))
+    assert T0 + 60 <= token.gate.reopens_at() <= T0 + 75
+    clock.sleep(token.gate.reopens_at() - clock.now())
+    pool._observe(token, httpx.Response(403, json=refused, headers=limits(3999), request=flow_request))
+    assert 120 <= token.gate.reopens_at() - clock.now() <= 150

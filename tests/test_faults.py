@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -490,3 +491,162 @@ def test_token_never_in_logs_nor_in_data_dir(settings, dataset, emu, fake, caplo
         data = path.read_bytes()
         assert TOKEN.encode() not in data and b"SECRET-123" not in data, path
     assert not re.search(TOKEN, repr(make_client(emu, fake)))
+
+
+# -- a revoked token among several ----------------------------------------------------------------
+
+TOKENS3 = ("tok-ONE-111", "tok-TWO-222", "tok-THREE-333")
+
+
+class _AfterFirstAnswer(httpx.BaseTransport):
+    """Calls `action()` once, right after the first answer whose path ends with `path`."""
+
+    def __init__(self, path: str, action) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._path, self._action = path, action
+        self.done = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if not self.done and request.url.path.endswith(self._path):
+            self._action()
+            self.done = True
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.mark.parametrize("when", ["before-the-run", "after-the-first-pull-list"])
+def test_a_revoked_token_leaves_the_pool_and_the_run_lands_everything(when, dataset, fake, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with GitHubEmulator(dataset, clock=fake.now, tokens=set(TOKENS3)) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+        transport = None
+        if when == "before-the-run":
+            emu.revoke(TOKENS3[1])
+        else:
+            transport = _AfterFirstAnswer("/pulls", lambda: emu.revoke(TOKENS3[1]))
+        report = run(settings, emu, fake, tokens=TOKENS3, transport=transport)
+        received = emu.received()
+
+    assert report.progress.stopped_early is None
+    assert_landed_exactly_once(settings, dataset)
+    rejected = [r.getMessage() for r in caplog.records if "was rejected" in r.getMessage()]
+    assert rejected == ["token-2 of 3 was rejected (401 Bad credentials); continuing with 2 token(s)"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "was rejected" in r.getMessage())
+    unauthorized = [i for i, r in enumerate(received) if r.status == 401]
+    assert 1 <= len(unauthorized) <= 4, "at most the requests in flight (max_concurrency=4) hear 401"
+    later = {r.caller for r in received[unauthorized[-1] + 1:]}
+    assert later == {TOKENS3[0], TOKENS3[2]}, "the other two tokens carry on"
+    texts = [caplog.text] + [r.getMessage() for r in caplog.records]
+    assert not any(token in text for token in TOKENS3 for text in texts)
+
+
+def test_every_token_revoked_fails_with_authentication_error(dataset, fake, tmp_path):
+    with GitHubEmulator(dataset, clock=fake.now, tokens={"someone-else"}) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+        with pytest.raises(AuthenticationError, match="401.*Bad credentials") as info:
+            run(settings, emu, fake, tokens=TOKENS3)
+        assert emu.stats["requests"] == 3, "each token tried once, then the run ends"
+    assert not any(token in str(info.value) for token in TOKENS3)
+
+
+# -- a secondary limit pauses every thread using the token ----------------------------------------
+
+
+class _LingeringClock(FakeClock):
+    """A FakeClock whose `sleep` spends real time before it moves virtual time. While one thread
+    sleeps out a pause, virtual time stands still: a thread that does not wait for the pause
+    sends during it, and the emulator receives that request inside the window, on its clock."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.on_sleep = lambda: None
+
+    def sleep(self, seconds: float) -> None:
+        self.on_sleep()
+        time.sleep(0.6)
+        super().sleep(seconds)
+
+
+class _SendOrder(httpx.BaseTransport):
+    """Numbers every request as it is sent and remembers the client thread that sent it.
+
+    When the first rate-limit answer comes back, new sends are held until `release()` (called
+    when a thread starts sleeping out the pause, so the client has acted on it; at most 5 s):
+    "sent after the client learned of the pause" is then exact: `sent[path]` numbers above
+    `limit_seen` were sent after that moment."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._changed = threading.Condition()
+        self._next = 0
+        self._holding = False
+        self.limit_seen: int | None = None
+        self.sent: dict[str, list[tuple[int, int]]] = {}  # path -> [(number, thread)] in send order
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._changed:
+            if self._holding:
+                self._changed.wait_for(lambda: not self._holding, timeout=5)
+            self._next += 1
+            self.sent.setdefault(request.url.raw_path.decode(), []).append((self._next, threading.get_ident()))
+        response = self._inner.handle_request(request)
+        if response.status_code in (403, 429):
+            with self._changed:
+                if self.limit_seen is None:
+                    self._next += 1
+                    self.limit_seen, self._holding = self._next, True
+        return response
+
+    def release(self) -> None:
+        with self._changed:
+            self._holding = False
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.mark.parametrize("status", ["secondary", "429"])
+def test_secondary_limit_pauses_every_thread_using_the_token(status, tmp_path):
+    pause = 30
+    clock = _LingeringClock(T0)
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[80], seed=1, edge_cases=False)
+    with GitHubEmulator(dataset, clock=clock.now) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+        fault = emu.faults.add(Fault(status, REVIEWS, after=10, retry_after=pause))
+        order = _SendOrder()
+        clock.on_sleep = order.release
+        report = run(settings, emu, clock, max_concurrency=8, transport=order)
+        received = emu.received()
+
+    assert fault.served == 1 and report.progress.stopped_early is None
+    assert_landed_exactly_once(settings, dataset)
+    assert clock.sleeps == [pause], "one sleep on the clock paused every thread"
+
+    # Pair each request the emulator received with its send (a path is sent again only on retry).
+    seen: Counter = Counter()
+    sends = []
+    for r in received:
+        sends.append(order.sent[r.path][seen[r.path]])
+        seen[r.path] += 1
+    limited_at = next(i for i, r in enumerate(received) if r.status in (403, 429))
+    limited = received[limited_at]
+    limited_thread = sends[limited_at][1]
+    window_end = limited.received_at + pause
+    assert order.limit_seen is not None
+    inside = [
+        (r, thread) for r, (number, thread) in zip(received, sends)
+        if number > order.limit_seen and r.received_at < window_end
+    ]
+    assert all(r.caller == TOKEN for r, _ in inside)
+    per_thread = Counter(thread for _, thread in inside)
+    # Sent after the client heard of the pause yet received inside it: only a request that had
+    # passed the gate before it closed, so at most one per thread, none from the limited thread.
+    assert per_thread[limited_thread] == 0, per_thread
+    assert all(n <= 1 for n in per_thread.values()), per_thread
+    # The test could see a thread that does not wait: many threads still had work after the pause.
+    after = [thread for r, (_, thread) in zip(received, sends) if r.received_at >= window_end]
+    assert len(set(after)) >= 4 and len(after) >= 40, (len(set(after)), len(after))

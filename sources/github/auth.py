@@ -1,23 +1,28 @@
-"""Credentials for the GitHub client: a pool of tokens, or a GitHub App installation.
+"""Credentials for the GitHub client, as `httpx.Auth` flows: a pool of tokens, or a GitHub App
+installation.
 
-Both implement `Auth`: the client asks for a `Lease` before each request and reports the
-rate-limit headers of each answer back through `observe`, so the credential knows its budget.
-Tokens only ever leave these objects inside `Lease.authorization`, which is masked in reprs.
+`GitHubAuth.auth_flow` is the one place that sees each request and its answer: it picks a
+credential, lets the request through that credential's rate-limit gate, sets the Authorization
+header, reads the rate-limit headers of the answer into the credential's budget (closing its gate
+when the budget is spent or a secondary limit is hit) and, in a pool, drops a token GitHub
+rejects and sends the request again with another. Token values never leave these objects except
+in the Authorization header; names such as "token-2" stand for them everywhere else.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 import httpx
 import jwt
 
-from .errors import AuthenticationError, GitHubServerError
+from .errors import AuthenticationError, GitHubServerError, InvalidCredential
+from .ratelimit import Clock, RateLimitGate, SystemClock, github_message, int_header, iso, rate_limit_of
 
 logger = logging.getLogger("sources.github.client")
 
@@ -25,38 +30,44 @@ API_VERSION = "2022-11-28"
 RENEW_BEFORE_EXPIRY = 300.0  # renew an installation token 5 minutes before it expires
 JWT_BACKDATE = 60  # GitHub recommends an `iat` 60 s in the past against clock drift
 JWT_LIFETIME = 540  # 9 minutes; GitHub accepts at most 10
+RESET_MARGIN = 1.0  # resume a second after the announced reset, against clock skew
+
+_CHARACTER_NAMES = {"\n": "newline", "\r": "carriage return", "\x00": "NUL", "\t": "tab", " ": "space"}
 
 
-@dataclass(frozen=True)
-class Lease:
-    """The credential to use for one request."""
+def token_problem(token: str) -> str | None:
+    """Why `token` (already stripped) cannot be sent in a header, or None; never quotes it."""
+    if not token:
+        return "is empty"
+    for char in token:
+        if "!" <= char <= "~":
+            continue
+        name = _CHARACTER_NAMES.get(char, f"U+{ord(char):04X}")
+        if char.isspace() and char not in "\n\r":
+            return f"contains whitespace ({name})"
+        if char.isprintable():
+            return f"contains a non-ASCII character ({name})"
+        return f"contains a control character ({name})"
+    return None
 
-    key: str  # opaque, loggable name of the credential ("token-1", "anonymous", ...)
-    authorization: str | None = field(default=None, repr=False)  # `Authorization` header value
-    blocked_until: float | None = None  # set when the budget is gone: epoch seconds of its reset
 
+@dataclass(eq=False)
+class Credential:
+    """One credential's rate-limit state: its last known budget and its gate."""
 
-class Auth(Protocol):
-    def acquire(self, now: float) -> Lease: ...
-    def observe(self, key: str, remaining: int, reset: float) -> None: ...
-    def remaining(self) -> int | None: ...
-    def close(self) -> None: ...
-
-
-@dataclass
-class _Budget:
-    """Last known primary rate-limit state of one credential."""
-
-    key: str
+    name: str  # loggable stand-in: "token-2", "anonymous", "app-installation-42"
+    authorization: str | None = field(default=None, repr=False)  # the Authorization header value
     remaining: int | None = None
     reset: float | None = None
+    secondary_strikes: int = 0  # secondary limits in a row: the backoff doubles with each
+    gate: RateLimitGate = field(init=False, repr=False)
 
-    def exhausted(self, now: float) -> bool:
-        return self.remaining == 0 and self.reset is not None and self.reset > now
+    def __post_init__(self) -> None:
+        self.gate = RateLimitGate(self.name)
 
     def score(self, now: float) -> float:
-        """Higher is better; unknown or already reset budgets rank first (fresh credential)."""
-        if self.exhausted(now):
+        """Higher is better; an unknown or already reset budget ranks first (fresh credential)."""
+        if not self.gate.is_open(now):
             return -1.0
         if self.remaining is None or (self.reset is not None and self.reset <= now):
             return float("inf")
@@ -67,62 +78,179 @@ class _Budget:
         if self.remaining:
             self.remaining -= 1
 
+    def record(self, remaining: int, reset: float, now: float) -> None:
+        """The budget GitHub announced; a spent one closes the gate until its reset (a reset
+        already past by our clock still pauses RESET_MARGIN: no hot loop on clock skew)."""
+        self.remaining, self.reset = remaining, reset
+        if remaining == 0:
+            self.gate.close_until(max(reset, now) + RESET_MARGIN, reset_at=reset)
 
-class TokenPool:
-    """Several personal access tokens; each request goes to the one with most budget left.
 
-    Ties are broken round-robin. An exhausted token is skipped until its reset; a lease is
-    blocked only when every token is exhausted. An empty pool means anonymous access.
-    """
+class GitHubAuth(httpx.Auth):
+    """What the token pool and the App installation share: the flow around each request."""
 
-    def __init__(self, tokens: Sequence[str]) -> None:
-        cleaned = [t.strip() for t in tokens if t and t.strip()]
-        self._headers = [f"Bearer {t}" for t in cleaned] or [None]
-        names = [f"token-{i + 1}" for i in range(len(cleaned))] or ["anonymous"]
-        self._budgets = [_Budget(name) for name in names]
-        self._index = {name: i for i, name in enumerate(names)}
-        self._cursor = 0
+    requires_response_body = True  # a secondary limit may be told only in the body
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._clock: Clock = SystemClock()
+        self._max_wait = 3600.0
+        self._secondary_backoff = 60.0
+        self._on_wait: Callable[[float], None] | None = None
 
-    @classmethod
-    def from_env(cls, value: str | None) -> TokenPool:
-        """Build from a comma-separated value such as `GITHUB_TOKENS=a,b,c`."""
-        return cls((value or "").split(","))
+    def configure(
+        self,
+        clock: Clock,
+        *,
+        max_wait: float,
+        secondary_backoff: float,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        """The client's clock and limits; `on_wait(seconds)` hears of every rate-limit sleep."""
+        self._clock, self._max_wait, self._secondary_backoff = clock, max_wait, secondary_backoff
+        self._on_wait = on_wait
 
-    def __len__(self) -> int:
-        return sum(1 for h in self._headers if h is not None)
+    # -- what each kind of credential decides --------------------------------------------------
 
-    def __repr__(self) -> str:
-        return f"TokenPool({len(self)} tokens)" if len(self) else "TokenPool(anonymous)"
+    def choose(self, now: float) -> Credential:
+        raise NotImplementedError
 
-    def acquire(self, now: float) -> Lease:
-        with self._lock:
-            n = len(self._budgets)
-            order = [(self._cursor + k) % n for k in range(n)]
-            best = max(order, key=lambda i: self._budgets[i].score(now))  # first max wins: round-robin
-            if self._budgets[best].exhausted(now):
-                soonest = min(order, key=lambda i: self._budgets[i].reset or 0.0)
-                budget = self._budgets[soonest]
-                return Lease(budget.key, self._headers[soonest], blocked_until=budget.reset)
-            self._cursor = (best + 1) % n
-            self._budgets[best].spend()
-            return Lease(self._budgets[best].key, self._headers[best])
+    def _rejected(self, credential: Credential, response: httpx.Response) -> bool:
+        """A 401 with `credential`: True when the request may go out again with another."""
+        return False
 
-    def observe(self, key: str, remaining: int, reset: float) -> None:
-        with self._lock:
-            budget = self._budgets[self._index[key]]
-            budget.remaining, budget.reset = remaining, reset
+    def secrets(self) -> list[str]:
+        """Every secret value this object knows, for redacting error texts."""
+        raise NotImplementedError
 
     def remaining(self) -> int | None:
-        with self._lock:
-            known = [b.remaining for b in self._budgets if b.remaining is not None]
-        return sum(known) if known else None
+        raise NotImplementedError
 
     def close(self) -> None:
         pass
 
+    # -- the flow ------------------------------------------------------------------------------
 
-class GitHubAppAuth:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        url = str(request.url)
+        while True:
+            credential = self.choose(self._clock.now())
+            slept = credential.gate.wait(self._clock, self._max_wait, url)
+            if slept and self._on_wait is not None:
+                self._on_wait(slept)
+            if credential.authorization:
+                request.headers["Authorization"] = credential.authorization
+            response = yield request
+            self._observe(credential, response)
+            logger.debug(
+                "GET %s -> %d (%s, remaining %s)",
+                url, response.status_code, credential.name, response.headers.get("x-ratelimit-remaining"),
+            )
+            if response.status_code != 401 or not self._rejected(credential, response):
+                return
+
+    def _observe(self, credential: Credential, response: httpx.Response) -> None:
+        now = self._clock.now()
+        remaining = int_header(response, "x-ratelimit-remaining")
+        reset = int_header(response, "x-ratelimit-reset")
+        limit = rate_limit_of(response)
+        with self._lock:
+            # A 401's headers describe the unauthenticated budget, not this credential's.
+            if remaining is not None and reset is not None and response.status_code != 401:
+                credential.record(remaining, float(reset), now)
+            # While the gate is closed, answers are to requests sent before the pause began:
+            # they neither end a run of secondary limits nor lengthen it.
+            paused = not credential.gate.is_open(now)
+            if limit is None or limit.primary:
+                if response.status_code < 400 and not paused:
+                    credential.secondary_strikes = 0
+                return
+            if not paused or credential.secondary_strikes == 0:
+                credential.secondary_strikes += 1
+            strikes = credential.secondary_strikes
+        if limit.retry_after is not None:
+            delay = limit.retry_after
+        else:  # GitHub: wait at least a minute, backing off exponentially
+            delay = self._secondary_backoff * 2 ** (strikes - 1) * random.uniform(1.0, 1.25)
+        credential.gate.close_until(now + delay)
+        logger.warning(
+            "GitHub secondary rate limit on %s: every request with it pauses %.0f s, until %s",
+            credential.name, delay, iso(now + delay),
+        )
+
+
+class TokenPool(GitHubAuth):
+    """Several personal access tokens; each request goes to the one with most budget left.
+
+    Ties are broken round-robin. A token whose gate is closed (budget spent, secondary limit) is
+    skipped; a request waits only when every token is paused. A token GitHub rejects (401) leaves
+    the pool while others remain. An empty pool means anonymous access.
+    """
+
+    def __init__(self, tokens: Sequence[str], *, source: str = "TokenPool") -> None:
+        super().__init__()
+        cleaned = [t.strip() for t in tokens if t and t.strip()]
+        for position, token in enumerate(cleaned, start=1):
+            problem = token_problem(token)
+            if problem:
+                raise InvalidCredential(f"{source}: token {position} {problem}")
+        self._tokens = cleaned
+        self._credentials = [
+            Credential(f"token-{i}", f"Bearer {token}") for i, token in enumerate(cleaned, start=1)
+        ] or [Credential("anonymous")]
+        self._live = list(self._credentials)
+        self._cursor = 0
+
+    @classmethod
+    def from_env(cls, value: str | None, *, source: str = "GITHUB_TOKENS") -> TokenPool:
+        """Build from a comma-separated value such as `GITHUB_TOKENS=a,b,c`."""
+        return cls((value or "").split(","), source=source)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __repr__(self) -> str:
+        return f"TokenPool({len(self)} tokens)" if len(self) else "TokenPool(anonymous)"
+
+    def choose(self, now: float) -> Credential:
+        with self._lock:
+            n = len(self._live)
+            order = [self._live[(self._cursor + k) % n] for k in range(n)]
+            best = max(order, key=lambda c: c.score(now))  # the first of equals wins: round-robin
+            if not best.gate.is_open(now):  # every token is paused: the one that reopens first
+                return min(order, key=lambda c: c.gate.reopens_at())
+            self._cursor = (self._live.index(best) + 1) % n
+            best.spend()
+            return best
+
+    def _rejected(self, credential: Credential, response: httpx.Response) -> bool:
+        with self._lock:
+            if credential not in self._live:  # another thread dropped it already
+                return True
+            if len(self._live) == 1:
+                return False
+            index = self._live.index(credential)
+            del self._live[index]
+            if index < self._cursor:  # keep the round-robin on the token that was next
+                self._cursor -= 1
+            self._cursor %= len(self._live)
+            left = len(self._live)
+        logger.warning(
+            "%s of %d was rejected (%d %s); continuing with %d token(s)",
+            credential.name, len(self._credentials), response.status_code, github_message(response), left,
+        )
+        return True
+
+    def secrets(self) -> list[str]:
+        return list(self._tokens)
+
+    def remaining(self) -> int | None:
+        with self._lock:
+            known = [c.remaining for c in self._live if c.remaining is not None]
+        return sum(known) if known else None
+
+
+class GitHubAppAuth(GitHubAuth):
     """A GitHub App installation: mints installation tokens and renews them before expiry.
 
     The JWT (RS256, `iss` = app id) is only used to POST `/app/installations/{id}/access_tokens`;
@@ -139,6 +267,7 @@ class GitHubAppAuth:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        super().__init__()
         self.app_id = str(app_id)
         self.installation_id = str(installation_id)
         self._private_key = private_key
@@ -148,30 +277,28 @@ class GitHubAppAuth:
             transport=transport,
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
         )
-        self._token: str | None = None
+        self._minted: list[str] = []
         self._expires_at = 0.0
-        self._budget = _Budget(f"app-installation-{self.installation_id}")
-        self._lock = threading.Lock()
+        self._credential = Credential(f"app-installation-{self.installation_id}")
 
     def __repr__(self) -> str:
         return f"GitHubAppAuth(app_id={self.app_id!r}, installation_id={self.installation_id!r})"
 
-    def acquire(self, now: float) -> Lease:
+    def choose(self, now: float) -> Credential:
         with self._lock:
-            if self._token is None or now >= self._expires_at - RENEW_BEFORE_EXPIRY:
-                self._token, self._expires_at = self._fetch_token(now)
-            blocked = self._budget.reset if self._budget.exhausted(now) else None
-            if blocked is None:
-                self._budget.spend()
-            return Lease(self._budget.key, f"Bearer {self._token}", blocked_until=blocked)
+            if not self._minted or now >= self._expires_at - RENEW_BEFORE_EXPIRY:
+                token, self._expires_at = self._fetch_token(now)
+                self._minted.append(token)
+                self._credential.authorization = f"Bearer {token}"
+            self._credential.spend()
+            return self._credential
 
-    def observe(self, key: str, remaining: int, reset: float) -> None:
-        with self._lock:
-            self._budget.remaining, self._budget.reset = remaining, reset
+    def secrets(self) -> list[str]:
+        return [*self._minted, self._private_key]
 
     def remaining(self) -> int | None:
         with self._lock:
-            return self._budget.remaining
+            return self._credential.remaining
 
     def close(self) -> None:
         self._http.close()
@@ -187,29 +314,21 @@ class GitHubAppAuth:
         try:
             response = self._http.post(path, headers=headers)
         except httpx.TransportError as exc:
-            raise GitHubServerError(f"installation token request to {path} failed: {type(exc).__name__}: {exc}", url=path) from exc
+            raise GitHubServerError(f"installation token request to {path} failed: {type(exc).__name__}: {exc}", url=path) from None
         url = str(response.request.url)
         if response.status_code >= 500:
             raise GitHubServerError(f"{response.status_code} from POST {url}", status=response.status_code, url=url)
         if response.status_code != 201:
             raise AuthenticationError(
-                f"{response.status_code} from POST {url}: {_message(response)}", status=response.status_code, url=url
+                f"{response.status_code} from POST {url}: {github_message(response)}", status=response.status_code, url=url
             )
         try:
             body = response.json()
-            token, expires_at = body["token"], datetime.fromisoformat(body["expires_at"]).timestamp()
-        except (ValueError, KeyError, TypeError) as exc:
-            raise GitHubServerError(f"unreadable installation token answer from POST {url}", url=url) from exc
+            token, expires_at = str(body["token"]).strip(), datetime.fromisoformat(body["expires_at"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            raise GitHubServerError(f"unreadable installation token answer from POST {url}", url=url) from None
+        problem = token_problem(token)
+        if problem:
+            raise GitHubServerError(f"the installation token from POST {url} {problem}", url=url)
         logger.info("GitHub App %s: new installation token, expires %s", self.app_id, body["expires_at"])
         return token, expires_at
-
-
-def _message(response: httpx.Response) -> str:
-    """GitHub's own explanation from an error body, or the start of the raw text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200] or response.reason_phrase
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return response.reason_phrase

@@ -1,28 +1,31 @@
 """GitHub REST client for the dlt source: frugal with the rate limit, robust to faults.
 
 - conditional requests (If-None-Match -> 304, which costs no budget);
-- the rate-limit headers of every answer feed the credential pool, which moves off an exhausted
-  token; the client only waits when every token is exhausted, and gives up with
-  RateLimitExhausted when the reset is too far away;
-- secondary limits honour `retry-after`, else back off from one minute;
+- credentials are `httpx.Auth` flows (auth.py): the rate-limit headers of every answer feed the
+  credential's budget and its gate (ratelimit.py), which every request with that credential
+  passes; a pool moves off a spent or paused token and drops a rejected one; the client waits
+  only when every credential is paused, and gives up with RateLimitExhausted when the wait would
+  be longer than `max_rate_limit_wait`;
+- secondary limits honour `retry-after`, else back off from one minute, for every thread;
 - 5xx, network faults and truncated bodies are retried with jittered exponential backoff.
+Each attempt ends in an `Outcome` (`classify`); one loop in `get_page` decides what follows.
+Error texts never hold a credential: every one leaving the client is redacted.
 All waiting goes through a `Clock` so tests run without sleeping.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
-from .auth import API_VERSION, Auth, GitHubAppAuth, Lease, TokenPool, _message
+from .auth import API_VERSION, GitHubAppAuth, GitHubAuth, TokenPool
 from .errors import (
     AuthenticationError,
     GitHubClientError,
@@ -30,7 +33,9 @@ from .errors import (
     GitHubServerError,
     NotFoundError,
     RateLimitExhausted,
+    redact,
 )
+from .ratelimit import Clock, SystemClock, github_message, rate_limit_of
 
 logger = logging.getLogger("sources.github.client")
 
@@ -41,23 +46,8 @@ MAX_FAULT_BACKOFF = 60.0
 __all__ = [
     "Clock", "SystemClock", "Page", "RequestStats", "GitHubClient", "TokenPool", "GitHubAppAuth",
     "GitHubError", "AuthenticationError", "NotFoundError", "RateLimitExhausted",
-    "GitHubServerError", "GitHubClientError",
+    "GitHubServerError", "GitHubClientError", "Outcome", "classify",
 ]
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...  # epoch seconds
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 @dataclass(frozen=True)
@@ -82,18 +72,54 @@ class RequestStats:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
-class _Retry(Exception):
-    """Internal: this attempt failed in a way worth retrying."""
+class Next(enum.Enum):
+    """What the retry loop does after one attempt."""
 
-    def __init__(self, cause: str, retry_after: float | None = None, rate_limited: bool = False) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.retry_after = retry_after
-        self.rate_limited = rate_limited  # secondary limit: back off from `secondary_backoff`
+    DONE = "done"  # return the page
+    FAIL = "fail"  # raise the error: retrying cannot help
+    FAULT = "fault"  # retry after a jittered backoff (this request only)
+    SECONDARY_LIMIT = "secondary"  # retry; the credential's gate holds it for the pause
+    PRIMARY_LIMIT = "primary"  # retry; the gate holds it until the reset (not counted as a retry)
 
 
-class _PrimaryLimit(Exception):
-    """Internal: the credential's budget is gone; the next acquire will move or wait."""
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended."""
+
+    next: Next
+    page: Page | None = None
+    error: GitHubError | None = None
+    cause: str = ""  # for logs and the final error; may hold GitHub's words, redacted before use
+
+
+def classify(response: httpx.Response) -> Outcome:
+    """The outcome of one answer (the rate-limit pause itself was already set by the auth flow)."""
+    status, url = response.status_code, str(response.request.url)
+    if status == 304:
+        etag = response.request.headers.get("If-None-Match")
+        return Outcome(Next.DONE, Page(items=[], url=url, next_url=None, etag=etag, not_modified=True))
+    if status == 204:
+        return Outcome(Next.DONE, Page(items=[], url=url, next_url=None, etag=None, not_modified=False))
+    if response.is_success:
+        try:
+            body: Any = response.json()
+        except ValueError as exc:
+            return Outcome(Next.FAULT, cause=f"invalid JSON in {status} answer ({exc})")
+        items = body if isinstance(body, list) else [body]
+        next_url = response.links.get("next", {}).get("url")
+        page = Page(items=items, url=url, next_url=next_url, etag=response.headers.get("etag"), not_modified=False)
+        return Outcome(Next.DONE, page)
+    cause = f"{status} from GET {url}: {github_message(response)}"
+    limit = rate_limit_of(response)
+    if limit is not None:
+        return Outcome(Next.PRIMARY_LIMIT if limit.primary else Next.SECONDARY_LIMIT, cause=cause)
+    if status in (401, 403):
+        return Outcome(Next.FAIL, error=AuthenticationError(cause, status=status, url=url))
+    if status in (404, 410):
+        return Outcome(Next.FAIL, error=NotFoundError(cause, status=status, url=url))
+    if status >= 500:
+        return Outcome(Next.FAULT, cause=cause)
+    return Outcome(Next.FAIL, error=GitHubClientError(cause, status=status, url=url))
 
 
 class GitHubClient:
@@ -119,15 +145,19 @@ class GitHubClient:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
-        self.auth: Auth = auth if auth is not None else TokenPool([])
+        self.auth: GitHubAuth = auth if auth is not None else TokenPool([])
         self.max_retries = max_retries
         self.max_rate_limit_wait = max_rate_limit_wait
         self.backoff_base = backoff_base
         self.secondary_backoff = secondary_backoff
         self.clock: Clock = clock or SystemClock()
+        self.auth.configure(
+            self.clock, max_wait=max_rate_limit_wait, secondary_backoff=secondary_backoff, on_wait=self._rate_limit_wait
+        )
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._http = httpx.Client(
             base_url=self.base_url,
+            auth=self.auth,
             headers={
                 "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": API_VERSION,
@@ -136,6 +166,7 @@ class GitHubClient:
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
             follow_redirects=True,  # renamed/transferred repositories answer 301/307
+            event_hooks={"request": [self._sent], "response": [self._answered]},
             transport=transport,
         )
         self._stats = RequestStats()
@@ -148,27 +179,13 @@ class GitHubClient:
 
     def get_page(self, url: str, params: dict | None = None, etag: str | None = None) -> Page:
         """GET one page: `url` is a path under base_url or an absolute `next_url`."""
-        faults = limited = 0
-        while True:
-            try:
-                lease = self._acquire(url)
-                response = self._send(url, params, etag, lease)
-                return self._to_page(response, etag)
-            except _PrimaryLimit:
-                continue  # budget recorded; the next acquire moves to another token or waits
-            except _Retry as retry:
-                if retry.rate_limited:
-                    limited += 1
-                    delay = self._secondary_delay(url, limited, retry)
-                else:
-                    faults += 1
-                    delay = self._fault_delay(url, faults, retry)
-                logger.warning(
-                    "GET %s: %s; retry %d/%d in %.1f s",
-                    url, retry.cause, max(faults, limited), self.max_retries, delay,
-                )
-                self._sleep(delay, rate_limited=retry.rate_limited)
-                self._count(retries=1)
+        try:
+            return self._get_page(url, params, etag)
+        except GitHubError as exc:
+            error: BaseException = self._redacted(exc)
+        except Exception as exc:  # noqa: BLE001 - anything unforeseen still leaves without a secret
+            error = GitHubClientError(f"GET {url} failed: {type(exc).__name__}: {self._redact(str(exc))}", url=url)
+        raise error  # outside `except`: no chained original that could still hold a secret
 
     def iter_pages(self, path: str, params: dict | None = None, etag: str | None = None) -> Iterator[Page]:
         """Follow Link rel="next" to the end; `etag` applies to the first page only."""
@@ -201,120 +218,84 @@ class GitHubClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- one attempt --------------------------------------------------------------------------
+    # -- the retry loop -----------------------------------------------------------------------
 
-    def _acquire(self, url: str) -> Lease:
-        """A credential with budget, waiting for a reset if every credential is exhausted."""
+    def _get_page(self, url: str, params: dict | None, etag: str | None) -> Page:
+        faults = limited = 0
         while True:
-            now = self.clock.now()
-            try:
-                lease = self.auth.acquire(now)
-            except GitHubServerError as exc:  # App token endpoint failed: retry like any fault
-                raise _Retry(str(exc)) from exc
-            if lease.blocked_until is None or lease.blocked_until <= now:
-                return lease
-            resume_at = lease.blocked_until + 1.0
-            if resume_at - now > self.max_rate_limit_wait:
-                raise RateLimitExhausted(
-                    lease.blocked_until,
-                    f"GitHub rate limit exhausted for all credentials until {_iso(lease.blocked_until)} "
-                    f"(more than max_rate_limit_wait={self.max_rate_limit_wait:.0f} s away) at GET {url}",
-                    url=url,
-                )
-            logger.warning("GitHub rate limit exhausted for all credentials; resuming at %s (GET %s)", _iso(resume_at), url)
-            self._sleep(resume_at - now, rate_limited=True)
+            outcome = self._attempt(url, params, etag)
+            if outcome.next is Next.DONE and outcome.page is not None:
+                return outcome.page
+            if outcome.error is not None:
+                raise outcome.error
+            cause = self._redact(outcome.cause)
+            if outcome.next is Next.PRIMARY_LIMIT:
+                continue  # the credential's gate holds the next attempt until the reset, or moves on
+            if outcome.next is Next.SECONDARY_LIMIT:
+                limited += 1
+                if limited > self.max_retries:
+                    raise RateLimitExhausted(
+                        self.clock.now() + self.secondary_backoff,
+                        f"GET {url}: secondary rate limit persists after {limited - 1} retries; last cause: {cause}",
+                        url=url,
+                    )
+                logger.warning("GET %s: %s; retry %d/%d after the pause", url, cause, limited, self.max_retries)
+            else:
+                faults += 1
+                if faults > self.max_retries:
+                    raise GitHubServerError(
+                        f"GET {url} failed after {self.max_retries} retries; last cause: {cause}", url=url
+                    )
+                delay = random.uniform(0, min(MAX_FAULT_BACKOFF, self.backoff_base * 2 ** (faults - 1)))  # full jitter
+                logger.warning("GET %s: %s; retry %d/%d in %.1f s", url, cause, faults, self.max_retries, delay)
+                self._count(waited=delay)
+                self.clock.sleep(delay)
+            self._count(retries=1)
 
-    def _send(self, url: str, params: dict | None, etag: str | None, lease: Lease) -> httpx.Response:
-        headers = {}
-        if lease.authorization:
-            headers["Authorization"] = lease.authorization
-        if etag:
-            headers["If-None-Match"] = etag
-        self._count(requests=1)
+    def _attempt(self, url: str, params: dict | None, etag: str | None) -> Outcome:
+        headers = {"If-None-Match": etag} if etag else {}
         try:
             with self._slots:
                 response = self._http.get(url, params=params, headers=headers)
+        except httpx.LocalProtocolError as exc:  # a request HTTP forbids: the same again next time
+            text = f"GET {url} cannot be sent: {type(exc).__name__}: {self._redact(str(exc))}"
+            return Outcome(Next.FAIL, error=GitHubClientError(text, url=url))
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
-        self._observe(lease, response)
+            return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}")
+        except GitHubServerError as exc:  # the App's token endpoint failed: a fault like any other
+            return Outcome(Next.FAULT, cause=str(exc))
+        return classify(response)
+
+    # -- secrets ------------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.auth.secrets())
+
+    def _redacted(self, exc: GitHubError) -> GitHubError:
+        """`exc` with every credential value in its text replaced by `***`, its chain dropped
+        when any link of it still holds one."""
+        secrets = self.auth.secrets()
+        exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+        link: BaseException | None = exc.__cause__ or exc.__context__
+        while link is not None:
+            if redact(str(link), secrets) != str(link):
+                exc.__cause__ = exc.__context__ = None
+                exc.__suppress_context__ = True
+                break
+            link = link.__cause__ or link.__context__
+        return exc
+
+    # -- counting -----------------------------------------------------------------------------
+
+    def _sent(self, request: httpx.Request) -> None:
+        self._count(requests=1)
+
+    def _answered(self, response: httpx.Response) -> None:
         status = response.status_code
         self._count(status=status, cost=int(status != 304), not_modified=int(status == 304))
-        logger.debug(
-            "GET %s -> %d (%s, remaining %s)",
-            response.request.url, status, lease.key, response.headers.get("x-ratelimit-remaining"),
-        )
-        return response
 
-    def _observe(self, lease: Lease, response: httpx.Response) -> None:
-        remaining = _int_header(response, "x-ratelimit-remaining")
-        reset = _int_header(response, "x-ratelimit-reset")
-        if remaining is not None and reset is not None:
-            self.auth.observe(lease.key, remaining, float(reset))
-
-    def _to_page(self, response: httpx.Response, etag: str | None) -> Page:
-        url = str(response.request.url)
-        if response.status_code == 304:
-            return Page(items=[], url=url, next_url=None, etag=etag, not_modified=True)
-        if not response.is_success:
-            self._raise_for_status(response)
-        if response.status_code == 204:
-            return Page(items=[], url=url, next_url=None, etag=None, not_modified=False)
-        try:
-            body: Any = response.json()
-        except ValueError as exc:
-            raise _Retry(f"invalid JSON in {response.status_code} answer ({exc})") from exc
-        items = body if isinstance(body, list) else [body]
-        next_url = response.links.get("next", {}).get("url")
-        return Page(items=items, url=url, next_url=next_url, etag=response.headers.get("etag"), not_modified=False)
-
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status, url, message = response.status_code, str(response.request.url), _message(response)
-        cause = f"{status} from GET {url}: {message}"
-        if status in (403, 429):
-            retry_after = _int_header(response, "retry-after")
-            remaining = _int_header(response, "x-ratelimit-remaining")
-            reset = _int_header(response, "x-ratelimit-reset")
-            if retry_after is None and remaining == 0 and reset is not None and reset > self.clock.now():
-                logger.warning("GET %s: primary rate limit reached (resets at %s)", url, _iso(reset))
-                raise _PrimaryLimit(cause)
-            if status == 429 or retry_after is not None or remaining == 0 or "secondary rate limit" in message.lower():
-                raise _Retry(f"secondary rate limit ({cause})", retry_after=retry_after, rate_limited=True)
-            raise AuthenticationError(cause, status=status, url=url)
-        if status == 401:
-            raise AuthenticationError(cause, status=status, url=url)
-        if status in (404, 410):
-            raise NotFoundError(cause, status=status, url=url)
-        if status >= 500:
-            raise _Retry(cause)
-        raise GitHubClientError(cause, status=status, url=url)
-
-    # -- waiting ------------------------------------------------------------------------------
-
-    def _fault_delay(self, url: str, faults: int, retry: _Retry) -> float:
-        if faults > self.max_retries:
-            raise GitHubServerError(
-                f"GET {url} failed after {self.max_retries} retries; last cause: {retry.cause}", url=url
-            ) from retry
-        ceiling = min(MAX_FAULT_BACKOFF, self.backoff_base * 2 ** (faults - 1))
-        return random.uniform(0, ceiling)  # full jitter
-
-    def _secondary_delay(self, url: str, limited: int, retry: _Retry) -> float:
-        if retry.retry_after is not None:
-            delay = float(retry.retry_after)
-        else:
-            delay = self.secondary_backoff * 2 ** (limited - 1) * random.uniform(1.0, 1.25)
-        if limited > self.max_retries or delay > self.max_rate_limit_wait:
-            raise RateLimitExhausted(
-                self.clock.now() + delay,
-                f"GET {url}: secondary rate limit persists after {limited - 1} retries "
-                f"(next wait {delay:.0f} s); last cause: {retry.cause}",
-                url=url,
-            ) from retry
-        return delay
-
-    def _sleep(self, seconds: float, *, rate_limited: bool) -> None:
-        self._count(waited=seconds, rate_limit_waits=int(rate_limited))
-        self.clock.sleep(seconds)
+    def _rate_limit_wait(self, seconds: float) -> None:
+        self._count(waited=seconds, rate_limit_waits=1)
 
     def _count(self, *, requests: int = 0, not_modified: int = 0, cost: int = 0, retries: int = 0,
                rate_limit_waits: int = 0, waited: float = 0.0, status: int | None = None) -> None:
@@ -328,15 +309,3 @@ class GitHubClient:
             s.waited_seconds += waited
             if status is not None:
                 s.by_status[status] = s.by_status.get(status, 0) + 1
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    try:
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")

@@ -7,6 +7,7 @@ Messages name the cause (HTTP status, URL, GitHub's message) and never contain a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 
@@ -21,6 +22,11 @@ class GitHubError(Exception):
 
 class AuthenticationError(GitHubError):
     """401, or a 403 that is not a rate limit (missing permission): retrying cannot help."""
+
+
+class InvalidCredential(AuthenticationError):
+    """A credential that cannot be sent (whitespace or a control character inside it); the
+    message names where it came from and its position, never its value."""
 
 
 class NotFoundError(GitHubError):
@@ -41,4 +47,19 @@ class GitHubServerError(GitHubError):
 
 
 class GitHubClientError(GitHubError):
-    """Any other 4xx (400, 409, 422, ...): the request itself is wrong."""
+    """Any other 4xx (400, 409, 422, 451, ...) or a request HTTP forbids: the request itself is
+    wrong; `status` tells which (451: access to the repository is blocked for legal reasons)."""
+
+
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret replaced by `***`, also where it appears escaped as in a repr
+    (httpx quotes an illegal header value as `b'Bearer ...\\n...'`)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        escaped = repr(secret)[1:-1]
+        as_bytes = repr(secret.encode("utf-8", "backslashreplace"))[2:-1]
+        for form in dict.fromkeys((secret, escaped, as_bytes)):
+            text = text.replace(form, REDACTED)
+    return text
