@@ -408,3 +408,15 @@ def test_pending_children_saved_by_earlier_versions_are_fetched(settings, datase
     assert run(settings, emu, fake).progress.stopped_early is None
     assert_landed_exactly_once(settings, dataset)
     assert not any(source_state(settings).get("retry", {}).values())
+
+
+def test_chunks_end_at_page_boundaries_when_a_page_fits_so_a_cold_sync_costs_the_minimum(fake, tmp_path):
+    dataset = Dataset.generate(orgs={ORG: 4}, prs_per_repo=150, seed=0, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        # A page commits a chunk to at most 201 requests: four repositories' pages stay within
+        # half of the budget over it, so no page is cut (and read twice).
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=700)
+        report = run(settings, emu, fake)
+        assert report.progress.chunks >= 2
+        assert emu.stats["requests"] == minimum_requests(dataset)
+        assert_landed_exactly_once(settings, dataset)

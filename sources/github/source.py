@@ -90,12 +90,18 @@ class SyncContext:
         with self.lock:
             self._charged += requests
 
-    def affordable(self, per_row: int) -> int:
-        """How many more rows costing `per_row` requests each fit in this chunk (at least one)."""
+    def affordable(self, rows: int, per_row: int) -> int:
+        """How many of a page's `rows` (costing `per_row` requests each) this chunk takes.
+
+        The whole page when it overshoots the budget by at most half (cutting a page costs the
+        next chunk a second read of it), else what fits (at least one row, so a chunk progresses).
+        """
         with self.lock:
             if self.chunk_requests is None:
-                return 1 << 62
-            return max(1, (self.chunk_requests - self._charged) // per_row)
+                return rows
+            if self._charged + rows * per_row <= 1.5 * self.chunk_requests:
+                return rows
+            return min(rows, max(1, (self.chunk_requests - self._charged) // per_row))
 
     def chunk_full(self) -> bool:
         """Listings check this before each page (and take only the rows that fit, see `affordable`)."""
@@ -243,7 +249,7 @@ def _list_pull_requests(
         if listing is None:
             listing = {"etag": page.etag, "top": None, "top_hashes": {}, "frontier": None, "frontier_ids": []}
         candidates, rejected, reached = _page_rows(ctx, repo, page.items, listing, floor, cursor, at_cursor)
-        rows = candidates[: ctx.affordable(len(CHILD_KINDS))]
+        rows = candidates[: ctx.affordable(len(candidates), len(CHILD_KINDS))]
         if rejected:
             yield _rejected_table(rejected)  # the child transformers pass over it
         if rows:
