@@ -214,7 +214,7 @@ def land(
     Each chunk is one `pipeline.run`: its rows and the source state that says how far it got are
     committed together, so a run that dies loses at most the chunk in flight and the next run
     resumes where the last committed chunk stopped. Packages a crashed earlier run left behind are
-    loaded first by `pipeline.run`.
+    landed first, then the extraction goes on from the state they carry.
     """
     org = normalise_org(org)
     progress = progress or SyncProgress()
@@ -230,16 +230,23 @@ def land(
     )
     load_ids: list[str] = []
     rows = {table: 0 for table in DATA_TABLES}
+
+    def landed(info: Any) -> None:
+        load_ids.extend(info.loads_ids)
+        normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+        counts = normalize.row_counts if normalize else {}
+        for table in DATA_TABLES:
+            rows[table] += int(counts.get(table, 0))
+
+    if pipeline.has_pending_data:
+        # dlt's `run` would load these and extract nothing: land them first, on their own.
+        logger.info("%s: landing the packages an interrupted run left behind", org)
+        landed(_run(pipeline, None))
     try:
         while True:
             sync.start_chunk()
             source = github_source.clone(name=pipeline.pipeline_name)(org, client, sync=sync)
-            info = _run(pipeline, source)
-            load_ids.extend(info.loads_ids)
-            normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
-            counts = normalize.row_counts if normalize else {}
-            for table in DATA_TABLES:
-                rows[table] += int(counts.get(table, 0))
+            landed(_run(pipeline, source))
             if progress.stopped_early or not progress.more_to_do:
                 break
             logger.info("%s: chunk %d committed (%d requests so far); continuing",

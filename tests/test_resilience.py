@@ -420,3 +420,26 @@ def test_chunks_end_at_page_boundaries_when_a_page_fits_so_a_cold_sync_costs_the
         assert report.progress.chunks >= 2
         assert emu.stats["requests"] == minimum_requests(dataset)
         assert_landed_exactly_once(settings, dataset)
+
+
+def test_a_run_after_a_crash_between_extract_and_load_lands_the_package_and_goes_on(big, fake, tmp_path, monkeypatch):
+    with GitHubEmulator(big, clock=fake.now) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=100)
+        real_load, calls = dlt.Pipeline.load, {"n": 0}
+
+        def dies_on_the_third_load(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("killed between extract and load")
+            return real_load(self, *args, **kwargs)
+
+        monkeypatch.setattr(dlt.Pipeline, "load", dies_on_the_third_load)
+        with pytest.raises(Exception, match="killed between extract and load"):
+            run(settings, emu, fake)
+        monkeypatch.setattr(dlt.Pipeline, "load", real_load)
+
+        report = run(settings, emu, fake)  # one more run finishes the whole backfill
+
+        assert report.progress.stopped_early is None and report.progress.chunks > 1
+        assert_landed_exactly_once(settings, big)
+        assert_rerun_is_free(settings, emu, fake)
