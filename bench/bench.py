@@ -281,6 +281,7 @@ BACKFILL_WINDOWS = 3.5  # the rate limit is set so a cold backfill needs about t
 MAX_WINDOWS = 15  # a backfill that needs more runs than this does not converge
 KILLS = 10
 KILL_SEED = 7
+KILL_ATTEMPTS = 3  # runs tried per kill moment (a run may end before its kill)
 CHUNKS = 25  # commit_every_requests of the killed backfill = minimum / CHUNKS
 # Natural keys per table, as in Dataset.expected.
 NATURAL_KEYS = {"pull_requests": ("id",), "pull_request_reviews": ("id",),
@@ -380,8 +381,9 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
 
     A fresh emulator and replica (no mutations). An uninterrupted run with the same chunk size
     first measures the landing's wall time W; the kill moments are KILLS uniform draws over
-    10%..90% of W, sorted, laid on the backfill's landing time: run i is killed t_i - t_(i-1)
-    seconds after it started landing (imports and setup not counted).
+    10%..90% of W, sorted, laid on the backfill's landing time: kill i comes t_i - t_(i-1)
+    seconds after a run started landing (imports and setup not counted). Drawn over the whole
+    of W per run instead, most runs would finish before their kill.
     """
     from emulator.data import Dataset
 
@@ -404,12 +406,17 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
         data_dir = work / "killed"
         for i, moment in enumerate(moments):
             delay = moment - (moments[i - 1] if i else 0.0)
-            progress(f"killed backfill: run {i + 1}, SIGKILL after {delay:.2f} s of landing")
-            r = run_child(emu, data_dir, C, kill_after=delay, commit_every_requests=chunk)
-            after = emu.get("/_emulator/stats")
-            runs.append({"kill_after": delay, "killed": r is None, "result": r,
-                         "emulator": stats_delta(after, before)})
-            before = after
+            # A run that ends before its kill (e.g. one that only loads the packages the last
+            # kill left) is an ordinary run: counted, and the kill goes to the next run.
+            for _ in range(KILL_ATTEMPTS):
+                progress(f"killed backfill: kill {i + 1}, SIGKILL after {delay:.2f} s of landing")
+                r = run_child(emu, data_dir, C, kill_after=delay, commit_every_requests=chunk)
+                after = emu.get("/_emulator/stats")
+                runs.append({"kill_after": delay, "killed": r is None, "result": r,
+                             "emulator": stats_delta(after, before)})
+                before = after
+                if r is None:
+                    break
         for _ in range(MAX_WINDOWS):  # to the end (no rate limit here: one run should do)
             progress("killed backfill: run to the end")
             r = run_child(emu, data_dir, C, commit_every_requests=chunk)
