@@ -1,7 +1,7 @@
 """Request / latency / memory benchmark of the landing step against the GitHub emulator.
 
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
-                [--skip-sequential] [--skip-memory]
+                [--skip-sequential] [--skip-memory] [--skip-backfill] [--backfill-latency L]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
@@ -14,6 +14,12 @@ Runs, in order:
   cold c=1  the same cold sync at concurrency 1, fresh data dir (for the speedup)
   mutated   re-run on the cold data dir after N random mutations (POST /_emulator/mutate)
   cold 10xP the cold sync against a second emulator with 10x the pull requests (memory)
+  backfill stopped at each window: a fresh emulator whose rate limit makes the cold backfill
+            need K >= 3 windows; runs with max_rate_limit_wait=0 until one is not stopped, the
+            window reset in between (`POST /_emulator/reset_rate_limit`, "an hour later")
+  backfill killed: a fresh emulator, chunks of minimum/25 requests; 10 runs killed with SIGKILL
+            at seeded random moments, then a run to the end, a merge into DuckDB, and a
+            comparison of the warehouse's keys with the replica's
 
 Minimum possible requests are computed from a replica of the emulator's dataset built here with
 the same arguments (`Dataset.generate` is deterministic by seed; the replica also replays the
@@ -297,25 +303,28 @@ def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def landed_duplicates(data_dir: Path) -> dict[str, int]:
-    """Rows beyond the first per natural key, per table, over every landed Parquet file."""
+def landed_keys(data_dir: Path) -> dict[str, list]:
+    """Natural keys of every row in every landed Parquet file of the data dir, duplicates kept.
+
+    The file list is collected here and passed as a parameter: no glob is built from a path.
+    """
     import duckdb
 
     from destinations.landing import DATASET
 
-    out: dict[str, int] = {}
+    out: dict[str, list] = {}
     with duckdb.connect() as con:
         for table, key in NATURAL_KEYS.items():
             files = sorted(str(p) for p in (data_dir / "landing" / DATASET / table).rglob("*.parquet"))
-            if not files:
-                out[table] = 0
-                continue
-            cols = ", ".join(key)
-            [(dups,)] = con.execute(
-                f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM "
-                f"read_parquet(?, union_by_name = true) GROUP BY {cols})", [files]).fetchall()
-            out[table] = int(dups)
+            rows = con.execute(f"SELECT {', '.join(key)} FROM read_parquet(?, union_by_name = true)",
+                               [files]).fetchall() if files else []
+            out[table] = [row[0] if len(key) == 1 else tuple(row) for row in rows]
     return out
+
+
+def landed_duplicates(data_dir: Path) -> dict[str, int]:
+    """Rows beyond the first per natural key, per table, over every landed Parquet file."""
+    return {t: len(keys) - len(set(keys)) for t, keys in landed_keys(data_dir).items()}
 
 
 def extra_by_endpoint(stats: dict[str, Any], minimum: dict[str, int]) -> str:
@@ -351,9 +360,11 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
             if r["stopped_early"] is None:
                 break
         total = emu.get("/_emulator/stats")
+    landed = landed_keys(data_dir)
     return {"rate": rate, "minimum": minimum, "runs": runs, "total": total,
             "converged": runs[-1]["stopped_early"] is None,
-            "duplicates": landed_duplicates(data_dir),
+            "duplicates": {t: len(keys) - len(set(keys)) for t, keys in landed.items()},
+            "landed": compare_keys(landed, replica.expected(ORG)),
             "min_by_endpoint": cold_minimum_by_endpoint(replica)}
 
 
@@ -565,6 +576,13 @@ def backfill_checks(stopped: dict[str, Any],
                f"= {st['requests'] / stopped['minimum']:.3f}x; duplicates: PRs "
                f"{dups['pull_requests']}, reviews {dups['pull_request_reviews']}, files "
                f"{dups['pull_request_files']}")
+    landed = stopped["landed"]
+    missing1 = sum(d["missing"] for d in landed.values())
+    extra1 = sum(d["extra"] for d in landed.values())
+    check_landed = ("(info) backfill stopped at each window landed every expected key",
+                    missing1 == 0 and extra1 == 0,
+                    f"{missing1} missing, {extra1} unexpected, over "
+                    f"{sum(d['expected'] for d in landed.values())} expected keys")
     kratio = kt["requests"] / killed["minimum"]
     missing = sum(d["missing"] for d in killed["warehouse"].values())
     extra = sum(d["extra"] + d["duplicates"] for d in killed["warehouse"].values())
@@ -582,6 +600,7 @@ def backfill_checks(stopped: dict[str, Any],
                + ("exact" if killed["exact_after_further"] else "NOT exact") + " after merging it")
     return [("backfill stopped at each of K >= 3 windows: cost <= 1.05 x minimum, "
              "no duplicate child rows", ok1, detail1),
+            check_landed,
             (f"backfill killed {KILLS} times: requests <= 1.2 x minimum, warehouse exact",
              ok2, detail2),
             ("(info) killed backfill counting the further run: requests <= 1.2 x minimum, "
@@ -689,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     out.append("")
     if stopped is not None and killed is not None:
         out.extend(backfill_report(stopped, killed, BL, C))
-    out.append("Time per dlt step (s) and CPU of the child:")
+    out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
+               "child:")
     out.append("")
     for name, r in results.items():
         steps = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
