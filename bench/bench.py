@@ -33,9 +33,9 @@ import argparse
 import json
 import math
 import os
+import random
 import resource
 import shlex
-import random
 import shutil
 import signal
 import socket
