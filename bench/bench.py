@@ -1,7 +1,7 @@
 """Request / latency / memory benchmark of the landing step against the GitHub emulator.
 
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
-                [--skip-sequential] [--skip-memory]
+                [--skip-sequential] [--skip-memory] [--skip-backfill] [--backfill-latency L]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
@@ -14,6 +14,12 @@ Runs, in order:
   cold c=1  the same cold sync at concurrency 1, fresh data dir (for the speedup)
   mutated   re-run on the cold data dir after N random mutations (POST /_emulator/mutate)
   cold 10xP the cold sync against a second emulator with 10x the pull requests (memory)
+  backfill stopped at each window: a fresh emulator whose rate limit makes the cold backfill
+            need K >= 3 windows; runs with max_rate_limit_wait=0 until one is not stopped, the
+            window reset in between (`POST /_emulator/reset_rate_limit`, "an hour later")
+  backfill killed: a fresh emulator, chunks of minimum/25 requests; 10 runs killed with SIGKILL
+            at seeded random moments, then a run to the end, a merge into DuckDB, and a
+            comparison of the warehouse's keys with the replica's
 
 Minimum possible requests are computed from a replica of the emulator's dataset built here with
 the same arguments (`Dataset.generate` is deterministic by seed; the replica also replays the
@@ -27,9 +33,11 @@ import argparse
 import json
 import math
 import os
+import random
 import resource
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -59,14 +67,19 @@ def child_main(spec_path: str, out_path: str) -> None:
     from flows.landing import github_client, land
     from flows.settings import Settings
 
+    # Optional overrides of the backfill runs: stop at once on the rate limit, chunk size.
+    extra = {k: spec[k] for k in ("max_rate_limit_wait", "commit_every_requests") if k in spec}
     settings = Settings(
         orgs=[spec["org"]],
         github_url=spec["url"],
         data_dir=Path(spec["data_dir"]),
         max_concurrency=spec["concurrency"],
         github_token="bench",
+        **extra,
     )
     client = github_client(settings)
+    if spec.get("started"):
+        Path(spec["started"]).touch()  # the parent times a SIGKILL from here
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -86,7 +99,7 @@ def child_main(spec_path: str, out_path: str) -> None:
         steps["error"] = repr(exc)  # type: ignore[assignment]
     client.close()
     stats = report.requests
-    Path(out_path).write_text(json.dumps({
+    figures = json.dumps({
         "wall": wall,
         "cpu": cpu,
         "rows": report.rows,
@@ -99,7 +112,12 @@ def child_main(spec_path: str, out_path: str) -> None:
         "rss_peak_kib": rss_peak,
         "steps": steps,
         "stopped_early": report.progress.stopped_early,
-    }))
+        "chunks": report.progress.chunks,
+    })
+    # Written whole or not at all: a child killed by SIGKILL leaves no out.json behind.
+    tmp = Path(out_path + ".tmp")
+    tmp.write_text(figures)
+    os.replace(tmp, out_path)
 
 
 # ---------------------------------------------------------------------------------- parent side
@@ -112,13 +130,14 @@ def free_port() -> int:
 class Emulator:
     """`python -m emulator` in its own process, killed on exit."""
 
-    def __init__(self, repos: int, prs: int, latency: float, seed: int) -> None:
+    def __init__(self, repos: int, prs: int, latency: float, seed: int,
+                 rate_limit: int = 1_000_000) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [
             sys.executable, "-m", "emulator", "--port", str(self.port), "--orgs", f"{ORG}={repos}",
             "--prs", str(prs), "--latency", str(latency), "--seed", str(seed), "--no-edge-cases",
-            "--rate-limit", "1000000", "--log-level", "WARNING",
+            "--rate-limit", str(rate_limit), "--log-level", "WARNING",
         ]
         self.proc: subprocess.Popen | None = None
 
@@ -162,15 +181,47 @@ class Emulator:
 def run_sync(emulator: Emulator, data_dir: Path, concurrency: int) -> dict[str, Any]:
     """One sync in a fresh child process; returns its figures plus the emulator's counts."""
     emulator.post("/_emulator/reset_stats")
-    with tempfile.TemporaryDirectory(prefix="bench-spec-") as tmp:
-        spec, out = Path(tmp, "spec.json"), Path(tmp, "out.json")
-        spec.write_text(json.dumps({"org": ORG, "url": emulator.url, "data_dir": str(data_dir),
-                                    "concurrency": concurrency}))
-        env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
-        subprocess.run([sys.executable, __file__, "--_child", str(spec), str(out)],
-                       cwd=ROOT, env=env, check=True)
-        result = json.loads(out.read_text())
+    result = run_child(emulator, data_dir, concurrency)
+    assert result is not None
     result["emulator"] = emulator.get("/_emulator/stats")
+    return result
+
+
+def run_child(emulator: Emulator, data_dir: Path, concurrency: int, *,
+              kill_after: float | None = None, **overrides: Any) -> dict[str, Any] | None:
+    """One sync in a fresh child process; its figures, or None when it was killed.
+
+    `kill_after`: SIGKILL the child that many seconds after it started landing (its imports
+    and setup are not counted), unless it has ended by then. `overrides` are Settings fields.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-spec-") as tmp:
+        spec, out, started = Path(tmp, "spec.json"), Path(tmp, "out.json"), Path(tmp, "started")
+        spec.write_text(json.dumps({"org": ORG, "url": emulator.url, "data_dir": str(data_dir),
+                                    "concurrency": concurrency, "started": str(started),
+                                    **overrides}))
+        env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+        proc = subprocess.Popen([sys.executable, __file__, "--_child", str(spec), str(out)],
+                                cwd=ROOT, env=env)
+        try:
+            if kill_after is not None:
+                while not started.exists() and proc.poll() is None:
+                    time.sleep(0.005)
+                try:
+                    proc.wait(kill_after)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGKILL)  # no-op if it ended in the meantime
+            returncode = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if returncode == -signal.SIGKILL and not out.exists():
+            return None
+        if returncode == -signal.SIGKILL:  # the kill came after the landing ended (at exit)
+            returncode = 0
+        if returncode != 0 or not out.exists():
+            raise RuntimeError(f"child sync failed with exit code {returncode}")
+        result = json.loads(out.read_text())
     result["concurrency"] = concurrency
     return result
 
@@ -187,13 +238,20 @@ def children_pages(ds: Any, repo: str, number: int) -> int:
 
 
 def cold_minimum(ds: Any) -> int:
+    return sum(cold_minimum_by_endpoint(ds).values())
+
+
+def cold_minimum_by_endpoint(ds: Any) -> dict[str, int]:
+    """Minimum cold-sync requests per emulator endpoint kind, to tell which requests repeated."""
     repos = [r["name"] for r in ds.repositories(ORG)]
-    total = math.ceil(len(repos) / PER_PAGE) or 1
+    out = {"repos": math.ceil(len(repos) / PER_PAGE) or 1, "pulls": 0, "reviews": 0, "files": 0}
     for repo in repos:
         pulls = ds.pull_requests(ORG, repo)
-        total += pages(len(pulls))
-        total += sum(children_pages(ds, repo, p["number"]) for p in pulls)
-    return total
+        out["pulls"] += pages(len(pulls))
+        for p in pulls:
+            out["reviews"] += pages(len(ds.reviews(ORG, repo, p["number"])))
+            out["files"] += pages(min(len(ds.files(ORG, repo, p["number"])), FILES_CAP))
+    return out
 
 
 def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
@@ -224,6 +282,195 @@ def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
     return requests, cost, sum(len(v) for v in changed.values())
 
 
+# ---- resumable backfills
+BACKFILL_WINDOWS = 3.5  # the rate limit is set so a cold backfill needs about this many windows
+MAX_WINDOWS = 15  # a backfill that needs more runs than this does not converge
+KILLS = 10
+KILL_SEED = 7
+KILL_ATTEMPTS = 3  # runs tried per kill moment (a run may end before its kill)
+CHUNKS = 25  # commit_every_requests of the killed backfill = minimum / CHUNKS
+# Natural keys per table, as in Dataset.expected.
+NATURAL_KEYS = {"pull_requests": ("id",), "pull_request_reviews": ("id",),
+                "pull_request_files": ("pull_request_id", "filename")}
+
+
+def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The emulator's counts between two snapshots (one run's share of a backfill)."""
+    out: dict[str, Any] = {k: after[k] - before[k] for k in ("requests", "not_modified", "cost")}
+    for key in ("by_status", "by_endpoint"):
+        out[key] = {k: v - before[key].get(k, 0) for k, v in after[key].items()
+                    if v - before[key].get(k, 0)}
+    return out
+
+
+def landed_keys(data_dir: Path) -> dict[str, list]:
+    """Natural keys of every row in every landed Parquet file of the data dir, duplicates kept.
+
+    The file list is collected here and passed as a parameter: no glob is built from a path.
+    """
+    import duckdb
+
+    from destinations.landing import DATASET
+
+    out: dict[str, list] = {}
+    with duckdb.connect() as con:
+        for table, key in NATURAL_KEYS.items():
+            files = sorted(str(p) for p in (data_dir / "landing" / DATASET / table).rglob("*.parquet"))
+            rows = con.execute(f"SELECT {', '.join(key)} FROM read_parquet(?, union_by_name = true)",
+                               [files]).fetchall() if files else []
+            out[table] = [row[0] if len(key) == 1 else tuple(row) for row in rows]
+    return out
+
+
+def landed_duplicates(data_dir: Path) -> dict[str, int]:
+    """Rows beyond the first per natural key, per table, over every landed Parquet file."""
+    return {t: len(keys) - len(set(keys)) for t, keys in landed_keys(data_dir).items()}
+
+
+def extra_by_endpoint(stats: dict[str, Any], minimum: dict[str, int]) -> str:
+    """Requests beyond the minimum per endpoint (what was repeated), e.g. `pulls +3, files +12`."""
+    got = stats["by_endpoint"]
+    parts = [f"{k} {got.get(k, 0) - m:+d}" for k, m in minimum.items() if got.get(k, 0) != m]
+    parts += [f"{k} +{n}" for k, n in got.items() if k not in minimum]
+    return ", ".join(parts) or "none"
+
+
+def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, data_dir: Path,
+                     progress: Any) -> dict[str, Any]:
+    """Cold backfill under a rate limit that needs several windows, each run stopped by it.
+
+    Every run is a fresh child with max_rate_limit_wait=0 (it commits what it has and stops);
+    between runs `POST /_emulator/reset_rate_limit` stands for "an hour later".
+    """
+    minimum = cold_minimum(replica)
+    rate = math.ceil(minimum / BACKFILL_WINDOWS)
+    runs: list[dict[str, Any]] = []
+    with Emulator(args.repos, args.prs, latency, args.seed, rate_limit=rate) as emu:
+        emu.post("/_emulator/reset_stats")
+        before = emu.get("/_emulator/stats")
+        for window in range(1, MAX_WINDOWS + 1):
+            if window > 1:
+                emu.post("/_emulator/reset_rate_limit")
+            progress(f"backfill stopped at each window: window {window} (limit {rate})")
+            r = run_child(emu, data_dir, args.concurrency, max_rate_limit_wait=0)
+            assert r is not None
+            after = emu.get("/_emulator/stats")
+            r["emulator"], before = stats_delta(after, before), after
+            runs.append(r)
+            if r["stopped_early"] is None:
+                break
+        total = emu.get("/_emulator/stats")
+    landed = landed_keys(data_dir)
+    return {"rate": rate, "minimum": minimum, "runs": runs, "total": total,
+            "converged": runs[-1]["stopped_early"] is None,
+            "duplicates": {t: len(keys) - len(set(keys)) for t, keys in landed.items()},
+            "landed": compare_keys(landed, replica.expected(ORG)),
+            "min_by_endpoint": cold_minimum_by_endpoint(replica)}
+
+
+def warehouse_keys(data_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
+    """Merge the data dir's landed loads into its DuckDB warehouse (as the flow's merge task does)
+    and read back every row's natural key, duplicates kept."""
+    from destinations.merge import merge_landed_loads
+    from flows.settings import Settings, pipeline_name
+    from flows.warehouse import open_warehouse
+
+    settings = Settings(orgs=[ORG], data_dir=data_dir, warehouse="duckdb", duckdb=None)
+    keys: dict[str, list] = {}
+    with open_warehouse(settings) as warehouse:
+        report = merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG))
+        for table, key in NATURAL_KEYS.items():
+            cols = ", ".join(warehouse.q(k) for k in key)
+            rows = warehouse.execute(f"SELECT {cols} FROM {warehouse.table(table)}")
+            keys[table] = [row[0] if len(key) == 1 else tuple(row) for row in rows]
+    return keys, {"loads": len(report.loads_merged), "rows_merged": report.rows_merged}
+
+
+def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
+                    progress: Any) -> dict[str, Any]:
+    """Cold backfill in chunks, killed with SIGKILL at KILLS random moments, then run to the end.
+
+    A fresh emulator and replica (no mutations). An uninterrupted run with the same chunk size
+    first measures the landing's wall time W; the kill moments are KILLS uniform draws over
+    10%..90% of W, sorted, laid on the backfill's landing time: kill i comes t_i - t_(i-1)
+    seconds after a run started landing (imports and setup not counted). Drawn over the whole
+    of W per run instead, most runs would finish before their kill.
+    """
+    from emulator.data import Dataset
+
+    replica = Dataset.generate({ORG: args.repos}, args.prs, seed=args.seed, edge_cases=False)
+    minimum = cold_minimum(replica)
+    expected = replica.expected(ORG)
+    chunk = max(1, minimum // CHUNKS)
+    C = args.concurrency
+    runs: list[dict[str, Any]] = []
+    with Emulator(args.repos, args.prs, latency, args.seed) as emu:
+        progress(f"killed backfill: uninterrupted reference run (commit_every_requests {chunk})")
+        emu.post("/_emulator/reset_stats")
+        ref = run_child(emu, work / "kill-ref", C, commit_every_requests=chunk)
+        assert ref is not None
+        ref["emulator"] = emu.get("/_emulator/stats")
+        rng = random.Random(KILL_SEED + args.seed)
+        moments = sorted(rng.uniform(0.1, 0.9) * ref["wall"] for _ in range(KILLS))
+        emu.post("/_emulator/reset_stats")  # only here: the total covers every run below
+        before = emu.get("/_emulator/stats")
+        data_dir = work / "killed"
+        for i, moment in enumerate(moments):
+            delay = moment - (moments[i - 1] if i else 0.0)
+            # A run that ends before its kill (e.g. one that only loads the packages the last
+            # kill left) is an ordinary run: counted, and the kill goes to the next run.
+            for _ in range(KILL_ATTEMPTS):
+                progress(f"killed backfill: kill {i + 1}, SIGKILL after {delay:.2f} s of landing")
+                r = run_child(emu, data_dir, C, kill_after=delay, commit_every_requests=chunk)
+                after = emu.get("/_emulator/stats")
+                runs.append({"kill_after": delay, "killed": r is None, "result": r,
+                             "emulator": stats_delta(after, before)})
+                before = after
+                if r is None:
+                    break
+        for _ in range(MAX_WINDOWS):  # to the end (no rate limit here: one run should do)
+            progress("killed backfill: run to the end")
+            r = run_child(emu, data_dir, C, commit_every_requests=chunk)
+            assert r is not None
+            after = emu.get("/_emulator/stats")
+            runs.append({"kill_after": None, "killed": False, "result": r,
+                         "emulator": stats_delta(after, before)})
+            before = after
+            if r["stopped_early"] is None:
+                break
+        total = emu.get("/_emulator/stats")
+        progress("killed backfill: merge into DuckDB and compare with the replica")
+        keys, merged = warehouse_keys(data_dir)
+        landed_dups = landed_duplicates(data_dir)
+        # Not counted: after the end, a further run should be a free no-change run; if it lands
+        # rows, the backfill was not finished when the last run said it was.
+        progress("killed backfill: one further run (should cost nothing)")
+        further = run_child(emu, data_dir, C, commit_every_requests=chunk)
+        assert further is not None
+        further["emulator"] = stats_delta(emu.get("/_emulator/stats"), total)
+        further_keys, _ = warehouse_keys(data_dir)  # merges what the further run landed
+    diff = compare_keys(keys, expected)
+    return {"chunk": chunk, "minimum": minimum, "ref": ref, "moments": moments, "runs": runs,
+            "total": total, "kills": sum(r["killed"] for r in runs), "further": further,
+            "converged": runs[-1]["result"] is not None and runs[-1]["result"]["stopped_early"] is None,
+            "warehouse": diff, "merged": merged, "exact": is_exact(diff),
+            "exact_after_further": is_exact(compare_keys(further_keys, expected)),
+            "landed_duplicates": landed_dups,
+            "min_by_endpoint": cold_minimum_by_endpoint(replica)}
+
+
+def compare_keys(keys: dict[str, list], expected: dict[str, set]) -> dict[str, dict[str, int]]:
+    """Per table: rows, expected keys, missing and extra keys, duplicate keys."""
+    return {t: {"rows": len(keys[t]), "expected": len(expected[t]),
+                "missing": len(expected[t] - set(keys[t])),
+                "extra": len(set(keys[t]) - expected[t]),
+                "duplicates": len(keys[t]) - len(set(keys[t]))} for t in NATURAL_KEYS}
+
+
+def is_exact(diff: dict[str, dict[str, int]]) -> bool:
+    return all(not (d["missing"] or d["extra"] or d["duplicates"]) for d in diff.values())
+
+
 # ---- report
 def mib(kib: int) -> float:
     return kib / 1024
@@ -241,6 +488,125 @@ def row(name: str, r: dict[str, Any], minimum: int, min_cost: int, latency: floa
             f"{rows / r['wall']:,.0f} | {mib(r['rss_peak_kib']):.0f} |")
 
 
+def describe_run(r: dict[str, Any]) -> str:
+    """Chunks, rows, and whether the run extracted at all (dlt only loads the pending packages a
+    killed run left, and extracts nothing, when it finds some)."""
+    text = f"{r['chunks']} chunk(s), rows {sum(r['rows'].values())}"
+    if "extract" not in r["steps"]:
+        text += ", last chunk did not extract (loaded pending packages only)"
+    if r["stopped_early"]:
+        text += f", stopped early: {r['stopped_early']}"
+    return text
+
+
+def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: float,
+                    concurrency: int) -> list[str]:
+    """The backfill table and the per-run lines that show what was repeated."""
+    def cells(name: str, runs: int, total: dict[str, Any], minimum: int,
+              dups: dict[str, int]) -> str:
+        s403 = total["by_status"].get("403", 0)
+        return (f"| {name} | {runs} | {total['requests']} | {s403} | {total['not_modified']} | "
+                f"{total['cost']} | {minimum} | {total['cost'] / minimum:.3f} | "
+                f"{total['requests'] / minimum:.3f} | {dups['pull_requests']} | "
+                f"{dups['pull_request_reviews']} | {dups['pull_request_files']} |")
+
+    st, kt = stopped["total"], killed["total"]
+    out = [f"Resumable backfills: each on a fresh emulator with the same dataset, fresh data dir, "
+           f"latency {latency * 1000:.0f} ms, concurrency {concurrency}. Requests, 403s, 304s and "
+           "cost are the emulator's, summed over every run of the backfill (a 403 that finds the "
+           "budget exhausted counts as a request, cost 0). Duplicates: landed Parquet rows beyond "
+           "the first per natural key (PR id; review id; file (pull_request_id, filename)).", "",
+           "| backfill | runs | requests | 403s | 304s | cost | min | cost/min | requests/min | "
+           "dup PRs | dup reviews | dup files |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+           cells(f"stopped at each window (limit {stopped['rate']}/window, "
+                 f"max_rate_limit_wait 0): K = {len(stopped['runs'])} windows",
+                 len(stopped["runs"]), st, stopped["minimum"], stopped["duplicates"]),
+           cells(f"killed {killed['kills']} times with SIGKILL (commit_every_requests "
+                 f"{killed['chunk']}), then run to the end", len(killed["runs"]), kt,
+                 killed["minimum"], killed["landed_duplicates"]),
+           ""]
+    out.append(f"Stopped at each window: requests beyond the minimum by endpoint: "
+               f"{extra_by_endpoint(st, stopped['min_by_endpoint'])}.")
+    for i, r in enumerate(stopped["runs"], 1):
+        e = r["emulator"]
+        out.append(f"- window {i}: {e['requests']} requests ({e['by_status'].get('403', 0)} x 403, "
+                   f"{e['not_modified']} x 304), cost {e['cost']}, {r['chunks']} chunk(s), "
+                   f"rows {sum(r['rows'].values())}; "
+                   + (f"stopped: {r['stopped_early']}" if r["stopped_early"] else "finished"))
+    ref = killed["ref"]
+    out.append("")
+    out.append(f"Killed: the uninterrupted reference run (same chunk size, its own data dir, not "
+               f"counted) took W = {ref['wall']:.2f} s of landing in {ref['chunks']} chunks, "
+               f"{ref['emulator']['requests']} requests (min {killed['minimum']}); kill moments "
+               f"(s of landing, uniform over 10%..90% of W, sorted): "
+               + ", ".join(f"{m:.2f}" for m in killed["moments"]) + ".")
+    out.append(f"Requests beyond the minimum by endpoint: "
+               f"{extra_by_endpoint(kt, killed['min_by_endpoint'])}.")
+    for i, run in enumerate(killed["runs"], 1):
+        e, r = run["emulator"], run["result"]
+        how = (f"SIGKILL after {run['kill_after']:.2f} s" if run["killed"] else
+               (f"not killed: ended before {run['kill_after']:.2f} s" if run["kill_after"]
+                else "run to the end"))
+        out.append(f"- run {i}: {how}; {e['requests']} requests ({e['not_modified']} x 304), "
+                   f"cost {e['cost']}" + (f"; {describe_run(r)}" if r else ""))
+    f = killed["further"]
+    out.append(f"- a further run after the merge (not counted; should be a free no-change run): "
+               f"{f['emulator']['requests']} requests, cost {f['emulator']['cost']}; "
+               f"{describe_run(f)}")
+    out.append(f"Warehouse (DuckDB in the data dir, {killed['merged']['loads']} loads merged) "
+               "against the replica's keys:")
+    for table, d in killed["warehouse"].items():
+        out.append(f"- {table}: {d['rows']} rows, expected {d['expected']}, missing "
+                   f"{d['missing']}, extra {d['extra']}, duplicate keys {d['duplicates']}")
+    out.append("")
+    return out
+
+
+def backfill_checks(stopped: dict[str, Any],
+                    killed: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    st, kt = stopped["total"], killed["total"]
+    k = len(stopped["runs"])
+    ratio = st["cost"] / stopped["minimum"]
+    dups = stopped["duplicates"]
+    child_dups = dups["pull_request_reviews"] + dups["pull_request_files"]
+    ok1 = stopped["converged"] and k >= 3 and ratio <= 1.05 and child_dups == 0
+    detail1 = (f"K = {k} windows{'' if stopped['converged'] else ' (DID NOT CONVERGE)'}, cost "
+               f"{st['cost']} / min {stopped['minimum']} = {ratio:.3f}x, {st['requests']} requests "
+               f"= {st['requests'] / stopped['minimum']:.3f}x; duplicates: PRs "
+               f"{dups['pull_requests']}, reviews {dups['pull_request_reviews']}, files "
+               f"{dups['pull_request_files']}")
+    landed = stopped["landed"]
+    missing1 = sum(d["missing"] for d in landed.values())
+    extra1 = sum(d["extra"] for d in landed.values())
+    check_landed = ("(info) backfill stopped at each window landed every expected key",
+                    missing1 == 0 and extra1 == 0,
+                    f"{missing1} missing, {extra1} unexpected, over "
+                    f"{sum(d['expected'] for d in landed.values())} expected keys")
+    kratio = kt["requests"] / killed["minimum"]
+    missing = sum(d["missing"] for d in killed["warehouse"].values())
+    extra = sum(d["extra"] + d["duplicates"] for d in killed["warehouse"].values())
+    ok2 = (killed["converged"] and killed["kills"] == KILLS and kratio <= 1.2
+           and killed["exact"])
+    detail2 = (f"{killed['kills']} kills{'' if killed['converged'] else ', DID NOT CONVERGE'}, "
+               f"{kt['requests']} requests / min {killed['minimum']} = {kratio:.3f}x (cost "
+               f"{kt['cost']} = {kt['cost'] / killed['minimum']:.3f}x); warehouse "
+               + ("exact" if killed["exact"] else
+                  f"NOT exact: {missing} missing, {extra} extra or duplicate keys"))
+    with_further = kt["requests"] + killed["further"]["emulator"]["requests"]
+    ok3 = with_further / killed["minimum"] <= 1.2 and killed["exact_after_further"]
+    detail3 = (f"{with_further} requests / min {killed['minimum']} = "
+               f"{with_further / killed['minimum']:.3f}x; warehouse "
+               + ("exact" if killed["exact_after_further"] else "NOT exact") + " after merging it")
+    return [("backfill stopped at each of K >= 3 windows: cost <= 1.05 x minimum, "
+             "no duplicate child rows", ok1, detail1),
+            check_landed,
+            (f"backfill killed {KILLS} times: requests <= 1.2 x minimum, warehouse exact",
+             ok2, detail2),
+            ("(info) killed backfill counting the further run: requests <= 1.2 x minimum, "
+             "warehouse exact", ok3, detail3)]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_child"]:
@@ -255,6 +621,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-sequential", action="store_true", help="skip the concurrency-1 run")
     p.add_argument("--skip-memory", action="store_true", help="skip the 10x PRs memory run")
+    p.add_argument("--skip-backfill", action="store_true",
+                   help="skip the resumable-backfill runs (stopped at each window; killed)")
+    p.add_argument("--backfill-latency", type=float, default=None,
+                   help="emulator latency of the backfill runs, s (default: --latency)")
     args = p.parse_args(argv)
     command = ("./dev bench " + shlex.join(argv)).strip()
 
@@ -297,6 +667,14 @@ def main(argv: list[str] | None = None) -> int:
             del big
             progress(f"cold sync with 10x PRs ({args.repos} x {10 * args.prs})")
             results["big"] = run_sync(emu10, work / "big", args.concurrency)
+    BL = args.latency if args.backfill_latency is None else args.backfill_latency
+    stopped: dict[str, Any] | None = None
+    killed: dict[str, Any] | None = None
+    if not args.skip_backfill:
+        fresh = Dataset.generate({ORG: args.repos}, args.prs, seed=args.seed, edge_cases=False)
+        stopped = backfill_stopped(args, fresh, BL, work / "stopped", progress)
+        del fresh
+        killed = backfill_killed(args, BL, work, progress)
 
     shutil.rmtree(work, ignore_errors=True)
 
@@ -328,7 +706,10 @@ def main(argv: list[str] | None = None) -> int:
         out.append(row(f"cold sync, 10x PRs ({args.repos}x{10 * args.prs})", results["big"],
                        big_min, big_min, L))
     out.append("")
-    out.append("Time per dlt step (s) and CPU of the child:")
+    if stopped is not None and killed is not None:
+        out.extend(backfill_report(stopped, killed, BL, C))
+    out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
+               "child:")
     out.append("")
     for name, r in results.items():
         steps = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
@@ -375,6 +756,13 @@ def main(argv: list[str] | None = None) -> int:
                        f"{mib(cold['rss_peak_kib']):.0f} MiB = {growth:.2f}x"))
     else:
         checks.append(("peak RSS at 10xP <= 1.3 x at P", None, "skipped (--skip-memory)"))
+    if stopped is not None and killed is not None:
+        checks.extend(backfill_checks(stopped, killed))
+    else:
+        checks.append(("backfill stopped at each of K >= 3 windows: cost <= 1.05 x minimum, "
+                       "no duplicate child rows", None, "skipped (--skip-backfill)"))
+        checks.append(("backfill killed 10 times: requests <= 1.2 x minimum, warehouse exact",
+                       None, "skipped (--skip-backfill)"))
     for name, ok, detail in checks:
         verdict = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
         out.append(f"- {verdict}: {name}" + (f" ({detail})" if detail else ""))

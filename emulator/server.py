@@ -448,6 +448,11 @@ class GitHubEmulator:
             if method == "POST" and path == "/_emulator/reset_stats":
                 self.reset_stats()
                 return _Answer(200, _json({"ok": True}))
+            if method == "POST" and path == "/_emulator/reset_rate_limit":
+                # Stands for "an hour later" in a benchmark: every caller's window starts afresh.
+                with self._lock:
+                    self._buckets.clear()
+                return _Answer(200, _json({"ok": True}))
             if method == "POST" and path == "/_emulator/mutate":
                 done = self.dataset.mutate_random(int(body.get("count", 1)), int(body.get("seed", 0)))
                 return _Answer(200, _json({"mutations": done}))
