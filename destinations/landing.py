@@ -3,6 +3,14 @@
 Layout: `{bucket_url}/github/{table}/org={org}/date={YYYY-MM-DD}/{load_id}.{file_id}.parquet`, and
 `{bucket_url}/github/_dlt_loads/{schema_name}__{load_id}.jsonl`, written only once a load package
 has fully landed. Files of a load without that record are a crashed landing: never merged.
+
+Each load also has a manifest, `{bucket_url}/github/_manifests/{pipeline_name}/{load_id}.json`
+(organisation, files with their row counts, the repositories it covers), written by the landing
+step: the merge reads manifests, never listings, so a file that went missing is noticed instead
+of looking like an empty load. A load the merge cannot take is set aside with a marker next to
+its manifest (`{load_id}.set_aside.json`), and the landing step fetches what it held again.
+
+Paths are data, never patterns: nothing here globs over a user-supplied path.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import logging
 import posixpath
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import fsspec
@@ -26,6 +34,9 @@ logger = logging.getLogger("destinations.landing")
 
 DATASET = "github"
 LOADS_FOLDER = "_dlt_loads"
+MANIFESTS_FOLDER = "_manifests"
+MANIFEST_FORMAT = 1
+SET_ASIDE_SUFFIX = ".set_aside.json"
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,52 @@ class LandedFile:
     def folder(self) -> str:
         """The partition folder relative to the dataset folder (= the Snowflake stage root)."""
         return f"{self.table}/org={self.org}/date={self.date}"
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    table: str
+    path: str  # relative to the dataset folder: {table}/org={org}/date={date}/{load_id}.{file_id}.parquet
+    rows: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one load landed: the merge takes exactly these files and checks their row counts."""
+
+    pipeline_name: str
+    org: str
+    load_id: str
+    files: tuple[ManifestFile, ...]
+    # Repository id -> the oldest `updated_at` of a pull request whose rows the load carries:
+    # where to rewind each repository's cursor if the load is lost.
+    repositories: dict[str, str] = field(default_factory=dict)
+
+    def rows(self, table: str) -> int:
+        return sum(f.rows for f in self.files if f.table == table)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": MANIFEST_FORMAT,
+            "pipeline_name": self.pipeline_name,
+            "org": self.org,
+            "load_id": self.load_id,
+            "files": [{"table": f.table, "path": f.path, "rows": f.rows} for f in self.files],
+            "repositories": self.repositories,
+        }, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        if raw.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {raw.get('format')!r}")
+        return cls(
+            pipeline_name=sql.check_pipeline_name(raw["pipeline_name"]),
+            org=sql.check_org(raw["org"]),
+            load_id=sql.check_load_id(raw["load_id"]),
+            files=tuple(ManifestFile(f["table"], f["path"], int(f["rows"])) for f in raw["files"]),
+            repositories={str(k): str(v) for k, v in raw.get("repositories", {}).items()},
+        )
 
 
 class Landing:
@@ -68,10 +125,12 @@ class Landing:
         """
         sql.check_pipeline_name(pipeline_name)
         prefix = f"{pipeline_name}__"
-        pattern = posixpath.join(self.root, LOADS_FOLDER, f"{prefix}*.jsonl")
         load_ids: list[str] = []
-        for path in self.fs.glob(pattern):
-            named = posixpath.basename(path).removeprefix(prefix).removesuffix(".jsonl")
+        for path in self._ls(posixpath.join(self.root, LOADS_FOLDER)):
+            name = posixpath.basename(path)
+            if not (name.startswith(prefix) and name.endswith(".jsonl")):
+                continue
+            named = name.removeprefix(prefix).removesuffix(".jsonl")
             if named in exclude:
                 continue
             with self.fs.open(path, "rt", encoding="utf-8") as handle:
@@ -99,23 +158,128 @@ class Landing:
         """
         sql.check_identifier(table, "table")
         org = sql.check_org(org)
-        dates = ["*"]
+        dates: list[str] | None = None
         if near_load_dates and load_ids is not None:
             dates = sorted({day for load_id in load_ids for day in _dates_around(load_id)})
         grouped: dict[str, list[LandedFile]] = defaultdict(list)
-        for date_glob in dates:
-            pattern = posixpath.join(self.root, table, f"org={org}", f"date={date_glob}", "*.parquet")
-            for path in sorted(self.fs.glob(pattern)):
+        org_folder = posixpath.join(self.root, table, f"org={org}")
+        if dates is None:
+            dates = sorted(
+                posixpath.basename(p).removeprefix("date=")
+                for p in self._ls(org_folder)
+                if posixpath.basename(p).startswith("date=")
+            )
+        for date in dates:
+            for path in sorted(self._ls(posixpath.join(org_folder, f"date={date}"))):
                 name = posixpath.basename(path)
-                date = posixpath.basename(posixpath.dirname(path)).removeprefix("date=")
+                if not name.endswith(".parquet"):
+                    continue
                 sql.check_file_name(name)
                 sql.check_date(date)
                 load_id = name.removesuffix(".parquet").rsplit(".", 1)[0]
                 if load_ids is not None and load_id not in load_ids:
                     continue
-                url = path if self.is_local else self.fs.unstrip_protocol(path)
-                grouped[load_id].append(LandedFile(table, org, date, load_id, name, path, url))
+                grouped[load_id].append(self._landed(table, org, date, name))
         return dict(grouped)
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    def _manifests(self, pipeline_name: str) -> str:
+        return posixpath.join(self.root, MANIFESTS_FOLDER, sql.check_pipeline_name(pipeline_name))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        folder = self._manifests(manifest.pipeline_name)
+        self.fs.makedirs(folder, exist_ok=True)
+        with self.fs.open(posixpath.join(folder, f"{manifest.load_id}.json"), "w", encoding="utf-8") as handle:
+            handle.write(manifest.to_json())
+
+    def manifest(self, pipeline_name: str, load_id: str) -> Manifest | None:
+        path = posixpath.join(self._manifests(pipeline_name), f"{sql.check_load_id(load_id)}.json")
+        try:
+            with self.fs.open(path, "r", encoding="utf-8") as handle:
+                return Manifest.from_json(handle.read())
+        except FileNotFoundError:
+            return None
+
+    def manifested_loads(self, pipeline_name: str) -> set[str]:
+        names = (posixpath.basename(p) for p in self._ls(self._manifests(pipeline_name)))
+        return {n.removesuffix(".json") for n in names if n.endswith(".json") and not n.endswith(SET_ASIDE_SUFFIX)}
+
+    def landed_files(self, manifest: Manifest, tables: Collection[str]) -> dict[str, list[LandedFile]]:
+        """The manifest's files of `tables`, validated like any name that reaches SQL."""
+        files: dict[str, list[LandedFile]] = defaultdict(list)
+        for entry in manifest.files:
+            if entry.table not in tables:
+                continue
+            table, org_part, date_part, name = entry.path.split("/")
+            if (table, org_part) != (entry.table, f"org={manifest.org}") or not date_part.startswith("date="):
+                raise ValueError(f"manifest of load {manifest.load_id} names a file outside its table/org: {entry.path}")
+            date = sql.check_date(date_part.removeprefix("date="))
+            files[table].append(self._landed(table, manifest.org, date, sql.check_file_name(name)))
+        return dict(files)
+
+    def problems(self, manifest: Manifest) -> list[str]:
+        """What is wrong with the landed files of a manifest: missing, unreadable, or holding
+        another number of rows than the manifest says (a file cut short). Reads only footers."""
+        found: list[str] = []
+        for entry in manifest.files:
+            path = posixpath.join(self.root, entry.path)
+            try:
+                with self.fs.open(path, "rb") as handle:
+                    rows = pq.ParquetFile(handle).metadata.num_rows
+            except FileNotFoundError:
+                found.append(f"{path} is missing")
+                continue
+            except (OSError, pa.ArrowException) as error:
+                found.append(f"{path} is unreadable ({error})")
+                continue
+            if rows != entry.rows:
+                found.append(f"{path} holds {rows} rows, the manifest says {entry.rows}")
+        return found
+
+    def set_aside(self, pipeline_name: str, load_id: str, reason: str) -> None:
+        """Mark a load the merge could not take; the landing step re-fetches what it held."""
+        folder = self._manifests(pipeline_name)
+        self.fs.makedirs(folder, exist_ok=True)
+        marker = {"load_id": sql.check_load_id(load_id), "reason": reason, "rewound": False,
+                  "set_aside_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with self.fs.open(posixpath.join(folder, load_id + SET_ASIDE_SUFFIX), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(marker, indent=1))
+
+    def set_aside_loads(self, pipeline_name: str) -> dict[str, dict]:
+        """Load id -> its marker (reason, rewound) for every load set aside."""
+        markers: dict[str, dict] = {}
+        for path in self._ls(self._manifests(pipeline_name)):
+            if path.endswith(SET_ASIDE_SUFFIX):
+                with self.fs.open(path, "r", encoding="utf-8") as handle:
+                    marker = json.loads(handle.read())
+                markers[sql.check_load_id(marker["load_id"])] = marker
+        return markers
+
+    def mark_rewound(self, pipeline_name: str, load_id: str) -> None:
+        path = posixpath.join(self._manifests(pipeline_name), load_id + SET_ASIDE_SUFFIX)
+        with self.fs.open(path, "r", encoding="utf-8") as handle:
+            marker = json.loads(handle.read())
+        marker["rewound"] = True
+        with self.fs.open(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(marker, indent=1))
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _landed(self, table: str, org: str, date: str, name: str) -> LandedFile:
+        path = posixpath.join(self.root, table, f"org={org}", f"date={date}", name)
+        url = path if self.is_local else self.fs.unstrip_protocol(path)
+        load_id = name.removesuffix(".parquet").rsplit(".", 1)[0]
+        return LandedFile(table, org, date, load_id, name, path, url)
+
+    def _ls(self, folder: str) -> list[str]:
+        """Paths directly in `folder` ([] when it does not exist): a listing, never a pattern."""
+        self.fs.invalidate_cache(folder)  # gcsfs caches listings; new loads must show
+        try:
+            entries = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        return [str(entry) for entry in entries]
 
     def read_schema(self, landed: LandedFile) -> pa.Schema:
         try:

@@ -35,6 +35,7 @@ class MergeReport:
     rows_staged: dict[str, int] = field(default_factory=dict)
     rows_merged: dict[str, int] = field(default_factory=dict)
     rows_deleted: dict[str, int] = field(default_factory=dict)
+    loads_set_aside: dict[str, str] = field(default_factory=dict)  # load id -> why
 
 
 def stage_table_name(pipeline_name: str, table: str) -> str:
@@ -83,20 +84,49 @@ def merge_landed_loads(
     report = MergeReport(warehouse.location(), pipeline_name, org)
     ledger = warehouse.table(LEDGER)
     merged = {str(row[0]) for row in warehouse.execute(sql.merged_load_ids(ledger), [pipeline_name])}
-    pending = landing.completed_loads(pipeline_name, exclude=merged)
+    set_aside = landing.set_aside_loads(pipeline_name)
+    pending = landing.completed_loads(pipeline_name, exclude=merged | set(set_aside))
     if not pending:
         logger.info("%s: no new loads to merge into %s", pipeline_name, report.warehouse)
         return report
-
-    files = {name: landing.files_by_load(name, org, pending, near_load_dates=True) for name in TABLES}
-    if any(all(load_id not in by_load for by_load in files.values()) for load_id in pending):
-        # A load with no file near its own date is empty, or was dated some other way: only a
-        # look at every partition can tell, so take it (rare: a run with no change lands no load).
-        files = {name: landing.files_by_load(name, org, pending) for name in TABLES}
     for load_id in pending:
-        load_files = {name: by_load[load_id] for name, by_load in files.items() if load_id in by_load}
-        _merge_load(warehouse, landing, pipeline_name, load_id, load_files, report)
+        try:
+            load_files, expected = _files_of(landing, org, pipeline_name, load_id)
+            _merge_load(warehouse, landing, pipeline_name, load_id, load_files, report, expected)
+        except DamagedLoad as damage:
+            # Never ledgered, never blocking the loads after it: set aside, and the landing step
+            # fetches again what it held (see flows/landing.py).
+            logger.error("%s: load %s set aside, its rows are fetched again: %s", pipeline_name, load_id, damage)
+            landing.set_aside(pipeline_name, load_id, str(damage))
+            report.loads_set_aside[load_id] = str(damage)
     return report
+
+
+class DamagedLoad(Exception):
+    """A landed load whose files are missing, unreadable or not what its manifest says."""
+
+
+def _files_of(
+    landing: Landing, org: str, pipeline_name: str, load_id: str
+) -> tuple[dict[str, list[LandedFile]], dict[str, int] | None]:
+    """The load's files per table, and the row counts its manifest promises (None: unknown)."""
+    manifest = landing.manifest(pipeline_name, load_id)
+    if manifest is None:
+        # Landed before manifests existed (or the landing died before writing it): take what is
+        # near its date; nothing there is damage, never an empty load.
+        files = {name: landing.files_by_load(name, org, [load_id], near_load_dates=True).get(load_id, [])
+                 for name in TABLES}
+        files = {name: found for name, found in files.items() if found}
+        if not files:
+            raise DamagedLoad(f"load {load_id} has no manifest and no files near its date")
+        logger.warning("%s: load %s has no manifest; merging the files found next to its date", pipeline_name, load_id)
+        return files, None
+    if manifest.org != org:
+        raise DamagedLoad(f"load {load_id} belongs to organisation {manifest.org!r}, not {org!r}")
+    problems = landing.problems(manifest)
+    if problems:
+        raise DamagedLoad("; ".join(problems))
+    return landing.landed_files(manifest, TABLES), {name: manifest.rows(name) for name in TABLES}
 
 
 def _merge_load(
@@ -106,6 +136,7 @@ def _merge_load(
     load_id: str,
     load_files: dict[str, list[LandedFile]],
     report: MergeReport,
+    expected: dict[str, int] | None = None,
 ) -> None:
     # Schema changes first: DDL commits implicitly in Snowflake, so it must not sit inside the load's
     # transaction. An added column is harmless if the load then fails.
@@ -117,6 +148,10 @@ def _merge_load(
     with warehouse.transaction():
         for name, files in load_files.items():
             counts[name] = _merge_table(warehouse, TABLES[name], pipeline_name, files, columns[name])
+            if expected is not None and counts[name]["staged"] != expected[name]:
+                raise DamagedLoad(
+                    f"load {load_id}: {counts[name]['staged']} rows of {name} staged, its manifest says {expected[name]}"
+                )
         warehouse.execute(
             sql.insert_ledger_row(warehouse.table(LEDGER)),
             [pipeline_name, load_id, json.dumps(counts, sort_keys=True)],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import SecretStr
 
-from destinations.landing import DATASET
+from destinations.landing import DATASET, Landing
+from flows.handoff import LAYOUT, rewind_set_aside_loads, write_manifests
 from flows.settings import Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.auth import GitHubAppAuth, TokenPool
@@ -32,8 +33,6 @@ from sources.github.state import iso
 
 logger = logging.getLogger(__name__)
 
-# The warehouse step reads this layout back (destinations/landing.py).
-LAYOUT = "{table_name}/org={org}/date={YYYY}-{MM}-{DD}/{load_id}.{file_id}.{ext}"
 DATA_TABLES = tuple(TABLES)
 
 
@@ -48,6 +47,7 @@ class LandingReport:
     landing_url: str
     pipelines_dir: str
     rate_limit_remaining: int | None = None  # the client's last known budget after the extract
+    loads_refetched: list[str] = field(default_factory=list)  # set aside by the merge; fetched again
 
 
 def github_auth(settings: Settings, token: str | None = None) -> TokenPool | GitHubAppAuth:
@@ -228,25 +228,32 @@ def land(
         chunk_requests=settings.commit_every_requests,
         reconcile_days=settings.reconcile_days,
     )
+    landing = Landing(settings.landing, landing_filesystem(settings))
     load_ids: list[str] = []
     rows = {table: 0 for table in DATA_TABLES}
 
-    def landed(info: Any) -> None:
+    def landed(info: Any, covered: dict[int, str] | None = None) -> None:
         load_ids.extend(info.loads_ids)
         normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
         counts = normalize.row_counts if normalize else {}
         for table in DATA_TABLES:
             rows[table] += int(counts.get(table, 0))
+        write_manifests(pipeline, landing, org, covered, fresh=info.loads_ids)
 
     if pipeline.has_pending_data:
-        # dlt's `run` would load these and extract nothing: land them first, on their own.
+        # dlt's `run` would load these and extract nothing: land them first, on their own. (dlt
+        # discards them, and returns None, when the landing was never initialised.)
         logger.info("%s: landing the packages an interrupted run left behind", org)
-        landed(_run(pipeline, None))
+        info = _run(pipeline, None)
+        if info is not None:
+            landed(info)
+    write_manifests(pipeline, landing, org)  # loads whose landing died before their manifest
+    rewound = rewind_set_aside_loads(pipeline, landing)
     try:
         while True:
             sync.start_chunk()
             source = github_source.clone(name=pipeline.pipeline_name)(org, client, sync=sync)
-            landed(_run(pipeline, source))
+            landed(_run(pipeline, source), sync.covered)
             if progress.stopped_early or not progress.more_to_do:
                 break
             logger.info("%s: chunk %d committed (%d requests so far); continuing",
@@ -263,6 +270,7 @@ def land(
         landing_url=settings.landing,
         pipelines_dir=str(settings.pipelines_dir),
         rate_limit_remaining=client.rate_limit_remaining,
+        loads_refetched=rewound,
     )
 
 

@@ -19,6 +19,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from destinations import DuckDBConfig, DuckDBWarehouse, Warehouse, bootstrap, merge_landed_loads
+from destinations.landing import Landing, Manifest, ManifestFile
 from destinations.warehouse import DuckDBWarehouse as _DuckDB
 from sources.github.schema import TABLES, file_row, pull_request_row, review_row, to_table
 
@@ -68,15 +69,26 @@ def land(
     date: str = "2026-01-05",
     pipeline_name: str | None = None,
 ) -> None:
-    """Write a load the way dlt's filesystem destination does; `complete` adds the _dlt_loads record."""
+    """Write a load the way the landing step does (dlt's filesystem destination, then a manifest);
+    `complete` adds the _dlt_loads record."""
     dataset = root / "github"
+    entries = []
     for table, rows in tables.items():
         data = rows if isinstance(rows, pa.Table) else to_table(TABLES[table], rows)
         folder = dataset / table / f"org={org}" / f"date={date}"
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, folder / f"{load_id}.{uuid.uuid4().hex[:10]}.parquet")
+        name = f"{load_id}.{uuid.uuid4().hex[:10]}.parquet"
+        pq.write_table(data, folder / name)
+        entries.append(ManifestFile(table, f"{table}/org={org}/date={date}/{name}", data.num_rows))
+    pipeline_name = pipeline_name or f"github_{org}"
+    landing = Landing(str(root))
+    earlier = landing.manifest(pipeline_name, load_id)  # another file of the same load
+    # (Without the _dlt_loads record the merge never looks at a load, manifest or not.)
+    if earlier is not None:
+        entries = [*earlier.files, *entries]
+    landing.write_manifest(Manifest(pipeline_name, org, load_id, tuple(entries)))
     if complete:
-        mark_complete(root, load_id, pipeline_name or f"github_{org}")
+        mark_complete(root, load_id, pipeline_name)
 
 
 def mark_complete(root: Path, load_id: str, pipeline_name: str) -> None:
@@ -457,6 +469,11 @@ class _CountingFileSystem(LocalFileSystem):
         super().__init__(*args, **kwargs)
         self.globs: list[str] = []
         self.opened: list[str] = []
+        self.listed: list[str] = []
+
+    def ls(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.listed.append(str(path))
+        return super().ls(path, *args, **kwargs)
 
     def glob(self, path: str, **kwargs: Any) -> Any:
         self.globs.append(path)
@@ -468,8 +485,8 @@ class _CountingFileSystem(LocalFileSystem):
 
 
 def test_merge_cost_does_not_grow_with_the_landing_history(tmp_path: Path, duck: DuckDBWarehouse) -> None:
-    """A year of hourly loads already merged: the next merge opens one load record and lists the
-    partitions around that load's date only."""
+    """A year of loads already merged: the next merge opens one load record and one manifest,
+    and lists no partition at all."""
     day = 86_400.0
     start = datetime(2026, 1, 1, 12, tzinfo=timezone.utc).timestamp()
     for index in range(10):  # earlier loads, days apart
@@ -488,6 +505,8 @@ def test_merge_cost_does_not_grow_with_the_landing_history(tmp_path: Path, duck:
     assert [p for p in fs.opened if "_dlt_loads" in p] == [
         str(tmp_path / "github" / "_dlt_loads" / f"github_demo__{newest}.jsonl")
     ]
-    listed_dates = {p.split("date=")[1].split("/")[0] for p in fs.globs if "date=" in p}
-    assert newest_date in listed_dates and len(listed_dates) == 3
+    assert [p for p in fs.opened if "_manifests" in p] == [
+        str(tmp_path / "github" / "_manifests" / "github_demo" / f"{newest}.json")
+    ]
+    assert fs.globs == [] and not [p for p in fs.listed if "date=" in p]
     assert rows_by(duck, "pull_requests", "number")[-1] == (99,)

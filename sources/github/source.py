@@ -70,6 +70,8 @@ class SyncContext:
     repositories: list[dict[str, Any]] | None = None  # listed once per run
     finished: set[int] = field(default_factory=set)  # repositories done in an earlier chunk
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Repository id -> the oldest `updated_at` this chunk lands rows of (see Manifest.repositories).
+    covered: dict[int, str] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _charged: int = 0
 
@@ -82,8 +84,15 @@ class SyncContext:
 
     def start_chunk(self) -> None:
         self._charged = 0
+        self.covered = {}
         self.progress.more_to_do = False
         self.progress.chunks += 1
+
+    def cover(self, repo_id: int, updated_at: str | None) -> None:
+        """This chunk lands rows of a pull request of `repo_id` updated at `updated_at`."""
+        with self.lock:
+            if updated_at is not None and (repo_id not in self.covered or updated_at < self.covered[repo_id]):
+                self.covered[repo_id] = updated_at
 
     def charge(self, requests: int) -> None:
         """Count requests this chunk has committed to: a page, and the child lists of its rows."""
@@ -256,6 +265,7 @@ def _list_pull_requests(
             ctx.charge(len(CHILD_KINDS) * len(rows))
             _advance_frontier(listing, rows)
             _remember_recent(ctx, state, repo_id, rows)
+            ctx.cover(repo_id, iso(rows[-1]["updated_at"]))
             ctx.progress.add_rows(PULL_REQUESTS.name, len(rows))
             yield to_table(PULL_REQUESTS, rows)
         if len(rows) < len(candidates):  # the chunk is full: the next one reads this page again
@@ -560,6 +570,9 @@ def _fetch_children(
         return [], []
     if pr.get("reconcile"):
         ctx.progress.add_reconciled(1, pages)
+    repo_key = str(pr.get("repo_id") or _repo_key(ctx, state, pr["repo"]))
+    if repo_key.isdigit():
+        ctx.cover(int(repo_key), iso(pr["updated_at"]))
     _clear_retry(ctx, state, pr, kind)
     ctx.progress.clear_failed(kind, label)
     return to_rows(ctx, pr, items)

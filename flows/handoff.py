@@ -1,0 +1,107 @@
+"""The handoff from the landing to the merge: a manifest for each landed load, and re-fetching
+what a load the merge had to set aside held.
+
+A manifest is built from dlt's own record of the load package (its completed jobs, the files it
+wrote and their row counts), never from a listing of the landing, so the merge can tell an empty
+load from files that went missing (see destinations/landing.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Collection
+from pathlib import Path
+
+import dlt
+import pyarrow.parquet as pq
+from dlt.destinations import path_utils
+
+from destinations.landing import Landing, Manifest, ManifestFile
+
+logger = logging.getLogger(__name__)
+
+# The landing layout (dlt's filesystem destination); the warehouse step reads it back.
+LAYOUT = "{table_name}/org={org}/date={YYYY}-{MM}-{DD}/{load_id}.{file_id}.{ext}"
+
+
+def write_manifests(
+    pipeline: dlt.Pipeline,
+    landing: Landing,
+    org: str,
+    covered: dict[int, str] | None = None,
+    fresh: Collection[str] = (),
+) -> list[str]:
+    """A manifest for every load this pipeline completed that has none yet; return their ids.
+
+    `covered` (repository id -> oldest `updated_at` landed) belongs to the loads in `fresh`, the
+    ones this call's chunk produced; a package an earlier, interrupted run left behind gets none,
+    and cannot be re-fetched selectively if it is ever lost.
+    """
+    have = landing.manifested_loads(pipeline.pipeline_name)
+    written = []
+    for load_id in pipeline.list_completed_load_packages():
+        if load_id in have:
+            continue
+        created_at = pipeline.get_load_package_state(load_id)["created_at"]
+        files = []
+        for job in pipeline.get_load_package_info(load_id).jobs["completed_jobs"]:
+            table = job.job_file_info.table_name
+            if table.startswith("_dlt"):
+                continue
+            name = Path(job.file_path).name
+            path = path_utils.create_path(
+                LAYOUT, name, pipeline.default_schema_name, load_id,
+                load_package_timestamp=created_at, extra_placeholders={"org": org},
+            )
+            files.append(ManifestFile(table, path, _rows(job.file_path, landing, path)))
+        repositories = {str(k): v for k, v in (covered or {}).items()} if load_id in fresh else {}
+        landing.write_manifest(Manifest(pipeline.pipeline_name, org, load_id, tuple(files), repositories))
+        written.append(load_id)
+    return written
+
+
+def _rows(local_path: str, landing: Landing, path: str) -> int:
+    """Rows of a landed file: from dlt's local copy of the job, else from the landed file."""
+    try:
+        return pq.read_metadata(local_path).num_rows
+    except OSError:
+        with landing.fs.open(posixpath.join(landing.root, path), "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+
+
+def rewind_set_aside_loads(pipeline: dlt.Pipeline, landing: Landing) -> list[str]:
+    """Rewind the cursors of the repositories that loads set aside by the merge covered, so this
+    run fetches their rows again; return the ids of the loads handled."""
+    name = pipeline.pipeline_name
+    todo = [load_id for load_id, marker in landing.set_aside_loads(name).items() if not marker.get("rewound")]
+    if not todo:
+        return []
+    with pipeline.managed_state() as state:
+        repos = state.setdefault("sources", {}).setdefault(name, {}).setdefault("repos", {})
+        for load_id in todo:
+            manifest = landing.manifest(name, load_id)
+            covered = manifest.repositories if manifest else {}
+            if not covered:
+                logger.error(
+                    "%s: load %s was set aside and its repositories are unknown; run once with "
+                    "--full-refresh to fetch everything again", name, load_id,
+                )
+            for repo_id, oldest in covered.items():
+                entry = repos.get(repo_id)
+                if entry is not None:
+                    _rewind(entry, oldest)
+            logger.warning("%s: load %s was set aside by the merge; fetching its %d repositories again",
+                           name, load_id, len(covered))
+    for load_id in todo:
+        landing.mark_rewound(name, load_id)
+    return todo
+
+
+def _rewind(entry: dict, oldest: str) -> None:
+    """Everything updated at or after `oldest` is listed again, from page 1 (no ETag, no listing
+    in progress: its frontier may lie above what is to be fetched again)."""
+    if entry.get("cursor") is None or oldest <= entry["cursor"]:
+        entry["cursor"], entry["at_cursor"] = oldest, {}
+    entry.pop("etag", None)
+    entry.pop("listing", None)

@@ -1,0 +1,131 @@
+"""The handoff from the landing to the merge: a manifest per load, damaged loads set aside and
+fetched again, paths that are data and never patterns (emulator -> landing -> DuckDB)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from destinations.landing import Landing
+from emulator import Dataset, GitHubEmulator
+from flows.settings import Settings, pipeline_name
+from test_pipeline import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, warehouse_keys
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    return Dataset.generate(orgs={ORG: 2}, prs_per_repo=[8, 6], seed=11)
+
+
+@pytest.fixture
+def emulator(dataset: Dataset):
+    with GitHubEmulator(dataset) as emu:
+        yield emu
+
+
+def make_settings(emulator: GitHubEmulator, data_dir: Path) -> Settings:
+    return Settings(orgs=[ORG], github_url=emulator.url, data_dir=data_dir, github_token="x")
+
+
+@pytest.fixture
+def settings(emulator: GitHubEmulator, tmp_path: Path) -> Settings:
+    return make_settings(emulator, tmp_path)
+
+
+def landing(settings: Settings) -> Landing:
+    return Landing(settings.landing)
+
+
+def parquet_rows(path: Path) -> int:
+    return duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
+
+
+def test_each_load_has_a_manifest_of_its_files_and_rows(settings, dataset):
+    report = land_only(settings)
+    [load_id] = report.load_ids
+    manifest = landing(settings).manifest(pipeline_name(ORG), load_id)
+    assert manifest is not None and manifest.org == ORG and manifest.load_id == load_id
+    root = Path(settings.landing, "github")
+    on_disk = {str(p.relative_to(root)) for t in TABLES for p in (root / t).rglob(f"{load_id}.*.parquet")}
+    assert {f.path for f in manifest.files if f.table in TABLES} == on_disk
+    for entry in manifest.files:
+        assert parquet_rows(root / entry.path) == entry.rows
+    for table in TABLES:
+        assert manifest.rows(table) == report.rows[table] == len(dataset.expected(ORG)[table])
+    # Every repository it carries rows of, with the oldest `updated_at`: what to fetch again.
+    assert len(manifest.repositories) == 2
+
+
+def test_a_load_whose_file_was_deleted_is_set_aside_and_fetched_again(settings, dataset):
+    first = land_only(settings)
+    repo = dataset.repositories(ORG)[0]["name"]
+    dataset.add_review(ORG, repo, 2)
+    second = land_only(settings)  # a later load, which must not be blocked
+    manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+    lost = next(f for f in manifest.files if f.table == "pull_request_files")
+    Path(settings.landing, "github", lost.path).unlink()
+
+    report = merge_only(settings)
+
+    [(load_id, reason)] = report.loads_set_aside.items()
+    assert load_id == first.load_ids[0] and lost.path in reason and "missing" in reason
+    assert report.loads_merged == second.load_ids, "the load after it is merged"
+    ledger = duckdb.connect(str(settings.duckdb_config.path), read_only=True).sql(
+        "SELECT load_id FROM github.merged_loads").fetchall()
+    assert (first.load_ids[0],) not in ledger, "never ledgered without its rows"
+
+    # The next run fetches again what the set-aside load held, and the warehouse is exact.
+    again = land_only(settings)
+    assert again.loads_refetched == [first.load_ids[0]]
+    assert sum(again.rows.values()) > 0
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+    # ... and only once: the run after that is a no-change run.
+    assert sum(land_only(settings).rows.values()) == 0
+
+
+def test_a_truncated_file_sets_its_load_aside_instead_of_blocking_the_others(settings, dataset):
+    first = land_only(settings)
+    manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+    cut = Path(settings.landing, "github", next(f for f in manifest.files if f.table == "pull_requests").path)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+
+    report = merge_only(settings)
+    assert list(report.loads_set_aside) == first.load_ids and "unreadable" in report.loads_set_aside[first.load_ids[0]]
+    assert merge_only(settings).loads_set_aside == {}, "set aside once, not retried as a failure"
+
+    land_only(settings)
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+
+
+def test_row_counts_are_checked_against_the_manifest(settings, dataset):
+    first = land_only(settings)
+    folder = Path(settings.landing, "github", "_manifests", pipeline_name(ORG))
+    path = folder / f"{first.load_ids[0]}.json"
+    raw = json.loads(path.read_text())
+    raw["files"][0]["rows"] += 1  # the file holds one row fewer than the load landed
+    path.write_text(json.dumps(raw))
+
+    report = merge_only(settings)
+
+    assert list(report.loads_set_aside) == first.load_ids
+    assert "manifest says" in report.loads_set_aside[first.load_ids[0]]
+    assert all(not keys for keys in warehouse_keys(settings).values())
+
+
+@pytest.mark.parametrize("folder", ["runs/e[9]", "d[1]", "star*"])
+def test_a_data_dir_holding_glob_characters_is_a_path_not_a_pattern(folder, emulator, dataset, tmp_path):
+    # A sibling that the pattern `d[1]` would match: it must stay untouched and unread.
+    (tmp_path / "d1" / "landing" / "github" / "_dlt_loads").mkdir(parents=True)
+    settings = make_settings(emulator, tmp_path / folder)
+
+    land_only(settings)
+    report = merge_only(settings)
+
+    assert len(report.loads_merged) == 1
+    assert_warehouse_matches(settings, dataset)
+    assert not (tmp_path / "d1" / "warehouse.duckdb").exists()
