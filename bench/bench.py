@@ -288,7 +288,7 @@ MAX_WINDOWS = 15  # a backfill that needs more runs than this does not converge
 KILLS = 10
 KILL_SEED = 7
 KILL_ATTEMPTS = 3  # runs tried per kill moment (a run may end before its kill)
-CHUNKS = 25  # commit_every_requests of the killed backfill = minimum / CHUNKS
+CHUNKS = 50  # commit_every_requests of the killed backfill = minimum / CHUNKS
 # Natural keys per table, as in Dataset.expected.
 NATURAL_KEYS = {"pull_requests": ("id",), "pull_request_reviews": ("id",),
                 "pull_request_files": ("pull_request_id", "filename")}
@@ -345,7 +345,7 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
     minimum = cold_minimum(replica)
     rate = math.ceil(minimum / BACKFILL_WINDOWS)
     runs: list[dict[str, Any]] = []
-    with Emulator(args.repos, args.prs, latency, args.seed, rate_limit=rate) as emu:
+    with Emulator(args.repos, args.backfill_prs, latency, args.seed, rate_limit=rate) as emu:
         emu.post("/_emulator/reset_stats")
         before = emu.get("/_emulator/stats")
         for window in range(1, MAX_WINDOWS + 1):
@@ -362,6 +362,7 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
         total = emu.get("/_emulator/stats")
     landed = landed_keys(data_dir)
     return {"rate": rate, "minimum": minimum, "runs": runs, "total": total,
+            "dataset": f"{args.repos} repos x {args.backfill_prs} PRs",
             "converged": runs[-1]["stopped_early"] is None,
             "duplicates": {t: len(keys) - len(set(keys)) for t, keys in landed.items()},
             "landed": compare_keys(landed, replica.expected(ORG)),
@@ -398,13 +399,13 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
     """
     from emulator.data import Dataset
 
-    replica = Dataset.generate({ORG: args.repos}, args.prs, seed=args.seed, edge_cases=False)
+    replica = Dataset.generate({ORG: args.repos}, args.backfill_prs, seed=args.seed, edge_cases=False)
     minimum = cold_minimum(replica)
     expected = replica.expected(ORG)
     chunk = max(1, minimum // CHUNKS)
     C = args.concurrency
     runs: list[dict[str, Any]] = []
-    with Emulator(args.repos, args.prs, latency, args.seed) as emu:
+    with Emulator(args.repos, args.backfill_prs, latency, args.seed) as emu:
         progress(f"killed backfill: uninterrupted reference run (commit_every_requests {chunk})")
         emu.post("/_emulator/reset_stats")
         ref = run_child(emu, work / "kill-ref", C, commit_every_requests=chunk)
@@ -511,7 +512,8 @@ def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: fl
                 f"{dups['pull_request_reviews']} | {dups['pull_request_files']} |")
 
     st, kt = stopped["total"], killed["total"]
-    out = [f"Resumable backfills: each on a fresh emulator with the same dataset, fresh data dir, "
+    out = [f"Resumable backfills: each on a fresh emulator with the same dataset "
+           f"({stopped['dataset']}), fresh data dir, "
            f"latency {latency * 1000:.0f} ms, concurrency {concurrency}. Requests, 403s, 304s and "
            "cost are the emulator's, summed over every run of the backfill (a 403 that finds the "
            "budget exhausted counts as a request, cost 0). Duplicates: landed Parquet rows beyond "
@@ -623,9 +625,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-memory", action="store_true", help="skip the 10x PRs memory run")
     p.add_argument("--skip-backfill", action="store_true",
                    help="skip the resumable-backfill runs (stopped at each window; killed)")
+    p.add_argument("--backfill-prs", type=int, default=None,
+                   help="pull requests per repository of the backfill runs (default: 10 x --prs, "
+                        "a backfill worth chunking)")
     p.add_argument("--backfill-latency", type=float, default=None,
                    help="emulator latency of the backfill runs, s (default: --latency)")
     args = p.parse_args(argv)
+    if args.backfill_prs is None:
+        args.backfill_prs = 10 * args.prs
     command = ("./dev bench " + shlex.join(argv)).strip()
 
     sys.path.insert(0, str(ROOT))
@@ -671,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     stopped: dict[str, Any] | None = None
     killed: dict[str, Any] | None = None
     if not args.skip_backfill:
-        fresh = Dataset.generate({ORG: args.repos}, args.prs, seed=args.seed, edge_cases=False)
+        fresh = Dataset.generate({ORG: args.repos}, args.backfill_prs, seed=args.seed, edge_cases=False)
         stopped = backfill_stopped(args, fresh, BL, work / "stopped", progress)
         del fresh
         killed = backfill_killed(args, BL, work, progress)

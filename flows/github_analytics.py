@@ -120,10 +120,12 @@ class OrgResult:
     @property
     def unsynced(self) -> list[str]:
         """Repositories and pull requests on the retry list, and items set aside, with the reason."""
+        set_aside = self.merge.loads_set_aside if self.merge else {}
+        unsynced = [f"load {load_id} set aside: {why}" for load_id, why in set_aside.items()]
         if self.landing is None:
-            return []
+            return unsynced
         progress = self.landing.progress
-        return [f"{item.kind} {item.name}: {item.reason}" for item in progress.failed] + [
+        return unsynced + [f"{item.kind} {item.name}: {item.reason}" for item in progress.failed] + [
             f"rejected {label}" for label in progress.rejected
         ]
 

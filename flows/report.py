@@ -73,11 +73,18 @@ def render_summary(summary: RunSummary) -> str:
                 f"  - state: `{dlt_command()} pipeline --pipelines-dir "
                 f"{result.landing.pipelines_dir} {result.landing.pipeline_name} info`"
             )
+        if result.landing and result.landing.loads_refetched:
+            notes.append(
+                f"  - fetched again what load(s) {', '.join(result.landing.loads_refetched)} held "
+                "(set aside by an earlier merge)"
+            )
         if result.merge:
             notes.append(
                 f"  - warehouse: {result.merge.warehouse} "
                 f"({len(result.merge.loads_merged)} load(s) merged)"
             )
+            for load_id, why in result.merge.loads_set_aside.items():
+                notes.append(f"  - SET ASIDE load {load_id} (its rows are fetched again next run): {why}")
         if result.error:
             notes.append(f"- **{result.org}** FAILED: {result.error}")
     return "\n".join(["## GitHub pull-request analytics run", "", *lines, "", *notes])
