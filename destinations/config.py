@@ -26,7 +26,8 @@ class SnowflakeConfig(BaseModel):
     `stage_url` (e.g. `gcs://bucket/prefix/github/`) makes `bootstrap` create the stage (and check
     that an existing one points there); the flow derives it from the landing URL when unset
     (`flows.warehouse.snowflake_config`). `host`/`port`/`protocol` point the connector at a
-    stand-in such as fakesnow's server; `network_timeout` (seconds) bounds each request.
+    stand-in such as fakesnow's server; `protocol = "http"`, which Snowflake itself never accepts,
+    marks one (see `sql.copy_into_stage`). `network_timeout` (seconds) bounds each request.
     """
 
     account: str

@@ -59,7 +59,7 @@ def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[
         ensured.append(f"table {warehouse.table(spec.name)}")
         for pipeline_name in pipeline_names:
             stage = warehouse.table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
-            warehouse.execute(sql.create_table(stage, columns))
+            warehouse.execute(sql.create_stage_table(stage, columns, warehouse.dialect))
             ensured.append(f"stage table {stage}")
     warehouse.execute(sql.create_ledger(warehouse.table(LEDGER)))
     ensured.append(f"ledger {warehouse.table(LEDGER)}")

@@ -2,7 +2,8 @@
 
 DuckDB receives the same text through `to_dialect` (sqlglot, cached). Only where a dialect truly
 needs another statement (loading the stage: COPY INTO vs INSERT ... read_parquet; the ARRAY column
-type) do both versions sit side by side here.
+type; TRANSIENT stage tables) do both versions sit side by side here. `destinations/script.py` prints
+the Snowflake statements as one script (`./dev bootstrap --print-sql`).
 
 Builders take names that `quote` already validated and quoted: nothing from outside reaches the SQL
 text unchecked.
@@ -179,10 +180,11 @@ def create_schema(schema: str) -> str:
     return f"CREATE SCHEMA IF NOT EXISTS {schema}"
 
 
-def create_table(table: str, columns: list[tuple[str, str]]) -> str:
+def create_table(table: str, columns: list[tuple[str, str]], *, transient: bool = False) -> str:
     """`columns` are (quoted name, type) pairs."""
     body = ",\n    ".join(f"{name} {type_}" for name, type_ in columns)
-    return f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"
+    kind = "TRANSIENT TABLE" if transient else "TABLE"
+    return f"CREATE {kind} IF NOT EXISTS {table} (\n    {body}\n)"
 
 
 def create_ledger(ledger: str) -> str:
@@ -199,8 +201,17 @@ def create_ledger(ledger: str) -> str:
 )"""
 
 
+def create_stage_table(table: str, columns: list[tuple[str, str]], dialect: str) -> str:
+    """Snowflake: TRANSIENT, since a stage table holds nothing between loads (no Fail-safe storage to pay).
+
+    DuckDB has no TRANSIENT: there it is a plain table.
+    """
+    return create_table(table, columns, transient=dialect == SNOWFLAKE)
+
+
 def add_column(table: str, column: str, type_: str) -> str:
-    return f"ALTER TABLE {table} ADD COLUMN {column} {type_}"
+    """IF NOT EXISTS: two organisations merging at once may both add the same new column."""
+    return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {type_}"
 
 
 def table_columns() -> str:
@@ -211,9 +222,34 @@ def table_columns() -> str:
     )
 
 
-# Snowflake only: DuckDB reads the landing directly and needs neither.
+# --- Snowflake only: DuckDB reads the landing directly --------------------------------------------
+
+# Sent at login (`session_parameters`), so every statement of the connection runs with them.
+# TIMEZONE: the session default is America/Los_Angeles; any timestamp without a zone (a Parquet
+# timestamp read as TIMESTAMP_NTZ, CURRENT_TIMESTAMP() in the ledger) must be taken as UTC.
+SESSION_PARAMETERS: dict[str, str] = {"TIMEZONE": "UTC"}
+
+# How COPY reads the landed Parquet, written into every COPY (and into the named file format, whose
+# `CREATE ... IF NOT EXISTS` would never update an existing one). USE_LOGICAL_TYPE = TRUE: pyarrow
+# and dlt write TIMESTAMP(isAdjustedToUTC=true), which the default FALSE reads as TIMESTAMP_NTZ.
+# USE_VECTORIZED_SCANNER: its default is announced to change; pinned to today's default, the
+# scanner under which USE_LOGICAL_TYPE is honoured as written.
+PARQUET_OPTIONS = "TYPE = PARQUET USE_LOGICAL_TYPE = TRUE USE_VECTORIZED_SCANNER = FALSE"
+
+# COPY's FILES = (...) takes at most 1,000 names.
+MAX_FILES_PER_COPY = 1000
+
+# A type as information_schema reports it (TEXT, NUMBER, TIMESTAMP_TZ, NUMBER(38,0), ...).
+_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\([0-9]+(?:, ?[0-9]+)?\))?")
+
+
+def session_settings() -> list[str]:
+    """The session parameters as statements, for the printed script (the connector sets them at login)."""
+    return [f"ALTER SESSION SET {name} = {literal(value)}" for name, value in SESSION_PARAMETERS.items()]
+
+
 def create_file_format(file_format: str) -> str:
-    return f"CREATE FILE FORMAT IF NOT EXISTS {file_format} TYPE = PARQUET"
+    return f"CREATE FILE FORMAT IF NOT EXISTS {file_format} {PARQUET_OPTIONS}"
 
 
 def create_stage(stage: str, url: str, file_format: str, storage_integration: str | None) -> str:
@@ -235,19 +271,52 @@ def truncate(table: str) -> str:
     return f"TRUNCATE TABLE {table}"
 
 
-def copy_into_stage(stage_table: str, stage: str, folder: str, files: list[str], file_format: str) -> str:
+def copy_into_stage(
+    stage_table: str,
+    stage: str,
+    folder: str,
+    files: list[str],
+    columns: list[tuple[str, str, str]],
+    *,
+    quote_location: bool = True,
+) -> str:
     """Snowflake: load named files of one partition folder into the stage table.
+
+    `columns` are (quoted stage column, landed Parquet field, type) triples. The transformation form
+    (`SELECT $1:field::TYPE`) rather than MATCH_BY_COLUMN_NAME: the COPY documentation says an empty
+    column value fails a load matched by name, and GitHub sends `body: ""` for every approval
+    without a comment. The casts also pin each column's type.
+
+    The location holds `=` (`org=acme/date=...`), so it is quoted, as the documentation prescribes
+    for special characters. `quote_location=False` is for fakesnow only, which reads a stage in a
+    COPY transformation only unquoted (`fakesnow/copy_into.py: _from_source`).
 
     FORCE = TRUE: the ledger, not Snowflake's 64-day load history, decides what is merged. The stage
     table is truncated first in the same transaction and the MERGE de-duplicates, so loading a file
     again is harmless, whereas a LOAD_SKIPPED would silently drop rows.
     """
+    if not files or len(files) > MAX_FILES_PER_COPY:
+        raise ValueError(f"one COPY takes 1 to {MAX_FILES_PER_COPY} files, not {len(files)}: split the load")
+    if not columns:
+        raise ValueError(f"COPY INTO {stage_table} needs at least one column")
     names = ", ".join(literal(check_file_name(name)) for name in files)
-    return (
-        f"COPY INTO {stage_table} FROM @{stage}/{folder}/ FILES = ({names})"
-        f" FILE_FORMAT = (FORMAT_NAME = {file_format})"
-        " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE"
+    targets = ", ".join(column for column, _, _ in columns)
+    fields = ",\n        ".join(
+        f'$1:"{check_identifier(field, "landed column")}"::{_check(_TYPE, type_, "column type")}'
+        for _, field, type_ in columns
     )
+    location = f"@{stage}/{folder}/"
+    if quote_location:
+        location = literal(location)
+    return f"""COPY INTO {stage_table} ({targets})
+FROM (
+    SELECT
+        {fields}
+    FROM {location}
+)
+FILES = ({names})
+FILE_FORMAT = ({PARQUET_OPTIONS})
+FORCE = TRUE"""
 
 
 def insert_parquet_into_stage(stage_table: str, columns: list[str]) -> str:
@@ -263,14 +332,17 @@ def insert_parquet_into_stage(stage_table: str, columns: list[str]) -> str:
 
 
 def merge_from_stage(target: str, stage_table: str, columns: list[str], key: str, version: str) -> str:
-    """Newest copy per key wins, within the load (QUALIFY) and against the target (version >=)."""
+    """Newest copy per key wins, within the load (QUALIFY) and against the target (version >=).
+
+    NULLS LAST: Snowflake puts NULLs first in a DESC order, so a copy without a version would win.
+    """
     updates = ",\n        ".join(f"{c} = s.{c}" for c in columns if c != key)
     names = ", ".join(columns)
     values = ", ".join(f"s.{c}" for c in columns)
     return f"""MERGE INTO {target} AS t
 USING (
     SELECT {names} FROM {stage_table}
-    QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC) = 1
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC NULLS LAST) = 1
 ) AS s
 ON t.{key} = s.{key}
 WHEN MATCHED AND (t.{version} IS NULL OR s.{version} >= t.{version}) THEN

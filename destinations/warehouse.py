@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import duckdb
+from sqlglot import exp
 
 from destinations import sql
 from destinations.config import DuckDBConfig, SnowflakeConfig
@@ -157,7 +158,7 @@ def _private_key_der(config: SnowflakeConfig) -> bytes:
 
 
 def snowflake_connect_args(config: SnowflakeConfig) -> dict[str, Any]:
-    """Connector arguments: autocommit off (we commit once per load), qmark parameters."""
+    """Connector arguments: autocommit off (we commit once per load), qmark parameters, UTC session."""
     args: dict[str, Any] = {
         "account": config.account,
         "user": config.user,
@@ -165,6 +166,7 @@ def snowflake_connect_args(config: SnowflakeConfig) -> dict[str, Any]:
         "autocommit": False,
         "paramstyle": "qmark",
         "application": "github_pr_analytics",
+        "session_parameters": dict(sql.SESSION_PARAMETERS),
     }
     for name in ("role", "warehouse", "host", "port", "network_timeout"):
         value = getattr(config, name)
@@ -187,7 +189,7 @@ class SnowflakeWarehouse(Warehouse):
     dialect = sql.SNOWFLAKE
 
     def __init__(self, config: SnowflakeConfig, connect_args: dict[str, Any] | None = None) -> None:
-        """`connect_args` adds connector arguments (e.g. fakesnow's `session_parameters`)."""
+        """`connect_args` adds connector arguments; its `session_parameters` join ours, which win."""
         import snowflake.connector
 
         self.config = config
@@ -196,7 +198,13 @@ class SnowflakeWarehouse(Warehouse):
         sql.check_identifier(config.file_format, "file format name")
         if config.storage_integration is not None:
             sql.check_identifier(config.storage_integration, "storage integration")
-        self._conn = snowflake.connector.connect(**snowflake_connect_args(config), **(connect_args or {}))
+        args = snowflake_connect_args(config)
+        extra = dict(connect_args or {})
+        args["session_parameters"] = {**extra.pop("session_parameters", {}), **args["session_parameters"]}
+        self._conn = snowflake.connector.connect(**args, **extra)
+        # fakesnow's COPY reads a stage in a transformation only unquoted (see `sql.copy_into_stage`).
+        # Snowflake itself is reached over HTTPS only: plain HTTP means the local stand-in.
+        self._quote_location = config.protocol != "http"
 
     @property
     def _file_format_name(self) -> str:
@@ -232,20 +240,41 @@ class SnowflakeWarehouse(Warehouse):
             )
 
     def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
+        """COPY each partition folder's files, at most 1,000 per statement, in the caller's transaction.
+
+        The landed Parquet field of a column is its lower-case name (dlt names columns in snake case;
+        `columns` are their quoted, upper-case folds); its type is the stage table's.
+        """
+        types = self._column_types(stage_table)
+        fields: list[tuple[str, str, str]] = []
+        for column in columns:
+            name = column.strip('"')
+            if name not in types:
+                raise RuntimeError(f"stage table {stage_table} has no column {column}: add it before loading")
+            fields.append((column, name.lower(), types[name]))
         by_folder: dict[str, list[LandedFile]] = defaultdict(list)
         for landed in files:
             by_folder[landed.folder].append(landed)
         loaded = 0
         for folder, group in sorted(by_folder.items()):
-            statement = sql.copy_into_stage(
-                stage_table, self.table(self.config.stage), folder, [f.name for f in group], self._file_format_name
-            )
-            cursor = self._conn.cursor()
-            cursor.execute(statement)
-            names = [d.name.lower() for d in cursor.description or []]
-            results = [dict(zip(names, row)) for row in cursor.fetchall()]
-            loaded += _check_copy_results(folder, group, results)
+            for start in range(0, len(group), sql.MAX_FILES_PER_COPY):
+                chunk = group[start : start + sql.MAX_FILES_PER_COPY]
+                statement = sql.copy_into_stage(
+                    stage_table, self.table(self.config.stage), folder, [f.name for f in chunk], fields,
+                    quote_location=self._quote_location,
+                )
+                cursor = self._conn.cursor()
+                cursor.execute(statement)
+                names = [d.name.lower() for d in cursor.description or []]
+                results = [dict(zip(names, row)) for row in cursor.fetchall()]
+                loaded += _check_copy_results(folder, chunk, results)
         return loaded
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        """Column name -> type of a quoted, schema-qualified table, as information_schema names them."""
+        parsed = exp.to_table(table, dialect=sql.SNOWFLAKE)
+        rows = self._run(sql.table_columns(), [parsed.db, parsed.name])
+        return {str(name): str(data_type) for name, data_type in rows}
 
     def location(self) -> str:
         where = self.config.host or f"{self.config.account}.snowflakecomputing.com"

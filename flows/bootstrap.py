@@ -1,4 +1,4 @@
-"""Create the warehouse objects once: `python flows/bootstrap.py [--org ORG ...] [--print-admin-sql]`.
+"""Create the warehouse objects once: `python flows/bootstrap.py [--org ORG ...] [--print-admin-sql | --print-sql]`.
 
 Settings come from the environment (`PR_ANALYTICS_WAREHOUSE=snowflake`,
 `PR_ANALYTICS_SNOWFLAKE__ACCOUNT`, ..., `PR_ANALYTICS_LANDING_URL=gs://bucket/prefix`) or `.env`.
@@ -8,6 +8,10 @@ step bootstraps by itself too, so this is for checking a setup before the first 
 `--print-admin-sql` prints the one-time SQL an account administrator runs first (storage
 integration, role, grants, service user), with the bucket taken from the landing URL. It needs no
 connection.
+
+`--print-sql` prints, without connecting, every statement the Snowflake path runs: session
+settings, bootstrap, the column added when the source sends a new one, and the merge of one load,
+for the given organisations (default PR_ANALYTICS_ORGS, else an example `my-org`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import sys
 from pydantic import ValidationError
 
 from destinations import sql
+from destinations.config import GCS_STORAGE_INTEGRATION, SnowflakeConfig
 from destinations.merge import bootstrap
+from destinations.script import snowflake_script
 from destinations.warehouse import Warehouse
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse, snowflake_config, stage_url
+
+EXAMPLE_ORG = "my-org"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--print-admin-sql", action="store_true",
         help="print the one-time Snowflake admin SQL for this landing and exit (no connection)",
+    )
+    parser.add_argument(
+        "--print-sql", action="store_true",
+        help="print every statement the Snowflake path runs, with placeholders, and exit (no connection)",
     )
     return parser.parse_args(argv)
 
@@ -52,12 +64,29 @@ def admin_sql(settings: Settings) -> str:
     return sql.snowflake_admin_sql(config.stage_url or "", **names)
 
 
+def warehouse_sql(settings: Settings) -> str:
+    """The Snowflake script for the settings' names (placeholders where no Snowflake is configured)."""
+    if settings.snowflake is None:
+        url = stage_url(settings.landing)
+        integration = GCS_STORAGE_INTEGRATION if url.startswith("gcs://") else None
+        config = SnowflakeConfig(
+            account="<account>", user="<user>", database="<database>", stage_url=url, storage_integration=integration
+        )
+    else:
+        config = snowflake_config(settings)
+    orgs = settings.orgs or [EXAMPLE_ORG]
+    return snowflake_script(config, {org: pipeline_name(org) for org in orgs})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = Settings(orgs=args.orgs) if args.orgs else Settings()
         if args.print_admin_sql:
             print(admin_sql(settings), end="")
+            return 0
+        if args.print_sql:
+            print(warehouse_sql(settings), end="")
             return 0
         names = [pipeline_name(org) for org in settings.orgs]
         with open_warehouse(settings) as warehouse:

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
-from destinations import SnowflakeConfig, SnowflakeWarehouse, merge_landed_loads
+from destinations import SnowflakeConfig, SnowflakeWarehouse, merge_landed_loads, sql
 from destinations.landing import LandedFile
 from destinations.warehouse import _check_copy_results
-from sources.github.schema import TABLES, to_table
+from sources.github.schema import TABLES, review_row, to_table
 from test_warehouse import (
     T0,
     check_new_columns,
@@ -77,6 +77,25 @@ def test_unicode_and_arrays_round_trip(tmp_path: Path, snow: SnowflakeWarehouse)
     assert title == "Ünïcödé — 日本語 🚀"
     assert labels.replace(" ", "").replace("\n", "") == '["bug","🐛"]'  # ARRAY comes back as JSON text
     assert updated_at == T0
+
+
+def test_empty_strings_and_instants_survive_the_copy_transformation(tmp_path: Path, snow: SnowflakeWarehouse) -> None:
+    """An approval without a comment has `body: ""`: loaded as "", not NULL, and no load error."""
+    pull = pr("demo", 1, T0)
+    approval = [review_row("demo", "repo", pull, {"id": 1, "state": "APPROVED", "body": "", "submitted_at": "2026-01-05T12:00:00Z"})]
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pull], "pull_request_reviews": approval})
+    merge_landed_loads(snow, str(tmp_path), "demo", "github_demo")
+    assert rows_by(snow, "pull_request_reviews", "body", "submitted_at") == [("", T0)]
+    assert rows_by(snow, "pull_requests", "updated_at") == [(T0,)]
+
+
+def test_adding_the_same_column_twice_is_harmless(snow: SnowflakeWarehouse) -> None:
+    """Two organisations may add the same new column at once."""
+    snow.execute(sql.create_schema(snow.q(snow.schema_name)))
+    snow.execute(sql.create_table(snow.table("t"), [(snow.q("id"), "BIGINT")]))
+    for _ in range(2):
+        snow.execute(sql.add_column(snow.table("t"), snow.q("extra"), "VARCHAR"))
+    assert list(snow.columns("t")) == ["id", "extra"]
 
 
 def test_crash_between_copy_and_merge_rolls_back_copy_and_its_load_history(
