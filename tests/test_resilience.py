@@ -443,3 +443,17 @@ def test_a_run_after_a_crash_between_extract_and_load_lands_the_package_and_goes
         assert report.progress.stopped_early is None and report.progress.chunks > 1
         assert_landed_exactly_once(settings, big)
         assert_rerun_is_free(settings, emu, fake)
+
+
+def test_a_malformed_review_alone_is_set_aside(settings, dataset, emu, fake):
+    """The first rejected item of a run can come from a child list (dlt needs the table named on
+    the item, see the child transformers)."""
+    repo = repo_names(dataset)[1]
+    number = next(pr["number"] for pr in dataset.pull_requests(ORG, repo) if dataset.reviews(ORG, repo, pr["number"]))
+    dataset.corrupt_review(ORG, repo, number, 0, "id", "not-a-number")
+
+    report = run(settings, emu, fake)
+
+    assert len(report.progress.rejected) == 1
+    assert [r["kind"] for r in landed(settings, "rejected_items")] == ["review"]
+    assert_landed_exactly_once(settings, dataset)

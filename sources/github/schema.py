@@ -143,6 +143,22 @@ PULL_REQUEST_FILES = TableSpec(
     ),
 )
 
+# Which child lists a load fetched, one row per (pull request, kind): the scope a merge replaces,
+# so a list that dropped to zero replaces the old rows with none.
+CHILD_FETCHES = TableSpec(
+    name="pull_request_child_fetches",
+    key="row_key",
+    version="pull_request_updated_at",
+    schema=pa.schema(
+        [
+            *_CHILD_IDENTITY,
+            ("kind", pa.string()),  # "reviews" or "files": the child table it scopes
+            ("items", pa.int64()),
+            ("fetched_at", _TS),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec for spec in (PULL_REQUESTS, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES)
 }
@@ -427,6 +443,16 @@ def _child_identity(
         "pull_request_id": pr["id"],
         "pull_request_number": pr["number"],
         "pull_request_updated_at": pr["updated_at"],
+    }
+
+
+def child_fetch_row(org: str, repo: str, pr: dict[str, Any], kind: str, items: int, fetched_at: datetime) -> dict[str, Any]:
+    """The record that this load fetched `pr`'s whole `kind` list, `items` long."""
+    return {
+        **_child_identity(CHILD_FETCHES, org, repo, pr, pr["id"], kind),
+        "kind": kind,
+        "items": items,
+        "fetched_at": fetched_at,
     }
 
 

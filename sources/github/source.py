@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 import dlt
@@ -29,6 +29,7 @@ from sources.github.client import GitHubClient
 from sources.github.errors import AuthenticationError, GitHubError, NotFoundError, RateLimitExhausted
 from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
+    CHILD_FETCHES,
     FILES_CAP,
     PULL_REQUEST_FILES,
     PULL_REQUEST_REVIEWS,
@@ -36,6 +37,7 @@ from sources.github.schema import (
     REJECTED_ITEMS,
     MalformedItem,
     TableSpec,
+    child_fetch_row,
     file_row,
     parse_time,
     pull_request_row,
@@ -52,6 +54,7 @@ logger = logging.getLogger(__name__)
 PER_PAGE = 100
 CHILD_KINDS = ("reviews", "files")
 _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
+_Fetched = tuple[list[dict[str, Any]], list[dict[str, Any]], "dict[str, Any] | None"]  # ... and the fetch record
 _PULLS_PARAMS = {"state": "all", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
 
 
@@ -489,14 +492,14 @@ def reconcile_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
 # -- children ----------------------------------------------------------------------------------
 
 
-@dlt.transformer(name="pull_request_reviews", table_name="pull_request_reviews",
-                 write_disposition="append", parallelized=True)
+# No `table_name=` hint on the child transformers: every item names its table (dlt 1.31 computes
+# a resource's static table hint even for items marked for another table, and then fails).
+@dlt.transformer(name="pull_request_reviews", write_disposition="append", parallelized=True)
 def pull_request_reviews(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
     yield from _children(ctx, pulls, "reviews", PULL_REQUEST_REVIEWS, _review_rows)
 
 
-@dlt.transformer(name="pull_request_files", table_name="pull_request_files",
-                 write_disposition="append", parallelized=True)
+@dlt.transformer(name="pull_request_files", write_disposition="append", parallelized=True)
 def pull_request_files(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
     yield from _children(ctx, pulls, "files", PULL_REQUEST_FILES, _file_rows)
 
@@ -521,12 +524,16 @@ def _children(
     state = dlt.current.source_state()  # resolved here: the pool's threads have no dlt context
     rows: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
-    for fetched, set_aside in ctx.pool.map(lambda pr: _fetch_children(ctx, state, pr, kind, to_rows), prs):
+    fetches: list[dict[str, Any]] = []
+    for fetched, set_aside, fetch in ctx.pool.map(lambda pr: _fetch_children(ctx, state, pr, kind, to_rows), prs):
         rows.extend(fetched)
         rejected.extend(set_aside)
+        fetches.extend([fetch] if fetch else [])
     if rows:
         ctx.progress.add_rows(spec.name, len(rows))
-        yield to_table(spec, rows)
+        yield dlt.mark.with_table_name(to_table(spec, rows), spec.name)
+    if fetches:
+        yield dlt.mark.with_table_name(to_table(CHILD_FETCHES, fetches), CHILD_FETCHES.name)
     if rejected:
         yield _rejected_table(rejected)
 
@@ -537,13 +544,14 @@ def _fetch_children(
     pr: dict[str, Any],
     kind: str,
     to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
-) -> _Rows:
-    """One pull request's child list: (rows, rejected rows); nothing when it cannot be had now."""
+) -> _Fetched:
+    """One pull request's child list: rows, rejected rows and the record that the whole list was
+    fetched; nothing when it cannot be had now."""
     label = _label(ctx, pr["repo"], pr["number"])
     if ctx.progress.stopped_early:
         if not pr.get("reconcile"):
             _add_retry(ctx, state, pr, kind, None, failed=False)
-        return [], []
+        return [], [], None
     pages = 0
     items: list[dict] = []
     try:
@@ -555,19 +563,19 @@ def _fetch_children(
     except NotFoundError as exc:
         logger.warning("%s: %s skipped, the pull request is gone: %s", label, kind, exc)
         ctx.progress.pull_requests_skipped.append(label)
-        return [], []
+        return [], [], None
     except RateLimitExhausted as exc:
         if not pr.get("reconcile"):
             _add_retry(ctx, state, pr, kind, None, failed=False)
         ctx.progress.stop(f"rate limit exhausted fetching {kind} of {label}: {exc}")
-        return [], []
+        return [], [], None
     except GitHubError as exc:
         if not _is_repository_failure(exc):
             raise
         _add_retry(ctx, state, pr, kind, str(exc), failed=True)
         logger.warning("%s: %s failed (%s); retried on a later run", label, kind, exc)
         ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
-        return [], []
+        return [], [], None
     if pr.get("reconcile"):
         ctx.progress.add_reconciled(1, pages)
     repo_key = str(pr.get("repo_id") or _repo_key(ctx, state, pr["repo"]))
@@ -575,7 +583,9 @@ def _fetch_children(
         ctx.cover(int(repo_key), iso(pr["updated_at"]))
     _clear_retry(ctx, state, pr, kind)
     ctx.progress.clear_failed(kind, label)
-    return to_rows(ctx, pr, items)
+    rows, rejected = to_rows(ctx, pr, items)
+    fetched_at = datetime.fromtimestamp(ctx.now(), tz=timezone.utc)
+    return rows, rejected, child_fetch_row(ctx.org, pr["repo"], pr, kind, len(items), fetched_at)
 
 
 def _review_rows(ctx: SyncContext, pr: dict[str, Any], reviews: list[dict]) -> _Rows:
