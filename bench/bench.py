@@ -74,7 +74,7 @@ def child_main(spec_path: str, out_path: str) -> None:
         github_url=spec["url"],
         data_dir=Path(spec["data_dir"]),
         max_concurrency=spec["concurrency"],
-        github_token="bench",
+        github_token="bench-token",
         **extra,
     )
     client = github_client(settings)
