@@ -12,7 +12,10 @@ Runs, in order:
   cold      first sync into a fresh data dir, concurrency C
   no-change re-run on the same data dir, nothing changed (every request should be a free 304)
   cold c=1  the same cold sync at concurrency 1, fresh data dir (for the speedup)
-  mutated   re-run on the cold data dir after N random mutations (POST /_emulator/mutate)
+  mutated   re-run on the cold data dir after N random mutations (POST /_emulator/mutate), its
+            clock just after them (the changed pull requests are recent)
+  a day later  the same data dir a day later: the reconciliation pass re-reads the reviews of
+            the recently changed pull requests, once
   cold 10xP the cold sync against a second emulator with 10x the pull requests (memory)
   backfill stopped at each window: a fresh emulator whose rate limit makes the cold backfill
             need K >= 3 windows; runs with max_rate_limit_wait=0 until one is not stopped, the
@@ -64,8 +67,9 @@ def child_main(spec_path: str, out_path: str) -> None:
 
     import dlt
 
-    from flows.landing import github_client, land
+    from flows.landing import github_auth, land
     from flows.settings import Settings
+    from sources.github.client import GitHubClient
 
     # Optional overrides of the backfill runs: stop at once on the rate limit, chunk size.
     extra = {k: spec[k] for k in ("max_rate_limit_wait", "commit_every_requests") if k in spec}
@@ -77,7 +81,10 @@ def child_main(spec_path: str, out_path: str) -> None:
         github_token="bench-token",
         **extra,
     )
-    client = github_client(settings)
+    clock = _ShiftedClock(spec["clock_at"]) if spec.get("clock_at") else None
+    client = GitHubClient(settings.github_url, github_auth(settings), max_concurrency=settings.max_concurrency,
+                          timeout=settings.request_timeout,
+                          max_rate_limit_wait=settings.max_rate_limit_wait, clock=clock)
     if spec.get("started"):
         Path(spec["started"]).touch()  # the parent times a SIGKILL from here
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -118,6 +125,20 @@ def child_main(spec_path: str, out_path: str) -> None:
     tmp = Path(out_path + ".tmp")
     tmp.write_text(figures)
     os.replace(tmp, out_path)
+
+
+class _ShiftedClock:
+    """Real time moved to start at `start` (epoch seconds): the reconciliation runs happen "just
+    after" the emulator's mutations (its dataset clock) and "a day later"."""
+
+    def __init__(self, start: float) -> None:
+        self._offset = start - time.time()
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 # ---------------------------------------------------------------------------------- parent side
@@ -178,10 +199,10 @@ class Emulator:
             return json.loads(r.read())
 
 
-def run_sync(emulator: Emulator, data_dir: Path, concurrency: int) -> dict[str, Any]:
+def run_sync(emulator: Emulator, data_dir: Path, concurrency: int, **overrides: Any) -> dict[str, Any]:
     """One sync in a fresh child process; returns its figures plus the emulator's counts."""
     emulator.post("/_emulator/reset_stats")
-    result = run_child(emulator, data_dir, concurrency)
+    result = run_child(emulator, data_dir, concurrency, **overrides)
     assert result is not None
     result["emulator"] = emulator.get("/_emulator/stats")
     return result
@@ -472,6 +493,12 @@ def is_exact(diff: dict[str, dict[str, int]]) -> bool:
     return all(not (d["missing"] or d["extra"] or d["duplicates"]) for d in diff.values())
 
 
+def reconcile_minimum(ds: Any, mutations: list[str]) -> int:
+    """Cost of the run a day after the mutations: one review list per changed pull request."""
+    changed = {tuple(line.split()[1].split("/", 1)[1].split("#")) for line in mutations}
+    return sum(pages(len(ds.reviews(ORG, repo, int(number)))) for repo, number in changed)
+
+
 # ---- report
 def mib(kib: int) -> float:
     return kib / 1024
@@ -665,7 +692,16 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("replica dataset diverged from the emulator's mutations")
         mut_min, mut_min_cost, changed_prs = mutation_minimum(replica, mutations)
         progress(f"re-run after {len(mutations)} mutations ({changed_prs} PRs changed)")
-        results["mutated"] = run_sync(emu, work / "main", args.concurrency)
+        # Just after the mutations by the dataset's clock: the changed PRs are "recent", and the
+        # run a day later re-reads their reviews once (the reconciliation pass), nothing else.
+        from emulator.data import MUTATION_EPOCH
+
+        just_after = MUTATION_EPOCH + 2 * 3600
+        results["mutated"] = run_sync(emu, work / "main", args.concurrency, clock_at=just_after)
+        progress("re-run a day later (reconciliation)")
+        results["reconcile"] = run_sync(emu, work / "main", args.concurrency,
+                                        clock_at=just_after + 86400 + 60)
+        rec_min_cost = reconcile_minimum(replica, mutations)
     if not args.skip_memory:
         with Emulator(args.repos, 10 * args.prs, args.latency, args.seed) as emu10:
             big = Dataset.generate({ORG: args.repos}, 10 * args.prs, seed=args.seed,
@@ -709,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         out.append(row("cold sync, sequential", results["seq"], cold_min, cold_min, L))
     out.append(row(f"re-run after {args.mutations} mutations ({changed_prs} PRs)",
                    results["mutated"], mut_min, mut_min_cost, L))
+    nochange_requests = (math.ceil(args.repos / PER_PAGE) or 1) + args.repos
+    out.append(row(f"re-run a day later (reconciliation of {changed_prs} PRs' reviews)",
+                   results["reconcile"], nochange_requests + rec_min_cost, rec_min_cost, L))
     if "big" in results:
         out.append(row(f"cold sync, 10x PRs ({args.repos}x{10 * args.prs})", results["big"],
                        big_min, big_min, L))
@@ -744,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
                        f"{cold['wall']:.2f} s vs 1.5 x {bound:.2f} = {1.5 * bound:.2f} s"))
     else:
         checks.append(("cold-sync wall <= 1.5 x latency bound", None, "skipped: latency 0"))
+    rc = results["reconcile"]["emulator"]
+    checks.append(("(info) reconciliation a day later costs one review list per recently changed PR",
+                   rc["cost"] == rec_min_cost, f"cost {rc['cost']} vs {rec_min_cost}"))
     mu = results["mutated"]["emulator"]
     checks.append(("(info) mutation re-run cost == minimum", mu["cost"] == mut_min_cost,
                    f"cost {mu['cost']} vs {mut_min_cost}, requests {mu['requests']} vs {mut_min}"))

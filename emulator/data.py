@@ -39,7 +39,7 @@ _CACHE_FILES_ABOVE = 300
 _START = calendar.timegm((2024, 1, 1, 0, 0, 0))
 _LAST_CREATED = calendar.timegm((2025, 11, 30, 0, 0, 0))
 _END = calendar.timegm((2025, 12, 31, 0, 0, 0))
-_MUTATION_EPOCH = calendar.timegm((2026, 1, 1, 0, 0, 0))
+MUTATION_EPOCH = calendar.timegm((2026, 1, 1, 0, 0, 0))
 """Mutations happen after every generated timestamp, like a later day on GitHub."""
 
 _REPO_NAMES = ("api", "web", "infra", "docs", "sdk", "cli", "data-pipeline", "mobile",
@@ -138,7 +138,7 @@ class Dataset:
         self._lock = threading.RLock()
         self._orgs: dict[str, _Org] = {}
         self._rng = random.Random(seed)
-        self._clock = _MUTATION_EPOCH
+        self._clock = MUTATION_EPOCH
         self._next_repo_id = 700_000_000 + self._rng.randrange(100_000)
         self._next_pr_id = 1_800_000_000 + self._rng.randrange(100_000)
         self._next_review_id = 2_100_000_000 + self._rng.randrange(100_000)

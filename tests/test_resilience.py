@@ -4,7 +4,6 @@ stops them, and no change is missed (same second, renamed repository, silent rev
 
 from __future__ import annotations
 
-import calendar
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import pydantic
 import pytest
 
 from emulator import Dataset, Fault, GitHubEmulator
+from emulator.data import MUTATION_EPOCH
 from fakes import FakeClock
 from flows.landing import land
 from flows.settings import Settings, pipeline_name
@@ -324,8 +324,7 @@ def test_cursor_is_never_beyond_the_newest_pull_request_seen(dataset, emu, fake,
 
 
 def test_reconciliation_rereads_recent_reviews_once_a_day(dataset, tmp_path):
-    mutation_epoch = calendar.timegm((2026, 1, 1, 0, 0, 0))
-    fake = FakeClock(mutation_epoch + HOUR)
+    fake = FakeClock(MUTATION_EPOCH + HOUR)
     repo = repo_names(dataset)[0]
     dataset.add_review(ORG, repo, 5)  # PR #5 is updated "now": within reconcile_days
     with GitHubEmulator(dataset, clock=fake.now) as emu:
