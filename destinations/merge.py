@@ -2,7 +2,8 @@
 
 A ledger row per (pipeline_name, load_id), written in the same transaction as the load's MERGEs,
 is what makes the step idempotent: a crash before commit leaves nothing behind and the next call
-merges the load again; a second call after success finds nothing to do.
+merges the load again; a second call after success finds nothing to do. Two calls at once (two
+runs of one pipeline) merge each load once: see `_claim_load`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from sources.github.schema import TABLES, TableSpec
 logger = logging.getLogger("destinations.merge")
 
 LEDGER = "MERGED_LOADS"
+MERGE_LOCKS = "MERGE_LOCKS"
+
+
+class _MergedElsewhere(Exception):
+    """Another transaction claimed the load first: roll this one back and skip the load."""
 
 
 @dataclass
@@ -44,11 +50,18 @@ def stage_table_name(pipeline_name: str, table: str) -> str:
 
 
 def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[str]:
-    """Create schema, file format/stage (Snowflake), targets, ledger and the pipelines' stage tables.
+    """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables
+    and their rows in the merge-lock table.
 
     Idempotent; every statement is `IF NOT EXISTS`. Returns what it ensured, one line per object.
+    The flow runs it once before its merges fan out: concurrent DDL conflicts on DuckDB.
     """
     pipeline_names = [sql.check_pipeline_name(name) for name in pipeline_names]
+    with warehouse.exclusive():
+        return _bootstrap(warehouse, pipeline_names)
+
+
+def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
     schema = warehouse.q(warehouse.schema_name)
     warehouse.execute(sql.create_schema(schema))
     ensured = [f"schema {schema}", *warehouse.bootstrap_extras()]
@@ -62,6 +75,12 @@ def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[
             ensured.append(f"stage table {stage}")
     warehouse.execute(sql.create_ledger(warehouse.table(LEDGER)))
     ensured.append(f"ledger {warehouse.table(LEDGER)}")
+    locks = warehouse.table(MERGE_LOCKS)
+    warehouse.execute(sql.create_merge_locks(locks))
+    with warehouse.transaction():
+        for pipeline_name in pipeline_names:
+            warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
+    ensured.append(f"merge locks {locks}" + (f" for {', '.join(pipeline_names)}" if pipeline_names else ""))
     return ensured
 
 
@@ -72,13 +91,19 @@ def merge_landed_loads(
     pipeline_name: str,
     *,
     fs: fsspec.AbstractFileSystem | None = None,
+    bootstrap_first: bool = True,
 ) -> MergeReport:
-    """Merge every completed, not yet merged load of `pipeline_name`, oldest first, one transaction each."""
+    """Merge every completed, not yet merged load of `pipeline_name`, oldest first, one transaction each.
+
+    `bootstrap_first=False` when the caller bootstrapped for this pipeline already (the flow does,
+    once per run). A load another call merged meanwhile is skipped.
+    """
     org = sql.check_org(org)
     sql.check_pipeline_name(pipeline_name)
     landing = Landing(bucket_url, fs)
     warehouse.attach_landing(landing)
-    bootstrap(warehouse, [pipeline_name])
+    if bootstrap_first:
+        bootstrap(warehouse, [pipeline_name])
 
     report = MergeReport(warehouse.location(), pipeline_name, org)
     ledger = warehouse.table(LEDGER)
@@ -107,26 +132,65 @@ def _merge_load(
     load_files: dict[str, list[LandedFile]],
     report: MergeReport,
 ) -> None:
-    # Schema changes first: DDL commits implicitly in Snowflake, so it must not sit inside the load's
-    # transaction. An added column is harmless if the load then fails.
-    columns = {
-        name: _sync_columns(warehouse, landing, TABLES[name], pipeline_name, files)
-        for name, files in load_files.items()
-    }
-    counts: dict[str, dict[str, int]] = {}
-    with warehouse.transaction():
-        for name, files in load_files.items():
-            counts[name] = _merge_table(warehouse, TABLES[name], pipeline_name, files, columns[name])
-        warehouse.execute(
-            sql.insert_ledger_row(warehouse.table(LEDGER)),
-            [pipeline_name, load_id, json.dumps(counts, sort_keys=True)],
-        )
+    with warehouse.exclusive():
+        # Schema changes first: DDL commits implicitly in Snowflake, so it must not sit inside the
+        # load's transaction. An added column is harmless if the load then fails.
+        columns = {
+            name: _sync_columns(warehouse, landing, TABLES[name], pipeline_name, files)
+            for name, files in load_files.items()
+        }
+        counts: dict[str, dict[str, int]] = {}
+        ledger = warehouse.table(LEDGER)
+        try:
+            with warehouse.transaction():
+                _claim_load(warehouse, pipeline_name, load_id)
+                for name, files in load_files.items():
+                    counts[name] = _merge_table(warehouse, TABLES[name], pipeline_name, files, columns[name])
+                warehouse.execute(
+                    sql.set_ledger_row_counts(ledger),
+                    [json.dumps(counts, sort_keys=True), pipeline_name, load_id],
+                )
+        except _MergedElsewhere:
+            logger.info("%s: load %s was merged into %s by another run meanwhile: skipped",
+                        pipeline_name, load_id, report.warehouse)
+            return
     for name, table_counts in counts.items():
         report.rows_staged[name] = report.rows_staged.get(name, 0) + table_counts["staged"]
         report.rows_merged[name] = report.rows_merged.get(name, 0) + table_counts["merged"]
         report.rows_deleted[name] = report.rows_deleted.get(name, 0) + table_counts["deleted"]
     report.loads_merged.append(load_id)
     logger.info("%s: merged load %s into %s: %s", pipeline_name, load_id, report.warehouse, counts)
+
+
+def _claim_load(warehouse: Warehouse, pipeline_name: str, load_id: str) -> None:
+    """Lock the pipeline, then insert the load's ledger row unless one is committed already; the
+    first statements of the load's transaction. Raises _MergedElsewhere if another run has it.
+
+    Why this holds on Snowflake, which enforces no PRIMARY KEY (so the ledger cannot refuse a second
+    row by itself), under its only isolation level, READ COMMITTED:
+    1. The first statement UPDATEs the pipeline's row in MERGE_LOCKS. UPDATE (like DELETE and MERGE)
+       locks the table until the transaction commits or rolls back; a second transaction's UPDATE
+       waits for that (at most the LOCK_TIMEOUT parameter, 12 h by default), then goes on.
+    2. The claim is a new statement, started only once the lock was granted, i.e. after the other
+       transaction ended; a statement sees all data committed before it began, so it sees the
+       other's ledger row and inserts nothing: this transaction rolls back before touching anything.
+    The claim alone would not do: INSERTs take no such lock, so two could each see no row and both
+    insert. Every load takes this lock first and no other, so no deadlock. The lock is held for the
+    whole load, so loads of all pipelines serialise on MERGE_LOCKS, as their MERGEs into the shared
+    targets would anyway.
+    On DuckDB one process writes a file and `Warehouse.exclusive` serialises its loads; a rival's
+    UPDATE of the lock row (DuckDB, or fakesnow with DuckDB inside) fails at once instead of waiting.
+    """
+    locked = _affected(warehouse.execute(sql.lock_pipeline(warehouse.table(MERGE_LOCKS)), [pipeline_name]))
+    if locked == 0:
+        raise RuntimeError(
+            f"{pipeline_name} has no row in {warehouse.table(MERGE_LOCKS)}: bootstrap the warehouse "
+            "for it first (merge_landed_loads does unless bootstrap_first=False)"
+        )
+    ledger = warehouse.table(LEDGER)
+    claimed = _affected(warehouse.execute(sql.claim_load(ledger), [pipeline_name, load_id, pipeline_name, load_id]))
+    if claimed == 0:
+        raise _MergedElsewhere(load_id)
 
 
 def _merge_table(
