@@ -467,3 +467,20 @@ def test_run_py_exits_3_on_a_partial_success(emulator, dataset, tmp_path, monkey
     assert code == EXIT_PARTIAL == 3
     assert "PARTIAL: partial success, 1 item(s) not synced" in err and f"files acme/{repo}#1" in err
     assert f"NOT SYNCED files `acme/{repo}#1`" in out
+
+
+def test_four_organisations_merge_into_a_fresh_duckdb_file_at_the_first_attempt(tmp_path, monkeypatch):
+    """The warehouse is bootstrapped once, before the merges fan out; no merge needs a retry."""
+    orgs = {"org-a": 1, "org-b": 1, "org-c": 1, "org-d": 1}
+    four = Dataset.generate(orgs=orgs, prs_per_repo=[3], seed=9, edge_cases=False)
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    with GitHubEmulator(four, tokens={SECRET}) as emulator:
+        state = run(list(orgs), emulator, tmp_path)
+
+    assert state.is_completed(), state
+    runs = task_runs(state)
+    assert runs["bootstrap-warehouse"].run_count == 1
+    for org in orgs:
+        assert runs[f"merge-{org}"].run_count == 1, org
+        assert runs[f"merge-{org}"].state.is_completed()
+        assert warehouse_keys(tmp_path, org) == four.expected(org)
