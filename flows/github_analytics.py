@@ -294,6 +294,11 @@ def github_analytics(
         org: merge.submit(settings, org, pipeline_name(org), wait_for=[allow_failure(landed), bootstrapped])
         for org, landed in landings.items()
     }
+    try:
+        bootstrapped.result()
+        not_bootstrapped = None
+    except Exception as exc:  # the merges did not run: say why, not that they never finished
+        not_bootstrapped = f"merge not run, the warehouse bootstrap failed: {type(exc).__name__}: {exc}"
     for org in settings.orgs:
         result = OrgResult(org)
         try:
@@ -304,7 +309,7 @@ def github_analytics(
         try:
             result.merge = merges[org].result()
         except Exception as exc:
-            result.error = result.error or f"merge failed: {type(exc).__name__}: {exc}"
+            result.error = result.error or not_bootstrapped or f"merge failed: {type(exc).__name__}: {exc}"
         summary.results.append(result)
     publish_summary(summary)
     if summary.failed:
