@@ -210,8 +210,8 @@ def test_two_runs_of_one_pipeline_merge_each_load_once_on_duckdb(
     setup.close()
 
 
-def snowflake(snowflake_config: Callable[..., SnowflakeConfig], landing: Path) -> SnowflakeWarehouse:
-    return SnowflakeWarehouse(snowflake_config(f"file://{landing.resolve()}/github/"))
+def snowflake(snowflake_config: Callable[..., SnowflakeConfig], landing: Path, **fields: Any) -> SnowflakeWarehouse:
+    return SnowflakeWarehouse(snowflake_config(f"file://{landing.resolve()}/github/", **fields))
 
 
 def test_two_runs_of_one_pipeline_merge_each_load_once_on_snowflake(
@@ -242,7 +242,10 @@ def test_two_runs_of_one_pipeline_at_once_on_fakesnow_leave_one_copy(
     bootstrap(setup, ["github_demo"])
     race_after_reading_the_ledger(monkeypatch, one_after_the_other=False)
 
-    reports, errors = run_in_threads(two_runs(lambda: snowflake(snowflake_config, tmp_path), tmp_path))
+    # A short network timeout: the connector retries fakesnow's HTTP 500 until it runs out.
+    reports, errors = run_in_threads(
+        two_runs(lambda: snowflake(snowflake_config, tmp_path, network_timeout=4), tmp_path)
+    )
 
     # fakesnow answers the failed statement with a bare HTTP 500: its text does not say "conflict".
     assert len(errors) <= 1, errors
