@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 # The storage integration the one-time admin SQL creates; a gcs:// stage uses it unless told otherwise.
 GCS_STORAGE_INTEGRATION = "GITHUB_GCS"
 
 
 class DuckDBConfig(BaseModel):
-    """The embedded default: one local database file."""
+    """The embedded default: one local database file.
+
+    DuckDB lets one process write a file at a time: while another process (a second deployment,
+    a backfill) holds it, opening waits up to `lock_timeout_seconds`, then fails naming the file.
+    """
 
     path: Path = Path("data/warehouse.duckdb")
     schema_name: str = "github"
+    lock_timeout_seconds: float = Field(default=300.0, ge=0)
 
 
 class SnowflakeConfig(BaseModel):

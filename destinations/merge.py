@@ -2,7 +2,8 @@
 
 A ledger row per (pipeline_name, load_id), written in the same transaction as the load's MERGEs,
 is what makes the step idempotent: a crash before commit leaves nothing behind and the next call
-merges the load again; a second call after success finds nothing to do.
+merges the load again; a second call after success finds nothing to do. Two calls at once (two
+runs of one pipeline) merge each load once: see `_claim_load`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import fsspec
 from destinations import sql
 from destinations.landing import Landing, LandedFile
 from destinations.warehouse import Warehouse
-from sources.github.schema import TABLES, TableSpec
+from sources.github.schema import CHILD_FETCHES, TABLES, TableSpec
 
 logger = logging.getLogger("destinations.merge")
 
 LEDGER = "MERGED_LOADS"
+MERGE_LOCKS = "MERGE_LOCKS"
+
+
+class _MergedElsewhere(Exception):
+    """Another transaction claimed the load first: roll this one back and skip the load."""
 
 
 @dataclass
@@ -45,11 +51,18 @@ def stage_table_name(pipeline_name: str, table: str) -> str:
 
 
 def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[str]:
-    """Create schema, file format/stage (Snowflake), targets, ledger and the pipelines' stage tables.
+    """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables
+    and their rows in the merge-lock table.
 
     Idempotent; every statement is `IF NOT EXISTS`. Returns what it ensured, one line per object.
+    The flow runs it once before its merges fan out: concurrent DDL conflicts on DuckDB.
     """
     pipeline_names = [sql.check_pipeline_name(name) for name in pipeline_names]
+    with warehouse.exclusive():
+        return _bootstrap(warehouse, pipeline_names)
+
+
+def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
     schema = warehouse.q(warehouse.schema_name)
     warehouse.execute(sql.create_schema(schema))
     ensured = [f"schema {schema}", *warehouse.bootstrap_extras()]
@@ -63,6 +76,12 @@ def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[
             ensured.append(f"stage table {stage}")
     warehouse.execute(sql.create_ledger(warehouse.table(LEDGER)))
     ensured.append(f"ledger {warehouse.table(LEDGER)}")
+    locks = warehouse.table(MERGE_LOCKS)
+    warehouse.execute(sql.create_merge_locks(locks))
+    with warehouse.transaction():
+        for pipeline_name in pipeline_names:
+            warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
+    ensured.append(f"merge locks {locks}" + (f" for {', '.join(pipeline_names)}" if pipeline_names else ""))
     return ensured
 
 
@@ -73,13 +92,19 @@ def merge_landed_loads(
     pipeline_name: str,
     *,
     fs: fsspec.AbstractFileSystem | None = None,
+    bootstrap_first: bool = True,
 ) -> MergeReport:
-    """Merge every completed, not yet merged load of `pipeline_name`, oldest first, one transaction each."""
+    """Merge every completed, not yet merged load of `pipeline_name`, oldest first, one transaction each.
+
+    `bootstrap_first=False` when the caller bootstrapped for this pipeline already (the flow does,
+    once per run). A load another call merged meanwhile is skipped.
+    """
     org = sql.check_org(org)
     sql.check_pipeline_name(pipeline_name)
     landing = Landing(bucket_url, fs)
     warehouse.attach_landing(landing)
-    bootstrap(warehouse, [pipeline_name])
+    if bootstrap_first:
+        bootstrap(warehouse, [pipeline_name])
 
     report = MergeReport(warehouse.location(), pipeline_name, org)
     ledger = warehouse.table(LEDGER)
@@ -138,24 +163,26 @@ def _merge_load(
     report: MergeReport,
     expected: dict[str, int] | None = None,
 ) -> None:
-    # Schema changes first: DDL commits implicitly in Snowflake, so it must not sit inside the load's
-    # transaction. An added column is harmless if the load then fails.
-    columns = {
-        name: _sync_columns(warehouse, landing, TABLES[name], pipeline_name, files)
-        for name, files in load_files.items()
-    }
-    counts: dict[str, dict[str, int]] = {}
-    with warehouse.transaction():
-        for name, files in load_files.items():
-            counts[name] = _merge_table(warehouse, TABLES[name], pipeline_name, files, columns[name])
-            if expected is not None and counts[name]["staged"] != expected[name]:
-                raise DamagedLoad(
-                    f"load {load_id}: {counts[name]['staged']} rows of {name} staged, its manifest says {expected[name]}"
+    with warehouse.exclusive():
+        # Schema changes first: DDL commits implicitly in Snowflake, so it must not sit inside the
+        # load's transaction. An added column is harmless if the load then fails.
+        columns = {
+            name: _sync_columns(warehouse, landing, TABLES[name], pipeline_name, files)
+            for name, files in load_files.items()
+        }
+        ledger = warehouse.table(LEDGER)
+        try:
+            with warehouse.transaction():
+                _claim_load(warehouse, pipeline_name, load_id)
+                counts = _merge_tables(warehouse, pipeline_name, load_id, load_files, columns, expected)
+                warehouse.execute(
+                    sql.set_ledger_row_counts(ledger),
+                    [json.dumps(counts, sort_keys=True), pipeline_name, load_id],
                 )
-        warehouse.execute(
-            sql.insert_ledger_row(warehouse.table(LEDGER)),
-            [pipeline_name, load_id, json.dumps(counts, sort_keys=True)],
-        )
+        except _MergedElsewhere:
+            logger.info("%s: load %s was merged into %s by another run meanwhile: skipped",
+                        pipeline_name, load_id, report.warehouse)
+            return
     for name, table_counts in counts.items():
         report.rows_staged[name] = report.rows_staged.get(name, 0) + table_counts["staged"]
         report.rows_merged[name] = report.rows_merged.get(name, 0) + table_counts["merged"]
@@ -164,24 +191,92 @@ def _merge_load(
     logger.info("%s: merged load %s into %s: %s", pipeline_name, load_id, report.warehouse, counts)
 
 
-def _merge_table(
-    warehouse: Warehouse, spec: TableSpec, pipeline_name: str, files: list[LandedFile], columns: list[str]
-) -> dict[str, int]:
-    """Stage one table's files of the load, merge, replace child sets, empty the stage."""
-    stage = warehouse.table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
-    target = warehouse.table(spec.name)
-    key, version = warehouse.q(spec.key), warehouse.q(spec.version)
-    quoted = [warehouse.q(c) for c in columns]
+def _claim_load(warehouse: Warehouse, pipeline_name: str, load_id: str) -> None:
+    """Lock the pipeline, then insert the load's ledger row unless one is committed already; the
+    first statements of the load's transaction. Raises _MergedElsewhere if another run has it.
 
-    warehouse.execute(sql.truncate(stage))  # leftovers of anything interrupted never leak in
-    staged = warehouse.load_stage(stage, files, quoted)
-    merged = _affected(warehouse.execute(sql.merge_from_stage(target, stage, quoted, key, version)))
-    deleted = 0
-    if spec.replace_scope is not None:
-        scope = warehouse.q(spec.replace_scope)
-        deleted = _affected(warehouse.execute(sql.delete_replaced_children(target, stage, key, scope, version)))
-    warehouse.execute(sql.truncate(stage))
-    return {"staged": staged, "merged": merged, "deleted": deleted}
+    Why this holds on Snowflake, which enforces no PRIMARY KEY (so the ledger cannot refuse a second
+    row by itself), under its only isolation level, READ COMMITTED:
+    1. The first statement UPDATEs the pipeline's row in MERGE_LOCKS. UPDATE (like DELETE and MERGE)
+       locks the table until the transaction commits or rolls back; a second transaction's UPDATE
+       waits for that (at most the LOCK_TIMEOUT parameter, 12 h by default), then goes on.
+    2. The claim is a new statement, started only once the lock was granted, i.e. after the other
+       transaction ended; a statement sees all data committed before it began, so it sees the
+       other's ledger row and inserts nothing: this transaction rolls back before touching anything.
+    The claim alone would not do: INSERTs take no such lock, so two could each see no row and both
+    insert. Every load takes this lock first and no other, so no deadlock. The lock is held for the
+    whole load, so loads of all pipelines serialise on MERGE_LOCKS, as their MERGEs into the shared
+    targets would anyway.
+    On DuckDB one process writes a file and `Warehouse.exclusive` serialises its loads; a rival's
+    UPDATE of the lock row (DuckDB, or fakesnow with DuckDB inside) fails at once instead of waiting.
+    """
+    locked = _affected(warehouse.execute(sql.lock_pipeline(warehouse.table(MERGE_LOCKS)), [pipeline_name]))
+    if locked == 0:
+        raise RuntimeError(
+            f"{pipeline_name} has no row in {warehouse.table(MERGE_LOCKS)}: bootstrap the warehouse "
+            "for it first (merge_landed_loads does unless bootstrap_first=False)"
+        )
+    ledger = warehouse.table(LEDGER)
+    claimed = _affected(warehouse.execute(sql.claim_load(ledger), [pipeline_name, load_id, pipeline_name, load_id]))
+    if claimed == 0:
+        raise _MergedElsewhere(load_id)
+
+
+def _merge_tables(
+    warehouse: Warehouse,
+    pipeline_name: str,
+    load_id: str,
+    load_files: dict[str, list[LandedFile]],
+    columns: dict[str, list[str]],
+    expected: dict[str, int] | None,
+) -> dict[str, dict[str, int]]:
+    """Stage and merge each table of the load, replace the child sets it fetched, empty the stages.
+
+    Child sets are replaced after every table is staged: the scope is the load's
+    pull_request_child_fetches rows (a list that came back empty replaces the old rows with none);
+    a load landed before those records existed is scoped by the child rows it carries.
+    """
+    stages = {name: warehouse.table(stage_table_name(pipeline_name, name), pipeline_name=True) for name in TABLES}
+    for stage in stages.values():
+        warehouse.execute(sql.truncate(stage))  # leftovers of anything interrupted never leak in
+    counts: dict[str, dict[str, int]] = {}
+    for name in TABLES:  # the declared order, whatever the manifest's
+        if name not in load_files:
+            continue
+        spec, stage = TABLES[name], stages[name]
+        quoted = [warehouse.q(c) for c in columns[name]]
+        staged = warehouse.load_stage(stage, load_files[name], quoted)
+        if expected is not None and staged != expected[name]:
+            raise DamagedLoad(f"load {load_id}: {staged} rows of {name} staged, its manifest says {expected[name]}")
+        merge = sql.merge_from_stage(warehouse.table(name), stage, quoted, warehouse.q(spec.key), warehouse.q(spec.version))
+        counts[name] = {"staged": staged, "merged": _affected(warehouse.execute(merge)), "deleted": 0}
+    for spec in TABLES.values():
+        if spec.child_kind is None:
+            continue
+        deleted = _replace_children(warehouse, spec, stages, CHILD_FETCHES.name in load_files, spec.name in load_files)
+        if deleted is not None:
+            counts.setdefault(spec.name, {"staged": 0, "merged": 0, "deleted": 0})["deleted"] = deleted
+    for stage in stages.values():
+        warehouse.execute(sql.truncate(stage))
+    return counts
+
+
+def _replace_children(
+    warehouse: Warehouse, spec: TableSpec, stages: dict[str, str], fetches_landed: bool, rows_landed: bool
+) -> int | None:
+    """Delete the child rows a fetched list no longer holds; None when the load fetched none."""
+    q = warehouse.q
+    target, key, version = warehouse.table(spec.name), q(spec.key), q(spec.version)
+    if fetches_landed:
+        statement = sql.delete_children_not_fetched(
+            target, stages[spec.name], stages[CHILD_FETCHES.name], key, version,
+            q(spec.replace_scope or "pull_request_id"), q("kind"), q(CHILD_FETCHES.version), spec.child_kind or "",
+        )
+    elif rows_landed and spec.replace_scope is not None:
+        statement = sql.delete_replaced_children(target, stages[spec.name], key, q(spec.replace_scope), version)
+    else:
+        return None
+    return _affected(warehouse.execute(statement))
 
 
 def _affected(rows: list[tuple]) -> int:

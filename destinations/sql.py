@@ -374,6 +374,50 @@ def insert_ledger_row(ledger: str) -> str:
     )
 
 
+# --- Exactly once under concurrency (see merge._claim_load for why this is safe on Snowflake) ---
+
+
+def create_merge_locks(table: str) -> str:
+    """One row per pipeline, which each load's transaction updates first to serialise its merges."""
+    return f"""CREATE TABLE IF NOT EXISTS {table} (
+    pipeline_name VARCHAR NOT NULL,
+    locked_at TIMESTAMP_TZ,
+    PRIMARY KEY (pipeline_name)
+)"""
+
+
+def ensure_merge_lock_row(table: str) -> str:
+    """The pipeline's lock row (parameters: pipeline name, twice); a no-op once it exists."""
+    return (
+        f"INSERT INTO {table} (pipeline_name, locked_at) SELECT ?, CURRENT_TIMESTAMP()"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE pipeline_name = ?)"
+    )
+
+
+def lock_pipeline(table: str) -> str:
+    """The first statement of a load's transaction (parameter: pipeline name).
+
+    Snowflake: an UPDATE locks the table until COMMIT or ROLLBACK; a rival transaction's UPDATE
+    waits here. DuckDB (and fakesnow, DuckDB inside): a rival's UPDATE of the row fails at once.
+    """
+    return f"UPDATE {table} SET locked_at = CURRENT_TIMESTAMP() WHERE pipeline_name = ?"
+
+
+def claim_load(ledger: str) -> str:
+    """The ledger row, inserted only if no committed one exists (parameters: pipeline, load id,
+    pipeline, load id); one row affected means this transaction merges the load."""
+    return (
+        f"INSERT INTO {ledger} (pipeline_name, load_id, merged_at, row_counts)"
+        " SELECT ?, ?, CURRENT_TIMESTAMP(), NULL"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {ledger} WHERE pipeline_name = ? AND load_id = ?)"
+    )
+
+
+def set_ledger_row_counts(ledger: str) -> str:
+    """The claimed ledger row gets the load's row counts (parameters: counts, pipeline, load id)."""
+    return f"UPDATE {ledger} SET row_counts = ? WHERE pipeline_name = ? AND load_id = ?"
+
+
 # --- One-time administration (run by an account administrator, quoted by the README) ------------
 
 _ADMIN_SQL = """\

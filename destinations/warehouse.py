@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import duckdb
@@ -64,6 +68,11 @@ class Warehouse(ABC):
             raise
         self._commit()
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off this process's other writers of the same warehouse (DuckDB); Snowflake locks itself."""
+        yield
+
     def attach_landing(self, landing: Landing) -> None:
         """Make the landing readable from inside the warehouse, if it reads files itself."""
 
@@ -95,8 +104,64 @@ class Warehouse(ABC):
     def _rollback(self) -> None: ...
 
 
+class WarehouseLocked(RuntimeError):
+    """Another process kept the DuckDB file locked for longer than `DuckDBConfig.lock_timeout_seconds`."""
+
+
+# How often a process waiting for another's DuckDB file lock tries again.
+LOCK_POLL_SECONDS = 0.5
+
+
+@dataclass
+class _SharedDuckDB:
+    """One open database per file and process, shared by its DuckDBWarehouse objects.
+
+    DuckDB lets one process write a file, and within it concurrent transactions that touch the same
+    catalog entries or rows fail ("write-write conflict") instead of waiting: writers take `lock`.
+    A filesystem registers once per database, not once per connection.
+    """
+
+    connection: duckdb.DuckDBPyConnection
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    protocols: set[str] = field(default_factory=set)
+    users: int = 0
+
+
+_OPEN: dict[Path, _SharedDuckDB] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _connect_waiting(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting up to `timeout` seconds while another process holds its lock."""
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLocked(
+                    f"DuckDB file {path} is still locked by another process after waiting {timeout:g} s "
+                    f"(DuckDBConfig.lock_timeout_seconds; is another deployment or a backfill merging "
+                    f"into it?): {error}"
+                ) from error
+            if not waiting:
+                logger.warning(
+                    "DuckDB file %s is locked by another process: waiting up to %g s for it (%s)",
+                    path, timeout, error,
+                )
+                waiting = True
+            time.sleep(max(0.0, min(LOCK_POLL_SECONDS, deadline - time.monotonic())))
+
+
 class DuckDBWarehouse(Warehouse):
-    """The embedded default: reads the landed Parquet itself (local, or gs:// through fsspec)."""
+    """The embedded default: reads the landed Parquet itself (local, or gs:// through fsspec).
+
+    Each object has its own cursor (its own transactions) on the process's one database per file;
+    `exclusive()` serialises the writers of this process.
+    """
 
     dialect = sql.DUCKDB
 
@@ -104,17 +169,32 @@ class DuckDBWarehouse(Warehouse):
         self.config = config or DuckDBConfig()
         self.schema_name = sql.check_identifier(self.config.schema_name, "schema name")
         self.config.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = duckdb.connect(str(self.config.path))
-        self._registered: set[str] = set()
+        self._path = self.config.path.resolve()
+        with _OPEN_LOCK:  # one thread opens (and waits for) a file at a time
+            shared = _OPEN.get(self._path)
+            if shared is None:
+                shared = _SharedDuckDB(_connect_waiting(self._path, self.config.lock_timeout_seconds))
+                _OPEN[self._path] = shared
+            shared.users += 1
+        self._shared: _SharedDuckDB | None = shared
+        self._conn = shared.connection.cursor()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        assert self._shared is not None, "warehouse is closed"
+        with self._shared.lock:
+            yield
 
     def attach_landing(self, landing: Landing) -> None:
         # A registered fsspec filesystem answers gs:// paths: no httpfs download at run time.
         if landing.is_local:
             return
+        assert self._shared is not None, "warehouse is closed"
         protocol = landing.fs.protocol if isinstance(landing.fs.protocol, str) else landing.fs.protocol[0]
-        if protocol not in self._registered:
-            self._conn.register_filesystem(landing.fs)
-            self._registered.add(protocol)
+        with self._shared.lock:
+            if protocol not in self._shared.protocols:
+                self._shared.connection.register_filesystem(landing.fs)
+                self._shared.protocols.add(protocol)
 
     def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
         statement = sql.insert_parquet_into_stage(stage_table, columns)
@@ -125,7 +205,16 @@ class DuckDBWarehouse(Warehouse):
         return f"duckdb:{self.config.path}#{self.schema_name}"
 
     def close(self) -> None:
+        """Close this cursor; the last one out closes the database and releases the file lock."""
+        if self._shared is None:
+            return
         self._conn.close()
+        with _OPEN_LOCK:
+            self._shared.users -= 1
+            if self._shared.users == 0:
+                self._shared.connection.close()
+                del _OPEN[self._path]
+        self._shared = None
 
     def _run(self, text: str, params: Sequence[Any]) -> list[tuple]:
         return self._conn.execute(text, list(params)).fetchall()

@@ -30,7 +30,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
-from destinations.merge import MergeReport, merge_landed_loads
+from destinations.merge import MergeReport, bootstrap, merge_landed_loads
 from flows.landing import (
     LandingReport,
     exception_chain,
@@ -219,11 +219,20 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
     return report
 
 
+@task(name="bootstrap-warehouse", task_run_name="bootstrap-warehouse", **_RETRIES)
+def bootstrap_warehouse(settings: Settings, pipeline_names: list[str]) -> list[str]:
+    """Create the warehouse objects of every organisation once, before the merges fan out:
+    concurrent CREATE ... IF NOT EXISTS of the same objects conflict on DuckDB."""
+    with open_warehouse(settings) as warehouse:
+        return bootstrap(warehouse, pipeline_names)
+
+
 @task(name="merge", task_run_name="merge-{org}", **_RETRIES)
 def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
     with open_warehouse(settings) as warehouse:
         report = merge_landed_loads(
-            warehouse, settings.landing, org, pipeline_name, fs=landing_filesystem(settings)
+            warehouse, settings.landing, org, pipeline_name, fs=landing_filesystem(settings),
+            bootstrap_first=False,  # bootstrap_warehouse did, once for the run
         )
     get_run_logger().info(
         "%s: merged %d load(s) into %s: %s",
@@ -282,10 +291,16 @@ def github_analytics(
 
     summary = RunSummary()
     landings = {org: extract_and_land.submit(settings, org, full_refresh) for org in settings.orgs}
+    bootstrapped = bootstrap_warehouse.submit(settings, [pipeline_name(org) for org in settings.orgs])
     merges = {
-        org: merge.submit(settings, org, pipeline_name(org), wait_for=[allow_failure(landed)])
+        org: merge.submit(settings, org, pipeline_name(org), wait_for=[allow_failure(landed), bootstrapped])
         for org, landed in landings.items()
     }
+    try:
+        bootstrapped.result()
+        not_bootstrapped = None
+    except Exception as exc:  # the merges did not run: say why, not that they never finished
+        not_bootstrapped = f"merge not run, the warehouse bootstrap failed: {type(exc).__name__}: {exc}"
     for org in settings.orgs:
         result = OrgResult(org)
         try:
@@ -296,7 +311,7 @@ def github_analytics(
         try:
             result.merge = merges[org].result()
         except Exception as exc:
-            result.error = result.error or f"merge failed: {type(exc).__name__}: {exc}"
+            result.error = result.error or not_bootstrapped or f"merge failed: {type(exc).__name__}: {exc}"
         summary.results.append(result)
     publish_summary(summary)
     if summary.failed:

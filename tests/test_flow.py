@@ -27,7 +27,7 @@ from flows.github_analytics import (
     RunSummary,
     github_analytics,
 )
-from flows.settings import Settings, pipeline_name
+from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.errors import GitHubServerError
 
 GITHUB_LIMIT = Settings.model_fields["github_concurrency_limit"].default
@@ -467,3 +467,37 @@ def test_run_py_exits_3_on_a_partial_success(emulator, dataset, tmp_path, monkey
     assert code == EXIT_PARTIAL == 3
     assert "PARTIAL: partial success, 1 item(s) not synced" in err and f"files acme/{repo}#1" in err
     assert f"NOT SYNCED files `acme/{repo}#1`" in out
+
+
+def test_four_organisations_merge_into_a_fresh_duckdb_file_at_the_first_attempt(tmp_path, monkeypatch):
+    """The warehouse is bootstrapped once, before the merges fan out; no merge needs a retry."""
+    orgs = {"org-a": 1, "org-b": 1, "org-c": 1, "org-d": 1}
+    four = Dataset.generate(orgs=orgs, prs_per_repo=[3], seed=9, edge_cases=False)
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    with GitHubEmulator(four, tokens={SECRET}) as emulator:
+        state = run(list(orgs), emulator, tmp_path)
+
+    assert state.is_completed(), state
+    runs = task_runs(state)
+    assert runs["bootstrap-warehouse"].run_count == 1
+    for org in orgs:
+        assert runs[f"merge-{org}"].run_count == 1, org
+        assert runs[f"merge-{org}"].state.is_completed()
+        assert warehouse_keys(tmp_path, org) == four.expected(org)
+
+
+def test_a_failed_warehouse_bootstrap_is_named_and_the_landing_is_kept(emulator, tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+
+    def broken(warehouse, pipeline_names):
+        raise ConfigurationError("injected: warehouse unreachable")
+
+    monkeypatch.setattr(flow_module, "bootstrap", broken)
+    state = run(["acme"], emulator, tmp_path)
+
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, OrganisationsFailed)
+    assert "acme: merge not run, the warehouse bootstrap failed: ConfigurationError: injected" in str(error)
+    assert error.summary.results[0].landing is not None
+    assert "merge-acme" not in task_runs(state) or not task_runs(state)["merge-acme"].state.is_completed()

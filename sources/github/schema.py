@@ -160,7 +160,7 @@ CHILD_FETCHES = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (PULL_REQUESTS, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES)
+    spec.name: spec for spec in (PULL_REQUESTS, CHILD_FETCHES, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES)
 }
 
 # Items the row builders refused, landed for people to inspect. Deliberately not in TABLES: the

@@ -1,0 +1,289 @@
+"""Exactly once under concurrency: merges at once into one DuckDB file (threads of one process, or
+a second process holding it), two runs of one pipeline on DuckDB and on Snowflake (fakesnow), and a
+gs:// landing read by two merges of one process."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from destinations import DuckDBConfig, DuckDBWarehouse, SnowflakeConfig, SnowflakeWarehouse, Warehouse, bootstrap
+from destinations import merge_landed_loads, sql
+from destinations.landing import Landing
+from destinations.merge import MergeReport
+from destinations.warehouse import WarehouseLocked
+from test_warehouse import T0, land, land_two_loads, ledger, pr, rows_by
+
+ORGS = ["alpha", "beta", "gamma", "delta"]
+
+
+def run_in_threads(calls: dict[str, Callable[[], MergeReport]]) -> tuple[dict[str, MergeReport], dict[str, BaseException]]:
+    """Start every call at the same moment, each in its own thread (as the flow's task runner does)."""
+    start = threading.Barrier(len(calls))
+    reports: dict[str, MergeReport] = {}
+    errors: dict[str, BaseException] = {}
+
+    def run(name: str, call: Callable[[], MergeReport]) -> None:
+        start.wait()
+        try:
+            reports[name] = call()
+        except BaseException as error:  # surfaced by the caller
+            errors[name] = error
+
+    threads = [threading.Thread(target=run, args=item, name=item[0]) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return reports, errors
+
+
+def duckdb_merge(path: Path, bucket_url: str, org: str, **kwargs: Any) -> Callable[[], MergeReport]:
+    """What the flow's merge task does: open the warehouse, merge, close."""
+
+    def call() -> MergeReport:
+        warehouse = DuckDBWarehouse(DuckDBConfig(path=path))
+        try:
+            return merge_landed_loads(warehouse, bucket_url, org, f"github_{org}", **kwargs)
+        finally:
+            warehouse.close()
+
+    return call
+
+
+def test_four_organisations_merge_at_once_into_a_fresh_duckdb_file(tmp_path: Path) -> None:
+    """No retry: every merge succeeds at its first attempt, each bootstrapping the fresh file."""
+    landing, path = tmp_path / "landing", tmp_path / "fresh.duckdb"
+    for org in ORGS:
+        land_two_loads(landing, org)
+
+    reports, errors = run_in_threads({org: duckdb_merge(path, str(landing), org) for org in ORGS})
+
+    assert errors == {}
+    assert {org: report.loads_merged for org, report in reports.items()} == {org: ["999.5", "1000.25"] for org in ORGS}
+    check = DuckDBWarehouse(DuckDBConfig(path=path))
+    assert rows_by(check, "pull_requests", "org", "number", "title") == [
+        (org, number, title) for org in sorted(ORGS) for number, title in ((1, "renamed 🚀"), (2, "second"))
+    ]
+    assert len(ledger(check)) == 2 * len(ORGS)
+    check.close()
+
+
+# --- A second process holding the DuckDB file ---------------------------------------------------
+
+HOLD_FILE = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def hold_file(path: Path, seconds: float = 60) -> subprocess.Popen[str]:
+    """A real second process: python opens the DuckDB file (taking its lock) and sleeps."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FILE.replace("60", repr(seconds)), str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_merge_waits_for_another_process_then_fails_clearly_with_nothing_merged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
+    land(landing, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "first")]})
+    duckdb_merge(path, str(landing), "demo")()
+    land(landing, "demo", "2.0", {"pull_requests": [pr("demo", 2, T0, "second")]})
+
+    holder = hold_file(path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="destinations.warehouse"):
+            with pytest.raises(WarehouseLocked) as failure:
+                warehouse = DuckDBWarehouse(DuckDBConfig(path=path, lock_timeout_seconds=1.5))
+                merge_landed_loads(warehouse, str(landing), "demo", "github_demo")
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(failure.value)
+    assert f"DuckDB file {path.resolve()} is still locked by another process after waiting 1.5 s" in message
+    assert "lock_timeout_seconds" in message
+    waiting = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(waiting) == 1 and str(path.resolve()) in waiting[0] and "up to 1.5 s" in waiting[0]
+
+    # Nothing of load 2 reached the warehouse; the next attempt merges it.
+    check = DuckDBWarehouse(DuckDBConfig(path=path))
+    assert ledger(check) == [("github_demo", "1.0")]
+    assert rows_by(check, "pull_requests", "title") == [("first",)]
+    assert merge_landed_loads(check, str(landing), "demo", "github_demo").loads_merged == ["2.0"]
+    check.close()
+
+
+def test_merge_goes_on_once_the_other_process_lets_go(tmp_path: Path) -> None:
+    landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
+    land(landing, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "first")]})
+    holder = hold_file(path, seconds=1.5)
+    try:
+        warehouse = DuckDBWarehouse(DuckDBConfig(path=path, lock_timeout_seconds=30))
+        assert merge_landed_loads(warehouse, str(landing), "demo", "github_demo").loads_merged == ["1.0"]
+        warehouse.close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --- Two runs of one pipeline merging at once -----------------------------------------------------
+
+
+def race_after_reading_the_ledger(monkeypatch: pytest.MonkeyPatch, *, one_after_the_other: bool) -> None:
+    """Both runs read the ledger (both see the loads pending) before either merges.
+
+    `one_after_the_other`: run "second" then waits until run "first" has committed, as a Snowflake
+    transaction waits for another's lock; otherwise both go on at once.
+    """
+    read = threading.Barrier(2)
+    first_done = threading.Event()
+    completed_loads = Landing.completed_loads
+
+    def racing(self: Landing, *args: Any, **kwargs: Any) -> list[str]:
+        pending = completed_loads(self, *args, **kwargs)
+        read.wait(timeout=60)
+        if one_after_the_other and threading.current_thread().name == "second":
+            assert first_done.wait(timeout=60)
+        return pending
+
+    monkeypatch.setattr(Landing, "completed_loads", racing)
+    monkeypatch.setattr(
+        "test_merge_concurrency._done", lambda name: first_done.set() if name == "first" else None
+    )
+
+
+def _done(name: str) -> None:
+    """Replaced by `race_after_reading_the_ledger`."""
+
+
+def two_runs(make: Callable[[], Warehouse], landing: Path) -> dict[str, Callable[[], MergeReport]]:
+    def run(name: str) -> Callable[[], MergeReport]:
+        def call() -> MergeReport:
+            warehouse = make()
+            try:
+                return merge_landed_loads(warehouse, str(landing), "demo", "github_demo")
+            finally:
+                warehouse.close()
+                _done(name)
+
+        return call
+
+    return {"first": run("first"), "second": run("second")}
+
+
+def check_each_load_merged_once(check: Warehouse, reports: dict[str, MergeReport] | None = None) -> None:
+    assert ledger(check) == [("github_demo", "1000.25"), ("github_demo", "999.5")]
+    assert rows_by(check, "pull_requests", "number", "title") == [(1, "renamed 🚀"), (2, "second")]
+    assert rows_by(check, "pull_request_files", "pull_request_number", "filename") == [(1, "a.py"), (2, "x.py")]
+    if reports is not None:
+        merged = sorted(load for report in reports.values() for load in report.loads_merged)
+        assert merged == ["1000.25", "999.5"]  # each load merged by one run only
+
+
+@pytest.mark.parametrize("one_after_the_other", [True, False], ids=["waiting", "at-once"])
+def test_two_runs_of_one_pipeline_merge_each_load_once_on_duckdb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_after_the_other: bool
+) -> None:
+    landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
+    land_two_loads(landing)
+    setup = DuckDBWarehouse(DuckDBConfig(path=path))
+    bootstrap(setup, ["github_demo"])
+    race_after_reading_the_ledger(monkeypatch, one_after_the_other=one_after_the_other)
+
+    reports, errors = run_in_threads(two_runs(lambda: DuckDBWarehouse(DuckDBConfig(path=path)), landing))
+
+    assert errors == {}
+    check_each_load_merged_once(setup, reports)
+    setup.close()
+
+
+def snowflake(snowflake_config: Callable[..., SnowflakeConfig], landing: Path, **fields: Any) -> SnowflakeWarehouse:
+    return SnowflakeWarehouse(snowflake_config(f"file://{landing.resolve()}/github/", **fields))
+
+
+def test_two_runs_of_one_pipeline_merge_each_load_once_on_snowflake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snowflake_config: Callable[..., SnowflakeConfig]
+) -> None:
+    """The second run's transaction starts after the first committed (on Snowflake it waits for the
+    lock): it finds the loads claimed and skips them, with no error."""
+    land_two_loads(tmp_path)
+    setup = snowflake(snowflake_config, tmp_path)
+    bootstrap(setup, ["github_demo"])
+    race_after_reading_the_ledger(monkeypatch, one_after_the_other=True)
+
+    reports, errors = run_in_threads(two_runs(lambda: snowflake(snowflake_config, tmp_path), tmp_path))
+
+    assert errors == {}
+    assert reports["second"].loads_merged == []
+    check_each_load_merged_once(setup, reports)
+    setup.close()
+
+
+def test_two_runs_of_one_pipeline_at_once_on_fakesnow_leave_one_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snowflake_config: Callable[..., SnowflakeConfig]
+) -> None:
+    """Truly at once. Snowflake would make one wait for the lock (the test above); fakesnow, DuckDB
+    inside, fails the rival's lock UPDATE at once instead: it rolls back, having written nothing."""
+    land_two_loads(tmp_path)
+    setup = snowflake(snowflake_config, tmp_path)
+    bootstrap(setup, ["github_demo"])
+    race_after_reading_the_ledger(monkeypatch, one_after_the_other=False)
+
+    # A short network timeout: the connector retries fakesnow's HTTP 500 until it runs out.
+    reports, errors = run_in_threads(
+        two_runs(lambda: snowflake(snowflake_config, tmp_path, network_timeout=4), tmp_path)
+    )
+
+    # fakesnow answers the failed statement with a bare HTTP 500: its text does not say "conflict".
+    assert len(errors) <= 1, errors
+    if errors:  # the loser rolled back; what the winner committed is whole, and a next run completes it
+        monkeypatch.undo()
+        merge_landed_loads(setup, str(tmp_path), "demo", "github_demo")
+        check_each_load_merged_once(setup)
+    else:
+        check_each_load_merged_once(setup, reports)
+    setup.close()
+
+
+def test_snowflake_claim_takes_the_lock_before_reading_the_ledger() -> None:
+    """The order that makes the claim safe under READ COMMITTED (see merge._claim_load)."""
+    assert sql.lock_pipeline('"S"."MERGE_LOCKS"').startswith('UPDATE "S"."MERGE_LOCKS" SET')
+    claim = sql.claim_load('"S"."MERGED_LOADS"')
+    assert claim.startswith('INSERT INTO "S"."MERGED_LOADS"') and "WHERE NOT EXISTS" in claim
+
+
+# --- A gs:// landing read by two merges of one process --------------------------------------------
+
+
+def test_two_merges_in_one_process_read_a_gcs_landing(tmp_path: Path, gcs_bucket: Any) -> None:
+    local = tmp_path / "landing"
+    for org in ORGS[:2]:
+        land_two_loads(local, org)
+    bucket_url = gcs_bucket.url()
+    gcs_bucket.fs.put(str(local / "github"), f"{gcs_bucket.name}/landing/", recursive=True)
+    gcs_bucket.fs.invalidate_cache()
+    path = tmp_path / "warehouse.duckdb"
+
+    calls = {org: duckdb_merge(path, bucket_url, org, fs=gcs_bucket.fs) for org in ORGS[:2]}
+    reports, errors = run_in_threads(calls)
+
+    assert errors == {}
+    assert {org: report.loads_merged for org, report in reports.items()} == {
+        org: ["999.5", "1000.25"] for org in ORGS[:2]
+    }
+    check = DuckDBWarehouse(DuckDBConfig(path=path))
+    assert len(ledger(check)) == 4
+    check.close()
