@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from destinations import sql
 from destinations.config import SnowflakeConfig
-from destinations.merge import LEDGER, stage_table_name
-from sources.github.schema import TABLES
+from destinations.merge import LEDGER, MERGE_LOCKS, stage_table_name
+from sources.github.schema import CHILD_FETCHES, TABLES
 
 _DIALECT = sql.SNOWFLAKE
 # Valid stand-ins the builders accept, replaced by placeholders once the text is built.
@@ -57,6 +57,9 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
             stage_table = table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
             bootstrap.append(sql.create_stage_table(stage_table, columns, _DIALECT))
     bootstrap.append(sql.create_ledger(ledger))
+    locks = table(MERGE_LOCKS)
+    bootstrap.append(sql.create_merge_locks(locks))
+    bootstrap += [sql.ensure_merge_lock_row(locks) for _ in pipelines]
     sections.append((
         "Bootstrap (`./dev bootstrap`, and each merge first): all IF NOT EXISTS. SHOW STAGES checks that\n"
         "-- an existing stage points at the landing. An existing file format keeps its options: every COPY\n"
@@ -80,28 +83,34 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
                 sql.add_column(stage_table, q(_NEW_COLUMN), "VARCHAR"),
             ],
         ))
-        load: list[str] = []
+        stages = {name: table(stage_table_name(pipeline_name, name), pipeline_name=True) for name in TABLES}
+        load: list[str] = [sql.lock_pipeline(locks), sql.claim_load(ledger)]
+        load += [sql.truncate(stages[name]) for name in TABLES]
         for spec in TABLES.values():
-            target = table(spec.name)
-            stage_table = table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
-            key, version = q(spec.key), q(spec.version)
             fields = [(q(f.name), f.name, sql.column_type(f.type, _DIALECT)) for f in spec.schema]
             folder = f"{spec.name}/org={org}/date={_EXAMPLE_DATE}"
             load += [
-                sql.truncate(stage_table),
                 sql.table_columns(),
-                sql.copy_into_stage(stage_table, stage, folder, list(_EXAMPLE_FILES), fields),
-                sql.merge_from_stage(target, stage_table, [c for c, _, _ in fields], key, version),
+                sql.copy_into_stage(stages[spec.name], stage, folder, list(_EXAMPLE_FILES), fields),
+                sql.merge_from_stage(table(spec.name), stages[spec.name], [c for c, _, _ in fields],
+                                     q(spec.key), q(spec.version)),
             ]
-            if spec.replace_scope is not None:
-                load.append(sql.delete_replaced_children(target, stage_table, key, q(spec.replace_scope), version))
-            load.append(sql.truncate(stage_table))
-        load += [sql.insert_ledger_row(ledger), "COMMIT"]
+        for spec in TABLES.values():
+            if spec.child_kind is not None:
+                load.append(sql.delete_children_not_fetched(
+                    table(spec.name), stages[spec.name], stages[CHILD_FETCHES.name], q(spec.key),
+                    q(spec.version), q(spec.replace_scope or "pull_request_id"), q("kind"),
+                    q(CHILD_FETCHES.version), spec.child_kind,
+                ))
+        load += [sql.truncate(stages[name]) for name in TABLES]
+        load += [sql.set_ledger_row_counts(ledger), "COMMIT"]
         sections.append((
-            f"[{org}] The merge of one load, in one transaction (autocommit off), per table: empty the stage\n"
-            "-- table, read its column types, COPY each date folder's files (at most 1,000 names per COPY;\n"
-            "-- more files, more COPY statements), MERGE, replace child sets, empty the stage table; then\n"
-            "-- the ledger row and COMMIT.",
+            f"[{org}] The merge of one load, in one transaction (autocommit off): lock the pipeline's row\n"
+            "-- (a rival run of the pipeline waits here), claim the load in the ledger (no row inserted: it\n"
+            "-- was merged already, ROLLBACK), empty the stage tables; per table: read its column types,\n"
+            "-- COPY each date folder's files (at most 1,000 names per COPY; more files, more COPY\n"
+            "-- statements), MERGE; then replace the child sets the load fetched (a list that came back\n"
+            "-- empty deletes the old rows), empty the stage tables, the ledger row counts and COMMIT.",
             load,
         ))
 

@@ -363,6 +363,28 @@ WHERE t.{scope} IN (SELECT s.{scope} FROM {stage_table} AS s)
   AND t.{version} <= (SELECT MAX(s.{version}) FROM {stage_table} AS s WHERE s.{scope} = t.{scope})"""
 
 
+def delete_children_not_fetched(
+    target: str, child_stage: str, fetch_stage: str, key: str, version: str, scope: str,
+    fetch_kind: str, fetch_version: str, kind: str,
+) -> str:
+    """Each child list a load fetched (`fetch_stage`, rows of pull_request_child_fetches) replaces
+    that pull request's whole set: rows not in the list go, all of them when it came back empty.
+
+    Column names come quoted: `scope` (the pull request id, in both tables), `fetch_kind` and
+    `fetch_version` (the fetch record's kind and pull-request version). The version guard keeps a
+    replayed older load from deleting children of a newer one.
+    """
+    if kind not in ("reviews", "files"):
+        raise ValueError(f"invalid child kind {kind!r}")
+    return f"""DELETE FROM {target} AS t
+WHERE t.{scope} IN (SELECT f.{scope} FROM {fetch_stage} AS f WHERE f.{fetch_kind} = '{kind}')
+  AND t.{key} NOT IN (SELECT s.{key} FROM {child_stage} AS s WHERE s.{key} IS NOT NULL)
+  AND t.{version} <= (
+    SELECT MAX(f.{fetch_version}) FROM {fetch_stage} AS f
+    WHERE f.{scope} = t.{scope} AND f.{fetch_kind} = '{kind}'
+  )"""
+
+
 def merged_load_ids(ledger: str) -> str:
     return f"SELECT load_id FROM {ledger} WHERE pipeline_name = ?"
 

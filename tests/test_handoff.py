@@ -129,3 +129,28 @@ def test_a_data_dir_holding_glob_characters_is_a_path_not_a_pattern(folder, emul
     assert len(report.loads_merged) == 1
     assert_warehouse_matches(settings, dataset)
     assert not (tmp_path / "d1" / "warehouse.duckdb").exists()
+
+
+def test_a_child_list_that_drops_to_zero_replaces_the_old_rows_with_none(settings, dataset):
+    land_only(settings)
+    merge_only(settings)
+    repo = dataset.repositories(ORG)[0]["name"]
+    pr = next(p for p in dataset.pull_requests(ORG, repo) if dataset.files(ORG, repo, p["number"]))
+    for _ in dataset.files(ORG, repo, pr["number"]):
+        dataset.remove_file(ORG, repo, pr["number"])  # every file of the PR is gone
+    assert dataset.files(ORG, repo, pr["number"]) == []
+
+    land_only(settings)
+    report = merge_only(settings)
+
+    assert report.rows_deleted["pull_request_files"] > 0
+    assert_warehouse_matches(settings, dataset)
+    assert not [k for k in warehouse_keys(settings)["pull_request_files"] if k[0] == pr["id"]]
+    # Each load records the child lists it fetched: the replacement's scope.
+    con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
+    fetched = con.sql(
+        "SELECT kind, items FROM github.pull_request_child_fetches WHERE pull_request_id = ? ORDER BY kind",
+        params=[pr["id"]],
+    ).fetchall()
+    con.close()
+    assert fetched == [("files", 0), ("reviews", len(dataset.reviews(ORG, repo, pr["number"])))]

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import destinations.merge
 from destinations.merge import merge_landed_loads
+from destinations.warehouse import DuckDBWarehouse
 from emulator import Dataset, GitHubEmulator
 from flows.warehouse import open_warehouse
 from flows.landing import github_client, land, landing_pipeline
@@ -136,7 +136,7 @@ def test_crash_between_landing_and_merge_is_repaired(settings, dataset):
 
 def test_crash_inside_the_merge_is_repaired(settings, dataset, monkeypatch):
     land_only(settings)
-    real = destinations.merge._merge_table
+    real = DuckDBWarehouse.load_stage
     calls = {"n": 0}
 
     def dies_on_second_table(*args, **kwargs):
@@ -145,10 +145,10 @@ def test_crash_inside_the_merge_is_repaired(settings, dataset, monkeypatch):
             raise RuntimeError("power cut")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(destinations.merge, "_merge_table", dies_on_second_table)
+    monkeypatch.setattr(DuckDBWarehouse, "load_stage", dies_on_second_table)
     with pytest.raises(RuntimeError, match="power cut"):
         merge_only(settings)
-    monkeypatch.setattr(destinations.merge, "_merge_table", real)
+    monkeypatch.setattr(DuckDBWarehouse, "load_stage", real)
     # The first table's MERGE was rolled back with the rest.
     assert all(len(warehouse_rows(settings, t)) == 0 for t in TABLES)
 

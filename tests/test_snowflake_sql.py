@@ -18,6 +18,7 @@ from destinations.landing import LandedFile
 from destinations.script import snowflake_script, statements
 from destinations.warehouse import snowflake_connect_args
 from flows import bootstrap as bootstrap_cli
+from sources.github.schema import TABLES
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_session_is_utc_in_the_script_and_at_login(printed: str) -> None:
 
 def test_parquet_is_read_with_logical_types_and_a_pinned_scanner(printed: str) -> None:
     readers = [s for s in statements(printed) if s.startswith(("COPY INTO", "CREATE FILE FORMAT"))]
-    assert len(readers) == 4  # the file format and one COPY per table
+    assert len(readers) == 1 + len(TABLES)  # the file format and one COPY per table
     for statement in readers:
         assert "TYPE = PARQUET USE_LOGICAL_TYPE = TRUE USE_VECTORIZED_SCANNER = FALSE" in statement
     # The COPY does not rely on the named format, which IF NOT EXISTS never updates.
@@ -62,7 +63,7 @@ def test_parquet_is_read_with_logical_types_and_a_pinned_scanner(printed: str) -
 def test_copy_never_matches_by_name_and_pins_every_column_type(printed: str) -> None:
     assert "MATCH_BY_COLUMN_NAME" not in printed
     copies = [(s, tree) for s, tree in parsed(printed) if isinstance(tree, exp.Copy)]
-    assert len(copies) == 3
+    assert len(copies) == len(TABLES)
     for statement, tree in copies:
         source = tree.args["files"][0]
         assert isinstance(source, exp.Subquery), statement[:80]
@@ -92,13 +93,13 @@ def test_added_columns_say_if_not_exists(printed: str) -> None:
 def test_stage_tables_are_transient_and_the_rest_are_not(printed: str) -> None:
     creates = [s for s in statements(printed) if s.startswith("CREATE") and "TABLE" in s.split("(")[0]]
     stage_tables = [s for s in creates if '"STG_' in s.split("(")[0]]
-    assert len(stage_tables) == 3 and all(s.startswith("CREATE TRANSIENT TABLE IF NOT EXISTS") for s in stage_tables)
+    assert len(stage_tables) == len(TABLES) and all(s.startswith("CREATE TRANSIENT TABLE IF NOT EXISTS") for s in stage_tables)
     assert all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in creates if s not in stage_tables)
 
 
 def test_deduplication_puts_nulls_last(printed: str) -> None:
     merges = [s for s in statements(printed) if s.startswith("MERGE")]
-    assert len(merges) == 3 and all(" DESC NULLS LAST) = 1" in s for s in merges)
+    assert len(merges) == len(TABLES) and all(" DESC NULLS LAST) = 1" in s for s in merges)
 
 
 def test_copy_files_stay_within_the_limit(printed: str) -> None:

@@ -284,16 +284,14 @@ def test_crash_on_a_later_table_undoes_the_earlier_tables(tmp_path: Path, duck: 
     pull = pr("demo", 1, T0 + timedelta(days=1), "after crash")
     land(tmp_path, "demo", "2000.0", {"pull_requests": [pull], "pull_request_files": files("demo", pull, "z.py")})
 
-    import destinations.merge as merge_module
+    original = type(duck).load_stage
 
-    original = merge_module._merge_table
-
-    def crash_on_files(warehouse, spec, *args):
-        if spec.name == "pull_request_files":
+    def crash_on_files(warehouse, stage_table, *args):
+        if "pull_request_files" in stage_table.lower():
             raise RuntimeError("injected crash in the second table")
-        return original(warehouse, spec, *args)
+        return original(warehouse, stage_table, *args)
 
-    monkeypatch.setattr(merge_module, "_merge_table", crash_on_files)
+    monkeypatch.setattr(type(duck), "load_stage", crash_on_files)
     with pytest.raises(RuntimeError, match="second table"):
         merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
     monkeypatch.undo()

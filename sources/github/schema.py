@@ -31,7 +31,9 @@ class TableSpec:
 
     `key` identifies a row; `version` orders two copies of it (newest wins); `replace_scope`, when
     set, names the parent column whose whole child set a reload replaces (a file dropped from a pull
-    request disappears from the target).
+    request disappears from the target); `child_kind` is the kind of child list the table holds, as
+    `pull_request_child_fetches` records it ("reviews", "files"): a fetched list replaces the set
+    even when it came back empty.
     """
 
     name: str
@@ -39,6 +41,7 @@ class TableSpec:
     key: str
     version: str
     replace_scope: str | None = None
+    child_kind: str | None = None
 
 
 PULL_REQUESTS = TableSpec(
@@ -104,6 +107,7 @@ PULL_REQUEST_REVIEWS = TableSpec(
     key="row_key",
     version="pull_request_updated_at",
     replace_scope="pull_request_id",
+    child_kind="reviews",
     schema=pa.schema(
         [
             *_CHILD_IDENTITY,
@@ -127,6 +131,7 @@ PULL_REQUEST_FILES = TableSpec(
     key="row_key",
     version="pull_request_updated_at",
     replace_scope="pull_request_id",
+    child_kind="files",
     schema=pa.schema(
         [
             *_CHILD_IDENTITY,
