@@ -158,7 +158,12 @@ class Settings(BaseSettings):
 
     @property
     def duckdb_config(self) -> DuckDBConfig:
-        return self.duckdb or DuckDBConfig(path=self.data_dir / "warehouse.duckdb")
+        """`<data_dir>/warehouse.duckdb` unless a path is set (other DuckDB settings, such as
+        `PR_ANALYTICS_DUCKDB__LOCK_TIMEOUT_SECONDS`, keep the data directory's file)."""
+        config = self.duckdb or DuckDBConfig()
+        if "path" not in config.model_fields_set:
+            config = config.model_copy(update={"path": self.data_dir / "warehouse.duckdb"})
+        return config
 
 
 def pipeline_name(org: str) -> str:
