@@ -464,7 +464,7 @@ CREATE USER IF NOT EXISTS {user}
 GRANT ROLE {role} TO USER {user};
 -- bootstrap (python flows/bootstrap.py) then creates, as {role}: the schema, the file format,
 -- the stage (URL = '{stage_url}', STORAGE_INTEGRATION = {integration}),
--- the target, stage and ledger tables.
+-- the target, stage (TRANSIENT), ledger and merge-lock tables.
 """
 
 _PLACEHOLDER = re.compile(r"<[a-z ]+>")
