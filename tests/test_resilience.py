@@ -18,7 +18,7 @@ from emulator.data import MUTATION_EPOCH
 from fakes import FakeClock
 from flows.landing import land
 from flows.settings import Settings, pipeline_name
-from test_faults import (
+from test_faults import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     FILES,
     ORG,
     PULLS,
@@ -27,35 +27,18 @@ from test_faults import (
     TABLES,
     assert_landed_exactly_once,
     assert_rerun_is_free,
+    dataset,
+    emu,
+    fake,
     landed,
     landed_keys,
     make_client,
     repo_names,
     run,
+    settings,
 )
 
 HOUR, DAY = 3600.0, 86400.0
-
-
-@pytest.fixture
-def fake() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def dataset() -> Dataset:
-    return Dataset.generate(orgs={ORG: 2}, prs_per_repo=[12, 5], seed=1, edge_cases=False)
-
-
-@pytest.fixture
-def emu(dataset: Dataset, fake: FakeClock):
-    with GitHubEmulator(dataset, clock=fake.now) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def settings(emu: GitHubEmulator, tmp_path: Path) -> Settings:
-    return Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
 
 
 def source_state(settings: Settings) -> dict:
