@@ -23,7 +23,6 @@ from test_faults import (  # noqa: F401 - dataset, emu, fake and settings are sh
     ORG,
     PULLS,
     REVIEWS,
-    T0,
     TABLES,
     assert_landed_exactly_once,
     assert_rerun_is_free,
