@@ -12,125 +12,39 @@ import re
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
 from emulator import Dataset, Fault, GitHubEmulator
 from fakes import FakeClock
-from flows.landing import LandingReport, land
+from flows.landing import land
 from flows.settings import Settings
-from sources.github.auth import TokenPool
-from sources.github.client import GitHubClient
 from sources.github.errors import AuthenticationError
-
-ORG = "acme"
-TOKEN = "tok-SECRET-123"
-TOKEN2 = "tok-OTHER-456"
-T0 = 1_800_000_000.0  # virtual epoch seconds
-TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
-
-
-# -- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def dataset() -> Dataset:
-    return Dataset.generate(orgs={ORG: 2}, prs_per_repo=[12, 5], seed=1, edge_cases=False)
-
-
-@pytest.fixture
-def emu(dataset: Dataset, fake: FakeClock):
-    with GitHubEmulator(dataset, clock=fake.now) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def settings(emu: GitHubEmulator, tmp_path: Path) -> Settings:
-    return Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
-
-
-def make_client(emu: GitHubEmulator, fake: FakeClock, tokens=(TOKEN,), **kwargs) -> GitHubClient:
-    kwargs.setdefault("max_concurrency", 4)
-    return GitHubClient(emu.url, TokenPool(list(tokens)), clock=fake, **kwargs)
-
-
-def run(settings: Settings, emu: GitHubEmulator, fake: FakeClock, **kwargs) -> LandingReport:
-    with make_client(emu, fake, **kwargs) as client:
-        return land(settings, ORG, client)
-
-
-def landed(settings: Settings, table: str) -> list[dict]:
-    root = Path(settings.landing)
-    if not list(root.glob(f"github/{table}/org={ORG}/date=*/*.parquet")):
-        return []
-    pattern = f"{settings.landing}/github/{table}/org={ORG}/date=*/*.parquet"
-    return duckdb.connect().sql(f"SELECT * FROM read_parquet('{pattern}')").to_arrow_table().to_pylist()
-
-
-def keys(table: str, row: dict):
-    return (row["pull_request_id"], row["filename"]) if table == "pull_request_files" else row["id"]
-
-
-def landed_keys(settings: Settings) -> dict[str, list]:
-    """Natural keys of every landed row, duplicates kept, sorted."""
-    return {t: sorted(keys(t, r) for r in landed(settings, t)) for t in TABLES}
-
-
-def expected_keys(dataset: Dataset) -> dict[str, list]:
-    return {t: sorted(v) for t, v in dataset.expected(ORG).items()}
-
-
-def assert_landed_exactly_once(settings: Settings, dataset: Dataset) -> None:
-    got, want = landed_keys(settings), expected_keys(dataset)
-    for table in TABLES:
-        dupes = [k for k, n in Counter(got[table]).items() if n > 1]
-        assert not dupes, f"{table}: landed more than once: {dupes[:5]}"
-        missing = sorted(set(want[table]) - set(got[table]))
-        extra = sorted(set(got[table]) - set(want[table]))
-        assert not missing and not extra, f"{table}: missing {missing[:5]}, unexpected {extra[:5]}"
-        assert got[table] == want[table]
-
-
-def assert_nothing_missing(settings: Settings, dataset: Dataset) -> None:
-    """Duplicates across runs are allowed (the warehouse merge de-duplicates); gaps are not."""
-    got, want = landed_keys(settings), expected_keys(dataset)
-    for table in TABLES:
-        assert set(got[table]) == set(want[table]), (
-            f"{table}: missing {sorted(set(want[table]) - set(got[table]))[:5]}, "
-            f"unexpected {sorted(set(got[table]) - set(want[table]))[:5]}"
-        )
-
-
-def assert_rerun_is_free(settings: Settings, emu: GitHubEmulator, fake: FakeClock) -> None:
-    """A second run with no changes lands nothing and costs nothing: every answer is a 304."""
-    before = landed_keys(settings)
-    emu.reset_stats()
-    report = run(settings, emu, fake)
-    stats = emu.stats
-    assert report.progress.stopped_early is None
-    assert report.rows == {t: 0 for t in TABLES}
-    assert landed_keys(settings) == before
-    assert stats["cost"] == 0 and report.requests.cost == 0
-    assert stats["requests"] == stats["not_modified"] == 1 + len(emu.dataset.repositories(ORG))
-
-
-def repo_names(dataset: Dataset) -> list[str]:
-    return [r["name"] for r in dataset.repositories(ORG)]
-
+from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
+    FILES,
+    ORG,
+    PULLS,
+    REVIEWS,
+    T0,
+    TOKEN,
+    TOKEN2,
+    assert_landed_exactly_once,
+    assert_nothing_missing,
+    assert_rerun_is_free,
+    dataset,
+    emu,
+    expected_keys,
+    fake,
+    landed_keys,
+    make_client,
+    repo_names,
+    run,
+    settings,
+)
 
 # -- every fault kind: the run completes and lands everything exactly once --------------------
 
-PULLS = r"/pulls\?"  # the pull-request list pages (query string always present)
-REVIEWS = r"/reviews"
-FILES = r"/files"
 
 
 def _check_502(report, fake, emu):

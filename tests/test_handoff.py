@@ -12,7 +12,7 @@ import pytest
 from destinations.landing import Landing
 from emulator import Dataset, GitHubEmulator
 from flows.settings import Settings, pipeline_name
-from test_pipeline import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, warehouse_keys
+from landing_runs import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, warehouse_keys
 
 
 @pytest.fixture

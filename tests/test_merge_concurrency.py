@@ -19,7 +19,7 @@ from destinations import merge_landed_loads, sql
 from destinations.landing import Landing
 from destinations.merge import MergeReport
 from destinations.warehouse import WarehouseLocked
-from test_warehouse import T0, land, land_two_loads, ledger, pr, rows_by
+from warehouse_loads import T0, land, land_two_loads, ledger, pr, rows_by
 
 ORGS = ["alpha", "beta", "gamma", "delta"]
 

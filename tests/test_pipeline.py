@@ -10,16 +10,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from destinations.merge import merge_landed_loads
 from destinations.warehouse import DuckDBWarehouse
 from emulator import Dataset, GitHubEmulator
-from flows.warehouse import open_warehouse
-from flows.landing import github_client, land, landing_pipeline
-from flows.settings import Settings, pipeline_name
+from flows.landing import github_client, landing_pipeline
+from flows.settings import Settings
+from landing_runs import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, sync, warehouse_rows
 from sources.github.source import github_source
-
-ORG = "acme"
-TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
 
 
 @pytest.fixture
@@ -37,53 +33,6 @@ def emulator(dataset: Dataset):
 @pytest.fixture
 def settings(emulator: GitHubEmulator, tmp_path: Path) -> Settings:
     return Settings(orgs=[ORG], github_url=emulator.url, data_dir=tmp_path, github_token="x")
-
-
-def land_only(settings: Settings):
-    with github_client(settings) as client:
-        return land(settings, ORG, client)
-
-
-def merge_only(settings: Settings):
-    with open_warehouse(settings) as warehouse:
-        return merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG))
-
-
-def sync(settings: Settings):
-    return land_only(settings), merge_only(settings)
-
-
-def warehouse_rows(settings: Settings, table: str) -> list[tuple]:
-    con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
-    try:
-        return con.sql(f"SELECT * FROM github.{table} ORDER BY row_key").fetchall()
-    finally:
-        con.close()
-
-
-def warehouse_keys(settings: Settings) -> dict[str, set]:
-    con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
-    try:
-        return {
-            "pull_requests": {r[0] for r in con.sql("SELECT id FROM github.pull_requests").fetchall()},
-            "pull_request_reviews": {
-                r[0] for r in con.sql("SELECT id FROM github.pull_request_reviews").fetchall()
-            },
-            "pull_request_files": set(
-                con.sql("SELECT pull_request_id, filename FROM github.pull_request_files").fetchall()
-            ),
-        }
-    finally:
-        con.close()
-
-
-def assert_warehouse_matches(settings: Settings, dataset: Dataset) -> None:
-    expected = dataset.expected(ORG)
-    keys = warehouse_keys(settings)
-    for table in TABLES:
-        assert keys[table] == expected[table], table
-        # ... and each exactly once.
-        assert len(warehouse_rows(settings, table)) == len(expected[table]), table
 
 
 def test_warehouse_holds_exactly_what_the_server_serves(settings, dataset):

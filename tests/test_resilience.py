@@ -18,10 +18,8 @@ from emulator.data import MUTATION_EPOCH
 from fakes import FakeClock
 from flows.landing import land
 from flows.settings import Settings, pipeline_name
-from test_faults import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
-    FILES,
+from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     ORG,
-    PULLS,
     REVIEWS,
     TABLES,
     assert_landed_exactly_once,

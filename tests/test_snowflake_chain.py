@@ -30,7 +30,7 @@ from flows.landing import LandingReport, github_client, land, landing_filesystem
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse, snowflake_config as derived_config, stage_url
 from sources.github.schema import PULL_REQUESTS
-from test_warehouse import ledger, snapshot
+from warehouse_loads import ledger, snapshot
 
 ORG = "acme"
 TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")

@@ -21,7 +21,7 @@ from destinations import SnowflakeConfig, SnowflakeWarehouse, merge_landed_loads
 from destinations.landing import LandedFile
 from destinations.warehouse import _check_copy_results
 from sources.github.schema import TABLES, review_row, to_table
-from test_warehouse import (
+from warehouse_loads import (
     T0,
     check_new_columns,
     check_two_loads_merged,
