@@ -1,8 +1,8 @@
 """The dlt source: an organisation's pull requests, their reviews and their changed files.
 
-Incremental by design (see ../shared/NOTES.md on dlt issue 2838): each repository keeps its own
-cursor in source state (see state.py), never a shared `dlt.sources.incremental` on a fan-out
-transformer. A repository whose first pull-request page is unchanged costs one conditional
+Incremental by design: each repository keeps its own cursor in source state (see state.py), never
+a shared `dlt.sources.incremental` on a fan-out transformer, whose one cursor for all parents
+loses later parents' rows (dlt issue 2838). A repository whose first pull-request page is unchanged costs one conditional
 request that GitHub answers 304 (free); reviews and files are fetched only for pull requests that
 are new or changed.
 
