@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -241,6 +242,59 @@ def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
     return report
 
 
+OUR_LOGGERS = ("sources", "destinations", "flows")
+
+
+class _ToThisFlowRun(logging.Filter):
+    """Gives a record logged outside any Prefect run context (a thread of dlt's extract pool) the
+    id of the flow run: Prefect's API handler drops such records, the console alone showed them."""
+
+    def __init__(self, flow_run_id: Any) -> None:
+        super().__init__()
+        self.flow_run_id = flow_run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if getattr(record, "flow_run_id", None) is None and not (FlowRunContext.get() or TaskRunContext.get()):
+            record.flow_run_id = self.flow_run_id
+        return True
+
+
+@contextmanager
+def logs_reach_the_flow_run() -> Iterator[None]:
+    """While the flow runs, our INFO lines and those of dlt's threads reach its Prefect logs.
+
+    Under a worker the root logger is at WARNING, which silenced the INFO lines of `sources` and
+    `destinations` ("acme: 3 repositories", "merged load ..."): they get INFO unless configured
+    otherwise (the CLI's root logger is already at INFO, or DEBUG with -v)."""
+    from prefect.context import FlowRunContext
+    from prefect.logging.handlers import APILogHandler
+
+    for name in OUR_LOGGERS:
+        named = logging.getLogger(name)
+        if named.level == logging.NOTSET and named.getEffectiveLevel() > logging.INFO:
+            named.setLevel(logging.INFO)
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        yield
+        return
+    route = _ToThisFlowRun(context.flow_run.id)
+    handlers = {
+        handler
+        for name in ("prefect.extra", "dlt", *OUR_LOGGERS)
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, APILogHandler)
+    }
+    for handler in handlers:
+        handler.addFilter(route)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(route)
+
+
 def publish_summary(summary: RunSummary) -> None:
     """The run's Markdown artifact; a failure to publish it never fails the run."""
     from prefect.artifacts import create_markdown_artifact
@@ -276,6 +330,18 @@ def github_analytics(
     Returns the RunSummary; a run that left a repository or pull request on the retry list ends
     in a Completed state named "Partial" whose message names them.
     """
+    with logs_reach_the_flow_run():
+        return _run(orgs, since, full_refresh, github_url, data_dir)
+
+
+def _run(
+    orgs: list[str] | None,
+    since: date | None,
+    full_refresh: bool,
+    github_url: str | None,
+    data_dir: Path | None,
+) -> Any:
+    """The body of `github_analytics`."""
     overrides: dict[str, Any] = {}
     if orgs:
         overrides["orgs"] = orgs

@@ -41,6 +41,10 @@ def render_summary(summary: RunSummary) -> str:
             lines.append(
                 f"| {result.org} | {table} | {landed.get(table, 0)} | {merged.get(table, 0)} |"
             )
+        # Every organisation opens with its own top-level bullet, so the nested lines below
+        # (warehouse, set-aside loads) never hang under the previous organisation.
+        if result.error and not result.landing:
+            notes.append(f"- **{result.org}** FAILED: {result.error}")
         if result.landing:
             req = result.landing.requests
             progress = result.landing.progress
@@ -85,6 +89,6 @@ def render_summary(summary: RunSummary) -> str:
             )
             for load_id, why in result.merge.loads_set_aside.items():
                 notes.append(f"  - SET ASIDE load {load_id} (its rows are fetched again next run): {why}")
-        if result.error:
-            notes.append(f"- **{result.org}** FAILED: {result.error}")
+        if result.error and result.landing:
+            notes.append(f"  - FAILED: {result.error}")
     return "\n".join(["## GitHub pull-request analytics run", "", *lines, "", *notes])

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    os.environ.setdefault("RUNTIME__LOG_FORMAT", "{message}")  # one format per line: Prefect's
 
     from flows.github_analytics import PARTIAL, OrganisationsFailed, github_analytics
     from flows.report import render_summary

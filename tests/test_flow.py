@@ -38,13 +38,7 @@ ORGS = {"acme": 2, "acme-labs": 1}
 TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
 
 
-@pytest.fixture(scope="session")
-def prefect_api() -> str:
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield PREFECT_API_URL.value()
+# prefect_api: tests/conftest.py (one test server for the session)
 
 
 @pytest.fixture
