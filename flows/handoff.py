@@ -30,19 +30,23 @@ def write_manifests(
     landing: Landing,
     org: str,
     covered: dict[int, str] | None = None,
-    fresh: Collection[str] = (),
+    fresh: Collection[str] | None = None,
 ) -> list[str]:
-    """A manifest for every load this pipeline completed that has none yet; return their ids.
+    """A manifest for each load in `fresh` (the loads a chunk just landed), or, without `fresh`,
+    for every load this pipeline completed that has none yet (a landing that died before writing
+    it); return their ids.
 
-    `covered` (repository id -> oldest `updated_at` landed) belongs to the loads in `fresh`, the
-    ones this call's chunk produced; a package an earlier, interrupted run left behind gets none,
-    and cannot be re-fetched selectively if it is ever lost.
+    `covered` (repository id -> oldest `updated_at` landed) belongs to the loads in `fresh`; a
+    package an earlier, interrupted run left behind gets none, and cannot be re-fetched selectively
+    if it is ever lost.
     """
-    have = landing.manifested_loads(pipeline.pipeline_name)
+    if fresh is None:
+        have = landing.manifested_loads(pipeline.pipeline_name)
+        todo = [load_id for load_id in pipeline.list_completed_load_packages() if load_id not in have]
+    else:
+        todo = list(fresh)
     written = []
-    for load_id in pipeline.list_completed_load_packages():
-        if load_id in have:
-            continue
+    for load_id in todo:
         created_at = pipeline.get_load_package_state(load_id)["created_at"]
         files = []
         for job in pipeline.get_load_package_info(load_id).jobs["completed_jobs"]:
@@ -55,7 +59,7 @@ def write_manifests(
                 load_package_timestamp=created_at, extra_placeholders={"org": org},
             )
             files.append(ManifestFile(table, path, _rows(job.file_path, landing, path)))
-        repositories = {str(k): v for k, v in (covered or {}).items()} if load_id in fresh else {}
+        repositories = {str(k): v for k, v in (covered or {}).items()}
         landing.write_manifest(Manifest(pipeline.pipeline_name, org, load_id, tuple(files), repositories))
         written.append(load_id)
     return written
