@@ -7,7 +7,11 @@
   only when every credential is paused, and gives up with RateLimitExhausted when the wait would
   be longer than `max_rate_limit_wait`;
 - secondary limits honour `retry-after`, else back off from one minute, for every thread;
-- 5xx, network faults and truncated bodies are retried with jittered exponential backoff.
+- 5xx, network faults and truncated bodies are retried with jittered exponential backoff;
+- a server that refuses connections is retried for `connect_budget` seconds (20) in all, shared
+  by every request of the client, then GitHubUnreachable, which the flow does not retry again;
+- a success that is not JSON and not labelled JSON (an HTML page: the URL is not a GitHub API)
+  fails at once with GitHubClientError naming the URL.
 Each attempt ends in an `Outcome` (`classify`); one loop in `get_page` decides what follows.
 Error texts never hold a credential: every one leaving the client is redacted.
 All waiting goes through a `Clock` so tests run without sleeping.
@@ -42,11 +46,17 @@ logger = logging.getLogger("sources.github.client")
 USER_AGENT = "github-pr-analytics/0.1 (dlt source; httpx)"
 MAX_CONCURRENCY = 100  # GitHub's secondary-limit guidance: at most 100 concurrent requests
 MAX_FAULT_BACKOFF = 60.0
+CONNECT_BUDGET = 20.0  # seconds a refused connection is retried, per client, before giving up
+
+
+class GitHubUnreachable(GitHubServerError):
+    """No connection to the API for `connect_budget` seconds: the client already retried, so a
+    second line of retries would only multiply the wait (the flow fails the organisation)."""
 
 __all__ = [
     "Clock", "SystemClock", "Page", "RequestStats", "GitHubClient", "TokenPool", "GitHubAppAuth",
     "GitHubError", "AuthenticationError", "NotFoundError", "RateLimitExhausted",
-    "GitHubServerError", "GitHubClientError", "Outcome", "classify",
+    "GitHubServerError", "GitHubClientError", "GitHubUnreachable", "Outcome", "classify",
 ]
 
 
@@ -90,6 +100,7 @@ class Outcome:
     page: Page | None = None
     error: GitHubError | None = None
     cause: str = ""  # for logs and the final error; may hold GitHub's words, redacted before use
+    unreachable: bool = False  # no connection at all (refused, or timed out connecting)
 
 
 def classify(response: httpx.Response) -> Outcome:
@@ -104,6 +115,14 @@ def classify(response: httpx.Response) -> Outcome:
         try:
             body: Any = response.json()
         except ValueError as exc:
+            content_type = response.headers.get("content-type", "none")
+            if "json" not in content_type.lower():  # not GitHub: the same answer every time
+                text = (
+                    f"GET {url} answered {status} with {content_type.split(';')[0]}, not JSON: "
+                    "is the GitHub URL an API base URL? (GitHub: https://api.github.com; "
+                    "GitHub Enterprise: https://HOST/api/v3)"
+                )
+                return Outcome(Next.FAIL, error=GitHubClientError(text, status=status, url=url))
             return Outcome(Next.FAULT, cause=f"invalid JSON in {status} answer ({exc})")
         items = body if isinstance(body, list) else [body]
         next_url = response.links.get("next", {}).get("url")
@@ -133,6 +152,7 @@ class GitHubClient:
         max_concurrency: int = 16,
         timeout: float = 30.0,
         max_retries: int = 6,
+        connect_budget: float | None = None,  # default CONNECT_BUDGET
         max_rate_limit_wait: float = 3600.0,
         backoff_base: float = 1.0,
         secondary_backoff: float = 60.0,
@@ -147,6 +167,8 @@ class GitHubClient:
         self.max_concurrency = max_concurrency
         self.auth: GitHubAuth = auth if auth is not None else TokenPool([])
         self.max_retries = max_retries
+        self.connect_budget = CONNECT_BUDGET if connect_budget is None else connect_budget
+        self._unreachable_since: float | None = None  # first refused connection since an answer
         self.max_rate_limit_wait = max_rate_limit_wait
         self.backoff_base = backoff_base
         self.secondary_backoff = secondary_backoff
@@ -242,11 +264,20 @@ class GitHubClient:
                 logger.warning("GET %s: %s; retry %d/%d after the pause", url, cause, limited, self.max_retries)
             else:
                 faults += 1
+                if outcome.unreachable and (
+                    faults > self.max_retries or self._unreachable_for() >= self.connect_budget
+                ):
+                    raise GitHubUnreachable(
+                        f"GET {url}: no connection to {self.base_url} in {self._unreachable_for():.0f} s, {faults} attempts "
+                        f"(is the GitHub URL right and the server up?); last cause: {cause}", url=url
+                    )
                 if faults > self.max_retries:
                     raise GitHubServerError(
                         f"GET {url} failed after {self.max_retries} retries; last cause: {cause}", url=url
                     )
                 delay = random.uniform(0, min(MAX_FAULT_BACKOFF, self.backoff_base * 2 ** (faults - 1)))  # full jitter
+                if outcome.unreachable:  # the next attempt is the last one the budget allows
+                    delay = min(delay, max(0.0, self.connect_budget - self._unreachable_for()))
                 logger.warning("GET %s: %s; retry %d/%d in %.1f s", url, cause, faults, self.max_retries, delay)
                 self._count(waited=delay)
                 self.clock.sleep(delay)
@@ -260,11 +291,24 @@ class GitHubClient:
         except httpx.LocalProtocolError as exc:  # a request HTTP forbids: the same again next time
             text = f"GET {url} cannot be sent: {type(exc).__name__}: {self._redact(str(exc))}"
             return Outcome(Next.FAIL, error=GitHubClientError(text, url=url))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            with self._stats_lock:
+                if self._unreachable_since is None:
+                    self._unreachable_since = self.clock.now()
+            return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", unreachable=True)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}")
         except GitHubServerError as exc:  # the App's token endpoint failed: a fault like any other
             return Outcome(Next.FAULT, cause=str(exc))
+        with self._stats_lock:
+            self._unreachable_since = None  # an answer: the server is reachable again
         return classify(response)
+
+    def _unreachable_for(self) -> float:
+        """Seconds since the first refused connection without an answer in between."""
+        with self._stats_lock:
+            since = self._unreachable_since
+        return 0.0 if since is None else self.clock.now() - since
 
     # -- secrets ------------------------------------------------------------------------------
 
