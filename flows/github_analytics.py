@@ -70,10 +70,8 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
         ValidationError,
         ConfigurationException,
         DefaultCredentialsError,  # no Google credentials on the worker
-        PermissionError,
+        PermissionError,  # no retry grants a permission
         NotADirectoryError,
-        FileExistsError,
-        IsADirectoryError,
     )
 
 

@@ -195,7 +195,7 @@ def _github_error(exc: BaseException) -> GitHubError | None:
 
 
 # Local file errors that fail every attempt the same way (a retry cannot fix a permission).
-_LOCAL_PERMANENT = (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError)
+_LOCAL_PERMANENT = (PermissionError, NotADirectoryError)
 
 
 def local_file_problem(exc: BaseException) -> ConfigurationError | None:
