@@ -202,17 +202,17 @@ def read_github_token(settings: Settings) -> str | None:
         return None
     from prefect_gcp.secret_manager import GcpSecret
 
-    problem: ConfigurationError | None = None
+    failure: ConfigurationError | None = None
     try:
         raw = GcpSecret.load(block).read_secret()
     except ValueError as exc:  # no such block: a configuration error, not worth a retry
-        problem = ConfigurationError(f"GcpSecret block {block!r} cannot be loaded: {exc}")
+        failure = ConfigurationError(f"GcpSecret block {block!r} cannot be loaded: {exc}")
     except Exception as exc:  # noqa: BLE001 - credentials errors are permanent, others retried
-        problem = _credentials_problem(block, exc)
-        if problem is None:
+        failure = _credentials_problem(block, exc)
+        if failure is None:
             raise
-    if problem is not None:
-        raise problem  # outside `except`: one line, without Google's traceback
+    if failure is not None:
+        raise failure  # outside `except`: one line, without Google's traceback
     token = raw.decode("utf-8", "replace").strip()
     problem = token_problem(token)
     if problem == "is empty":
