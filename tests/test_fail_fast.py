@@ -61,7 +61,8 @@ def test_a_file_where_the_data_folder_should_be_is_refused(tmp_path):
 # -- the GitHub client: answers that are not GitHub's, a server that refuses connections ------
 
 
-def test_an_html_page_is_not_retried_and_names_the_url():
+@pytest.mark.parametrize("status", [200, 404])
+def test_an_html_page_is_not_retried_and_names_the_url(status):
     import httpx
 
     from sources.github.client import GitHubClient
@@ -71,14 +72,15 @@ def test_an_html_page_is_not_retried_and_names_the_url():
 
     def html(request: httpx.Request) -> httpx.Response:
         calls.append(str(request.url))
-        return httpx.Response(200, text="<html>Sign in</html>", headers={"content-type": "text/html"})
+        return httpx.Response(status, text="<html>Sign in</html>", headers={"content-type": "text/html; charset=utf-8"})
 
     with GitHubClient("https://intranet.example/", transport=httpx.MockTransport(html)) as client:
         with pytest.raises(GitHubClientError) as raised:
             client.get_page("/orgs/acme/repos")
 
     assert len(calls) == 1
-    assert "https://intranet.example/orgs/acme/repos answered 200 with text/html, not JSON" in str(raised.value)
+    assert f"https://intranet.example/orgs/acme/repos answered {status} with text/html, not JSON" in str(raised.value)
+    assert "<html>" not in str(raised.value)
 
 
 def test_a_refused_connection_gives_up_within_the_connect_budget():

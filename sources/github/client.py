@@ -103,6 +103,21 @@ class Outcome:
     unreachable: bool = False  # no connection at all (refused, or timed out connecting)
 
 
+def _is_html(response: httpx.Response) -> bool:
+    return "text/html" in response.headers.get("content-type", "").lower()
+
+
+def _not_github(response: httpx.Response) -> GitHubClientError:
+    """An HTML page where GitHub answers JSON: the base URL is a web site, not a GitHub API.
+    (GitHub's own 5xx pages are HTML too: those stay faults, retried.)"""
+    status, url = response.status_code, str(response.request.url)
+    text = (
+        f"GET {url} answered {status} with text/html, not JSON: is the GitHub URL an API base URL? "
+        "(GitHub: https://api.github.com; GitHub Enterprise: https://HOST/api/v3)"
+    )
+    return GitHubClientError(text, status=status, url=url)
+
+
 def classify(response: httpx.Response) -> Outcome:
     """The outcome of one answer (the rate-limit pause itself was already set by the auth flow)."""
     status, url = response.status_code, str(response.request.url)
@@ -115,14 +130,8 @@ def classify(response: httpx.Response) -> Outcome:
         try:
             body: Any = response.json()
         except ValueError as exc:
-            content_type = response.headers.get("content-type", "none")
-            if "json" not in content_type.lower():  # not GitHub: the same answer every time
-                text = (
-                    f"GET {url} answered {status} with {content_type.split(';')[0]}, not JSON: "
-                    "is the GitHub URL an API base URL? (GitHub: https://api.github.com; "
-                    "GitHub Enterprise: https://HOST/api/v3)"
-                )
-                return Outcome(Next.FAIL, error=GitHubClientError(text, status=status, url=url))
+            if _is_html(response):  # not GitHub: the same answer every time
+                return Outcome(Next.FAIL, error=_not_github(response))
             return Outcome(Next.FAULT, cause=f"invalid JSON in {status} answer ({exc})")
         items = body if isinstance(body, list) else [body]
         next_url = response.links.get("next", {}).get("url")
@@ -135,6 +144,8 @@ def classify(response: httpx.Response) -> Outcome:
     if status in (401, 403):
         return Outcome(Next.FAIL, error=AuthenticationError(cause, status=status, url=url))
     if status in (404, 410):
+        if _is_html(response):  # GitHub answers a missing resource in JSON; a web server in HTML
+            return Outcome(Next.FAIL, error=_not_github(response))
         return Outcome(Next.FAIL, error=NotFoundError(cause, status=status, url=url))
     if status >= 500:
         return Outcome(Next.FAULT, cause=cause)
