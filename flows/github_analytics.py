@@ -43,6 +43,7 @@ from flows.landing import (
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from flows.warehouse import open_warehouse
 from sources.github.auth import token_problem
+from sources.github.client import GitHubUnreachable
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
 from sources.github.source import SyncProgress
 
@@ -58,16 +59,25 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
     """Failures that fail the same way again: a rejected token, a missing organisation, a wrong
     request, bad settings or configuration (ours, pydantic's, dlt's)."""
     from dlt.common.configuration.exceptions import ConfigurationException
+    from google.auth.exceptions import DefaultCredentialsError
     from pydantic import ValidationError
 
     return (
         AuthenticationError,
         NotFoundError,
         GitHubClientError,
+        GitHubUnreachable,  # the client already spent its connection budget (docs/deployment.md)
         ConfigurationError,
         ValidationError,
         ConfigurationException,
+        DefaultCredentialsError,  # no Google credentials on the worker
+        PermissionError,  # no retry grants a permission
+        NotADirectoryError,
     )
+
+
+# A local file a retry cannot make writable (DuckDB's IOException is no OSError).
+_NO_WRITE_ACCESS = ("Permission denied", "Read-only file system")
 
 
 def _exception_of(state: Any) -> BaseException | None:
@@ -83,8 +93,14 @@ def _exception_of(state: Any) -> BaseException | None:
 
 def is_permanent(exc: BaseException) -> bool:
     """True when `exc`, or anything in its cause/context chain, cannot succeed on a retry."""
+    import duckdb
+
     permanent = _permanent_errors()
-    return any(isinstance(link, permanent) for link in exception_chain(exc))
+    return any(
+        isinstance(link, permanent)
+        or (isinstance(link, duckdb.IOException) and any(text in str(link) for text in _NO_WRITE_ACCESS))
+        for link in exception_chain(exc)
+    )
 
 
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
@@ -159,19 +175,46 @@ class OrganisationsFailed(RuntimeError):
         super().__init__(f"{len(summary.failed)} organisation(s) failed: {names}")
 
 
+def _credentials_problem(block: str, exc: BaseException) -> ConfigurationError | None:
+    """A ConfigurationError naming the block and what the worker lacks, when `exc` is a Google
+    credentials error: no retry can make credentials appear on the worker."""
+    from google.api_core.exceptions import PermissionDenied, Unauthenticated
+    from google.auth.exceptions import DefaultCredentialsError, RefreshError
+
+    if isinstance(exc, DefaultCredentialsError):
+        return ConfigurationError(
+            f"GcpSecret block {block!r}: its GcpCredentials have no service account and the worker "
+            "has no Google application default credentials: give the block a service account "
+            "(service_account_info), or set GOOGLE_APPLICATION_CREDENTIALS for the worker "
+            "(docs/deployment.md, \"The GitHub token\")"
+        )
+    if isinstance(exc, (RefreshError, Unauthenticated, PermissionDenied)):
+        return ConfigurationError(
+            f"GcpSecret block {block!r}: Google refused the credentials ({type(exc).__name__}): the "
+            "account needs roles/secretmanager.secretAccessor on the secret"
+        )
+    return None
+
+
 def read_github_token(settings: Settings) -> str | None:
     """The token from a prefect-gcp GcpSecret block, when one is named in the settings."""
-    if not settings.github_token_secret_block:
+    block = settings.github_token_secret_block
+    if not block:
         return None
     from prefect_gcp.secret_manager import GcpSecret
 
+    failure: ConfigurationError | None = None
     try:
-        secret = GcpSecret.load(settings.github_token_secret_block)
+        raw = GcpSecret.load(block).read_secret()
     except ValueError as exc:  # no such block: a configuration error, not worth a retry
-        raise ConfigurationError(
-            f"GcpSecret block {settings.github_token_secret_block!r} cannot be loaded: {exc}"
-        ) from exc
-    token = secret.read_secret().decode("utf-8", "replace").strip()
+        failure = ConfigurationError(f"GcpSecret block {block!r} cannot be loaded: {exc}")
+    except Exception as exc:  # noqa: BLE001 - credentials errors are permanent, others retried
+        failure = _credentials_problem(block, exc)
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure  # outside `except`: one line, without Google's traceback
+    token = raw.decode("utf-8", "replace").strip()
     problem = token_problem(token)
     if problem == "is empty":
         raise ConfigurationError(

@@ -7,6 +7,7 @@ info` shows it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pydantic import SecretStr
 
 from destinations.landing import DATASET, Landing
 from flows.handoff import LAYOUT, rewind_set_aside_loads, write_manifests
-from flows.settings import Settings, pipeline_name
+from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, RequestStats
@@ -193,14 +194,44 @@ def _github_error(exc: BaseException) -> GitHubError | None:
     return next((link for link in exception_chain(exc) if isinstance(link, GitHubError)), None)
 
 
+# Local file errors that fail every attempt the same way (a retry cannot fix a permission).
+_LOCAL_PERMANENT = (PermissionError, NotADirectoryError)
+
+
+def local_file_problem(exc: BaseException) -> ConfigurationError | None:
+    """A ConfigurationError naming the path and the cause when `exc` (or its chain) is a local
+    file error no retry can fix: no permission, a read-only file system, a file for a folder."""
+    for link in exception_chain(exc):
+        if isinstance(link, _LOCAL_PERMANENT) or (isinstance(link, OSError) and link.errno == errno.EROFS):
+            assert isinstance(link, OSError)
+            where = link.filename if link.filename is not None else "a local path"
+            return ConfigurationError(f"cannot write {where}: {link.strerror or type(link).__name__}")
+    return None
+
+
 def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
-    settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
-    return dlt.pipeline(
-        pipeline_name=pipeline_name(org),
-        pipelines_dir=str(settings.pipelines_dir),
-        destination=filesystem_destination(settings, org),
-        dataset_name=DATASET,
-    )
+    """The organisation's dlt pipeline; a corrupt state file or an unwritable folder raises a
+    ConfigurationError naming it (dlt's JSONDecodeError names no file)."""
+    folder = settings.pipelines_dir / pipeline_name(org)
+    problem: ConfigurationError | None = None
+    try:
+        settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
+        return dlt.pipeline(
+            pipeline_name=pipeline_name(org),
+            pipelines_dir=str(settings.pipelines_dir),
+            destination=filesystem_destination(settings, org),
+            dataset_name=DATASET,
+        )
+    except json.JSONDecodeError as exc:
+        problem = ConfigurationError(
+            f"dlt state in {folder} is corrupt (state.json or a schema file: {exc}): restore it, "
+            f"or move {folder} away to start that organisation over"
+        )
+    except OSError as exc:
+        problem = local_file_problem(exc)
+        if problem is None:
+            raise
+    raise problem  # outside `except`: one line, no chained traceback
 
 
 def land(
@@ -276,13 +307,17 @@ def land(
 
 
 def _run(pipeline: dlt.Pipeline, source: Any) -> Any:
-    failure: GitHubError | None = None
+    failure: GitHubError | ConfigurationError | None = None
     try:
         return pipeline.run(source, loader_file_format="parquet")
     except PipelineStepFailed as exc:
         failure = _github_error(exc)
         if failure is None:
-            raise
-    # Our own error (e.g. a rejected token), raised outside dlt's wrapper so callers can tell
-    # it from an I/O fault; raised here, not in `except`, to keep the chain free of cycles.
+            local = local_file_problem(exc)
+            if local is None:
+                raise
+            failure = local
+    # Our own error (e.g. a rejected token) or a local file error no retry can fix, raised
+    # outside dlt's wrapper so callers can tell it from an I/O fault; raised here, not in
+    # `except`, to keep the chain free of cycles.
     raise failure

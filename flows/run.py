@@ -34,8 +34,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The problem with the arguments and settings, as one line, or None: found before Prefect
+    starts (seconds), not by a flow run that fails after its retries."""
+    from sources.github.names import normalise_org  # cheap: a bad login is refused at once
+
+    for org in args.orgs:
+        try:
+            normalise_org(org)
+        except ValueError as exc:
+            return str(exc)
+    from flows.settings import Settings, one_line
+
+    overrides: dict[str, object] = {"orgs": args.orgs} if args.orgs else {}
+    for name in ("github_url", "data_dir", "since"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        return one_line(exc)
+    if not (settings.orgs or args.demo):
+        return "give at least one --org (or --demo, or PR_ANALYTICS_ORGS)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = check_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -72,14 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if not orgs:
             from flows.settings import Settings
 
-            try:
-                orgs = Settings().orgs  # PR_ANALYTICS_ORGS or .env
-            except ValueError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-        if not orgs:
-            print("error: give at least one --org (or --demo, or PR_ANALYTICS_ORGS)", file=sys.stderr)
-            return 2
+            orgs = Settings().orgs  # PR_ANALYTICS_ORGS or .env, checked above
         state = github_analytics(
             orgs=orgs,
             since=args.since,

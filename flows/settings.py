@@ -12,7 +12,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -135,6 +137,38 @@ class Settings(BaseSettings):
             raise ValueError(f"{info.field_name} must be letters, digits or dots")
         return raw or None
 
+    @field_validator("github_url")
+    @classmethod
+    def _valid_github_url(cls, url: str) -> str:
+        """A base URL that is not http(s)://host would be retried as a network fault for minutes."""
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"github_url is not an http(s) URL with a host (GitHub: {PUBLIC_GITHUB}; "
+                "GitHub Enterprise: https://HOST/api/v3)"
+            )
+        return url.strip()
+
+    @field_validator("github_token_secret_block", mode="before")
+    @classmethod
+    def _no_block_when_empty(cls, name: object) -> object:
+        """"" (prefect.yaml's default) means no block: the token comes from the environment."""
+        return (name.strip() or None) if isinstance(name, str) else name
+
+    @model_validator(mode="after")
+    def _local_folders_usable(self) -> Settings:
+        """A file where the data folder (or its landing/pipelines folder) should be fails every
+        attempt the same way: refuse it here, naming the path."""
+        folders = [self.data_dir, self.pipelines_dir]
+        if not self.landing_url:
+            folders.append(self.data_dir / "landing")
+        for folder in folders:
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"data_dir: {folder} is a file, not a folder")
+        if self.warehouse == "duckdb" and self.duckdb_config.path.is_dir():
+            raise ValueError(f"duckdb path {self.duckdb_config.path} is a folder, not a database file")
+        return self
+
     @field_validator("orgs")
     @classmethod
     def _valid_orgs(cls, orgs: list[str]) -> list[str]:
@@ -164,6 +198,21 @@ class Settings(BaseSettings):
         if "path" not in config.model_fields_set:
             config = config.model_copy(update={"path": self.data_dir / "warehouse.duckdb"})
         return config
+
+
+def one_line(exc: Exception) -> str:
+    """A settings error as one line naming each setting and its problem (pydantic's own text
+    spans several lines and links to its docs)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where and not message.startswith(where) else message)
+    return "; ".join(parts)
 
 
 def pipeline_name(org: str) -> str:

@@ -375,7 +375,7 @@ def test_deployments_from_prefect_yaml(prefect_api):
         ]
         env_vars = deployment.job_variables["env"]
         assert env_vars["PREFECT_LOGGING_EXTRA_LOGGERS"].split(",")[0] == "dlt"
-        assert env_vars["PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK"] == "github-token"
+        assert env_vars["PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK"] == ""  # none: the worker's environment
         assert set(deployment.parameter_openapi_schema["properties"]) == {
             "orgs", "since", "full_refresh", "github_url", "data_dir"
         }

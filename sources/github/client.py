@@ -7,7 +7,11 @@
   only when every credential is paused, and gives up with RateLimitExhausted when the wait would
   be longer than `max_rate_limit_wait`;
 - secondary limits honour `retry-after`, else back off from one minute, for every thread;
-- 5xx, network faults and truncated bodies are retried with jittered exponential backoff.
+- 5xx, network faults and truncated bodies are retried with jittered exponential backoff;
+- a server that refuses connections is retried for `connect_budget` seconds (20) in all, shared
+  by every request of the client, then GitHubUnreachable, which the flow does not retry again;
+- a success that is not JSON and not labelled JSON (an HTML page: the URL is not a GitHub API)
+  fails at once with GitHubClientError naming the URL.
 Each attempt ends in an `Outcome` (`classify`); one loop in `get_page` decides what follows.
 Error texts never hold a credential: every one leaving the client is redacted.
 All waiting goes through a `Clock` so tests run without sleeping.
@@ -42,11 +46,17 @@ logger = logging.getLogger("sources.github.client")
 USER_AGENT = "github-pr-analytics/0.1 (dlt source; httpx)"
 MAX_CONCURRENCY = 100  # GitHub's secondary-limit guidance: at most 100 concurrent requests
 MAX_FAULT_BACKOFF = 60.0
+CONNECT_BUDGET = 20.0  # seconds a refused connection is retried, per client, before giving up
+
+
+class GitHubUnreachable(GitHubServerError):
+    """No connection to the API for `connect_budget` seconds: the client already retried, so a
+    second line of retries would only multiply the wait (the flow fails the organisation)."""
 
 __all__ = [
     "Clock", "SystemClock", "Page", "RequestStats", "GitHubClient", "TokenPool", "GitHubAppAuth",
     "GitHubError", "AuthenticationError", "NotFoundError", "RateLimitExhausted",
-    "GitHubServerError", "GitHubClientError", "Outcome", "classify",
+    "GitHubServerError", "GitHubClientError", "GitHubUnreachable", "Outcome", "classify",
 ]
 
 
@@ -90,6 +100,22 @@ class Outcome:
     page: Page | None = None
     error: GitHubError | None = None
     cause: str = ""  # for logs and the final error; may hold GitHub's words, redacted before use
+    unreachable: bool = False  # no connection at all (refused, or timed out connecting)
+
+
+def _is_html(response: httpx.Response) -> bool:
+    return "text/html" in response.headers.get("content-type", "").lower()
+
+
+def _not_github(response: httpx.Response) -> GitHubClientError:
+    """An HTML page where GitHub answers JSON: the base URL is a web site, not a GitHub API.
+    (GitHub's own 5xx pages are HTML too: those stay faults, retried.)"""
+    status, url = response.status_code, str(response.request.url)
+    text = (
+        f"GET {url} answered {status} with text/html, not JSON: is the GitHub URL an API base URL? "
+        "(GitHub: https://api.github.com; GitHub Enterprise: https://HOST/api/v3)"
+    )
+    return GitHubClientError(text, status=status, url=url)
 
 
 def classify(response: httpx.Response) -> Outcome:
@@ -104,6 +130,8 @@ def classify(response: httpx.Response) -> Outcome:
         try:
             body: Any = response.json()
         except ValueError as exc:
+            if _is_html(response):  # not GitHub: the same answer every time
+                return Outcome(Next.FAIL, error=_not_github(response))
             return Outcome(Next.FAULT, cause=f"invalid JSON in {status} answer ({exc})")
         items = body if isinstance(body, list) else [body]
         next_url = response.links.get("next", {}).get("url")
@@ -116,6 +144,8 @@ def classify(response: httpx.Response) -> Outcome:
     if status in (401, 403):
         return Outcome(Next.FAIL, error=AuthenticationError(cause, status=status, url=url))
     if status in (404, 410):
+        if _is_html(response):  # GitHub answers a missing resource in JSON; a web server in HTML
+            return Outcome(Next.FAIL, error=_not_github(response))
         return Outcome(Next.FAIL, error=NotFoundError(cause, status=status, url=url))
     if status >= 500:
         return Outcome(Next.FAULT, cause=cause)
@@ -133,6 +163,7 @@ class GitHubClient:
         max_concurrency: int = 16,
         timeout: float = 30.0,
         max_retries: int = 6,
+        connect_budget: float | None = None,  # default CONNECT_BUDGET
         max_rate_limit_wait: float = 3600.0,
         backoff_base: float = 1.0,
         secondary_backoff: float = 60.0,
@@ -147,6 +178,8 @@ class GitHubClient:
         self.max_concurrency = max_concurrency
         self.auth: GitHubAuth = auth if auth is not None else TokenPool([])
         self.max_retries = max_retries
+        self.connect_budget = CONNECT_BUDGET if connect_budget is None else connect_budget
+        self._unreachable_since: float | None = None  # first refused connection since an answer
         self.max_rate_limit_wait = max_rate_limit_wait
         self.backoff_base = backoff_base
         self.secondary_backoff = secondary_backoff
@@ -242,11 +275,20 @@ class GitHubClient:
                 logger.warning("GET %s: %s; retry %d/%d after the pause", url, cause, limited, self.max_retries)
             else:
                 faults += 1
+                if outcome.unreachable and (
+                    faults > self.max_retries or self._unreachable_for() >= self.connect_budget
+                ):
+                    raise GitHubUnreachable(
+                        f"GET {url}: no connection to {self.base_url} in {self._unreachable_for():.0f} s, {faults} attempts "
+                        f"(is the GitHub URL right and the server up?); last cause: {cause}", url=url
+                    )
                 if faults > self.max_retries:
                     raise GitHubServerError(
                         f"GET {url} failed after {self.max_retries} retries; last cause: {cause}", url=url
                     )
                 delay = random.uniform(0, min(MAX_FAULT_BACKOFF, self.backoff_base * 2 ** (faults - 1)))  # full jitter
+                if outcome.unreachable:  # the next attempt is the last one the budget allows
+                    delay = min(delay, max(0.0, self.connect_budget - self._unreachable_for()))
                 logger.warning("GET %s: %s; retry %d/%d in %.1f s", url, cause, faults, self.max_retries, delay)
                 self._count(waited=delay)
                 self.clock.sleep(delay)
@@ -260,11 +302,24 @@ class GitHubClient:
         except httpx.LocalProtocolError as exc:  # a request HTTP forbids: the same again next time
             text = f"GET {url} cannot be sent: {type(exc).__name__}: {self._redact(str(exc))}"
             return Outcome(Next.FAIL, error=GitHubClientError(text, url=url))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            with self._stats_lock:
+                if self._unreachable_since is None:
+                    self._unreachable_since = self.clock.now()
+            return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", unreachable=True)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}")
         except GitHubServerError as exc:  # the App's token endpoint failed: a fault like any other
             return Outcome(Next.FAULT, cause=str(exc))
+        with self._stats_lock:
+            self._unreachable_since = None  # an answer: the server is reachable again
         return classify(response)
+
+    def _unreachable_for(self) -> float:
+        """Seconds since the first refused connection without an answer in between."""
+        with self._stats_lock:
+            since = self._unreachable_since
+        return 0.0 if since is None else self.clock.now() - since
 
     # -- secrets ------------------------------------------------------------------------------
 
