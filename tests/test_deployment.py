@@ -183,8 +183,6 @@ def test_hourly_deployment_completes_with_the_token_from_the_worker_environment(
     assert not any(SECRET in line for line in _logs(run.api, run.flow_run_id))
 
 
-@pytest.mark.xfail(reason="logging fixed on branch logs: flow-run logs reach the API, formatted once",
-                   strict=False)
 def test_hourly_run_logs_hold_the_source_info_lines_formatted_once(hourly_run):
     logs = _logs(hourly_run.api, hourly_run.flow_run_id)
     source_lines = [line for line in logs if line.startswith(f"{ORG}: ") and "repositories" in line]
