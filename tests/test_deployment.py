@@ -183,8 +183,19 @@ def test_hourly_deployment_completes_with_the_token_from_the_worker_environment(
     assert not any(SECRET in line for line in _logs(run.api, run.flow_run_id))
 
 
+def _logs_once_shipped(api: str, flow_run_id: str, wanted: str, timeout: float = 60.0) -> list[str]:
+    """The run's logs once `wanted` is among them: the flow-run process ships its logs in batches,
+    the last ones as it exits, which can be after its state is Completed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = _logs(api, flow_run_id)
+        if wanted in logs or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.5)
+
+
 def test_hourly_run_logs_hold_the_source_info_lines_formatted_once(hourly_run):
-    logs = _logs(hourly_run.api, hourly_run.flow_run_id)
+    logs = _logs_once_shipped(hourly_run.api, hourly_run.flow_run_id, f"{ORG}: 2 repositories")
     source_lines = [line for line in logs if line.startswith(f"{ORG}: ") and "repositories" in line]
     assert any(line == f"{ORG}: 2 repositories" for line in logs), logs  # sources.github.source
     assert any(line.startswith(f"{ORG}: landed ") for line in logs), logs  # the flow's own
