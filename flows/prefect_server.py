@@ -9,7 +9,8 @@ address in `$PREFECT_HOME/pr-analytics-server.json`. A later run with the same P
 Python and Prefect version finds it answering and uses it: Prefect still orchestrates (flow and
 task runs, states, retries), only the server start is gone.
 
-`python flows/prefect_server.py --port P --idle-seconds S` is the server process itself.
+`python flows/prefect_server.py --port P --idle-seconds S` is the server process itself;
+`python flows/prefect_server.py --stop` stops the one recorded in this PREFECT_HOME.
 """
 
 from __future__ import annotations
@@ -147,7 +148,16 @@ if __name__ == "__main__":
     # Run as a script: its folder (flows/) must not shadow top-level modules in the server.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     parser = argparse.ArgumentParser(description="A local Prefect server that stops when idle.")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--idle-seconds", type=int, required=True)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--idle-seconds", type=int, default=1800)
+    parser.add_argument("--stop", action="store_true", help="stop the server of this PREFECT_HOME")
     options = parser.parse_args()
-    serve(options.port, options.idle_seconds)
+    if options.stop:
+        from prefect.settings import get_current_settings
+
+        home = get_current_settings().home
+        print(f"stopped the local Prefect server of {home}" if stop_server(home) else f"no local Prefect server in {home}")
+    elif options.port is None:
+        parser.error("--port is required to serve")
+    else:
+        serve(options.port, options.idle_seconds)
