@@ -101,7 +101,10 @@ def stop_server(home: Path) -> bool:
         pid = int(json.loads((home / STATE_FILE).read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    answering = running_server(home) is not None  # else the pid may be another process's by now
     (home / STATE_FILE).unlink(missing_ok=True)
+    if not answering:
+        return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -136,8 +139,10 @@ def serve(port: int, idle_seconds: int) -> None:
 
     def watch() -> None:
         while not server.should_exit:
-            time.sleep(5)
-            if active[0] == 0 and time.monotonic() - last[0] > idle_seconds:
+            time.sleep(1)
+            if not server.started:  # idle time counts from the end of the start-up
+                last[0] = time.monotonic()
+            elif active[0] == 0 and time.monotonic() - last[0] > idle_seconds:
                 server.should_exit = True
 
     threading.Thread(target=watch, name="idle-watch", daemon=True).start()
