@@ -2,6 +2,7 @@
 
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
                 [--skip-sequential] [--skip-memory] [--skip-backfill] [--backfill-latency L]
+                [--skip-local-run]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
@@ -23,6 +24,8 @@ Runs, in order:
   backfill killed: a fresh emulator, chunks of minimum/25 requests; 10 runs killed with SIGKILL
             at seeded random moments, then a run to the end, a merge into DuckDB, and a
             comparison of the warehouse's keys with the replica's
+  local run  `flows/run.py --demo` as a user runs it (imports, emulator, Prefect flow, merge):
+            a first run in a fresh data dir and PREFECT_HOME, then the no-change run 3 times
 
 Minimum possible requests are computed from a replica of the emulator's dataset built here with
 the same arguments (`Dataset.generate` is deterministic by seed; the replica also replays the
@@ -636,6 +639,39 @@ def backfill_checks(stopped: dict[str, Any],
              "warehouse exact", ok3, detail3)]
 
 
+LOCAL_RUN_TARGET_S = 5.0
+LOCAL_RUN_REPEATS = 3
+
+
+def local_run(work: Path, progress: Any) -> dict[str, Any]:
+    """Wall time of `flows/run.py --demo` as a user runs it, in a fresh data dir and PREFECT_HOME,
+    without PREFECT_API_URL: the first run (it starts the local Prefect server), then the
+    no-change run LOCAL_RUN_REPEATS times (the figure is their median). Imports included."""
+    sys.path.insert(0, str(ROOT))
+    from flows.prefect_server import stop_server
+
+    home = work / "local-run-prefect"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "RUNTIME__DLTHUB_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "flows/run.py", "--demo", "--data-dir", str(work / "local-run")]
+    walls: list[float] = []
+    try:
+        for i in range(1 + LOCAL_RUN_REPEATS):
+            progress("local run: first run (starts the local Prefect server)" if i == 0
+                     else f"local run: no-change run {i}")
+            t0 = time.perf_counter()
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            walls.append(time.perf_counter() - t0)
+            if done.returncode != 0:
+                raise RuntimeError(f"flows/run.py --demo exited {done.returncode}: {done.stderr[-2000:]}")
+    finally:
+        stop_server(home)
+    nochange = sorted(walls[1:])
+    return {"first": walls[0], "nochange": nochange, "median": nochange[len(nochange) // 2]}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_child"]:
@@ -657,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
                         "a backfill worth chunking)")
     p.add_argument("--backfill-latency", type=float, default=None,
                    help="emulator latency of the backfill runs, s (default: --latency)")
+    p.add_argument("--skip-local-run", action="store_true",
+                   help="skip the wall time of a local no-change `flows/run.py --demo`")
     args = p.parse_args(argv)
     if args.backfill_prs is None:
         args.backfill_prs = 10 * args.prs
@@ -718,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
         stopped = backfill_stopped(args, fresh, BL, work / "stopped", progress)
         del fresh
         killed = backfill_killed(args, BL, work, progress)
+
+    local = None if args.skip_local_run else local_run(work, progress)
 
     shutil.rmtree(work, ignore_errors=True)
 
@@ -812,6 +852,15 @@ def main(argv: list[str] | None = None) -> int:
                        "no duplicate child rows", None, "skipped (--skip-backfill)"))
         checks.append(("backfill killed 10 times: requests <= 1.2 x minimum, warehouse exact",
                        None, "skipped (--skip-backfill)"))
+    if local is not None:
+        checks.append((f"local no-change run of the demo organisations <= {LOCAL_RUN_TARGET_S:.0f} s wall",
+                       local["median"] <= LOCAL_RUN_TARGET_S,
+                       f"median {local['median']:.2f} s of "
+                       + ", ".join(f"{w:.2f}" for w in local["nochange"])
+                       + f" s; the first run, which starts the local Prefect server: {local['first']:.2f} s"))
+    else:
+        checks.append((f"local no-change run of the demo organisations <= {LOCAL_RUN_TARGET_S:.0f} s wall",
+                       None, "skipped (--skip-local-run)"))
     for name, ok, detail in checks:
         verdict = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
         out.append(f"- {verdict}: {name}" + (f" ({detail})" if detail else ""))

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -59,6 +60,44 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
+def start_prefect() -> Callable[[], None]:
+    """Find or start the Prefect API this run reports to; returns `wait()`, to call before the flow.
+
+    With PREFECT_API_URL (environment or profile) nothing changes: that server is used. Without
+    it, Prefect would start a temporary server for this run alone (10-18 s on 2 cores). Instead
+    a local server kept for PR_ANALYTICS_PREFECT_SERVER_IDLE_MINUTES (default 30; 0 keeps
+    Prefect's temporary server) is reused, or started now, so that it comes up while this process
+    imports the pipeline; `wait()` then points Prefect at it, as PREFECT_API_URL would.
+    """
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    idle_minutes = float(os.environ.get("PR_ANALYTICS_PREFECT_SERVER_IDLE_MINUTES") or 30)
+    if settings.api.url or not settings.server.ephemeral.enabled or idle_minutes <= 0:
+        return lambda: None
+    from flows.prefect_server import running_server, start_server, wait_until_healthy
+
+    log = logging.getLogger("flows.run")
+    api_url = running_server(settings.home)
+    process = None
+    if api_url is None:
+        api_url, process = start_server(settings.home, idle_seconds=int(idle_minutes * 60))
+        log.info("Starting a local Prefect server at %s (stops after %g idle minutes)", api_url, idle_minutes)
+    else:
+        log.info("Using the local Prefect server at %s", api_url)
+    # Measured up to 25 s on 2 busy cores: more than Prefect's default of 20 s.
+    timeout = max(settings.server.ephemeral.startup_timeout_seconds, 60)
+
+    def wait() -> None:
+        if process is not None:
+            wait_until_healthy(api_url, process, timeout)
+        os.environ["PREFECT_API_URL"] = api_url
+        refresh_global_settings_context()
+
+    return wait
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problem = check_arguments(args)
@@ -78,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ.setdefault("RUNTIME__LOG_FORMAT", "{message}")  # one format per line: Prefect's
+    wait_for_prefect = start_prefect()  # before the pipeline's imports: a new server starts meanwhile
 
     from flows.github_analytics import PARTIAL, OrganisationsFailed, github_analytics
     from flows.report import render_summary
@@ -102,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             from flows.settings import Settings
 
             orgs = Settings().orgs  # PR_ANALYTICS_ORGS or .env, checked above
+        wait_for_prefect()
         state = github_analytics(
             orgs=orgs,
             since=args.since,

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import duckdb
+import httpx
 
 from emulator import Dataset, GitHubEmulator
+from flows.prefect_server import stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,11 +37,27 @@ def test_cli_loads_exactly_what_the_server_serves(tmp_path):
         "RUNTIME__DLTHUB_TELEMETRY": "false",
     }
     env.pop("GITHUB_TOKENS", None)
+    env.pop("PREFECT_API_URL", None)
     data_dir = tmp_path / "data"
-    with GitHubEmulator(dataset, base_path="/api/v3", tokens={"cli-secret-token"}) as emu:
-        args = ("--org", "acme", "--org", "beta-corp", "--github-url", emu.url, "--data-dir", str(data_dir))
-        first = run_cli(*args, env=env)
-        assert first.returncode == 0, first.stderr[-3000:]
+    try:
+        with GitHubEmulator(dataset, base_path="/api/v3", tokens={"cli-secret-token"}) as emu:
+            args = ("--org", "acme", "--org", "beta-corp", "--github-url", emu.url, "--data-dir", str(data_dir))
+            first = run_cli(*args, env=env)
+            assert first.returncode == 0, first.stderr[-3000:]
+            assert "Starting a local Prefect server" in first.stderr
+            # The no-change run reuses that server, and Prefect still records every task's state.
+            second = run_cli(*args, env=env)
+            assert second.returncode == 0, second.stderr[-3000:]
+            assert "Using the local Prefect server" in second.stderr
+        api_url = second.stderr.split("Using the local Prefect server at ")[1].split()[0]
+        task_runs = httpx.post(f"{api_url}/task_runs/filter", json={}).json()
+        names = sorted(run["name"] for run in task_runs)
+        per_run = ["bootstrap-warehouse", "extract-and-land-acme", "extract-and-land-beta-corp",
+                   "merge-acme", "merge-beta-corp"]
+        assert names == sorted(per_run * 2)  # two runs, each task a Prefect task run
+        assert {run["state_name"] for run in task_runs} == {"Completed"}
+    finally:
+        stop_server(tmp_path / "prefect")
 
     assert "cli-secret-token" not in first.stdout + first.stderr
     assert "pipeline --pipelines-dir" in first.stdout and "github_beta_corp info" in first.stdout
