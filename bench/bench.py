@@ -70,7 +70,8 @@ def child_main(spec_path: str, out_path: str) -> None:
 
     import dlt
 
-    from flows.landing import github_auth, land
+    from flows.credentials import github_auth
+    from flows.extract import land
     from flows.settings import Settings
     from sources.github.client import GitHubClient
 
@@ -398,11 +399,11 @@ def warehouse_keys(data_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
     and read back every row's natural key, duplicates kept."""
     from destinations.merge import merge_landed_loads
     from flows.settings import Settings, pipeline_name
-    from flows.warehouse import open_warehouse
+    from destinations.warehouse import open_warehouse
 
     settings = Settings(orgs=[ORG], data_dir=data_dir, warehouse="duckdb", duckdb=None)
     keys: dict[str, list] = {}
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         report = merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG))
         for table, key in NATURAL_KEYS.items():
             cols = ", ".join(warehouse.q(k) for k in key)
@@ -770,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{expected['pull_requests']} PRs, {expected['pull_request_reviews']} reviews, "
                f"{expected['pull_request_files']} files; emulator latency {L * 1000:.0f} ms per "
                f"request, concurrency {C}; {os.cpu_count()} CPUs.  ")
-    out.append("Measured: the landing only (`flows.landing.land`: dlt extract + normalize + load "
+    out.append("Measured: the landing only (`flows.extract.land`: dlt extract + normalize + load "
                "to local Parquet), each sync in a fresh child process; the warehouse merge is "
                "not included. Requests/304s/cost are the emulator's counts (the client's "
                "RequestStats are compared and flagged with (!) if they differ). "

@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from destinations import sql
+from destinations.config import DATASET
 
 logger = logging.getLogger("destinations.landing")
 
-DATASET = "github"
 LOADS_FOLDER = "_dlt_loads"
 MANIFESTS_FOLDER = "_manifests"
 MANIFEST_FORMAT = 1

@@ -120,7 +120,7 @@ def merge_landed_loads(
             _merge_load(warehouse, landing, pipeline_name, load_id, load_files, report, expected)
         except DamagedLoad as damage:
             # Never ledgered, never blocking the loads after it: set aside, and the landing step
-            # fetches again what it held (see flows/landing.py).
+            # fetches again what it held (see flows/handoff.py).
             logger.error("%s: load %s set aside, its rows are fetched again: %s", pipeline_name, load_id, damage)
             landing.set_aside(pipeline_name, load_id, str(damage))
             report.loads_set_aside[load_id] = str(damage)

@@ -412,3 +412,18 @@ def _check_copy_results(folder: str, files: list[LandedFile], results: list[dict
             )
         loaded += int(result["rows_loaded"])
     return loaded
+
+
+@contextmanager
+def open_warehouse(config: DuckDBConfig | SnowflakeConfig) -> Iterator[Warehouse]:
+    """The configured warehouse: the embedded DuckDB file, or Snowflake (see
+    `destinations.config.with_stage` for the stage its config needs)."""
+    warehouse: Warehouse
+    if isinstance(config, SnowflakeConfig):
+        warehouse = SnowflakeWarehouse(config)
+    else:
+        warehouse = DuckDBWarehouse(config)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()

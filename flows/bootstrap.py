@@ -22,12 +22,11 @@ import sys
 from pydantic import ValidationError
 
 from destinations import sql
-from destinations.config import GCS_STORAGE_INTEGRATION, SnowflakeConfig
+from destinations.config import GCS_STORAGE_INTEGRATION, SnowflakeConfig, stage_url, with_stage
 from destinations.merge import bootstrap
 from destinations.script import snowflake_script
-from destinations.warehouse import Warehouse
+from destinations.warehouse import Warehouse, open_warehouse
 from flows.settings import ConfigurationError, Settings, pipeline_name
-from flows.warehouse import open_warehouse, snowflake_config, stage_url
 
 EXAMPLE_ORG = "my-org"
 
@@ -53,7 +52,7 @@ def admin_sql(settings: Settings) -> str:
     """The admin SQL with the stage URL, integration, database, warehouse and user of the settings."""
     if settings.snowflake is None:  # names stay placeholders; the stage URL is the landing's
         return sql.snowflake_admin_sql(stage_url(settings.landing))
-    config = snowflake_config(settings)
+    config = with_stage(settings.snowflake, settings.landing)
     names = {"database": config.database, "user": config.user}
     if config.warehouse:
         names["warehouse"] = config.warehouse
@@ -73,7 +72,7 @@ def warehouse_sql(settings: Settings) -> str:
             account="<account>", user="<user>", database="<database>", stage_url=url, storage_integration=integration
         )
     else:
-        config = snowflake_config(settings)
+        config = with_stage(settings.snowflake, settings.landing)
     orgs = settings.orgs or [EXAMPLE_ORG]
     return snowflake_script(config, {org: pipeline_name(org) for org in orgs})
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(warehouse_sql(settings), end="")
             return 0
         names = [pipeline_name(org) for org in settings.orgs]
-        with open_warehouse(settings) as warehouse:
+        with open_warehouse(settings.warehouse_config) as warehouse:
             before = _tables(warehouse)
             ensured = bootstrap(warehouse, names)
             created = sorted(_tables(warehouse) - before)

@@ -6,7 +6,7 @@ organisations that failed and why. Every run leaves a Markdown artifact
 
 The GitHub token comes from a prefect-gcp `GcpSecret` block named by the setting
 `github_token_secret_block` (`PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK`), else from the environment
-or `.dlt/secrets.toml` (see `flows.landing.github_auth`). It is read inside the task: it is never a
+or `.dlt/secrets.toml` (see `flows.credentials.github_auth`). It is read inside the task: it is never a
 flow or task parameter, so it reaches neither the Prefect API nor the logs.
 
 Extracts hold one slot of the Prefect global concurrency limit `github-api` (when it exists;
@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,11 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from destinations.merge import MergeReport, bootstrap, merge_landed_loads
-from flows.landing import (
-    LandingReport,
-    exception_chain,
-    github_client,
-    land,
-    landing_filesystem,
-    with_gcs_blocks,
-)
+from destinations.warehouse import open_warehouse
+from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
+from flows.extract import LandingReport, exception_chain, land
+from flows.report import OrgResult, RunSummary
 from flows.settings import ConfigurationError, Settings, pipeline_name
-from flows.warehouse import open_warehouse
 from sources.github.auth import token_problem
 from sources.github.client import GitHubUnreachable
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
@@ -125,45 +119,6 @@ _RETRIES: dict[str, Any] = {
     "retry_condition_fn": _retryable,
     "cache_policy": NO_CACHE,
 }
-
-
-@dataclass
-class OrgResult:
-    org: str
-    landing: LandingReport | None = None
-    merge: MergeReport | None = None
-    error: str | None = None
-
-    @property
-    def unsynced(self) -> list[str]:
-        """Repositories and pull requests on the retry list, and items set aside, with the reason."""
-        set_aside = self.merge.loads_set_aside if self.merge else {}
-        unsynced = [f"load {load_id} set aside: {why}" for load_id, why in set_aside.items()]
-        if self.landing is None:
-            return unsynced
-        progress = self.landing.progress
-        return unsynced + [f"{item.kind} {item.name}: {item.reason}" for item in progress.failed] + [
-            f"rejected {label}" for label in progress.rejected
-        ]
-
-
-@dataclass
-class RunSummary:
-    results: list[OrgResult] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[OrgResult]:
-        return [result for result in self.results if result.error]
-
-    @property
-    def partial(self) -> list[OrgResult]:
-        """Organisations that landed, but not all of it: some repository or PR is still to come."""
-        return [result for result in self.results if not result.error and result.unsynced]
-
-    def partial_message(self) -> str:
-        items = [f"{r.org}: {item}" for r in self.partial for item in r.unsynced]
-        shown = "; ".join(items[:20]) + (f"; and {len(items) - 20} more" if len(items) > 20 else "")
-        return f"partial success, {len(items)} item(s) not synced (retried on later runs): {shown}"
 
 
 class OrganisationsFailed(RuntimeError):
@@ -267,13 +222,13 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
 def bootstrap_warehouse(settings: Settings, pipeline_names: list[str]) -> list[str]:
     """Create the warehouse objects of every organisation once, before the merges fan out:
     concurrent CREATE ... IF NOT EXISTS of the same objects conflict on DuckDB."""
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         return bootstrap(warehouse, pipeline_names)
 
 
 @task(name="merge", task_run_name="merge-{org}", **_RETRIES)
 def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         report = merge_landed_loads(
             warehouse, settings.landing, org, pipeline_name, fs=landing_filesystem(settings),
             bootstrap_first=False,  # bootstrap_warehouse did, once for the run

@@ -1,16 +1,54 @@
-"""The end-of-run summary, as Markdown: printed by `flows/run.py`, stored as a Prefect artifact."""
+"""What a run did, per organisation, and its end-of-run summary as Markdown: printed by
+`flows/run.py`, stored as a Prefect artifact by the flow."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from flows.landing import DATA_TABLES
+from destinations.merge import MergeReport
+from flows.extract import DATA_TABLES, LandingReport
 
-if TYPE_CHECKING:
-    from flows.github_analytics import RunSummary
+
+@dataclass
+class OrgResult:
+    org: str
+    landing: LandingReport | None = None
+    merge: MergeReport | None = None
+    error: str | None = None
+
+    @property
+    def unsynced(self) -> list[str]:
+        """Repositories and pull requests on the retry list, and items set aside, with the reason."""
+        set_aside = self.merge.loads_set_aside if self.merge else {}
+        unsynced = [f"load {load_id} set aside: {why}" for load_id, why in set_aside.items()]
+        if self.landing is None:
+            return unsynced
+        progress = self.landing.progress
+        return unsynced + [f"{item.kind} {item.name}: {item.reason}" for item in progress.failed] + [
+            f"rejected {label}" for label in progress.rejected
+        ]
+
+
+@dataclass
+class RunSummary:
+    results: list[OrgResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[OrgResult]:
+        return [result for result in self.results if result.error]
+
+    @property
+    def partial(self) -> list[OrgResult]:
+        """Organisations that landed, but not all of it: some repository or PR is still to come."""
+        return [result for result in self.results if not result.error and result.unsynced]
+
+    def partial_message(self) -> str:
+        items = [f"{r.org}: {item}" for r in self.partial for item in r.unsynced]
+        shown = "; ".join(items[:20]) + (f"; and {len(items) - 20} more" if len(items) > 20 else "")
+        return f"partial success, {len(items)} item(s) not synced (retried on later runs): {shown}"
 
 
 def dlt_command() -> str:

@@ -18,15 +18,11 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from destinations.config import DuckDBConfig, SnowflakeConfig
+from destinations.config import ConfigurationError, DuckDBConfig, SnowflakeConfig, with_stage  # noqa: F401 - ConfigurationError is part of this module's interface
 from sources.github.auth import token_problem
 from sources.github.names import normalise_org
 
 PUBLIC_GITHUB = "https://api.github.com"
-
-
-class ConfigurationError(ValueError):
-    """Settings that cannot work: retrying will not help."""
 
 
 class Settings(BaseSettings):
@@ -189,6 +185,14 @@ class Settings(BaseSettings):
     @property
     def pipelines_dir(self) -> Path:
         return self.data_dir / "pipelines"
+
+    @property
+    def warehouse_config(self) -> DuckDBConfig | SnowflakeConfig:
+        """What `destinations.warehouse.open_warehouse` opens: the DuckDB file, or Snowflake with
+        the stage derived from the landing."""
+        if self.warehouse == "snowflake":
+            return with_stage(self.snowflake, self.landing)
+        return self.duckdb_config
 
     @property
     def duckdb_config(self) -> DuckDBConfig:

@@ -16,9 +16,10 @@ import pytest
 from emulator import Dataset, GitHubEmulator
 from fakes import FakeClock
 from destinations.merge import merge_landed_loads
-from flows.landing import LandingReport, github_client, land
+from flows.credentials import github_client
+from flows.extract import LandingReport, land
 from flows.settings import Settings, pipeline_name
-from flows.warehouse import open_warehouse
+from destinations.warehouse import open_warehouse
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient
 
@@ -137,7 +138,7 @@ def land_only(settings: Settings):
 
 
 def merge_only(settings: Settings):
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         return merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG))
 
 

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from emulator import Dataset, GitHubEmulator
 from fakes import FakeClock
 from flows.github_analytics import is_permanent, read_github_token
-from flows.landing import github_auth, land
+from flows.credentials import github_auth
+from flows.extract import land
 from flows.settings import ConfigurationError, Settings
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient

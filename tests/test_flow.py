@@ -21,12 +21,8 @@ import pytest
 
 import flows.github_analytics as flow_module
 from emulator import Dataset, GitHubEmulator
-from flows.github_analytics import (
-    SUMMARY_ARTIFACT_KEY,
-    OrganisationsFailed,
-    RunSummary,
-    github_analytics,
-)
+from flows.github_analytics import SUMMARY_ARTIFACT_KEY, OrganisationsFailed, github_analytics
+from flows.report import RunSummary
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.errors import GitHubServerError
 
@@ -394,7 +390,8 @@ def test_gcs_landing_and_credentials_from_a_gcs_bucket_block(prefect_api):
     from prefect_gcp import GcpCredentials
     from prefect_gcp.cloud_storage import GcsBucket
 
-    from flows.landing import filesystem_destination, landing_filesystem, with_gcs_blocks
+    from flows.credentials import landing_filesystem, with_gcs_blocks
+    from flows.extract import filesystem_destination
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     info = {

@@ -18,9 +18,8 @@ import pytest
 import yaml
 
 from destinations.merge import MergeReport
-from flows.github_analytics import OrgResult, RunSummary
-from flows.landing import LandingReport
-from flows.report import render_summary
+from flows.extract import LandingReport
+from flows.report import OrgResult, RunSummary, render_summary
 from sources.github.client import RequestStats
 from sources.github.progress import SyncProgress
 

@@ -12,7 +12,8 @@ import pytest
 
 from destinations.warehouse import DuckDBWarehouse
 from emulator import Dataset, GitHubEmulator
-from flows.landing import github_client, landing_pipeline
+from flows.credentials import github_client
+from flows.extract import landing_pipeline
 from flows.settings import Settings
 from landing_runs import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, sync, warehouse_rows
 from sources.github.source import github_source

@@ -26,14 +26,21 @@ from destinations import SnowflakeConfig, SnowflakeWarehouse, bootstrap, merge_l
 from destinations.merge import MergeReport
 from emulator import Dataset, GitHubEmulator
 from flows import bootstrap as bootstrap_cli
-from flows.landing import LandingReport, github_client, land, landing_filesystem
+from flows.credentials import github_client, landing_filesystem
+from flows.extract import LandingReport, land
 from flows.settings import ConfigurationError, Settings, pipeline_name
-from flows.warehouse import open_warehouse, snowflake_config as derived_config, stage_url
+from destinations.config import stage_url, with_stage
+from destinations.warehouse import open_warehouse
 from sources.github.schema import PULL_REQUESTS
 from warehouse_loads import ledger, snapshot
 
 ORG = "acme"
 TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
+
+
+def derived_config(settings: Settings) -> SnowflakeConfig:
+    """The Snowflake settings as a merge of these settings uses them (stage derived)."""
+    return with_stage(settings.snowflake, settings.landing)
 
 
 def small_dataset(orgs: dict[str, int], edge_cases: bool = False) -> Dataset:
@@ -76,7 +83,7 @@ def land_org(settings: Settings, org: str = ORG) -> LandingReport:
 
 def merge_org(settings: Settings, org: str = ORG) -> MergeReport:
     """What the flow's merge task does, without Prefect's run context."""
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         return merge_landed_loads(
             warehouse, settings.landing, org, pipeline_name(org), fs=landing_filesystem(settings)
         )
@@ -87,7 +94,7 @@ def sync(settings: Settings, org: str = ORG) -> tuple[LandingReport, MergeReport
 
 
 def tables(settings: Settings) -> dict[str, list[tuple]]:
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         return snapshot(warehouse)
 
 
@@ -109,7 +116,7 @@ def warehouse_keys(warehouse: SnowflakeWarehouse, org: str) -> dict[str, list]:
 def assert_matches(settings: Settings, dataset: Dataset, org: str = ORG) -> None:
     """The warehouse holds exactly what the emulator serves for `org`: every row, once."""
     expected = dataset.expected(org)
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         keys = warehouse_keys(warehouse, org)
     for table in TABLES:
         assert len(keys[table]) == len(set(keys[table])), f"{table}: a row merged twice"
@@ -142,7 +149,7 @@ def test_changed_pull_request_is_right_after_the_rerun(settings, dataset):
 
     assert landing.rows["pull_requests"] == 3 and merge.rows_deleted["pull_request_files"] == 1
     assert_matches(settings, dataset)
-    with open_warehouse(settings) as wh:
+    with open_warehouse(settings.warehouse_config) as wh:
         number, title, repo_of = wh.q("number"), wh.q("title"), wh.q("repo")
         assert wh.execute(f"SELECT count(*) FROM {wh.table('pull_request_reviews')} WHERE {wh.q('id')} = ?", [review["id"]]) == [(1,)]
         assert wh.execute(
@@ -163,7 +170,7 @@ def test_failure_between_copy_and_merge_rolls_back_and_the_next_run_is_right(
     with pytest.raises(RuntimeError, match="injected failure"):
         merge_org(settings)
     monkeypatch.undo()
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         assert ledger(warehouse) == []
         assert all(rows == [] for rows in snapshot(warehouse).values())
 
@@ -199,7 +206,7 @@ def test_two_organisations_merge_concurrently_and_stay_separate(
     assert errors == [] and sorted(reports) == sorted(orgs)
     for org in orgs:
         assert_matches(settings, dataset, org)
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         assert {name for name, _ in ledger(warehouse)} == {"github_acme", "github_beta_labs"}
 
 
@@ -215,7 +222,7 @@ def test_a_column_new_in_the_source_is_added(settings, dataset, monkeypatch):
 
     sync(settings)
 
-    with open_warehouse(settings) as wh:
+    with open_warehouse(settings.warehouse_config) as wh:
         rows = wh.execute(
             f"SELECT {wh.q('title')}, {wh.q('mergeable_state')} FROM {wh.table('pull_requests')}"
             f" WHERE {wh.q('mergeable_state')} IS NOT NULL"
@@ -228,7 +235,7 @@ def test_injection_in_an_org_name_is_rejected(settings, capsys):
     bad = "acme'; DROP TABLE GITHUB.PULL_REQUESTS; --"
     with pytest.raises(ValidationError, match="invalid organisation"):
         Settings(orgs=[bad])
-    with open_warehouse(settings) as warehouse:
+    with open_warehouse(settings.warehouse_config) as warehouse:
         with pytest.raises(ValueError, match="invalid organisation"):
             merge_landed_loads(warehouse, settings.landing, bad, "github_acme")
         with pytest.raises(ValueError, match="invalid pipeline name"):
@@ -251,7 +258,7 @@ def test_unicode_edge_cases_on_a_local_landing_with_the_derived_stage(snowflake_
     assert derived_config(settings).stage_url == f"file://{(tmp_path / 'landing').resolve()}/github/"
     assert_matches(settings, dataset)
     expected_titles = {pr["title"] for repo in dataset.repositories(ORG) for pr in dataset.pull_requests(ORG, repo["name"])}
-    with open_warehouse(settings) as wh:
+    with open_warehouse(settings.warehouse_config) as wh:
         titles = {title for (title,) in wh.execute(f"SELECT {wh.q('title')} FROM {wh.table('pull_requests')}")}
         filenames = {name for (name,) in wh.execute(f"SELECT {wh.q('filename')} FROM {wh.table('pull_request_files')}")}
     assert titles == expected_titles and any(not t.isascii() for t in titles)

@@ -8,7 +8,8 @@ import duckdb
 import pytest
 
 from emulator import Dataset, GitHubEmulator
-from flows.landing import github_client, land
+from flows.credentials import github_client
+from flows.extract import land
 from flows.settings import Settings
 
 ORG = "acme"

@@ -628,7 +628,7 @@ def github_source(
 
     `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill;
     `full_refresh` ignores saved cursors and ETags and reads everything again (the warehouse merge
-    keeps one copy of each row). `sync` carries a run's context across chunks (see flows/landing.py).
+    keeps one copy of each row). `sync` carries a run's context across chunks (see flows/extract.py).
     """
     ctx = sync or SyncContext(org, client, progress or SyncProgress(), since=iso(since), full_refresh=full_refresh)
     if sync is None:

@@ -1,4 +1,4 @@
-"""Extract-and-land: the dlt source written as Parquet by dlt's filesystem destination.
+"""Extract-and-land: the dlt source written as Parquet by dlt's filesystem destination, in chunks.
 
 One dlt pipeline per organisation, working in `<data_dir>/pipelines`, so its state (cursors,
 ETags) is separate per organisation and `dlt pipeline --pipelines-dir data/pipelines github_<org>
@@ -12,20 +12,18 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dlt
 from dlt.common.configuration.specs import GcpServiceAccountCredentials
 from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
-from pydantic import SecretStr
 
 from destinations.landing import DATASET, Landing
+from flows.credentials import gcs_emulator_options, landing_filesystem, service_account_json
 from flows.handoff import LAYOUT, rewind_set_aside_loads, write_manifests
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
-from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
 from sources.github.schema import PULL_REQUEST_FILES, PULL_REQUEST_REVIEWS, PULL_REQUESTS
@@ -52,107 +50,6 @@ class LandingReport:
     loads_refetched: list[str] = field(default_factory=list)  # set aside by the merge; fetched again
 
 
-def github_auth(settings: Settings, token: str | None = None) -> TokenPool | GitHubAppAuth:
-    """Credentials in order of precedence: explicit token, GITHUB_TOKENS, GITHUB_TOKEN,
-    `.dlt/secrets.toml`, a GitHub App installation; else anonymous (60 requests an hour).
-
-    A malformed token raises InvalidCredential naming its source, never its value."""
-    if token:
-        return TokenPool([token], source="the token given")
-    if settings.github_tokens:
-        return TokenPool([t.get_secret_value() for t in settings.github_tokens], source="GITHUB_TOKENS")
-    if settings.github_token:
-        return TokenPool([settings.github_token.get_secret_value()], source="GITHUB_TOKEN")
-    from_dlt = dlt.secrets.get("sources.github.access_token")
-    if from_dlt:
-        return TokenPool([str(from_dlt)], source="sources.github.access_token (.dlt/secrets.toml)")
-    if settings.github_app_id and settings.github_app_installation_id:
-        key = settings.github_app_private_key
-        private_key = (
-            key.get_secret_value()
-            if key
-            else Path(settings.github_app_private_key_path or "").read_text()
-        )
-        return GitHubAppAuth(
-            settings.github_app_id,
-            private_key,
-            settings.github_app_installation_id,
-            base_url=settings.github_url,
-        )
-    logger.warning("No GitHub credentials configured: anonymous requests get 60 an hour")
-    return TokenPool([])
-
-
-def github_client(settings: Settings, token: str | None = None) -> GitHubClient:
-    return GitHubClient(
-        settings.github_url,
-        github_auth(settings, token),
-        max_concurrency=settings.max_concurrency,
-        timeout=settings.request_timeout,
-        max_rate_limit_wait=settings.max_rate_limit_wait,
-    )
-
-
-def _gcs_options(settings: Settings) -> dict[str, Any]:
-    """gcsfs options for a GCS emulator; else credentials come from the destination/ADC."""
-    return {
-        "token": "anon",
-        "endpoint_url": settings.gcs_endpoint_url,
-        "project": settings.gcs_project or "test",
-    }
-
-
-def with_gcs_blocks(settings: Settings) -> Settings:
-    """The settings with the landing URL and GCS service account taken from the prefect-gcp
-    block they name (GcsBucket or GcpCredentials); unchanged when they name none."""
-    if not (settings.gcs_bucket_block or settings.gcs_credentials_block):
-        return settings
-    update: dict[str, Any] = {}
-    if settings.gcs_bucket_block:
-        from prefect_gcp.cloud_storage import GcsBucket
-
-        bucket = GcsBucket.load(settings.gcs_bucket_block)
-        credentials = bucket.gcp_credentials
-        if not settings.landing_url:
-            folder = (bucket.bucket_folder or "").strip("/")
-            update["landing_url"] = f"gs://{bucket.bucket}" + (f"/{folder}" if folder else "")
-    else:
-        from prefect_gcp import GcpCredentials
-
-        credentials = GcpCredentials.load(settings.gcs_credentials_block)
-    if credentials.service_account_info:
-        info = credentials.service_account_info.get_secret_value()
-        update["gcs_service_account"] = SecretStr(json.dumps(dict(info)))
-    elif credentials.service_account_file:
-        update["gcs_credentials_path"] = Path(credentials.service_account_file).expanduser()
-    # else: the block itself relies on application default credentials, and so do we.
-    if credentials.project and not settings.gcs_project:
-        update["gcs_project"] = credentials.project
-    return settings.model_copy(update=update)
-
-
-def _service_account(settings: Settings) -> str | None:
-    """Service-account JSON from the settings (a block's info, or a key file)."""
-    if settings.gcs_service_account:
-        return settings.gcs_service_account.get_secret_value()
-    if settings.gcs_credentials_path:
-        return settings.gcs_credentials_path.read_text()
-    return None
-
-
-def landing_filesystem(settings: Settings) -> Any:
-    """An fsspec filesystem for the warehouse step to read a gs:// landing; None for a folder."""
-    if not settings.landing.startswith("gs://"):
-        return None
-    import gcsfs
-
-    if settings.gcs_endpoint_url:
-        return gcsfs.GCSFileSystem(**_gcs_options(settings))
-    account = _service_account(settings)
-    token = json.loads(account) if account else None  # None: application default credentials
-    return gcsfs.GCSFileSystem(project=settings.gcs_project, token=token)
-
-
 def filesystem_destination(settings: Settings, org: str) -> Any:
     """dlt's filesystem destination at the landing URL: a local folder or `gs://bucket/prefix`."""
     options: dict[str, Any] = {}
@@ -166,8 +63,8 @@ def filesystem_destination(settings: Settings, org: str) -> Any:
             credentials.project_id = settings.gcs_project or "test"
             credentials.parse_native_representation(AnonymousCredentials())
             options["credentials"] = credentials
-            options["kwargs"] = _gcs_options(settings)
-        elif account := _service_account(settings):
+            options["kwargs"] = gcs_emulator_options(settings)
+        elif account := service_account_json(settings):
             credentials = GcpServiceAccountCredentials()
             credentials.parse_native_representation(account)
             options["credentials"] = credentials
