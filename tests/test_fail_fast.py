@@ -15,12 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+# flows/run.py's main(), then a last line saying whether Prefect was ever imported: arguments are
+# refused before Prefect starts (what this checks, rather than a wall time).
+_CLI = """
+import sys
+sys.path.insert(0, {root!r})
+from flows.run import main
+code = main(sys.argv[1:])
+print("prefect imported:", any(m == "prefect" or m.startswith("prefect.") for m in sys.modules))
+sys.exit(code)
+"""
+
+
+def run_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """The CLI's outcome, and whether it imported Prefect at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "PR_ANALYTICS_"))}
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "flows/run.py", *args], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", _CLI.format(root=str(ROOT)), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
-    return done, time.monotonic() - started
+    imported = "prefect imported: True" in done.stdout
+    return done, imported
 
 
 @pytest.mark.parametrize(
@@ -32,20 +45,20 @@ def run_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     ],
 )
 def test_bad_arguments_are_refused_before_prefect_starts(args, expected):
-    done, seconds = run_cli(*args)
+    done, prefect_imported = run_cli(*args)
 
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip().removeprefix('error: ')}"]
     assert expected in done.stderr
-    assert "Traceback" not in done.stderr and "prefect" not in (done.stdout + done.stderr).lower()
-    assert seconds < 10  # a Prefect start alone takes 12-18 s
+    assert "Traceback" not in done.stderr and "prefect" not in done.stderr.lower()
+    assert not prefect_imported  # refused before Prefect (whose start alone takes 12-18 s)
 
 
-def test_a_bad_organisation_is_refused_in_under_a_second():
-    done, seconds = run_cli("--org", "bad_org")
+def test_a_bad_organisation_is_refused_before_anything_heavy_is_imported():
+    done, prefect_imported = run_cli("--org", "bad_org")
 
     assert done.returncode == 2 and "invalid organisation 'bad_org'" in done.stderr
-    assert seconds < 1.0
+    assert not prefect_imported and "dlt" not in done.stderr
 
 
 def test_a_file_where_the_data_folder_should_be_is_refused(tmp_path):
@@ -167,14 +180,13 @@ def test_a_secret_block_without_credentials_on_the_worker_fails_at_once(flow, em
     monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata server either
     monkeypatch.setenv("PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK", "no-creds")
 
-    state, seconds = _run(flow, emulator.url, tmp_path / "data")
+    state, _ = _run(flow, emulator.url, tmp_path / "data")
 
     assert state.is_failed()
     message = str(state.result(raise_on_failure=False))
     assert "acme: extract-and-land failed: ConfigurationError: GcpSecret block 'no-creds'" in message
     assert "no Google application default credentials" in message and "service_account_info" in message
     assert _extract_attempts(state) == 1
-    assert seconds < 30
 
 
 def test_a_corrupt_dlt_state_file_fails_at_once_naming_the_folder(flow, emulator, tmp_path):
@@ -182,13 +194,12 @@ def test_a_corrupt_dlt_state_file_fails_at_once_naming_the_folder(flow, emulator
     folder.mkdir(parents=True)
     (folder / "state.json").write_text("{not json")
 
-    state, seconds = _run(flow, emulator.url, tmp_path / "data")
+    state, _ = _run(flow, emulator.url, tmp_path / "data")
 
     assert state.is_failed()
     message = str(state.result(raise_on_failure=False))
     assert f"ConfigurationError: dlt state in {folder} is corrupt" in message
     assert _extract_attempts(state) == 1
-    assert seconds < 30
 
 
 def test_a_server_that_is_not_github_fails_at_once(flow, tmp_path):
@@ -210,14 +221,13 @@ def test_a_server_that_is_not_github_fails_at_once(flow, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        state, seconds = _run(flow, f"http://127.0.0.1:{server.server_port}", tmp_path / "data")
+        state, _ = _run(flow, f"http://127.0.0.1:{server.server_port}", tmp_path / "data")
     finally:
         server.shutdown()
 
     assert state.is_failed()
     assert "with text/html, not JSON" in str(state.result(raise_on_failure=False))
     assert _extract_attempts(state) == 1
-    assert seconds < 30
 
 
 def test_a_dead_api_fails_within_the_connect_budget(flow, tmp_path, monkeypatch):
@@ -227,12 +237,11 @@ def test_a_dead_api_fails_within_the_connect_budget(flow, tmp_path, monkeypatch)
     with socket.socket() as sock:  # a port nobody listens on: connections are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    state, seconds = _run(flow, f"http://127.0.0.1:{port}", tmp_path / "data")
+    state, _ = _run(flow, f"http://127.0.0.1:{port}", tmp_path / "data")
 
     assert state.is_failed()
     assert "GitHubUnreachable" in str(state.result(raise_on_failure=False))
     assert _extract_attempts(state) == 1
-    assert seconds < 60
 
 
 def test_a_permission_error_is_not_retried(flow, emulator, tmp_path, monkeypatch):
