@@ -389,13 +389,6 @@ def merged_load_ids(ledger: str) -> str:
     return f"SELECT load_id FROM {ledger} WHERE pipeline_name = ?"
 
 
-def insert_ledger_row(ledger: str) -> str:
-    return (
-        f"INSERT INTO {ledger} (pipeline_name, load_id, merged_at, row_counts)"
-        " VALUES (?, ?, CURRENT_TIMESTAMP(), ?)"
-    )
-
-
 # --- Exactly once under concurrency (see merge._claim_load for why this is safe on Snowflake) ---
 
 
