@@ -83,6 +83,21 @@ def _wait_healthy(api: str, server: subprocess.Popen[bytes], log: Path, timeout:
     pytest.fail(f"prefect server did not start in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+def _wait_exited(infrastructure_pid: str | None, timeout: float = 60) -> None:
+    """Until the flow-run process (the worker records its pid as `infrastructure_pid`) has exited."""
+    if not infrastructure_pid:
+        return
+    pid = int(infrastructure_pid.rsplit(":", 1)[-1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the flow-run process {pid} did not exit within {timeout} s of the run's final state")
+
+
 def _flow_run(api: str, flow_run_id: str) -> dict[str, Any]:
     return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
 
@@ -122,6 +137,7 @@ def hourly_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HourlyRun]:
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",  # the server says why it answered 503
         "RUNTIME__DLTHUB_TELEMETRY": "false",
         "DO_NOT_TRACK": "1",
     }
@@ -161,7 +177,9 @@ def hourly_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HourlyRun]:
                     break
                 time.sleep(1)
             seconds = time.monotonic() - started
-        time.sleep(2)  # the last log batch reaches the server
+            # The flow-run process ships its last logs as it exits, after its state is final:
+            # stopping the worker before then would kill it and lose them.
+            _wait_exited(_flow_run(api, flow_run_id).get("infrastructure_pid"))
         worker_log = (tmp_path / "worker.log").read_text(errors="replace")
         yield HourlyRun(api, flow_run_id, state, data_dir, dataset, worker_log, seconds)
 
@@ -183,25 +201,8 @@ def test_hourly_deployment_completes_with_the_token_from_the_worker_environment(
     assert not any(SECRET in line for line in _logs(run.api, run.flow_run_id))
 
 
-def _logs_once_shipped(api: str, flow_run_id: str, wanted: str, timeout: float = 60.0) -> list[str]:
-    """The run's logs once `wanted` is among them: the flow-run process ships its logs in batches,
-    the last ones as it exits, which can be after its state is Completed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        logs = _logs(api, flow_run_id)
-        if wanted in logs or time.monotonic() > deadline:
-            return logs
-        time.sleep(0.5)
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (2 of ~8 runs): the worker's flow-run process sometimes ships none of its "
-    "logs to the API (not even 'Beginning flow run') although the run completes; under "
-    "investigation (issue 10). When the logs arrive they hold the source's lines once.",
-)
 def test_hourly_run_logs_hold_the_source_info_lines_formatted_once(hourly_run):
-    logs = _logs_once_shipped(hourly_run.api, hourly_run.flow_run_id, f"{ORG}: 2 repositories")
+    logs = _logs(hourly_run.api, hourly_run.flow_run_id)
     source_lines = [line for line in logs if line.startswith(f"{ORG}: ") and "repositories" in line]
     assert any(line == f"{ORG}: 2 repositories" for line in logs), logs  # sources.github.source
     assert any(line.startswith(f"{ORG}: landed ") for line in logs), logs  # the flow's own
