@@ -19,6 +19,10 @@ import sqlglot
 
 from destinations.config import GCS_STORAGE_INTEGRATION
 from sources.github.names import normalise_org
+from sources.github.schema import TABLES
+
+# The kinds of child list `pull_request_child_fetches` records ("reviews", "files", "events").
+CHILD_KINDS = frozenset(spec.child_kind for spec in TABLES.values() if spec.child_kind)
 
 SNOWFLAKE = "snowflake"
 DUCKDB = "duckdb"
@@ -374,7 +378,7 @@ def delete_children_not_fetched(
     `fetch_version` (the fetch record's kind and pull-request version). The version guard keeps a
     replayed older load from deleting children of a newer one.
     """
-    if kind not in ("reviews", "files"):
+    if kind not in CHILD_KINDS:
         raise ValueError(f"invalid child kind {kind!r}")
     return f"""DELETE FROM {target} AS t
 WHERE t.{scope} IN (SELECT f.{scope} FROM {fetch_stage} AS f WHERE f.{fetch_kind} = '{kind}')

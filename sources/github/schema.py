@@ -1,4 +1,4 @@
-"""Explicit Arrow schemas of the three tables and the functions that turn GitHub JSON into rows.
+"""Explicit Arrow schemas of the four tables and the functions that turn GitHub JSON into rows.
 
 Explicit schemas keep every load's Parquet identical in shape, whatever the data: a page of pull
 requests where every `closed_at` is null still lands a timestamp column, never a null-typed one.
@@ -32,7 +32,7 @@ class TableSpec:
     `key` identifies a row; `version` orders two copies of it (newest wins); `replace_scope`, when
     set, names the parent column whose whole child set a reload replaces (a file dropped from a pull
     request disappears from the target); `child_kind` is the kind of child list the table holds, as
-    `pull_request_child_fetches` records it ("reviews", "files"): a fetched list replaces the set
+    `pull_request_child_fetches` records it ("reviews", "files", "events"): a fetched list replaces the set
     even when it came back empty.
     """
 
@@ -148,6 +148,38 @@ PULL_REQUEST_FILES = TableSpec(
     ),
 )
 
+# The timeline events the metrics need (review requests, drafts, close/reopen/merge); the timeline
+# holds many other kinds (comments, commits, labels...), which are not landed.
+TIMELINE_EVENTS = frozenset(
+    {"review_requested", "review_request_removed", "ready_for_review", "convert_to_draft",
+     "closed", "reopened", "merged"}
+)
+
+PULL_REQUEST_EVENTS = TableSpec(
+    name="pull_request_events",
+    key="row_key",
+    version="pull_request_updated_at",
+    replace_scope="pull_request_id",
+    child_kind="events",
+    schema=pa.schema(
+        [
+            *_CHILD_IDENTITY,
+            ("id", pa.int64()),
+            ("node_id", pa.string()),
+            ("event", pa.string()),  # one of TIMELINE_EVENTS
+            ("actor_login", pa.string()),
+            ("actor_id", pa.int64()),
+            ("actor_type", pa.string()),
+            ("created_at", _TS),
+            # review_requested / review_request_removed: a user or a team is the reviewer.
+            ("requested_reviewer_login", pa.string()),
+            ("requested_reviewer_type", pa.string()),
+            ("requested_team_slug", pa.string()),
+            ("commit_id", pa.string()),  # closed / merged: the commit, when GitHub names one
+        ]
+    ),
+)
+
 # Which child lists a load fetched, one row per (pull request, kind): the scope a merge replaces,
 # so a list that dropped to zero replaces the old rows with none.
 CHILD_FETCHES = TableSpec(
@@ -157,7 +189,7 @@ CHILD_FETCHES = TableSpec(
     schema=pa.schema(
         [
             *_CHILD_IDENTITY,
-            ("kind", pa.string()),  # "reviews" or "files": the child table it scopes
+            ("kind", pa.string()),  # "reviews", "files" or "events": the child table it scopes
             ("items", pa.int64()),
             ("fetched_at", _TS),
         ]
@@ -165,7 +197,8 @@ CHILD_FETCHES = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (PULL_REQUESTS, CHILD_FETCHES, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES)
+    spec.name: spec
+    for spec in (PULL_REQUESTS, CHILD_FETCHES, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES, PULL_REQUEST_EVENTS)
 }
 
 # Items the row builders refused, landed for people to inspect. Deliberately not in TABLES: the
@@ -193,6 +226,7 @@ REJECTED_ITEMS = TableSpec(
 PULL_REQUEST = "pull_request"
 REVIEW = "review"
 FILE = "file"
+EVENT = "event"
 
 
 class MalformedItem(ValueError):
@@ -515,6 +549,36 @@ def file_row(
         "sha": item.optional("sha", str),
         "blob_url": item.optional("blob_url", str),
         "file_list_truncated": truncated,
+    }
+
+
+def event_row(org: str, repo: str, pr: dict[str, Any], event: dict) -> dict[str, Any]:
+    """`pr` is a pull_requests row, as for review_row; `event` one of TIMELINE_EVENTS from the
+    issue timeline. Raises MalformedItem naming the field."""
+    item = _Item(
+        EVENT,
+        event,
+        key=_int_key(event, "id"),
+        where=f"{org}/{repo}#{pr['number']}",
+        pull_request_number=pr["number"],
+    )
+    event_id = item.required("id", int)
+    login, user_id, user_type = _user(item, "actor")
+    reviewer_login, _, reviewer_type = _user(item, "requested_reviewer")
+    team = item.child("requested_team")
+    return {
+        **_child_identity(PULL_REQUEST_EVENTS, org, repo, pr, event_id),
+        "id": event_id,
+        "node_id": item.optional("node_id", str),
+        "event": item.required("event", str),
+        "actor_login": login,
+        "actor_id": user_id,
+        "actor_type": user_type,
+        "created_at": item.time("created_at", required=True),
+        "requested_reviewer_login": reviewer_login,
+        "requested_reviewer_type": reviewer_type,
+        "requested_team_slug": team.optional("slug", str) if team else None,
+        "commit_id": item.optional("commit_id", str),
     }
 
 
