@@ -5,6 +5,8 @@ review list (copy-on-write), so server threads can serialize what they got witho
 The same holds for corruptions (`corrupt_pull_request`, `corrupt_review`), which serve a
 malformed value the way a mangled recorded payload had it.
 Files are not stored; they are regenerated from (seed, pr id, index) so 20,000 PRs stay cheap.
+A PR's issue timeline is generated with it, from its own generator, consistent with its fields and
+reviews; mutations append to it (copy-on-write, like reviews).
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ _REVIEW_STATES = ("APPROVED", "APPROVED", "COMMENTED", "CHANGES_REQUESTED", "DIS
 _FILE_STATUSES = ("modified", "modified", "modified", "added", "removed", "renamed")
 _TEAMS = ("backend", "frontend", "platform", "security")
 _MERGE_METHODS = ("merge", "squash", "rebase")
+_COMMENTS = ("Thanks!", "Rebased on main.", "CI is green now.", "Could you take another look?")
+LONG_DISCUSSION = 0.02
+"""Share of PRs whose timeline holds 100-180 comments: more than one page."""
+TIMELINE_KEPT = frozenset({"review_requested", "review_request_removed", "ready_for_review",
+                           "convert_to_draft", "closed", "reopened", "merged"})
+"""The timeline events the pipeline lands (sources.github.schema.TIMELINE_EVENTS); the others
+(commented, labeled, committed, reviewed) are noise to it."""
 OLDER_PAYLOAD_KEYS = ("draft", "locked")
 """Keys older GitHub payloads (and GitHub Enterprise versions) do not send."""
 
@@ -72,6 +81,10 @@ DROP_KEY = _Drop()
 def iso(ts: float) -> str:
     """GitHub's timestamp format: UTC, second resolution."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def _epoch(timestamp: str) -> int:
+    return calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _sha(*parts: object) -> str:
@@ -103,6 +116,8 @@ class _Pull:
     corrupted: bool = False         # served malformed: neither it nor its children are expected
     clean: dict | None = None       # `data` before corruption: what the emulator itself reads
     corrupted_reviews: frozenset[int] = frozenset()  # indexes into `reviews` served malformed
+    events: list[dict] = field(default_factory=list)  # the issue timeline; replaced, never appended to
+    corrupted_events: frozenset[int] = frozenset()  # indexes into `events` served malformed
 
     @property
     def own(self) -> dict:
@@ -248,6 +263,7 @@ class Dataset:
             pull.reviews[1] = {**pull.reviews[1], "user": self._bot}
         elif edge_case == 5:
             pull.data = {k: v for k, v in pr.items() if k not in OLDER_PAYLOAD_KEYS}
+        pull.events = self._timeline(repo, pull)
         repo.pulls[number] = pull
 
     def _pull_dict(self, repo: _Repo, number: int, user: dict | None, created: int, updated: int,
@@ -368,6 +384,133 @@ class Dataset:
             "patch": f"@@ -1,{deletions} +1,{additions} @@\n-old line\n+new line",
         }
 
+    def _timeline(self, repo: _Repo, pull: _Pull) -> list[dict]:
+        """The PR's issue timeline as its fields and reviews imply, oldest first.
+
+        Review requests come before the requested users' first review, and a currently requested
+        reviewer (or team) was requested after their last review; draft changes end in the PR's
+        `draft` flag (opening as a draft has no event); close/reopen cycles come before the final
+        close; a merged PR has `merged` and `closed` at `closed_at`. Noise GitHub also serves:
+        commits (no `id`), comments, labels, reviews. Every event lies between `created_at` and
+        `updated_at`. Drawn from its own generator: the main one, and every other value of a seed,
+        stays what it was before timelines existed.
+        """
+        pr = pull.own
+        rng = random.Random(f"{self.seed}/{pr['id']}/timeline")
+        created, updated = _epoch(pr["created_at"]), _epoch(pr["updated_at"])
+        closed = _epoch(pr["closed_at"]) if pr["closed_at"] else None
+        end = closed or updated  # lifecycle events come before the final close
+        author = pr["user"]
+        timed: list[tuple[int, int, dict]] = []
+
+        def add(at: int, kind: str, actor: dict | None, **extra: object) -> None:
+            seq = len(timed)
+            timed.append((at, seq, self._event_dict(repo, pr, seq, kind, actor, at, **extra)))
+
+        first_review: dict[int, tuple[dict, int]] = {}
+        last_review: dict[int, int] = {}
+        for review in pull.reviews:
+            user, at = review["user"], _epoch(review["submitted_at"])
+            if user is not None:
+                first_review.setdefault(user["id"], (user, at))
+                last_review[user["id"]] = at
+        for user, at in first_review.values():
+            if rng.random() < 0.8:
+                add(rng.randint(created, at), "review_requested", author, requested_reviewer=user)
+        for user in pr["requested_reviewers"]:
+            add(rng.randint(last_review.get(user["id"], created), updated), "review_requested", author,
+                requested_reviewer=user)
+        for team in pr["requested_teams"]:
+            add(rng.randint(created, updated), "review_requested", author, requested_team=team)
+        if rng.random() < 0.15:
+            taken = {u["id"] for u in pr["requested_reviewers"]} | set(first_review)
+            candidates = [u for u in self._humans if u["id"] not in taken and u != author]
+            user = rng.choice(candidates)
+            asked, removed = sorted(rng.randint(created, end) for _ in range(2))
+            add(asked, "review_requested", author, requested_reviewer=user)
+            add(removed, "review_request_removed", author, requested_reviewer=user)
+
+        if pr.get("draft"):
+            if rng.random() < 0.5:  # was ready for review once, then converted back
+                ready, back = sorted(rng.randint(created, updated) for _ in range(2))
+                add(ready, "ready_for_review", author)
+                add(back, "convert_to_draft", author)
+        elif rng.random() < 0.25:  # opened as a draft, ready later (sometimes back and forth)
+            changes = 3 if rng.random() < 0.3 else 1
+            kinds = ("ready_for_review", "convert_to_draft", "ready_for_review")
+            for at, kind in zip(sorted(rng.randint(created, end) for _ in range(changes)), kinds):
+                add(at, kind, author)
+        if rng.random() < 0.1:
+            shut, reopened = sorted(rng.randint(created, end) for _ in range(2))
+            add(shut, "closed", author)
+            add(reopened, "reopened", author)
+
+        for index in range(pull.commits):
+            add(rng.randint(created, end), "committed", None, index=index)
+        comments = rng.randint(100, 180) if rng.random() < LONG_DISCUSSION else rng.choice((0, 0, 1, 2, 3, 5))
+        for _ in range(comments):
+            add(rng.randint(created, end), "commented", rng.choice(self._humans), body=rng.choice(_COMMENTS))
+        for label in pr["labels"]:
+            add(rng.randint(created, end), "labeled", author, label=label)
+        for review in pull.reviews:
+            add(_epoch(review["submitted_at"]), "reviewed", review["user"], review=review)
+
+        if closed is not None:
+            closer = rng.choice(self._humans)
+            if pr["merged_at"]:
+                add(closed, "merged", closer, commit_id=pr["merge_commit_sha"])
+            add(closed, "closed", closer)
+        return [event for _, _, event in sorted(timed, key=lambda t: (t[0], t[1]))]
+
+    def _event_dict(self, repo: _Repo, pr: dict, seq: int, kind: str, actor: dict | None, at: int,
+                    **extra: object) -> dict:
+        """One timeline item of `kind`, shaped as GitHub serves it; `seq` makes its id unique."""
+        event_id = pr["id"] * 1000 + seq
+        if kind == "committed":  # a commit, not an event: no id, no actor, no created_at
+            sha = _sha(self.seed, pr["id"], "commit", extra["index"])
+            person = {"name": "A Developer", "email": "dev@example.com", "date": iso(at)}
+            return {"sha": sha, "node_id": _node_id("C_kwDO", int(sha[:12], 16)),
+                    "url": f"https://api.github.com/repos/{repo.full_name}/git/commits/{sha}",
+                    "author": person, "committer": person, "message": f"Commit {extra['index'] + 1}",
+                    "parents": [], "event": "committed"}
+        if kind == "reviewed":
+            review = extra["review"]
+            assert isinstance(review, dict)
+            return {"id": review["id"], "node_id": review["node_id"], "user": review["user"],
+                    "state": review["state"].lower(), "submitted_at": review["submitted_at"],
+                    "event": "reviewed"}
+        if kind == "commented":
+            return {"id": event_id, "node_id": _node_id("IC_kwDO", event_id), "user": actor,
+                    "actor": actor, "body": extra["body"], "created_at": iso(at), "updated_at": iso(at),
+                    "author_association": "MEMBER", "event": "commented"}
+        event: dict = {
+            "id": event_id,
+            "node_id": _node_id("TE_kwDO", event_id),
+            "url": f"https://api.github.com/repos/{repo.full_name}/issues/events/{event_id}",
+            "actor": actor,
+            "event": kind,
+            "commit_id": extra.get("commit_id"),
+            "commit_url": None,
+            "created_at": iso(at),
+        }
+        if kind == "labeled":
+            label = extra["label"]
+            assert isinstance(label, dict)
+            event["label"] = {"name": label["name"], "color": label["color"]}
+        if kind in ("review_requested", "review_request_removed"):
+            event["review_requester"] = actor
+            if "requested_reviewer" in extra:
+                event["requested_reviewer"] = extra["requested_reviewer"]
+            else:
+                event["requested_team"] = extra["requested_team"]
+        return event
+
+    def _append_event(self, repo: _Repo, pull: _Pull, kind: str, actor: dict | None, at: int,
+                      **extra: object) -> dict:
+        event = self._event_dict(repo, pull.own, len(pull.events), kind, actor, at, **extra)
+        pull.events = [*pull.events, event]
+        return event
+
     # ------------------------------------------------------------------ lookup
     def _org(self, org: str) -> _Org:
         try:
@@ -429,6 +572,18 @@ class Dataset:
             pull = self._pull(org, repo, number)
         return self._files_of(pull)
 
+    def timeline(self, org: str, repo: str, number: int) -> list[dict]:
+        """The PR's issue timeline, oldest first: every kind, as served."""
+        with self._lock:
+            return self._pull(org, repo, number).events
+
+    def events(self, org: str, repo: str, number: int) -> list[dict]:
+        """The timeline events the pipeline lands (TIMELINE_KEPT), corrupted ones left out."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            return [e for i, e in enumerate(pull.events)
+                    if e["event"] in TIMELINE_KEPT and i not in pull.corrupted_events]
+
     def served_files(self, org: str, repo: str, number: int) -> list[dict]:
         """What GitHub serves: the first 3,000 files."""
         return self.files(org, repo, number)[:MAX_SERVED_FILES]
@@ -450,14 +605,15 @@ class Dataset:
         """Natural keys a correct warehouse holds for `org` (all orgs if None).
 
         Deleted repositories are left out: GitHub no longer serves them. So are corrupted items: a
-        corrupted PR with its reviews and files, a corrupted review alone.
+        corrupted PR with its reviews, files and events, a corrupted review or event alone. Events
+        are the timeline's TIMELINE_KEPT kinds, by id.
         """
         with self._lock:
             orgs = [self._org(org)] if org is not None else list(self._orgs.values())
             pulls = [p for o in orgs for r in o.repos.values() if not r.deleted
                      for p in r.pulls.values()]
         out: dict[str, set] = {"pull_requests": set(), "pull_request_reviews": set(),
-                               "pull_request_files": set()}
+                               "pull_request_files": set(), "pull_request_events": set()}
         for p in pulls:
             if p.corrupted:
                 continue
@@ -467,6 +623,9 @@ class Dataset:
                 r["id"] for i, r in enumerate(p.reviews) if i not in p.corrupted_reviews)
             out["pull_request_files"].update(
                 (pr_id, f["filename"]) for f in self._files_of(p)[:MAX_SERVED_FILES])
+            out["pull_request_events"].update(
+                e["id"] for i, e in enumerate(p.events)
+                if e["event"] in TIMELINE_KEPT and i not in p.corrupted_events)
         return out
 
     # ------------------------------------------------------------------ mutations
@@ -487,6 +646,7 @@ class Dataset:
             now = self._tick()
             review = {**self._review_dict(r, pull.own, now, self._rng), "state": state}
             pull.reviews = [*pull.reviews, review]
+            self._append_event(r, pull, "reviewed", review["user"], now, review=review)
             self._touch(pull, now)
             return review
 
@@ -538,6 +698,43 @@ class Dataset:
             pull.reviews = reviews
             return reviews[index]
 
+    def request_review(self, org: str, repo: str, number: int, login: str | None = None,
+                       team: str | None = None) -> dict:
+        """The author asks `login` (default: the first human not yet requested) or `team` for a
+        review: a `review_requested` event, the PR's requested reviewers or teams, a new
+        `updated_at`. Returns the event."""
+        with self._lock:
+            r, pull = self._repo(org, repo), self._pull(org, repo, number)
+            now = self._tick()
+            author = pull.own["user"]
+            if team is not None:
+                requested = self._team(team)
+                event = self._append_event(r, pull, "review_requested", author, now, requested_team=requested)
+                self._touch(pull, now, requested_teams=[*pull.own["requested_teams"], requested])
+                return event
+            taken = {u["login"] for u in pull.own["requested_reviewers"]}
+            user = next(u for u in self._humans if (u["login"] == login if login else
+                                                     u["login"] not in taken and u != author))
+            event = self._append_event(r, pull, "review_requested", author, now, requested_reviewer=user)
+            self._touch(pull, now, requested_reviewers=[*pull.own["requested_reviewers"], user])
+            return event
+
+    def corrupt_event(self, org: str, repo: str, number: int, index: int, field: str,
+                      value: object = DROP_KEY) -> dict:
+        """Serve kept event `index` (counting only TIMELINE_KEPT kinds, in timeline order) with
+        `field` set to `value` (or removed, with DROP_KEY). Not an update of the PR. Only this
+        event leaves `expected()`. Returns the corrupted event."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            kept = [i for i, e in enumerate(pull.events) if e["event"] in TIMELINE_KEPT]
+            if not 0 <= index < len(kept):
+                raise IndexError(f"{org}/{repo}#{number} has {len(kept)} kept events, no index {index}")
+            events = list(pull.events)
+            events[kept[index]] = _with(events[kept[index]], field, value)
+            pull.events = events
+            pull.corrupted_events = pull.corrupted_events | {kept[index]}
+            return events[kept[index]]
+
     def rename_repository(self, org: str, repo: str, new_name: str) -> None:
         """GitHub keeps the id and the pull requests' `updated_at`; every URL and name changes."""
         with self._lock:
@@ -563,7 +760,8 @@ class Dataset:
             rng = self._rng
             data = self._pull_dict(r, number, rng.choice(self._users), now, now, "open", False,
                                    None, False, rng)
-            r.pulls[number] = _Pull(data, [], file_count=rng.randint(1, 3), commits=1)
+            pull = r.pulls[number] = _Pull(data, [], file_count=rng.randint(1, 3), commits=1)
+            self._append_event(r, pull, "committed", None, now, index=0)
             return number
 
     def close_pull_request(self, org: str, repo: str, number: int) -> None:
@@ -572,6 +770,7 @@ class Dataset:
             if pull.own["state"] != "open":
                 raise ValueError(f"{org}/{repo}#{number} is not open")
             now = self._tick()
+            self._append_event(self._repo(org, repo), pull, "closed", pull.own["user"], now)
             self._touch(pull, now, state="closed", closed_at=iso(now), merge_commit_sha=None,
                         requested_reviewers=[], requested_teams=[], auto_merge=None, draft=False)
 
@@ -581,8 +780,12 @@ class Dataset:
             if pull.own["state"] != "open":
                 raise ValueError(f"{org}/{repo}#{number} is not open")
             now = self._tick()
+            sha = _sha(self.seed, pull.own["id"], "merged", now)
+            r, merger = self._repo(org, repo), pull.own["user"]
+            self._append_event(r, pull, "merged", merger, now, commit_id=sha)
+            self._append_event(r, pull, "closed", merger, now)
             self._touch(pull, now, state="closed", closed_at=iso(now), merged_at=iso(now),
-                        merge_commit_sha=_sha(self.seed, pull.own["id"], "merged", now),
+                        merge_commit_sha=sha,
                         requested_reviewers=[], requested_teams=[], auto_merge=None, draft=False)
 
     def serve_older_payload(self, org: str, repo: str, number: int) -> None:

@@ -37,6 +37,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$"), "pull"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews$"), "reviews"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$"), "files"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/timeline$"), "timeline"),
     ("GET", re.compile(r"^/rate_limit$"), "rate_limit"),
     ("POST", re.compile(r"^/app/installations/(\d+)/access_tokens$"), "app_token"),
 ]
@@ -351,6 +352,8 @@ class GitHubEmulator:
             if kind == "files":
                 files = ds.files(args[0], args[1], int(args[2]))[:MAX_SERVED_FILES]
                 return self._page(files, params, url_path)
+            if kind == "timeline":
+                return self._page(ds.timeline(args[0], args[1], int(args[2])), params, url_path)
         except (KeyError, _NotFound):
             pass
         return _message(404, "Not Found")
