@@ -422,9 +422,9 @@ class Dataset:
                 requested_reviewer=user)
         for team in pr["requested_teams"]:
             add(rng.randint(created, updated), "review_requested", author, requested_team=team)
-        if rng.random() < 0.15:
-            taken = {u["id"] for u in pr["requested_reviewers"]} | set(first_review)
-            candidates = [u for u in self._humans if u["id"] not in taken and u != author]
+        taken = {u["id"] for u in pr["requested_reviewers"]} | set(first_review)
+        candidates = [u for u in self._humans if u["id"] not in taken and u != author]
+        if rng.random() < 0.15 and candidates:
             user = rng.choice(candidates)
             asked, removed = sorted(rng.randint(created, end) for _ in range(2))
             add(asked, "review_requested", author, requested_reviewer=user)
