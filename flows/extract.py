@@ -26,14 +26,14 @@ from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
-from sources.github.schema import PULL_REQUEST_FILES, PULL_REQUEST_REVIEWS, PULL_REQUESTS
+from sources.github.schema import PULL_REQUEST_EVENTS, PULL_REQUEST_FILES, PULL_REQUEST_REVIEWS, PULL_REQUESTS
 from sources.github.source import SyncContext, SyncProgress, github_source
 from sources.github.state import iso
 
 logger = logging.getLogger(__name__)
 
 # The tables reported per run (pull_request_child_fetches is the merge's bookkeeping).
-DATA_TABLES = (PULL_REQUESTS.name, PULL_REQUEST_REVIEWS.name, PULL_REQUEST_FILES.name)
+DATA_TABLES = (PULL_REQUESTS.name, PULL_REQUEST_REVIEWS.name, PULL_REQUEST_FILES.name, PULL_REQUEST_EVENTS.name)
 
 
 @dataclass

@@ -52,20 +52,30 @@ def test_cold_sync_lands_everything_once(settings, dataset, emulator):
     prs = landed(settings, "pull_requests")
     reviews = landed(settings, "pull_request_reviews")
     files = landed(settings, "pull_request_files")
+    events = landed(settings, "pull_request_events")
     assert sorted(r["id"] for r in prs) == sorted(expected["pull_requests"])
     assert sorted(r["id"] for r in reviews) == sorted(expected["pull_request_reviews"])
     assert sorted((r["pull_request_id"], r["filename"]) for r in files) == sorted(
         expected["pull_request_files"]
     )
+    assert sorted(r["id"] for r in events) == sorted(expected["pull_request_events"])
     assert report.rows == {
         "pull_requests": len(prs),
         "pull_request_reviews": len(reviews),
         "pull_request_files": len(files),
+        "pull_request_events": len(events),
     }
     # Every row key is unique and deterministic.
-    assert len({r["row_key"] for r in prs + reviews + files}) == len(prs + reviews + files)
-    # Link pagination was followed: 120 PRs need two pull-request pages in the first repository.
+    every = prs + reviews + files + events
+    assert len({r["row_key"] for r in every}) == len(every)
+    # Link pagination was followed: 120 PRs need two pull-request pages in the first repository,
+    # and a timeline of more than 100 items two timeline pages.
     assert emulator.stats["by_endpoint"]["pulls"] == 2 + 1 + 1
+    timeline_pages = sum(max(1, -(-len(dataset.timeline(ORG, repo["name"], pr["number"])) // 100))
+                         for repo in dataset.repositories(ORG)
+                         for pr in dataset.pull_requests(ORG, repo["name"]))
+    assert timeline_pages > len(prs), "some timeline is longer than a page"
+    assert emulator.stats["by_endpoint"]["timeline"] == timeline_pages
 
 
 def test_rerun_without_changes_costs_nothing(settings, emulator):
@@ -73,10 +83,11 @@ def test_rerun_without_changes_costs_nothing(settings, emulator):
     emulator.reset_stats()
     report = run(settings)
     stats = emulator.stats
-    assert report.rows == {"pull_requests": 0, "pull_request_reviews": 0, "pull_request_files": 0}
+    assert report.rows == {"pull_requests": 0, "pull_request_reviews": 0, "pull_request_files": 0,
+                           "pull_request_events": 0}
     assert stats["cost"] == 0
     assert stats["not_modified"] == stats["requests"] == 1 + 3  # repository list + one per repo
-    assert "reviews" not in stats["by_endpoint"] and "files" not in stats["by_endpoint"]
+    assert not {"reviews", "files", "timeline"} & set(stats["by_endpoint"])
 
 
 def test_changed_pull_request_refetches_only_its_children(settings, dataset, emulator):
@@ -91,6 +102,7 @@ def test_changed_pull_request_refetches_only_its_children(settings, dataset, emu
     assert report.rows["pull_requests"] == 2
     stats = emulator.stats
     assert stats["by_endpoint"]["reviews"] == 2 and stats["by_endpoint"]["files"] == 2
+    assert stats["by_endpoint"]["timeline"] == 2  # short timelines: one page each
     # Unchanged repositories answered 304; the changed one one page.
     assert stats["not_modified"] == 1 + 2
     titles = {r["number"]: r["title"] for r in landed(settings, "pull_requests") if r["repo"] == repo}

@@ -18,7 +18,7 @@ logger = logging.getLogger("sources.github.source")
 class FailedItem:
     """A repository or pull request this run could not sync; it stays on the retry list."""
 
-    kind: str  # "repository", "reviews", "files"
+    kind: str  # "repository", "reviews", "files", "events"
     name: str  # "acme/api" or "acme/api#12"
     reason: str
     retry_at: float | None = None  # epoch seconds of the next attempt (None: next run)

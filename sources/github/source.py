@@ -1,10 +1,10 @@
-"""The dlt source: an organisation's pull requests, their reviews and their changed files.
+"""The dlt source: an organisation's pull requests, their reviews, changed files and timeline events.
 
 Incremental by design: each repository keeps its own cursor in source state (see state.py), never
 a shared `dlt.sources.incremental` on a fan-out transformer, whose one cursor for all parents
 loses later parents' rows (dlt issue 2838). A repository whose first pull-request page is unchanged costs one conditional
-request that GitHub answers 304 (free); reviews and files are fetched only for pull requests that
-are new or changed.
+request that GitHub answers 304 (free); reviews, files and events are fetched only for pull requests
+that are new or changed.
 
 Failures stay where they happen: a repository or pull request that keeps failing goes on a retry
 list (with a backoff) and the rest of the organisation lands; a malformed item is set aside in
@@ -31,13 +31,16 @@ from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     CHILD_FETCHES,
     FILES_CAP,
+    PULL_REQUEST_EVENTS,
     PULL_REQUEST_FILES,
     PULL_REQUEST_REVIEWS,
     PULL_REQUESTS,
     REJECTED_ITEMS,
+    TIMELINE_EVENTS,
     MalformedItem,
     TableSpec,
     child_fetch_row,
+    event_row,
     file_row,
     parse_time,
     pull_request_row,
@@ -52,7 +55,10 @@ __all__ = ["SyncContext", "SyncProgress", "FailedItem", "github_source"]
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
-CHILD_KINDS = ("reviews", "files")
+CHILD_KINDS = ("reviews", "files", "events")  # one list (one request, most of the time) each per pull request
+# Where each kind's list is, under /repos/{org}/{repo}/.
+_CHILD_PATHS = {"reviews": "pulls/{number}/reviews", "files": "pulls/{number}/files",
+                "events": "issues/{number}/timeline"}
 _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
 _Fetched = tuple[list[dict[str, Any]], list[dict[str, Any]], "dict[str, Any] | None"]  # ... and the fetch record
 _PULLS_PARAMS = {"state": "all", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
@@ -75,6 +81,7 @@ class SyncContext:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # Repository id -> the oldest `updated_at` this chunk lands rows of (see Manifest.repositories).
     covered: dict[int, str] = field(default_factory=dict)
+    listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _charged: int = 0
 
@@ -199,6 +206,9 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
     with ctx.lock:
         saved = repo_state(state, repo_id, repo)
     label = _label(ctx, repo)
+    synced_before = saved.get("cursor") is not None or saved.get("listing") is not None
+    if ctx.full_refresh or not synced_before:
+        saved["child_kinds"] = list(CHILD_KINDS)  # every pull request it lands gets every child list
     failure = saved.get("failure")
     if failure and not ctx.full_refresh and failure["retry_at"] > ctx.now():
         ctx.progress.add_failed(FailedItem("repository", label, failure["reason"], failure["retry_at"]))
@@ -224,6 +234,11 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
         return
     if unchanged is None:
         ctx.progress.more_to_do = True  # the chunk ended inside this listing
+        return
+    try:
+        _backfill_child_kinds(ctx, state, repo_id, repo, saved)
+    except RateLimitExhausted as exc:
+        ctx.progress.stop(f"rate limit exhausted in {label}: {exc}")
         return
     saved.pop("failure", None)
     ctx.finished.add(repo_id)
@@ -266,6 +281,8 @@ def _list_pull_requests(
             yield _rejected_table(rejected)  # the child transformers pass over it
         if rows:
             ctx.charge(len(CHILD_KINDS) * len(rows))
+            with ctx.lock:
+                ctx.listed.update(row["id"] for row in rows)
             _advance_frontier(listing, rows)
             _remember_recent(ctx, state, repo_id, rows)
             ctx.cover(repo_id, iso(rows[-1]["updated_at"]))
@@ -282,6 +299,47 @@ def _list_pull_requests(
         saved["listing"] = listing
     _complete_listing(saved, listing, cursor, at_cursor, ctx.since)
     return False
+
+
+def _backfill_child_kinds(
+    ctx: SyncContext, state: dict[str, Any], repo_id: int, repo: str, saved: dict[str, Any]
+) -> None:
+    """Pull requests landed by a version that fetched fewer child lists (no events): list them all
+    once and put the missing lists on the retry list, which fetches them without the others.
+
+    Costs the repository's pull-request pages (down to `since`) once, then one list per pull
+    request; stopped by the rate limit, it starts over on the next run (the retry list keeps what
+    it already holds, once).
+    """
+    missing = [kind for kind in CHILD_KINDS if kind not in saved.get("child_kinds", ("reviews", "files"))]
+    if not missing:
+        return
+    url: str | None = f"/repos/{ctx.org}/{repo}/pulls"
+    params: dict[str, Any] | None = dict(_PULLS_PARAMS)
+    due = 0
+    while url:
+        page = ctx.client.get_page(url, params=params)
+        ctx.charge(1)
+        for pr in page.items:
+            try:
+                row = pull_request_row(ctx.org, repo, pr)
+            except MalformedItem:
+                continue  # set aside when it was listed
+            if ctx.since is not None and iso(row["updated_at"]) < ctx.since:
+                url = None  # newest first: the rest was never synced
+                break
+            if row["id"] not in ctx.listed:
+                for kind in missing:
+                    _add_retry(ctx, state, {**row, "repo_id": repo_id}, kind, None, failed=False)
+                due += 1
+        else:
+            url = page.next_url
+        params = None
+    logger.info("%s: %s of %d pull requests synced by an earlier version are due",
+                _label(ctx, repo), " and ".join(missing), due)
+    saved["child_kinds"] = list(CHILD_KINDS)
+    if due:
+        ctx.progress.more_to_do = True  # the retry list may have been read before they joined it
 
 
 def _page_rows(
@@ -377,7 +435,7 @@ def _rejected_table(rows: list[dict[str, Any]]) -> Any:
 
 @dlt.resource(name="retry_pull_requests", selected=False)
 def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
-    """Pull requests whose reviews or files an earlier run could not fetch (stopped by the rate
+    """Pull requests whose reviews, files or events an earlier run could not fetch (stopped by the rate
     limit, or failing): due ones go straight to the child transformers, costing no request of
     their own. Each kind leaves the list as soon as it is fetched, so a backlog larger than one
     rate-limit window still shrinks in every run; a chunk takes only what its budget allows."""
@@ -504,6 +562,11 @@ def pull_request_files(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext)
     yield from _children(ctx, pulls, "files", PULL_REQUEST_FILES, _file_rows)
 
 
+@dlt.transformer(name="pull_request_events", write_disposition="append", parallelized=True)
+def pull_request_events(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
+    yield from _children(ctx, pulls, "events", PULL_REQUEST_EVENTS, _event_rows)
+
+
 def _children(
     ctx: SyncContext,
     pulls: pa.Table | list[dict[str, Any]],
@@ -555,9 +618,8 @@ def _fetch_children(
     pages = 0
     items: list[dict] = []
     try:
-        for page in ctx.client.iter_pages(
-            f"/repos/{ctx.org}/{pr['repo']}/pulls/{pr['number']}/{kind}", params={"per_page": PER_PAGE}
-        ):
+        path = _CHILD_PATHS[kind].format(number=pr["number"])
+        for page in ctx.client.iter_pages(f"/repos/{ctx.org}/{pr['repo']}/{path}", params={"per_page": PER_PAGE}):
             pages += 1
             items.extend(page.items)
     except NotFoundError as exc:
@@ -585,7 +647,8 @@ def _fetch_children(
     ctx.progress.clear_failed(kind, label)
     rows, rejected = to_rows(ctx, pr, items)
     fetched_at = datetime.fromtimestamp(ctx.now(), tz=timezone.utc)
-    return rows, rejected, child_fetch_row(ctx.org, pr["repo"], pr, kind, len(items), fetched_at)
+    # The items the table scopes (a timeline's other kinds are not counted).
+    return rows, rejected, child_fetch_row(ctx.org, pr["repo"], pr, kind, len(rows) + len(rejected), fetched_at)
 
 
 def _review_rows(ctx: SyncContext, pr: dict[str, Any], reviews: list[dict]) -> _Rows:
@@ -612,6 +675,20 @@ def _file_rows(ctx: SyncContext, pr: dict[str, Any], files: list[dict]) -> _Rows
     return rows, rejected
 
 
+def _event_rows(ctx: SyncContext, pr: dict[str, Any], timeline: list[dict]) -> _Rows:
+    """The timeline's TIMELINE_EVENTS; its other kinds (comments, commits without an `id`,
+    labels...) are dropped here, never rejected. An item that is not even an object is rejected."""
+    rows, rejected = [], []
+    for event in timeline:
+        if isinstance(event, dict) and event.get("event") not in TIMELINE_EVENTS:
+            continue
+        try:
+            rows.append(event_row(ctx.org, pr["repo"], pr, event))
+        except MalformedItem as exc:
+            rejected.append(_reject(ctx, pr["repo"], "event", event, exc, pr["number"]))
+    return rows, rejected
+
+
 # -- the source --------------------------------------------------------------------------------
 
 
@@ -624,7 +701,7 @@ def github_source(
     full_refresh: bool = False,
     sync: SyncContext | None = None,
 ) -> Any:
-    """Pull requests of one organisation, with reviews and files.
+    """Pull requests of one organisation, with reviews, files and timeline events.
 
     `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill;
     `full_refresh` ignores saved cursors and ETags and reads everything again (the warehouse merge
@@ -640,8 +717,10 @@ def github_source(
     children = [
         prs | pull_request_reviews(ctx),
         prs | pull_request_files(ctx),
+        prs | pull_request_events(ctx),
         retry | pull_request_reviews(ctx).with_name("retry_pull_request_reviews"),
         retry | pull_request_files(ctx).with_name("retry_pull_request_files"),
+        retry | pull_request_events(ctx).with_name("retry_pull_request_events"),
         reconcile | pull_request_reviews(ctx).with_name("reconcile_pull_request_reviews"),
     ]
     return (repos, prs, retry, reconcile, *children)

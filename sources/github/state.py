@@ -10,6 +10,9 @@
                                      next_url, etag, top/top_hashes (newest seen), frontier/
                                      frontier_ids (oldest emitted: anything newer is done)
         failure                      reason, failures, retry_at: skipped until retry_at
+        child_kinds                  the child lists its pull requests are landed with; absent
+                                     (written before events existed): reviews and files, and the
+                                     next run puts the events of its pull requests on the retry list
     state["retry"][repo_id][pr_id]   child lists still to fetch: number, updated_at, kinds,
                                      failures, reason, retry_at (None: as soon as possible)
     state["recent"][repo_id][pr_id]  [number, updated_at, reviews_read_at] of recently updated pull
