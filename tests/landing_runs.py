@@ -27,7 +27,7 @@ ORG = "acme"
 TOKEN = "tok-SECRET-123"
 TOKEN2 = "tok-OTHER-456"
 T0 = 1_800_000_000.0  # virtual epoch seconds
-TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
+TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files", "pull_request_events")
 
 
 # -- fixtures and helpers -------------------------------------------------------------------
@@ -123,10 +123,26 @@ def repo_names(dataset: Dataset) -> list[str]:
     return [r["name"] for r in dataset.repositories(ORG)]
 
 
+def pages(items: int) -> int:
+    """Requests for a list of `items` at 100 a page (an empty list is one page)."""
+    return max(1, -(-items // 100))
+
+
+def timeline_pages(dataset: Dataset, repo: str, number: int) -> int:
+    return pages(len(dataset.timeline(ORG, repo, number)))
+
+
+def child_requests(dataset: Dataset, repo: str, number: int) -> int:
+    """A pull request's child lists: its review, file and timeline pages."""
+    return (pages(len(dataset.reviews(ORG, repo, number))) + pages(len(dataset.served_files(ORG, repo, number)))
+            + timeline_pages(dataset, repo, number))
+
+
 # Fault path patterns (searched in the path and query string).
 PULLS = r"/pulls\?"  # the pull-request list pages (query string always present)
 REVIEWS = r"/reviews"
 FILES = r"/files"
+TIMELINE = r"/timeline"
 
 
 # -- the whole chain on embedded defaults: landing, then the DuckDB merge ---------------------
@@ -165,6 +181,9 @@ def warehouse_keys(settings: Settings) -> dict[str, set]:
             "pull_request_files": set(
                 con.sql("SELECT pull_request_id, filename FROM github.pull_request_files").fetchall()
             ),
+            "pull_request_events": {
+                r[0] for r in con.sql("SELECT id FROM github.pull_request_events").fetchall()
+            },
         }
     finally:
         con.close()

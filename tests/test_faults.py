@@ -27,6 +27,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     PULLS,
     REVIEWS,
     T0,
+    TIMELINE,
     TOKEN,
     TOKEN2,
     assert_landed_exactly_once,
@@ -91,7 +92,7 @@ def _check_drop(report, fake, emu):
 
 
 def _check_truncated(report, fake, emu):
-    assert report.requests.retries == 3
+    assert report.requests.retries == 4  # one per truncated answer
     assert report.requests.rate_limit_waits == 0
 
 
@@ -143,7 +144,7 @@ FAULT_CASES = {
         _check_drop,
     ),
     "truncated-json": (
-        lambda: [Fault("truncated", PULLS), Fault("truncated", FILES, times=2)],
+        lambda: [Fault("truncated", PULLS), Fault("truncated", FILES, times=2), Fault("truncated", TIMELINE)],
         {},
         _check_truncated,
     ),
@@ -189,6 +190,7 @@ STOP_POINTS = {
     "listing-pulls-page-2": (lambda names: Fault("primary", r"/pulls\?.*page=2", seconds=7200), [130, 5]),
     "fetching-reviews": (lambda names: Fault("primary", REVIEWS, after=3, seconds=7200), [12, 5]),
     "fetching-files": (lambda names: Fault("primary", FILES, after=7, seconds=7200), [12, 5]),
+    "fetching-timeline": (lambda names: Fault("primary", TIMELINE, after=5, seconds=7200), [12, 5]),
     "fetching-files-second-repo": (
         lambda names: Fault("primary", rf"/repos/{ORG}/{names[1]}/pulls/\d+/files", after=2, seconds=7200),
         [12, 5],
@@ -250,7 +252,7 @@ def test_backlog_larger_than_one_window_still_converges(settings, dataset, emu, 
     # From now on each (virtual) two-hour window allows 16 requests: a token shared with
     # other jobs, or a backlog of thousands of pull requests against 5,000 an hour.
     emu.rate_limit, emu.rate_limit_window = 16, 7200
-    # 17 x (reviews + files) = 34 requests of real work: a few windows are enough.
+    # 17 x (reviews + files + timeline) = 51 requests of real work: a few windows are enough.
     for _ in range(8):
         fake.advance(7205)
         report = run(settings, emu, fake, max_rate_limit_wait=600)

@@ -22,8 +22,10 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     ORG,
     REVIEWS,
     TABLES,
+    TIMELINE,
     assert_landed_exactly_once,
     assert_rerun_is_free,
+    child_requests,
     dataset,
     emu,
     fake,
@@ -33,6 +35,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     repo_names,
     run,
     settings,
+    timeline_pages,
 )
 
 HOUR, DAY = 3600.0, 86400.0
@@ -44,11 +47,12 @@ def source_state(settings: Settings) -> dict:
 
 
 def minimum_requests(dataset: Dataset) -> int:
-    """Cold sync: the repository list, every pull-request page, one review and one file page per PR."""
-    repos = dataset.repositories(ORG)
-    pages = sum(max(1, -(-len(dataset.pull_requests(ORG, r["name"])) // 100)) for r in repos)
-    prs = sum(len(dataset.pull_requests(ORG, r["name"])) for r in repos)
-    return 1 + pages + 2 * prs
+    """Cold sync: the repository list, every pull-request page, and each PR's review, file and
+    timeline pages (one each, or more for a long timeline)."""
+    repos = [r["name"] for r in dataset.repositories(ORG)]
+    pages = sum(max(1, -(-len(dataset.pull_requests(ORG, repo)) // 100)) for repo in repos)
+    children = sum(child_requests(dataset, repo, pr["number"]) for repo in repos for pr in dataset.pull_requests(ORG, repo))
+    return 1 + pages + children
 
 
 # -- 1. one bad repository or pull request ------------------------------------------------------
@@ -179,7 +183,9 @@ def test_stop_while_paging_fetches_each_child_list_once(big, fake, tmp_path):
         # Each child list once; the only extra child requests are those answered 403 when the
         # budget ran out (the first 403 is the pull-request page's own).
         refused = stats["by_status"][403] - 1
-        assert stats["by_endpoint"]["reviews"] + stats["by_endpoint"]["files"] == 2 * prs + refused
+        timelines = sum(timeline_pages(big, r, pr["number"]) for r in repo_names(big) for pr in big.pull_requests(ORG, r))
+        children = stats["by_endpoint"]["reviews"] + stats["by_endpoint"]["files"] + stats["by_endpoint"]["timeline"]
+        assert children == 2 * prs + timelines + refused
         assert refused <= 4
         assert_landed_exactly_once(settings, big)
 
@@ -234,7 +240,8 @@ def test_second_change_within_the_cursors_second_is_seen(settings, dataset, emu,
     assert titles[-1] == "second edit, same second" or "second edit, same second" in titles
     assert report.rows["pull_requests"] == 1
     # At no extra request: page 1 of that repository changed anyway (a 200), the rest is 304.
-    assert emu.stats["cost"] == 1 + 2  # the changed page, then the PR's reviews and files
+    # The changed page, then the PR's reviews, files and timeline (one page each).
+    assert child_requests(dataset, repo, 4) == 3 and emu.stats["cost"] == 1 + 3
     assert_rerun_is_free(settings, emu, fake)
 
 
@@ -262,7 +269,8 @@ def test_renamed_repository_keeps_its_progress(settings, dataset, emu, fake):
 
 
 def test_state_saved_by_name_is_adopted_without_a_resync(settings, dataset, emu, fake):
-    """State written by earlier versions (keyed by repository name) keeps its cursors."""
+    """State written by earlier versions (keyed by repository name) keeps its cursors. Those
+    versions fetched no events: the run lists each repository once and fetches only the events."""
     run(settings, emu, fake)
     pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
     state = pipeline.state["sources"][pipeline_name(ORG)]
@@ -277,9 +285,16 @@ def test_state_saved_by_name_is_adopted_without_a_resync(settings, dataset, emu,
         source.setdefault("resources", {}).setdefault("pull_requests", {})["repos"] = by_name
     emu.reset_stats()
     report = run(settings, emu, fake)
-    assert report.rows == {t: 0 for t in TABLES}
-    assert emu.stats["cost"] == 0
+    assert {t: n for t, n in report.rows.items() if n} == {"pull_request_events": len(dataset.expected(ORG)["pull_request_events"])}
+    assert not {"reviews", "files"} & set(emu.stats["by_endpoint"])
+    # Each repository's pull-request pages once more (page 1 revalidated first: a 304), then
+    # every pull request's timeline.
+    repos = repo_names(dataset)
+    pulls_pages = sum(-(-len(dataset.pull_requests(ORG, r)) // 100) for r in repos)
+    timelines = sum(timeline_pages(dataset, r, pr["number"]) for r in repos for pr in dataset.pull_requests(ORG, r))
+    assert emu.stats["cost"] == pulls_pages + timelines
     assert not source_state(settings)["resources"]["pull_requests"]["repos"]
+    assert_rerun_is_free(settings, emu, fake)
 
 
 # -- 11. a future --since ---------------------------------------------------------------------------
@@ -392,9 +407,10 @@ def test_pending_children_saved_by_earlier_versions_are_fetched(settings, datase
 def test_chunks_end_at_page_boundaries_when_a_page_fits_so_a_cold_sync_costs_the_minimum(fake, tmp_path):
     dataset = Dataset.generate(orgs={ORG: 4}, prs_per_repo=150, seed=0, edge_cases=False)
     with GitHubEmulator(dataset, clock=fake.now) as emu:
-        # A page commits a chunk to at most 201 requests: four repositories' pages stay within
-        # half of the budget over it, so no page is cut (and read twice).
-        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=700)
+        # A page commits a chunk to at most 301 requests (itself and three child lists per PR): the
+        # four repositories' first pages (1,204) stay within half of the budget over it, so no
+        # page is cut (and read twice).
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=1000)
         report = run(settings, emu, fake)
         assert report.progress.chunks >= 2
         assert emu.stats["requests"] == minimum_requests(dataset)
