@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from emulator import DROP_KEY, MAX_SERVED_FILES, Dataset, Fault, GitHubEmulator
+from emulator.data import TIMELINE_KEPT
+from sources.github.schema import TIMELINE_EVENTS
 
 PULLS = "/repos/demo/api/pulls?state=all&sort=updated&direction=desc&per_page=100"
 
@@ -60,6 +62,10 @@ def test_generation_is_deterministic() -> None:
     assert a.pull_requests("demo", "api") != c.pull_requests("demo", "api")
     assert a.mutate_random(20, seed=1) == b.mutate_random(20, seed=1)
     assert a.expected() == b.expected()
+
+
+def test_the_emulator_keeps_what_the_pipeline_keeps() -> None:
+    assert TIMELINE_KEPT == TIMELINE_EVENTS
 
 
 def test_data_shapes_and_edge_cases(dataset: Dataset) -> None:
@@ -167,6 +173,78 @@ def test_reviews_paginate_in_id_order(client: httpx.Client, dataset: Dataset) ->
                 if len(dataset.reviews("demo", "api", p["number"])) == 130)
     reviews = walk(client, f"/repos/demo/api/pulls/{busy}/reviews?per_page=100")
     assert len(reviews) == 130 and [r["id"] for r in reviews] == sorted(r["id"] for r in reviews)
+
+
+def _at(event: dict) -> str:
+    """When a timeline item happened: events have `created_at`, reviews `submitted_at`, commits
+    their author's date."""
+    return event.get("created_at") or event.get("submitted_at") or event["author"]["date"]
+
+
+def test_timeline_is_consistent_with_the_pull_request(dataset: Dataset) -> None:
+    kinds: set[str] = set()
+    for repo in ("api", "web", "infra"):
+        for pr in dataset.pull_requests("demo", repo):
+            timeline = dataset.timeline("demo", repo, pr["number"])
+            kinds |= {e["event"] for e in timeline}
+            times = [_at(e) for e in timeline]
+            assert times == sorted(times) and all(pr["created_at"] <= t <= pr["updated_at"] for t in times)
+            assert all("id" not in e for e in timeline if e["event"] == "committed")
+            drafts = [e["event"] for e in timeline if e["event"] in ("ready_for_review", "convert_to_draft")]
+            if drafts and "draft" in pr:
+                assert pr["draft"] == (drafts[-1] == "convert_to_draft")
+            requested = [e for e in timeline if e["event"] == "review_requested"]
+            for reviewer in pr["requested_reviewers"]:
+                assert any((e.get("requested_reviewer") or {}).get("login") == reviewer["login"] for e in requested)
+            for team in pr["requested_teams"]:
+                assert any((e.get("requested_team") or {}).get("slug") == team["slug"] for e in requested)
+            for event in requested:
+                reviewer = event.get("requested_reviewer")
+                reviews = [r for r in dataset.reviews("demo", repo, pr["number"])
+                           if reviewer and r["user"] and r["user"]["login"] == reviewer["login"]]
+                if reviews and reviewer not in pr["requested_reviewers"]:
+                    assert event["created_at"] <= reviews[0]["submitted_at"], "requested before the review"
+            removed = [e["requested_reviewer"]["login"] for e in timeline if e["event"] == "review_request_removed"]
+            assert all(any((e.get("requested_reviewer") or {}).get("login") == login for e in requested)
+                       for login in removed)
+            ends = [(e["event"], e["created_at"]) for e in timeline if e["event"] in ("merged", "closed")]
+            if pr["merged_at"]:
+                assert ends[-2:] == [("merged", pr["merged_at"]), ("closed", pr["closed_at"])]
+            elif pr["closed_at"]:
+                assert ends[-1] == ("closed", pr["closed_at"])
+            else:
+                opened_again = [e["event"] for e in timeline if e["event"] in ("closed", "reopened")]
+                assert not opened_again or opened_again[-1] == "reopened"
+    assert {"review_requested", "review_request_removed", "ready_for_review", "convert_to_draft",
+            "closed", "reopened", "merged", "committed", "commented", "labeled", "reviewed"} <= kinds
+    again = Dataset.generate(orgs={"demo": 3, "empty": 0}, prs_per_repo=[120, 25, 40], seed=7)
+    assert again.timeline("demo", "api", 9) == dataset.timeline("demo", "api", 9)
+    assert again.expected() == dataset.expected()
+
+
+def test_timeline_pages_and_mutations(client: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
+    long = next(p["number"] for p in dataset.pull_requests("demo", "api")
+                if len(dataset.timeline("demo", "api", p["number"])) > 100)
+    served = walk(client, f"/repos/demo/api/issues/{long}/timeline?per_page=100")
+    assert served == dataset.timeline("demo", "api", long)
+    assert emu.stats["by_endpoint"] == {"timeline": 2} and emu.stats["cost"] == 2
+    assert len(client.get(f"/repos/demo/api/issues/{long}/timeline?per_page=30").json()) == 30
+    assert client.get("/repos/demo/api/issues/9999/timeline").status_code == 404
+
+    number = next(p["number"] for p in dataset.pull_requests("demo", "web") if p["state"] == "open")
+    before = dataset.pull_request("demo", "web", number)["updated_at"]
+    event = dataset.request_review("demo", "web", number, login="dev-grace")
+    pr = dataset.pull_request("demo", "web", number)
+    assert pr["updated_at"] > before and event["created_at"] == pr["updated_at"]
+    assert "dev-grace" in [u["login"] for u in pr["requested_reviewers"]]
+    assert dataset.timeline("demo", "web", number)[-1] == event and event["id"] in dataset.expected("demo")["pull_request_events"]
+    dataset.merge_pull_request("demo", "web", number)
+    assert [e["event"] for e in dataset.timeline("demo", "web", number)[-2:]] == ["merged", "closed"]
+
+    bad = dataset.corrupt_event("demo", "web", number, 0, "id", "x")
+    assert bad in dataset.timeline("demo", "web", number)
+    assert len(dataset.events("demo", "web", number)) == len(
+        [e for e in dataset.timeline("demo", "web", number) if e["event"] in TIMELINE_KEPT]) - 1
 
 
 def test_rate_limit_exhaustion_and_reset(dataset: Dataset) -> None:

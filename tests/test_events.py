@@ -1,0 +1,191 @@
+"""The `pull_request_events` child table end to end against the emulator over real connections:
+the timeline's kept events land and merge as the dataset implies, only new or changed pull
+requests fetch their timeline, a failing timeline goes on the retry list, a malformed event is set
+aside, and state written before events existed gets them once."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import timezone
+
+import dlt
+import duckdb
+import pytest
+
+from emulator import Dataset, Fault, GitHubEmulator
+from emulator.data import TIMELINE_KEPT
+from flows.settings import Settings, pipeline_name
+from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
+    ORG,
+    assert_landed_exactly_once,
+    assert_rerun_is_free,
+    assert_warehouse_matches,
+    dataset,
+    emu,
+    fake,
+    landed,
+    merge_only,
+    repo_names,
+    run,
+    settings,
+    timeline_pages,
+)
+from sources.github.schema import TIMELINE_EVENTS
+
+HOUR = 3600.0
+_TIMELINE_PATH = re.compile(r"^/repos/[^/]+/([^/]+)/issues/(\d+)/timeline\?")
+
+
+def timeline_requests(emu: GitHubEmulator) -> Counter[tuple[str, int]]:
+    """Timeline requests the emulator received since its stats were reset, per (repo, number)."""
+    found = (_TIMELINE_PATH.match(r.path) for r in emu.received())
+    return Counter((m.group(1), int(m.group(2))) for m in found if m)
+
+
+def all_prs(dataset: Dataset) -> list[tuple[str, int]]:
+    return [(repo, pr["number"]) for repo in repo_names(dataset) for pr in dataset.pull_requests(ORG, repo)]
+
+
+def dataset_events(dataset: Dataset) -> set[tuple]:
+    """What the warehouse should hold: each kept event of each pull request, as a row."""
+    rows = set()
+    for repo, number in all_prs(dataset):
+        pr_id = next(pr["id"] for pr in dataset.pull_requests(ORG, repo) if pr["number"] == number)
+        for e in dataset.events(ORG, repo, number):
+            reviewer, team = e.get("requested_reviewer"), e.get("requested_team")
+            rows.add((pr_id, e["id"], e["event"], (e["actor"] or {}).get("login"), e["created_at"],
+                      reviewer["login"] if reviewer else None, team["slug"] if team else None, e["commit_id"]))
+    return rows
+
+
+def warehouse_events(settings: Settings) -> list[tuple]:
+    con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
+    try:
+        rows = con.sql(
+            "SELECT pull_request_id, id, event, actor_login, created_at, requested_reviewer_login, "
+            "requested_team_slug, commit_id FROM github.pull_request_events"
+        ).fetchall()
+    finally:
+        con.close()
+    return [(*r[:4], r[4].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), *r[5:]) for r in rows]
+
+
+def test_events_land_and_merge_as_the_dataset_implies(settings, dataset, emu, fake):
+    served = Counter(e["event"] for repo, n in all_prs(dataset) for e in dataset.timeline(ORG, repo, n))
+    assert {"committed", "commented"} <= set(served), "the timelines hold kinds that are not kept"
+
+    report = run(settings, emu, fake)
+    merge_only(settings)
+
+    got = warehouse_events(settings)
+    assert len(got) == len(set(got)) and set(got) == dataset_events(dataset)
+    kept = sum(n for kind, n in served.items() if kind in TIMELINE_KEPT)
+    assert report.rows["pull_request_events"] == len(got) == kept
+    landed_kinds = {row["event"] for row in landed(settings, "pull_request_events")}
+    assert landed_kinds <= TIMELINE_EVENTS and {"review_requested", "closed"} <= landed_kinds
+    assert not landed(settings, "rejected_items"), "other kinds are dropped, never rejected"
+
+    # A review request, a merge and a new pull request: their events replace the old sets.
+    repo = repo_names(dataset)[0]
+    open_prs = [pr["number"] for pr in dataset.pull_requests(ORG, repo) if pr["state"] == "open"]
+    requested = dataset.request_review(ORG, repo, open_prs[0])
+    dataset.merge_pull_request(ORG, repo, open_prs[1])
+    dataset.add_pull_request(ORG, repo)
+    run(settings, emu, fake)
+    merge_only(settings)
+
+    assert set(warehouse_events(settings)) == dataset_events(dataset)
+    assert requested["id"] in {row[1] for row in warehouse_events(settings)}
+    assert_warehouse_matches(settings, dataset)
+
+
+def test_only_new_or_changed_pull_requests_fetch_their_timeline(settings, dataset, emu, fake):
+    run(settings, emu, fake)
+    assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
+
+    assert_rerun_is_free(settings, emu, fake)  # not one timeline request, cost 0
+    assert not timeline_requests(emu)
+
+    repo, other = repo_names(dataset)
+    dataset.request_review(ORG, repo, 2, team="backend")
+    dataset.add_review(ORG, repo, 5)
+    dataset.edit_title(ORG, other, 1, "retitled")
+    new = dataset.add_pull_request(ORG, other)
+    emu.reset_stats()
+    report = run(settings, emu, fake)
+    changed = [(repo, 2), (repo, 5), (other, 1), (other, new)]
+    assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in changed}
+    assert report.rows["pull_requests"] == 4
+    merge_only(settings)
+    assert set(warehouse_events(settings)) == dataset_events(dataset)
+
+
+@pytest.mark.parametrize("status", ["502", "403"])
+def test_a_timeline_that_keeps_failing_goes_on_the_retry_list(status, settings, dataset, emu, fake):
+    repo = repo_names(dataset)[0]
+    label = f"{ORG}/{repo}#3"
+    fault = emu.faults.add(Fault(status, rf"/repos/{ORG}/{repo}/issues/3/timeline", times=10**6))
+
+    first = run(settings, emu, fake, max_retries=2)
+    assert first.progress.stopped_early is None and first.progress.partial
+    assert [(f.kind, f.name) for f in first.progress.failed] == [("events", label)]
+    assert status in first.progress.failed[0].reason
+    pr3 = next(pr["id"] for pr in dataset.pull_requests(ORG, repo) if pr["number"] == 3)
+    assert pr3 in {r["pull_request_id"] for r in landed(settings, "pull_request_reviews") + landed(settings, "pull_request_files")}
+    assert pr3 not in {r["pull_request_id"] for r in landed(settings, "pull_request_events")}
+
+    # Within the backoff the timeline is not asked for again, and the run stays partial.
+    matched = fault.matched
+    fake.advance(HOUR / 2)
+    second = run(settings, emu, fake)
+    assert fault.matched == matched and [f.kind for f in second.progress.failed] == ["events"]
+
+    emu.faults.clear()
+    fake.advance(HOUR)
+    emu.reset_stats()
+    third = run(settings, emu, fake)
+    assert not third.progress.failed and not third.progress.partial
+    # Only that timeline (plus the free revalidations) was fetched again.
+    assert timeline_requests(emu) == {(repo, 3): timeline_pages(dataset, repo, 3)}
+    assert not {"reviews", "files"} & set(emu.stats["by_endpoint"])
+    assert_landed_exactly_once(settings, dataset)
+
+
+def test_a_malformed_event_is_set_aside_and_the_rest_lands(settings, dataset, emu, fake):
+    repo = repo_names(dataset)[1]
+    number = next(n for r, n in all_prs(dataset) if r == repo and dataset.events(ORG, repo, n))
+    bad = dataset.corrupt_event(ORG, repo, number, 0, "created_at", "soon")
+
+    report = run(settings, emu, fake)
+
+    assert report.progress.partial and len(report.progress.rejected) == 1
+    [rejected] = landed(settings, "rejected_items")
+    assert (rejected["kind"], rejected["item_key"], rejected["pull_request_number"]) == ("event", str(bad["id"]), number)
+    assert "created_at" in rejected["reason"] and '"soon"' in rejected["payload"]
+    assert_landed_exactly_once(settings, dataset)  # expected() leaves the event out
+
+
+def test_state_from_before_events_fetches_them_once(settings, dataset, emu, fake):
+    """Repositories synced by the previous version (state without `child_kinds`) get their pull
+    requests' events from the retry list, once: no review or file list is read again."""
+    run(settings, emu, fake)
+    merge_only(settings)
+    pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
+    with pipeline.managed_state() as managed:
+        for entry in managed["sources"][pipeline_name(ORG)]["repos"].values():
+            del entry["child_kinds"]
+    repo = repo_names(dataset)[0]
+    dataset.add_review(ORG, repo, 4)  # changed meanwhile: fetched in full, its timeline once
+    emu.reset_stats()
+
+    report = run(settings, emu, fake)
+
+    assert report.progress.stopped_early is None and not report.progress.partial
+    assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
+    assert emu.stats["by_endpoint"]["reviews"] == emu.stats["by_endpoint"]["files"] == 1
+    assert report.rows["pull_requests"] == 1
+    merge_only(settings)
+    assert set(warehouse_events(settings)) == dataset_events(dataset)
+    assert_warehouse_matches(settings, dataset)
+    assert_rerun_is_free(settings, emu, fake)
