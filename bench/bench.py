@@ -259,7 +259,8 @@ def pages(n: int) -> int:
 def children_pages(ds: Any, repo: str, number: int) -> int:
     reviews = len(ds.reviews(ORG, repo, number))
     files = min(len(ds.files(ORG, repo, number)), FILES_CAP)
-    return pages(reviews) + pages(files)
+    timeline = len(ds.timeline(ORG, repo, number))
+    return pages(reviews) + pages(files) + pages(timeline)
 
 
 def cold_minimum(ds: Any) -> int:
@@ -269,13 +270,15 @@ def cold_minimum(ds: Any) -> int:
 def cold_minimum_by_endpoint(ds: Any) -> dict[str, int]:
     """Minimum cold-sync requests per emulator endpoint kind, to tell which requests repeated."""
     repos = [r["name"] for r in ds.repositories(ORG)]
-    out = {"repos": math.ceil(len(repos) / PER_PAGE) or 1, "pulls": 0, "reviews": 0, "files": 0}
+    out = {"repos": math.ceil(len(repos) / PER_PAGE) or 1, "pulls": 0, "reviews": 0, "files": 0,
+           "timeline": 0}
     for repo in repos:
         pulls = ds.pull_requests(ORG, repo)
         out["pulls"] += pages(len(pulls))
         for p in pulls:
             out["reviews"] += pages(len(ds.reviews(ORG, repo, p["number"])))
             out["files"] += pages(min(len(ds.files(ORG, repo, p["number"])), FILES_CAP))
+            out["timeline"] += pages(len(ds.timeline(ORG, repo, p["number"])))
     return out
 
 
@@ -285,7 +288,7 @@ def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
     Repository list: its pages answer 304. A repository without a changed PR: one 304 for its
     first pull-request page. A repository with k changed PRs (their `updated_at` moved past the
     cursor, so they sort first): pages until one holds an unchanged PR (k // 100 + 1), or the
-    last page. Each changed PR: its review and file pages.
+    last page. Each changed PR: its review, file and timeline pages.
     """
     changed: dict[str, set[int]] = {}
     for line in mutations:
@@ -316,7 +319,7 @@ KILL_ATTEMPTS = 3  # runs tried per kill moment (a run may end before its kill)
 CHUNKS = 50  # commit_every_requests of the killed backfill = minimum / CHUNKS
 # Natural keys per table, as in Dataset.expected.
 NATURAL_KEYS = {"pull_requests": ("id",), "pull_request_reviews": ("id",),
-                "pull_request_files": ("pull_request_id", "filename")}
+                "pull_request_files": ("pull_request_id", "filename"), "pull_request_events": ("id",)}
 
 
 def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
@@ -540,7 +543,8 @@ def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: fl
         return (f"| {name} | {runs} | {total['requests']} | {s403} | {total['not_modified']} | "
                 f"{total['cost']} | {minimum} | {total['cost'] / minimum:.3f} | "
                 f"{total['requests'] / minimum:.3f} | {dups['pull_requests']} | "
-                f"{dups['pull_request_reviews']} | {dups['pull_request_files']} |")
+                f"{dups['pull_request_reviews']} | {dups['pull_request_files']} | "
+                f"{dups['pull_request_events']} |")
 
     st, kt = stopped["total"], killed["total"]
     out = [f"Resumable backfills: each on a fresh emulator with the same dataset "
@@ -548,10 +552,10 @@ def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: fl
            f"latency {latency * 1000:.0f} ms, concurrency {concurrency}. Requests, 403s, 304s and "
            "cost are the emulator's, summed over every run of the backfill (a 403 that finds the "
            "budget exhausted counts as a request, cost 0). Duplicates: landed Parquet rows beyond "
-           "the first per natural key (PR id; review id; file (pull_request_id, filename)).", "",
+           "the first per natural key (PR id; review id; file (pull_request_id, filename); event id).", "",
            "| backfill | runs | requests | 403s | 304s | cost | min | cost/min | requests/min | "
-           "dup PRs | dup reviews | dup files |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+           "dup PRs | dup reviews | dup files | dup events |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
            cells(f"stopped at each window (limit {stopped['rate']}/window, "
                  f"max_rate_limit_wait 0): K = {len(stopped['runs'])} windows",
                  len(stopped["runs"]), st, stopped["minimum"], stopped["duplicates"]),
@@ -602,13 +606,13 @@ def backfill_checks(stopped: dict[str, Any],
     k = len(stopped["runs"])
     ratio = st["cost"] / stopped["minimum"]
     dups = stopped["duplicates"]
-    child_dups = dups["pull_request_reviews"] + dups["pull_request_files"]
+    child_dups = dups["pull_request_reviews"] + dups["pull_request_files"] + dups["pull_request_events"]
     ok1 = stopped["converged"] and k >= 3 and ratio <= 1.05 and child_dups == 0
     detail1 = (f"K = {k} windows{'' if stopped['converged'] else ' (DID NOT CONVERGE)'}, cost "
                f"{st['cost']} / min {stopped['minimum']} = {ratio:.3f}x, {st['requests']} requests "
                f"= {st['requests'] / stopped['minimum']:.3f}x; duplicates: PRs "
                f"{dups['pull_requests']}, reviews {dups['pull_request_reviews']}, files "
-               f"{dups['pull_request_files']}")
+               f"{dups['pull_request_files']}, events {dups['pull_request_events']}")
     landed = stopped["landed"]
     missing1 = sum(d["missing"] for d in landed.values())
     extra1 = sum(d["extra"] for d in landed.values())
@@ -769,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     out.append(f"Command: `{command}`  ")
     out.append(f"Dataset: {args.repos} repos x {args.prs} PRs (seed {args.seed}, no edge cases) = "
                f"{expected['pull_requests']} PRs, {expected['pull_request_reviews']} reviews, "
-               f"{expected['pull_request_files']} files; emulator latency {L * 1000:.0f} ms per "
+               f"{expected['pull_request_files']} files, {expected['pull_request_events']} events; emulator latency {L * 1000:.0f} ms per "
                f"request, concurrency {C}; {os.cpu_count()} CPUs.  ")
     out.append("Measured: the landing only (`flows.extract.land`: dlt extract + normalize + load "
                "to local Parquet), each sync in a fresh child process; the warehouse merge is "

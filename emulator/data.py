@@ -146,7 +146,7 @@ class _Org:
 
 
 class Dataset:
-    """All orgs, repos, PRs, reviews and files the emulator serves."""
+    """All orgs, repos, PRs, reviews, files and timelines the emulator serves."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -799,7 +799,7 @@ class Dataset:
         """Serve the PR with `field` set to `value` (or removed, with DROP_KEY), as a mangled
         recorded payload had it. Not an update: `updated_at` moves only if it is the field.
 
-        The PR, its reviews and files leave `expected()`. A later mutation keeps the corruption
+        The PR, its reviews, files and events leave `expected()`. A later mutation keeps the corruption
         unless it sets the same field (every mutation sets `updated_at`).
         """
         with self._lock:

@@ -317,7 +317,7 @@ def github_analytics(
     github_url: str | None = None,
     data_dir: Path | None = None,
 ) -> Any:
-    """Land and merge each organisation's pull requests, reviews and files.
+    """Land and merge each organisation's pull requests, reviews, files and timeline events.
 
     orgs: organisation logins (default: the setting `orgs`, env PR_ANALYTICS_ORGS or .env).
     since: the first backfill reaches back only to this date.

@@ -31,7 +31,7 @@ GITHUB_LIMIT = Settings.model_fields["github_concurrency_limit"].default
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "the-secret"
 ORGS = {"acme": 2, "acme-labs": 1}
-TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files")
+TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files", "pull_request_events")
 
 
 # prefect_api: tests/conftest.py (one test server for the session)
@@ -200,6 +200,9 @@ def warehouse_keys(data_dir: Path, org: str | None = None) -> dict[str, set]:
                     f"SELECT pull_request_id, filename FROM github.pull_request_files {where}"
                 ).fetchall()
             ),
+            "pull_request_events": {
+                r[0] for r in con.sql(f"SELECT id FROM github.pull_request_events {where}").fetchall()
+            },
         }
     finally:
         con.close()
