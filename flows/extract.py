@@ -26,7 +26,12 @@ from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
-from sources.github.schema import PULL_REQUEST_EVENTS, PULL_REQUEST_FILES, PULL_REQUEST_REVIEWS, PULL_REQUESTS
+from sources.github.schema import (
+    PULL_REQUEST_EVENTS,
+    PULL_REQUEST_FILES,
+    PULL_REQUEST_REVIEWS,
+    PULL_REQUESTS,
+)
 from sources.github.source import SyncContext, SyncProgress, github_source
 from sources.github.state import iso
 

@@ -308,8 +308,8 @@ def _backfill_child_kinds(
     once and put the missing lists on the retry list, which fetches them without the others.
 
     Costs the repository's pull-request pages (down to `since`) once, then one list per pull
-    request; stopped by the rate limit, it starts over on the next run (the retry list keeps what
-    it already holds, once).
+    request. Stopped by the rate limit while listing, it lists again on the next run (a pull
+    request whose events were fetched in between is fetched once more).
     """
     missing = [kind for kind in CHILD_KINDS if kind not in saved.get("child_kinds", ("reviews", "files"))]
     if not missing:
