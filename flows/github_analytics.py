@@ -34,7 +34,7 @@ from destinations.merge import MergeReport, bootstrap, merge_landed_loads
 from destinations.warehouse import open_warehouse
 from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
 from flows.extract import LandingReport, exception_chain, land
-from flows.report import OrgResult, RunSummary
+from flows.summary import OrgResult, RunSummary
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.auth import token_problem
 from sources.github.client import GitHubUnreachable
@@ -297,7 +297,7 @@ def publish_summary(summary: RunSummary) -> None:
     """The run's Markdown artifact; a failure to publish it never fails the run."""
     from prefect.artifacts import create_markdown_artifact
 
-    from flows.report import render_summary
+    from flows.summary import render_summary
 
     try:
         create_markdown_artifact(

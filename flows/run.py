@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_prefect = start_prefect()  # before the pipeline's imports: a new server starts meanwhile
 
     from flows.github_analytics import PARTIAL, OrganisationsFailed, github_analytics
-    from flows.report import render_summary
+    from flows.summary import render_summary
 
     with ExitStack() as stack:
         github_url = args.github_url

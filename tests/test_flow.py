@@ -22,7 +22,7 @@ import pytest
 import flows.github_analytics as flow_module
 from emulator import Dataset, GitHubEmulator
 from flows.github_analytics import SUMMARY_ARTIFACT_KEY, OrganisationsFailed, github_analytics
-from flows.report import RunSummary
+from flows.summary import RunSummary
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.errors import GitHubServerError
 
