@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
@@ -68,8 +68,9 @@ def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str
     if figure is None:
         return f'<figure class="chart empty" data-chart="{name}">{head}<p class="note">{html.escape(empty)}</p></figure>'
     figure.update_layout(
-        height=340, margin={"l": 60, "r": 20, "t": 10, "b": 50}, template="plotly_white",
-        legend={"orientation": "h", "y": -0.2}, font={"family": "system-ui, sans-serif", "size": 12},
+        height=340, margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white", autosize=True,
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        font={"family": "system-ui, sans-serif", "size": 12},
     )
     body = figure.to_html(
         full_html=False, include_plotlyjs=False, div_id=f"{_slug(org)}-{name}", config=_CONFIG,
@@ -131,11 +132,11 @@ def size_figure(report: OrgReport) -> go.Figure | None:
         if not times:
             continue
         drawn = True
-        figure.add_box(y=[round(t / HOUR, 2) for t in times], name=f"{size} ({len(times)})", boxpoints="outliers")
+        figure.add_box(y=[round(t / DAY, 3) for t in times], name=f"{size} ({len(times)})", boxpoints="outliers")
     if not drawn:
         return None
-    figure.update_layout(showlegend=False, xaxis_title="PR size (merged PRs in the period)",
-                         yaxis_title="hours to merge (log scale)", yaxis_type="log")
+    figure.update_layout(showlegend=False, xaxis_title="PR size, with the number of PRs merged in the period",
+                         yaxis_title="days to merge")
     return figure
 
 
@@ -194,7 +195,8 @@ def org_section(report: OrgReport) -> str:
         return f'<section id="{anchor}" class="org empty"><h2>{html.escape(org)}</h2><p class="note">{html.escape(report.empty or "no data")}.</p></section>'
     current = report.current
     as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
-    period = f"{current.start.isoformat()} to {(current.end).isoformat()} ({current.weeks} weeks, UTC)"
+    last_day = current.end - timedelta(days=1)
+    period = f"{current.start.isoformat()} to {last_day.isoformat()} ({current.weeks} weeks, UTC)"
     charts = [
         _chart(org, "throughput", "Weekly throughput", throughput_figure(report), "No pull requests in the period."),
         _chart(org, "time-to-first-review", "Time to first review, per week (hours)",
@@ -233,6 +235,13 @@ table.slowest th,table.slowest td{border:1px solid #d0d7de;padding:4px 8px;text-
 """
 
 
+# Each chart is drawn as its <div> is parsed, before the page's final layout: fit them once it is.
+_RESIZE_JS = (
+    "window.addEventListener('load',function(){document.querySelectorAll('.js-plotly-plot')"
+    ".forEach(function(p){Plotly.Plots.resize(p);});});"
+)
+
+
 def render(reports: list[OrgReport], generated_at: datetime | None = None, source: str = "") -> str:
     """The whole page for these organisations' reports."""
     generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
@@ -246,5 +255,5 @@ def render(reports: list[OrgReport], generated_at: datetime | None = None, sourc
         f"<style>{_CSS}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
         f"<header><h1>Pull request report</h1><p>Generated {generated}{where}</p><nav>{nav}</nav></header>"
-        f"<main>{sections}</main></body></html>"
+        f"<main>{sections}</main><script>{_RESIZE_JS}</script></body></html>"
     )
