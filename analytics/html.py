@@ -227,7 +227,7 @@ h2{border-bottom:2px solid #d0d7de;padding-bottom:4px}.period{color:#57606a;marg
 .card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px}
 .card .label{font-size:13px;color:#57606a}.card .value{font-size:28px;font-weight:600;margin:4px 0}
 .card .change{font-size:12px;color:#57606a}.card.better .change{color:#1a7f37}.card.worse .change{color:#cf222e}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:12px;margin-top:12px}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px;margin-top:12px}
 figure.chart{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:0;padding:8px 12px}
 figure.chart h3{margin:4px 0 0;font-size:15px}.note{color:#57606a;font-style:italic}
 table.slowest{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
