@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from analytics import queries
-from analytics.html import render
+from analytics.html import metric_change, metric_value, render
 from analytics.periods import OrgReport, org_report
 from destinations.config import DuckDBConfig, SnowflakeConfig
 from destinations.warehouse import Warehouse, open_warehouse
@@ -69,3 +69,25 @@ def write_report(
     size = out.stat().st_size
     logger.info("Wrote the report of %s to %s (%d KiB)", ", ".join(r.org for r in reports), out, size // 1024)
     return WrittenReport(out, tuple(reports), size)
+
+
+def headline_rows(reports: tuple[OrgReport, ...] | list[OrgReport]) -> list[dict[str, str]]:
+    """The headline numbers per organisation as table rows (the flow's table artifact)."""
+    rows = []
+    for report in reports:
+        if report.empty or report.current is None:
+            rows.append({"organisation": report.org, "metric": "", "value": "", "previous period": "",
+                         "change": "", "period": report.empty or "no data"})
+            continue
+        last_day = report.current.end - timedelta(days=1)
+        period = f"{report.current.start.isoformat()} to {last_day.isoformat()}"
+        for metric in report.headline:
+            rows.append({
+                "organisation": report.org,
+                "metric": metric.label,
+                "value": metric_value(metric),
+                "previous period": metric_value(metric, previous=True),
+                "change": metric_change(metric),
+                "period": period,
+            })
+    return rows

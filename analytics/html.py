@@ -31,8 +31,9 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / DAY:.1f} d"
 
 
-def metric_value(metric: Metric) -> str:
-    value = metric.current
+def metric_value(metric: Metric, *, previous: bool = False) -> str:
+    """The metric's current (or previous) value as a person reads it: 12, 67%, 5.2 h."""
+    value = metric.previous if previous else metric.current
     if value is None:
         return "n/a"
     if metric.unit == "ratio":

@@ -492,3 +492,20 @@ def test_a_failed_warehouse_bootstrap_is_named_and_the_landing_is_kept(emulator,
     assert "acme: merge not run, the warehouse bootstrap failed: ConfigurationError: injected" in str(error)
     assert error.summary.results[0].landing is not None
     assert "merge-acme" not in task_runs(state) or not task_runs(state)["merge-acme"].state.is_completed()
+
+
+def test_a_report_that_cannot_be_written_never_fails_the_run(emulator, dataset, secret_block, tmp_path, monkeypatch):
+    import analytics.build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the report's disk is full")
+
+    monkeypatch.setattr(analytics.build, "write_report", broken)
+    state = run(["acme"], emulator, tmp_path)
+
+    assert state.is_completed(), state
+    summary = state.result()
+    assert summary.report_path is None and not summary.failed
+    assert warehouse_keys(tmp_path, "acme") == dataset.expected("acme")
+    assert any("The report was not written: RuntimeError: the report's disk is full" in line for line in api_logs(state))
+    assert "report:" not in summary_artifact(state)
