@@ -68,8 +68,10 @@ def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str
     head = f"<h3>{html.escape(title)}</h3>"
     if figure is None:
         return f'<figure class="chart empty" data-chart="{name}">{head}<p class="note">{html.escape(empty)}</p></figure>'
+    if figure.layout.height is None:
+        figure.update_layout(height=340)
     figure.update_layout(
-        height=340, margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white", autosize=True,
+        margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white", autosize=True,
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         font={"family": "system-ui, sans-serif", "size": 12},
     )
@@ -98,20 +100,21 @@ def throughput_figure(report: OrgReport) -> go.Figure | None:
     return figure
 
 
-def percentiles_figure(report: OrgReport, measure: str, unit: float, unit_name: str) -> go.Figure | None:
-    """p50/p75/p90 of `measure` ('time_to_first_review' or 'time_to_merge') per week."""
+def percentiles_figure(report: OrgReport, measure: str) -> go.Figure | None:
+    """p50/p75/p90 of `measure` ('time_to_first_review' or 'time_to_merge') per week, in hours,
+    or in days when the slowest week's p90 exceeds three days."""
     x = _weeks_x(report)
+    series = {p: [getattr(w, f"{measure}_{p}_seconds") for w in report.weeks] for p in ("p50", "p75", "p90")}
+    known = [v for values in series.values() for v in values if v is not None]
+    if not known:
+        return None
+    unit, unit_name = (DAY, "days") if max(known) > 3 * DAY else (HOUR, "hours")
     figure = go.Figure()
-    drawn = False
-    for p in ("p50", "p75", "p90"):
-        values = [getattr(w, f"{measure}_{p}_seconds") for w in report.weeks]
-        drawn = drawn or any(v is not None for v in values)
+    for p, values in series.items():
         figure.add_scatter(
             x=x, y=[None if v is None else round(v / unit, 2) for v in values], name=p,
             mode="lines+markers", line_color=_COLOURS[p], connectgaps=False,
         )
-    if not drawn:
-        return None
     figure.update_layout(xaxis_title="week starting", yaxis_title=unit_name)
     return figure
 
@@ -146,11 +149,13 @@ def reviewer_figure(report: OrgReport) -> go.Figure | None:
         return None
     ranked = list(reversed(report.reviewers))  # the busiest at the top of a horizontal bar chart
     logins = [r.reviewer_login for r in ranked]
-    figure = go.Figure()
-    figure.add_bar(y=logins, x=[r.reviews for r in ranked], orientation="h", name="reviews", marker_color=_COLOURS["opened"])
-    figure.add_bar(y=logins, x=[r.prs_reviewed for r in ranked], orientation="h", name="PRs reviewed (per week)",
-                   marker_color=_COLOURS["p75"])
-    figure.update_layout(barmode="group", height=max(340, 28 * len(ranked) + 100), xaxis_title="in the period")
+    figure = go.Figure(go.Bar(
+        y=logins, x=[r.reviews for r in ranked], orientation="h", name="reviews", marker_color=_COLOURS["opened"],
+        customdata=[r.prs_reviewed for r in ranked],
+        hovertemplate="%{y}: %{x} reviews, %{customdata} PRs reviewed (summed per week)<extra></extra>",
+    ))
+    figure.update_layout(height=max(340, 22 * len(ranked) + 90), xaxis_title="reviews in the period",
+                         yaxis={"dtick": 1})
     return figure
 
 
@@ -200,10 +205,10 @@ def org_section(report: OrgReport) -> str:
     period = f"{current.start.isoformat()} to {last_day.isoformat()} ({current.weeks} weeks, UTC)"
     charts = [
         _chart(org, "throughput", "Weekly throughput", throughput_figure(report), "No pull requests in the period."),
-        _chart(org, "time-to-first-review", "Time to first review, per week (hours)",
-               percentiles_figure(report, "time_to_first_review", HOUR, "hours"), "No reviews in the period."),
-        _chart(org, "time-to-merge", "Time to merge, per week (days)",
-               percentiles_figure(report, "time_to_merge", DAY, "days"), "No merges in the period."),
+        _chart(org, "time-to-first-review", "Time to first review per week: p50, p75, p90",
+               percentiles_figure(report, "time_to_first_review"), "No reviews in the period."),
+        _chart(org, "time-to-merge", "Time to merge per week: p50, p75, p90",
+               percentiles_figure(report, "time_to_merge"), "No merges in the period."),
         _chart(org, "review-distribution", "Distribution of time to first review",
                review_distribution_figure(report), "No reviews in the period."),
         _chart(org, "size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period."),
