@@ -69,6 +69,11 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
     for spec in TABLES.values():
         columns = [(warehouse.q(f.name), sql.column_type(f.type, warehouse.dialect)) for f in spec.schema]
         warehouse.execute(sql.create_table(warehouse.table(spec.name), columns))
+        # A table an earlier version created lacks the columns declared since: the views need them.
+        existing = warehouse.columns(spec.name)
+        for field_, (name, type_) in zip(spec.schema, columns):
+            if field_.name not in existing:
+                warehouse.execute(sql.add_column(warehouse.table(spec.name), name, type_))
         ensured.append(f"table {warehouse.table(spec.name)}")
         for pipeline_name in pipeline_names:
             stage = warehouse.table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
@@ -82,7 +87,27 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
         for pipeline_name in pipeline_names:
             warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
     ensured.append(f"merge locks {locks}" + (f" for {', '.join(pipeline_names)}" if pipeline_names else ""))
+    ensured += create_metric_views(warehouse)
     return ensured
+
+
+def create_metric_views(warehouse: Warehouse) -> list[str]:
+    """(Re)create the metric views of `destinations/metrics.sql`: CREATE OR REPLACE, so a bootstrap
+    also brings their definitions up to date. Names what it created, one line per view."""
+    for statement in sql.metric_views(warehouse.q(warehouse.schema_name)):
+        warehouse.execute(statement)
+    return [f"view {warehouse.table(name)}" for name in sql.METRIC_VIEWS]
+
+
+def ensure_metric_views(warehouse: Warehouse) -> list[str]:
+    """Create the metric views if any is missing (a warehouse bootstrapped by an earlier version);
+    leave existing ones alone. Names what it created."""
+    rows = warehouse.execute(sql.view_names(), [sql.fold(warehouse.schema_name, warehouse.dialect)])
+    present = {str(name).lower() for (name,) in rows}
+    if present >= set(sql.METRIC_VIEWS):
+        return []
+    with warehouse.exclusive():
+        return create_metric_views(warehouse)
 
 
 def merge_landed_loads(
@@ -113,7 +138,6 @@ def merge_landed_loads(
     pending = landing.completed_loads(pipeline_name, exclude=merged | set(set_aside))
     if not pending:
         logger.info("%s: no new loads to merge into %s", pipeline_name, report.warehouse)
-        return report
     for load_id in pending:
         try:
             load_files, expected = _files_of(landing, org, pipeline_name, load_id)
@@ -124,6 +148,9 @@ def merge_landed_loads(
             logger.error("%s: load %s set aside, its rows are fetched again: %s", pipeline_name, load_id, damage)
             landing.set_aside(pipeline_name, load_id, str(damage))
             report.loads_set_aside[load_id] = str(damage)
+    created = ensure_metric_views(warehouse)
+    if created:
+        logger.info("%s: created the missing metric views: %s", pipeline_name, ", ".join(created))
     return report
 
 

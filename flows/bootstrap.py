@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tables(warehouse: Warehouse) -> set[str]:
     rows = warehouse.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'",
         [sql.fold(warehouse.schema_name, warehouse.dialect)],
     )
     return {str(row[0]) for row in rows}
