@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("PR_ANALYTICS_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling home, which this closed
 # network refuses; the page itself must need no network at all.
 CHROMIUM_ARGS = [
@@ -69,3 +69,43 @@ def open_offline(html_file: Path, width: int = 1400, height: int = 1000) -> Iter
             yield opened
         finally:
             browser.close()
+
+
+# Per chart: how many traces it has, how many data points they hold, how many marks (bars,
+# points, lines, boxes) plotly drew in its SVG.
+CHART_STATE_JS = """
+() => [...document.querySelectorAll('figure.chart')].map(figure => {
+  const plot = figure.querySelector('.js-plotly-plot');
+  const data = plot && plot.data ? plot.data : [];
+  const points = data.reduce((n, t) => n + Math.max((t.x || []).length, (t.y || []).length), 0);
+  const marks = plot ? [...plot.querySelectorAll('.trace path')]
+    .filter(p => (p.getAttribute('d') || '').length > 2).length : 0;
+  const svg = plot ? plot.querySelector('.main-svg').getBoundingClientRect() : {width: 0, height: 0};
+  return {name: figure.dataset.chart, empty: figure.classList.contains('empty'), traces: data.length,
+          points, marks, width: svg.width, height: svg.height, room: figure.clientWidth};
+})
+"""
+
+
+def inspect_page(html_file: Path, screenshot: Path) -> dict[str, Any]:
+    """Open the file offline; return the charts' state, headline cards, links, console errors and
+    the requests the page tried, after writing a full-page screenshot."""
+    with open_offline(html_file) as opened:
+        page = opened.page
+        page.wait_for_function("() => typeof Plotly === 'object'")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('figure.chart:not(.empty) .js-plotly-plot')]"
+            ".every(p => p._fullLayout && p.querySelector('.main-svg'))",
+            timeout=30_000,
+        )
+        state = {
+            "charts": page.evaluate(CHART_STATE_JS),
+            "cards": page.eval_on_selector_all(
+                ".card", "cards => cards.map(c => [c.dataset.metric, c.querySelector('.value').textContent])"
+            ),
+            "links": page.eval_on_selector_all("table.slowest a", "links => links.map(a => a.href)"),
+        }
+        page.screenshot(path=str(screenshot), full_page=True)
+        state["console_errors"] = list(opened.console_errors)
+        state["network_requests"] = list(opened.network_requests)
+    return state

@@ -5,54 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from analytics.html import render
 from analytics.periods import org_report
-from browser import open_offline
+from browser import inspect_page
 from report_rows import busy_org
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CHARTS = ("throughput", "time-to-first-review", "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load")
-
-# Per chart: how many traces it has, how many data points they hold, how many marks (bars,
-# points, lines, boxes) plotly drew in its SVG.
-CHART_STATE_JS = """
-() => [...document.querySelectorAll('figure.chart')].map(figure => {
-  const plot = figure.querySelector('.js-plotly-plot');
-  const data = plot && plot.data ? plot.data : [];
-  const points = data.reduce((n, t) => n + Math.max((t.x || []).length, (t.y || []).length), 0);
-  const marks = plot ? [...plot.querySelectorAll('.trace path')]
-    .filter(p => (p.getAttribute('d') || '').length > 2).length : 0;
-  const svg = plot ? plot.querySelector('.main-svg').getBoundingClientRect() : {width: 0, height: 0};
-  return {name: figure.dataset.chart, empty: figure.classList.contains('empty'), traces: data.length,
-          points, marks, width: svg.width, height: svg.height, room: figure.clientWidth};
-})
-"""
-
-
-def inspect_page(html_file: Path, screenshot: Path) -> dict[str, Any]:
-    """Open the file offline; return the charts' state, headline cards, links, console errors and
-    the requests the page tried, after writing a full-page screenshot."""
-    with open_offline(html_file) as opened:
-        page = opened.page
-        page.wait_for_function("() => typeof Plotly === 'object'")
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('figure.chart:not(.empty) .js-plotly-plot')]"
-            ".every(p => p._fullLayout && p.querySelector('.main-svg'))",
-            timeout=30_000,
-        )
-        state = {
-            "charts": page.evaluate(CHART_STATE_JS),
-            "cards": page.eval_on_selector_all(
-                ".card", "cards => cards.map(c => [c.dataset.metric, c.querySelector('.value').textContent])"
-            ),
-            "links": page.eval_on_selector_all("table.slowest a", "links => links.map(a => a.href)"),
-        }
-        page.screenshot(path=str(screenshot), full_page=True)
-        state["console_errors"] = list(opened.console_errors)
-        state["network_requests"] = list(opened.network_requests)
-    return state
 
 
 def test_report_renders_every_chart_with_data_offline(tmp_path: Path):

@@ -16,6 +16,7 @@ import pytest
 from analytics.build import write_report
 from analytics.cli import main as report_main
 from analytics.queries import ReportError
+from browser import inspect_page
 from emulator import Dataset, GitHubEmulator
 from flows.settings import Settings
 from landing_runs import ORG, sync
@@ -127,6 +128,20 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
         assert links == [url for (url,) in oldest]
     finally:
         con.close()
+
+
+def test_report_of_the_pipeline_renders_in_chromium(filled: Settings, tmp_path: Path):
+    out = tmp_path / "report.html"
+    write_report(filled.warehouse_config, out, [ORG], WEEKS, now=NOW)
+
+    state = inspect_page(out, tmp_path / "report.png")
+
+    assert state["console_errors"] == [] and state["network_requests"] == []
+    assert len(state["charts"]) == 6
+    for chart in state["charts"]:
+        assert not chart["empty"] and chart["points"] > 0 and chart["marks"] > 0, chart
+    assert len(state["links"]) == 15 and all(link.startswith("https://github.com/acme/") for link in state["links"])
+    assert (tmp_path / "report.png").stat().st_size > 20_000
 
 
 def test_unknown_organisation_is_an_honest_empty_section(filled: Settings, tmp_path: Path):
