@@ -509,3 +509,30 @@ def test_a_report_that_cannot_be_written_never_fails_the_run(emulator, dataset, 
     assert warehouse_keys(tmp_path, "acme") == dataset.expected("acme")
     assert any("The report was not written: RuntimeError: the report's disk is full" in line for line in api_logs(state))
     assert "report:" not in summary_artifact(state)
+
+
+def test_flow_writes_the_report_and_publishes_the_headline_per_organisation(emulator, secret_block, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from analytics.build import headline_rows, write_report
+
+    state = run(list(ORGS), emulator, tmp_path)
+
+    assert state.is_completed(), state
+    summary = state.result()
+    report = tmp_path / flow_module.REPORT_FILE
+    assert summary.report_path == report and report.stat().st_size > 1_000_000
+    assert f"- report: `{report.resolve()}`" in summary_artifact(state)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[flow_module.HEADLINE_ARTIFACT_KEY]))
+        )
+    (artifact,) = [a for a in artifacts if a.flow_run_id == flow_run_id(state)]
+    assert artifact.type == "table" and str(report.resolve()) in artifact.description
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    # The same numbers as a report built now from the same warehouse: six per organisation.
+    again = write_report(Settings(data_dir=tmp_path).warehouse_config, tmp_path / "again.html", list(ORGS))
+    assert table == headline_rows(again.reports)
+    assert sorted({row["organisation"] for row in table}) == sorted(ORGS)
+    assert len(table) == 6 * len(ORGS) and all(row["value"] for row in table)
