@@ -32,9 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlglot
+from sqlglot import exp
 
 from destinations import DuckDBConfig, DuckDBWarehouse, SnowflakeConfig, SnowflakeWarehouse, bootstrap, merge_landed_loads, sql
 from destinations.merge import ensure_metric_views
+from destinations.script import statements
+from flows import bootstrap as bootstrap_cli
 from sources.github.schema import child_fetch_row, event_row, file_row, pull_request_row, review_row
 from warehouse_loads import land, land_new_columns_onto_an_older_warehouse
 
@@ -440,3 +444,50 @@ def test_views_are_created_after_a_merge_when_missing_on_snowflake(tmp_path: Pat
     merge_landed_loads(snow, str(tmp_path), ORG, "github_acme", bootstrap_first=False)
     assert views(snow) == set(sql.METRIC_VIEWS)
     check_views(snow, before)
+
+
+# --- The Snowflake text (`./dev bootstrap --print-sql`) ---------------------------------------------
+
+TIMESTAMP_TZ_COLUMNS = {"created_at", "merged_at", "closed_at", "first_review_at", "submitted_at"}
+
+
+@pytest.fixture
+def printed_views(capsys: pytest.CaptureFixture[str]) -> list[exp.Expr]:
+    assert bootstrap_cli.main(["--print-sql", "--org", ORG]) == 0
+    found = [s for s in statements(capsys.readouterr().out) if s.startswith("CREATE OR REPLACE VIEW")]
+    return [sqlglot.parse_one(s, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE) for s in found]
+
+
+def test_print_sql_creates_the_views_in_order_and_each_parses(printed_views: list[exp.Expr]) -> None:
+    assert [tree.this.sql("snowflake") for tree in printed_views] == [f'"GITHUB".{name}' for name in sql.METRIC_VIEWS]
+    assert all(isinstance(tree, exp.Create) and tree.args.get("replace") for tree in printed_views)
+
+
+def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> None:
+    """WEEK_START changes DATE_TRUNC('WEEK'), DAYOFWEEK and WEEK; TIMEZONE changes what a TIMESTAMP_TZ
+    or CURRENT_TIMESTAMP() becomes when cast to DATE or TIMESTAMP_NTZ: views are read in the reader's
+    session, so weeks go through DAYOFWEEKISO and every such cast through CONVERT_TIMEZONE('UTC', ...)."""
+    for tree in printed_views:
+        text = tree.sql("snowflake").upper()
+        assert "DATE_TRUNC" not in text and "WEEKOFYEAR" not in text and "DAYOFWEEK(" not in text
+        for cast in tree.find_all(exp.Cast):
+            if cast.to.this in (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP):
+                operand = cast.this
+                assert not isinstance(operand, exp.CurrentTimestamp), cast.sql("snowflake")
+                assert not (isinstance(operand, exp.Column) and operand.name.lower() in TIMESTAMP_TZ_COLUMNS), cast.sql("snowflake")
+        for convert in tree.find_all(exp.ConvertTimezone):
+            assert convert.args["target_tz"].name == "UTC" and convert.args.get("source_tz") is None
+
+
+def test_views_select_listed_columns_and_exact_percentiles(printed_views: list[exp.Expr]) -> None:
+    """SELECT * over a table breaks a Snowflake view once the merge adds a column to that table;
+    percentiles are PERCENTILE_CONT (linear interpolation), never an approximation."""
+    for tree in printed_views:
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for select in tree.find_all(exp.Select):
+            if any(isinstance(e, exp.Star) or e.is_star for e in select.expressions):
+                assert select.args["from_"].this.name in ctes, select.sql("snowflake")
+        text = tree.sql("snowflake").upper()
+        assert "APPROX_PERCENTILE" not in text and "MEDIAN(" not in text and "PERCENTILE_DISC" not in text
+    weekly = printed_views[sql.METRIC_VIEWS.index("weekly_pull_request_metrics")]
+    assert len(list(weekly.find_all(exp.PercentileCont))) == 7
