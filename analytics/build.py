@@ -9,7 +9,7 @@ from pathlib import Path
 
 from analytics import queries
 from analytics.html import metric_change, metric_value, render
-from analytics.periods import OrgReport, org_report
+from analytics.periods import OrgReport, latest_active_week, org_report, periods
 from destinations.config import DuckDBConfig, SnowflakeConfig
 from destinations.warehouse import Warehouse, open_warehouse
 from sources.github.names import normalise_org
@@ -34,16 +34,16 @@ def read_reports(warehouse: Warehouse, orgs: list[str], weeks: int, now: datetim
     reports = []
     for org in names:
         org_weeks = queries.weeks(warehouse, org)
-        if not org_weeks:
-            reports.append(org_report(org, [], [], [], weeks, now))
+        last_week = latest_active_week(org_weeks)
+        if last_week is None:
+            reports.append(org_report(org, [], org_weeks, [], weeks, now))
             continue
-        # Read back two periods from the latest week in the data (org_report picks the exact weeks).
-        probe = org_report(org, [], org_weeks, [], weeks, now)
-        since = probe.previous.start if probe.previous else org_weeks[0].week_start
+        # Both periods' rows: the current one and the one it is compared with.
+        _, previous = periods(last_week, weeks)
         reports.append(
             org_report(
-                org, queries.pull_requests(warehouse, org, since), org_weeks,
-                queries.reviewer_weeks(warehouse, org, since), weeks, now,
+                org, queries.pull_requests(warehouse, org, previous.start), org_weeks,
+                queries.reviewer_weeks(warehouse, org, previous.start), weeks, now,
             )
         )
     return reports

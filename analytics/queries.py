@@ -146,12 +146,15 @@ def weeks(warehouse: Warehouse, org: str) -> list[Week]:
 
 
 def pull_requests(warehouse: Warehouse, org: str, since: date) -> list[PullRequest]:
-    """The organisation's open pull requests and those created or closed on or after `since`
-    (a day earlier, so that no time zone loses a row at the edge)."""
+    """The organisation's open pull requests and those created, closed or first reviewed (a
+    review may come after the close) on or after `since`, a day earlier so that no time zone
+    loses a row at the edge."""
+    day_before = (since - timedelta(days=1)).isoformat()
     rows = warehouse.execute(
         f"SELECT {', '.join(_PULL_REQUEST_COLUMNS)} FROM {warehouse.table(PULL_REQUEST_METRICS)} "
-        "WHERE org = ? AND (state = 'open' OR created_at >= CAST(? AS DATE) OR closed_at >= CAST(? AS DATE))",
-        [org, (since - timedelta(days=1)).isoformat(), (since - timedelta(days=1)).isoformat()],
+        "WHERE org = ? AND (state = 'open' OR created_at >= CAST(? AS DATE) OR closed_at >= CAST(? AS DATE) "
+        "OR first_review_at >= CAST(? AS DATE))",
+        [org, day_before, day_before, day_before],
     )
     return [
         PullRequest(
