@@ -135,11 +135,12 @@ review_facts AS (
         COUNT(c.review_id) AS reviews,
         COUNT(DISTINCT c.reviewer_login) AS distinct_reviewers,
         SUM(CASE WHEN c.state = 'CHANGES_REQUESTED' THEN 1 ELSE 0 END) AS changes_requested_rounds,
-        MAX(CASE WHEN c.state = 'APPROVED' THEN 1 ELSE 0 END) = 1 AS approved,
+        MAX(CASE WHEN c.state = 'APPROVED' AND c.submitted_at <= p.merged_at THEN 1 ELSE 0 END) = 1 AS approved_before_merge,
         MIN(CASE WHEN c.submitted_at >= r.ready_at THEN c.submitted_at END) AS first_review_at,
         MIN(CASE WHEN c.submitted_at >= r.ready_at AND c.state = 'APPROVED' THEN c.submitted_at END) AS first_approval_at,
         MIN(CASE WHEN c.submitted_at >= q.first_review_requested_at THEN c.submitted_at END) AS first_review_after_request_at
     FROM ready AS r
+    JOIN prs AS p ON p.id = r.pull_request_id
     LEFT JOIN {schema}.counted_reviews AS c ON c.pull_request_id = r.pull_request_id
     LEFT JOIN requests AS q ON q.pull_request_id = r.pull_request_id
     GROUP BY r.pull_request_id
@@ -202,7 +203,7 @@ SELECT
         THEN DATEDIFF('second', v.first_review_at, p.merged_at)
     END AS review_time_seconds,
     DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
-    CASE WHEN p.is_merged THEN NOT v.approved END AS merged_without_approval,
+    CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
     v.reviews,
     v.distinct_reviewers,
     v.changes_requested_rounds,

@@ -17,7 +17,7 @@ acme/api #3 (ada)   opened as a draft 01-13 09:00 and still one; a review reques
                     COMMENTED 01-14 09:00. Its only file was dropped: the last file list came back empty.
 acme/web #1 (bob)   opened Sun 01-11 23:30 UTC (Mon 08:30 in Tokyo: the week must be the UTC one);
                     review requested from carol at once; carol COMMENTED 01-12 23:30; merged
-                    01-15 23:30:01 without an approval. One file +100/-0.
+                    01-15 23:30:01; carol APPROVED 01-16 10:00, after the merge. One file +100/-0.
 acme/api #4 (ada)   opened 01-12 10:00; converted to a draft 10:10, ready 10:40; ada APPROVED 10:30 (the
                     author), lint[bot] COMMENTED 10:15 (a bot by its login only), bob APPROVED 11:00;
                     merged 12:00. Files +5/-4.
@@ -182,7 +182,8 @@ def land_history(root: Path) -> None:
         ]),
         (pr3, [review(pr3, 5301, BOB, "COMMENTED", "01-14 09:00")], [],
          [event(pr3, 9301, "review_requested", "01-13 10:00", REVIEW_BOT)]),
-        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30")], [changed(web, "theme.css", 100, 0)], [
+        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30"), review(web, 6102, CAROL, "APPROVED", "01-16 10:00")],
+         [changed(web, "theme.css", 100, 0)], [
             event(web, 9401, "review_requested", "01-11 23:30", CAROL),
             event(web, 9402, "merged", "01-15 23:30:01"),
             event(web, 9403, "closed", "01-15 23:30:01"),
@@ -236,11 +237,12 @@ EXPECTED_PRS = [
      at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 11:00"), at("01-12 11:00"),
      at("01-12 12:00"), at("01-12 12:00"), 1800, 3600, None, 3600, 3600, 7200, False, 1, 1, 0, 0,
      5, 4, 1, "XS", False),
-    # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening with
-    # no approval. 100 lines: M.
+    # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
+    # only approval came the day after the merge (01-16 10:00, 4 d 10 h 30 min after ready = 383,400 s):
+    # merged without approval. 100 lines: M.
     ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
-     at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), None,
-     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, None, 259201, 345601, True, 1, 1, 0, 0,
+     at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
+     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, 2, 1, 0, 0,
      100, 0, 1, "M", False),
 ]
 
@@ -266,7 +268,7 @@ EXPECTED_REVIEWER_LOAD = [
     (W1, "acme", "api", "bob", 4, 2),  # api#1 x3, api#2
     (W1, "acme", "api", "carol", 1, 1),  # api#1's approval; her PENDING review does not count
     (W2, "acme", "api", "bob", 2, 2),  # api#4, api#3 (a review of a draft is still a review)
-    (W2, "acme", "web", "carol", 1, 1),  # 01-12 23:30 UTC
+    (W2, "acme", "web", "carol", 2, 1),  # web#1 01-12 23:30 UTC and 01-16 (after the merge)
 ]
 
 
