@@ -11,12 +11,14 @@
 --   ...)), durations are DATEDIFF in seconds between instants.
 -- * Columns are listed, never SELECT *: a Snowflake view over SELECT * breaks when the merge adds a
 --   column to its table.
+-- * COPY GRANTS: a replaced view keeps the privileges granted on it (SELECT for a report's role);
+--   sqlglot leaves it out for DuckDB, which has no grants.
 
 
 -- The reviews that count, one row per review: submitted (PENDING reviews have no submitted_at), by a
 -- person who is not a bot and not the pull request's author (same user id; the login when an id is
 -- missing; a deleted account (no id, no login) counts as someone else).
-CREATE OR REPLACE VIEW {schema}.counted_reviews AS
+CREATE OR REPLACE VIEW {schema}.counted_reviews COPY GRANTS AS
 SELECT
     r.org,
     r.repo,
@@ -35,7 +37,7 @@ WHERE r.submitted_at IS NOT NULL
 
 
 -- One row per pull request not opened by a bot.
-CREATE OR REPLACE VIEW {schema}.pull_request_metrics AS
+CREATE OR REPLACE VIEW {schema}.pull_request_metrics COPY GRANTS AS
 WITH prs AS (
     SELECT
         org, repo, id, number, title, html_url, author_login, state, is_draft, is_merged,
@@ -230,7 +232,7 @@ LEFT JOIN sizes AS s ON s.pull_request_id = p.id;
 -- One row per Monday-starting UTC week x organisation x repository, and per week x organisation
 -- with repo NULL (the whole organisation), from the week of the first pull request of that
 -- repository (organisation) to the current week.
-CREATE OR REPLACE VIEW {schema}.weekly_pull_request_metrics AS
+CREATE OR REPLACE VIEW {schema}.weekly_pull_request_metrics COPY GRANTS AS
 WITH now_utc AS (
     SELECT CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ AS now_at
 ),
@@ -368,7 +370,7 @@ FROM weekly;
 
 -- One row per Monday-starting UTC week (of submitted_at) x organisation x repository x reviewer:
 -- the counted reviews on pull requests not opened by a bot.
-CREATE OR REPLACE VIEW {schema}.reviewer_load AS
+CREATE OR REPLACE VIEW {schema}.reviewer_load COPY GRANTS AS
 WITH reviews AS (
     SELECT
         c.org,

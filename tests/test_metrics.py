@@ -463,6 +463,8 @@ def printed_views(capsys: pytest.CaptureFixture[str]) -> list[exp.Expr]:
 def test_print_sql_creates_the_views_in_order_and_each_parses(printed_views: list[exp.Expr]) -> None:
     assert [tree.this.sql("snowflake") for tree in printed_views] == [f'"GITHUB".{name}' for name in sql.METRIC_VIEWS]
     assert all(isinstance(tree, exp.Create) and tree.args.get("replace") for tree in printed_views)
+    # Without COPY GRANTS a replaced view loses the SELECT granted to the report's role at every bootstrap.
+    assert all(tree.find(exp.CopyGrantsProperty) for tree in printed_views)
 
 
 def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> None:
