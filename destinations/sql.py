@@ -2,8 +2,9 @@
 
 DuckDB receives the same text through `to_dialect` (sqlglot, cached). Only where a dialect truly
 needs another statement (loading the stage: COPY INTO vs INSERT ... read_parquet; the ARRAY column
-type; TRANSIENT stage tables) do both versions sit side by side here. `destinations/script.py` prints
-the Snowflake statements as one script (`./dev bootstrap --print-sql`).
+type; TRANSIENT stage tables) do both versions sit side by side here. The metric views are one
+readable file next to this one, `metrics.sql`, which `metric_views` loads. `destinations/script.py`
+prints the Snowflake statements as one script (`./dev bootstrap --print-sql`).
 
 Builders take names that `quote` already validated and quoted: nothing from outside reaches the SQL
 text unchecked.
