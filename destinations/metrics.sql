@@ -283,14 +283,17 @@ week_numbers AS (
     CROSS JOIN digits AS thousands
 ),
 
-scopes AS (
-    SELECT org, repo, MIN(created_week) AS first_week
-    FROM prs
-    GROUP BY org, repo
+-- Each pull request counts in two scopes: its repository, and its organisation (scope_repo NULL).
+scoped_prs AS (
+    SELECT *, repo AS scope_repo FROM prs
     UNION ALL
-    SELECT org, CAST(NULL AS VARCHAR) AS repo, MIN(created_week) AS first_week
-    FROM prs
-    GROUP BY org
+    SELECT *, CAST(NULL AS VARCHAR) AS scope_repo FROM prs
+),
+
+scopes AS (
+    SELECT org, scope_repo AS repo, MIN(created_week) AS first_week
+    FROM scoped_prs
+    GROUP BY org, scope_repo
 ),
 
 -- Each week ends at the next Monday 00:00 UTC; the current week ends now.
@@ -322,9 +325,9 @@ week_prs AS (
             THEN DATEDIFF('second', p.created_utc, w.week_end)
         END AS open_age_seconds
     FROM weeks AS w
-    LEFT JOIN prs AS p
+    LEFT JOIN scoped_prs AS p
         ON p.org = w.org
-        AND (w.repo IS NULL OR p.repo = w.repo)
+        AND p.scope_repo IS NOT DISTINCT FROM w.repo
         AND p.created_utc < w.week_end
         AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_start OR p.first_review_utc >= w.week_start)
 ),
