@@ -94,7 +94,7 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
 def create_metric_views(warehouse: Warehouse) -> list[str]:
     """(Re)create the metric views of `destinations/metrics.sql`: CREATE OR REPLACE, so a bootstrap
     also brings their definitions up to date. Names what it created, one line per view."""
-    for statement in sql.metric_views(warehouse.q(warehouse.schema_name)):
+    for statement in sql.metric_views(warehouse.qualified_schema()):
         warehouse.execute(statement)
     return [f"view {warehouse.table(name)}" for name in sql.METRIC_VIEWS]
 

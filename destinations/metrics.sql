@@ -1,5 +1,6 @@
 -- The metric views, in Snowflake's dialect; DuckDB receives them through sqlglot (sql.to_dialect).
--- Loaded by destinations/sql.py (metric_views): {schema} is replaced by the quoted schema name, lines
+-- Loaded by destinations/sql.py (metric_views): {schema} is replaced by the quoted schema name (on
+-- Snowflake with its database: a reader's session must not complete the name with its own), lines
 -- starting with "--" are dropped, and each statement ends with ";" at the end of a line.
 -- The definitions are written out in README.md ("Metrics"); keep the two in step.
 --

@@ -241,6 +241,9 @@ _VIEW_NAME = re.compile(r"CREATE OR REPLACE VIEW \{schema\}\.([a-z_]+) COPY GRAN
 def metric_views(schema: str) -> list[str]:
     """The `CREATE OR REPLACE VIEW` statements of metrics.sql for a quoted schema, in file order.
 
+    On Snowflake `schema` is database-qualified (`"DB"."GITHUB"`): a view's references must not
+    depend on the current database of the session that reads it.
+
     Lines starting with `--` are comments for the reader of the file and are dropped; a statement
     ends with `;` at the end of a line.
     """

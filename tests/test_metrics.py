@@ -470,7 +470,9 @@ def printed_views(capsys: pytest.CaptureFixture[str]) -> list[exp.Expr]:
 
 
 def test_print_sql_creates_the_views_in_order_and_each_parses(printed_views: list[exp.Expr]) -> None:
-    assert [tree.this.sql("snowflake") for tree in printed_views] == [f'"GITHUB".{name}' for name in sql.METRIC_VIEWS]
+    assert [tree.this.sql("snowflake") for tree in printed_views] == [
+        f'"<DATABASE>"."GITHUB".{name}' for name in sql.METRIC_VIEWS
+    ]
     assert all(isinstance(tree, exp.Create) and tree.args.get("replace") for tree in printed_views)
     # Without COPY GRANTS a replaced view loses the SELECT granted to the report's role at every bootstrap.
     assert all(tree.find(exp.CopyGrantsProperty) for tree in printed_views)
@@ -478,9 +480,14 @@ def test_print_sql_creates_the_views_in_order_and_each_parses(printed_views: lis
 
 def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> None:
     """WEEK_START changes DATE_TRUNC('WEEK'), DAYOFWEEK and WEEK; TIMEZONE changes what a TIMESTAMP_TZ
-    or CURRENT_TIMESTAMP() becomes when cast to DATE or TIMESTAMP_NTZ: views are read in the reader's
-    session, so weeks go through DAYOFWEEKISO and every such cast through CONVERT_TIMEZONE('UTC', ...)."""
+    or CURRENT_TIMESTAMP() becomes when cast to DATE or TIMESTAMP_NTZ; the current database completes a
+    name without one. Views are read in the reader's session, so weeks go through DAYOFWEEKISO, every
+    such cast through CONVERT_TIMEZONE('UTC', ...), and every table or view is named with its database."""
     for tree in printed_views:
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for table in tree.find_all(exp.Table):
+            if table.name not in ctes and not isinstance(table.this, exp.Values):
+                assert (table.catalog, table.db) == ("<DATABASE>", "GITHUB"), table.sql("snowflake")
         text = tree.sql("snowflake").upper()
         assert "DATE_TRUNC" not in text and "WEEKOFYEAR" not in text and "DAYOFWEEK(" not in text
         for cast in tree.find_all(exp.Cast):
