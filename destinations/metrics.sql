@@ -12,7 +12,7 @@
 --   ...)), durations are DATEDIFF in seconds between instants.
 -- * Columns are listed, never SELECT *: a Snowflake view over SELECT * breaks when the merge adds a
 --   column to its table.
--- * COPY GRANTS: a replaced view keeps the privileges granted on it (SELECT for a report's role);
+-- * COPY GRANTS: a replaced view keeps the privileges granted on it (SELECT for a report's role),
 --   sqlglot leaves it out for DuckDB, which has no grants.
 
 

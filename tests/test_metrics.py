@@ -459,6 +459,18 @@ def test_views_are_created_after_a_merge_when_missing_on_snowflake(tmp_path: Pat
 
 # --- The Snowflake text (`./dev bootstrap --print-sql`) ---------------------------------------------
 
+
+def test_metrics_sql_must_hold_the_views_in_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each view reads only the ones before it: a reordered or missing view fails at load, by name."""
+    statements_ = sql.METRICS_SQL.read_text(encoding="utf-8").split(";\n")
+    swapped = [statements_[1], statements_[0], *statements_[2:]]
+    reordered = tmp_path / "metrics.sql"
+    reordered.write_text(";\n".join(swapped), encoding="utf-8")
+    monkeypatch.setattr(sql, "METRICS_SQL", reordered)
+    with pytest.raises(ValueError, match="holds views \\('pull_request_metrics', 'counted_reviews'"):
+        sql.metric_views('"github"')
+
+
 TIMESTAMP_TZ_COLUMNS = {"created_at", "merged_at", "closed_at", "first_review_at", "submitted_at"}
 
 
