@@ -51,10 +51,11 @@ def stage_table_name(pipeline_name: str, table: str) -> str:
 
 
 def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[str]:
-    """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables
-    and their rows in the merge-lock table.
+    """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables,
+    their rows in the merge-lock table, and the metric views.
 
-    Idempotent; every statement is `IF NOT EXISTS`. Returns what it ensured, one line per object.
+    Idempotent: every object is `IF NOT EXISTS` (a declared column an existing table lacks is added),
+    the metric views `CREATE OR REPLACE`. Returns what it ensured, one line per object.
     The flow runs it once before its merges fan out: concurrent DDL conflicts on DuckDB.
     """
     pipeline_names = [sql.check_pipeline_name(name) for name in pipeline_names]
@@ -94,7 +95,7 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
 def create_metric_views(warehouse: Warehouse) -> list[str]:
     """(Re)create the metric views of `destinations/metrics.sql`: CREATE OR REPLACE, so a bootstrap
     also brings their definitions up to date. Names what it created, one line per view."""
-    for statement in sql.metric_views(warehouse.q(warehouse.schema_name)):
+    for statement in sql.metric_views(warehouse.qualified_schema()):
         warehouse.execute(statement)
     return [f"view {warehouse.table(name)}" for name in sql.METRIC_VIEWS]
 

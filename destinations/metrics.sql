@@ -1,5 +1,6 @@
 -- The metric views, in Snowflake's dialect; DuckDB receives them through sqlglot (sql.to_dialect).
--- Loaded by destinations/sql.py (metric_views): {schema} is replaced by the quoted schema name, lines
+-- Loaded by destinations/sql.py (metric_views): {schema} is replaced by the quoted schema name (on
+-- Snowflake with its database: a reader's session must not complete the name with its own), lines
 -- starting with "--" are dropped, and each statement ends with ";" at the end of a line.
 -- The definitions are written out in README.md ("Metrics"); keep the two in step.
 --
@@ -11,12 +12,14 @@
 --   ...)), durations are DATEDIFF in seconds between instants.
 -- * Columns are listed, never SELECT *: a Snowflake view over SELECT * breaks when the merge adds a
 --   column to its table.
+-- * COPY GRANTS: a replaced view keeps the privileges granted on it (SELECT for a report's role),
+--   sqlglot leaves it out for DuckDB, which has no grants.
 
 
 -- The reviews that count, one row per review: submitted (PENDING reviews have no submitted_at), by a
 -- person who is not a bot and not the pull request's author (same user id; the login when an id is
 -- missing; a deleted account (no id, no login) counts as someone else).
-CREATE OR REPLACE VIEW {schema}.counted_reviews AS
+CREATE OR REPLACE VIEW {schema}.counted_reviews COPY GRANTS AS
 SELECT
     r.org,
     r.repo,
@@ -35,7 +38,7 @@ WHERE r.submitted_at IS NOT NULL
 
 
 -- One row per pull request not opened by a bot.
-CREATE OR REPLACE VIEW {schema}.pull_request_metrics AS
+CREATE OR REPLACE VIEW {schema}.pull_request_metrics COPY GRANTS AS
 WITH prs AS (
     SELECT
         org, repo, id, number, title, html_url, author_login, state, is_draft, is_merged,
@@ -135,11 +138,12 @@ review_facts AS (
         COUNT(c.review_id) AS reviews,
         COUNT(DISTINCT c.reviewer_login) AS distinct_reviewers,
         SUM(CASE WHEN c.state = 'CHANGES_REQUESTED' THEN 1 ELSE 0 END) AS changes_requested_rounds,
-        MAX(CASE WHEN c.state = 'APPROVED' THEN 1 ELSE 0 END) = 1 AS approved,
+        MAX(CASE WHEN c.state = 'APPROVED' AND c.submitted_at <= p.merged_at THEN 1 ELSE 0 END) = 1 AS approved_before_merge,
         MIN(CASE WHEN c.submitted_at >= r.ready_at THEN c.submitted_at END) AS first_review_at,
         MIN(CASE WHEN c.submitted_at >= r.ready_at AND c.state = 'APPROVED' THEN c.submitted_at END) AS first_approval_at,
         MIN(CASE WHEN c.submitted_at >= q.first_review_requested_at THEN c.submitted_at END) AS first_review_after_request_at
     FROM ready AS r
+    JOIN prs AS p ON p.id = r.pull_request_id
     LEFT JOIN {schema}.counted_reviews AS c ON c.pull_request_id = r.pull_request_id
     LEFT JOIN requests AS q ON q.pull_request_id = r.pull_request_id
     GROUP BY r.pull_request_id
@@ -202,7 +206,7 @@ SELECT
         THEN DATEDIFF('second', v.first_review_at, p.merged_at)
     END AS review_time_seconds,
     DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
-    CASE WHEN p.is_merged THEN NOT v.approved END AS merged_without_approval,
+    CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
     v.reviews,
     v.distinct_reviewers,
     v.changes_requested_rounds,
@@ -229,7 +233,7 @@ LEFT JOIN sizes AS s ON s.pull_request_id = p.id;
 -- One row per Monday-starting UTC week x organisation x repository, and per week x organisation
 -- with repo NULL (the whole organisation), from the week of the first pull request of that
 -- repository (organisation) to the current week.
-CREATE OR REPLACE VIEW {schema}.weekly_pull_request_metrics AS
+CREATE OR REPLACE VIEW {schema}.weekly_pull_request_metrics COPY GRANTS AS
 WITH now_utc AS (
     SELECT CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ AS now_at
 ),
@@ -280,14 +284,17 @@ week_numbers AS (
     CROSS JOIN digits AS thousands
 ),
 
-scopes AS (
-    SELECT org, repo, MIN(created_week) AS first_week
-    FROM prs
-    GROUP BY org, repo
+-- Each pull request counts in two scopes: its repository, and its organisation (scope_repo NULL).
+scoped_prs AS (
+    SELECT *, repo AS scope_repo FROM prs
     UNION ALL
-    SELECT org, CAST(NULL AS VARCHAR) AS repo, MIN(created_week) AS first_week
-    FROM prs
-    GROUP BY org
+    SELECT *, CAST(NULL AS VARCHAR) AS scope_repo FROM prs
+),
+
+scopes AS (
+    SELECT org, scope_repo AS repo, MIN(created_week) AS first_week
+    FROM scoped_prs
+    GROUP BY org, scope_repo
 ),
 
 -- Each week ends at the next Monday 00:00 UTC; the current week ends now.
@@ -319,9 +326,9 @@ week_prs AS (
             THEN DATEDIFF('second', p.created_utc, w.week_end)
         END AS open_age_seconds
     FROM weeks AS w
-    LEFT JOIN prs AS p
+    LEFT JOIN scoped_prs AS p
         ON p.org = w.org
-        AND (w.repo IS NULL OR p.repo = w.repo)
+        AND p.scope_repo IS NOT DISTINCT FROM w.repo
         AND p.created_utc < w.week_end
         AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_start OR p.first_review_utc >= w.week_start)
 ),
@@ -367,7 +374,7 @@ FROM weekly;
 
 -- One row per Monday-starting UTC week (of submitted_at) x organisation x repository x reviewer:
 -- the counted reviews on pull requests not opened by a bot.
-CREATE OR REPLACE VIEW {schema}.reviewer_load AS
+CREATE OR REPLACE VIEW {schema}.reviewer_load COPY GRANTS AS
 WITH reviews AS (
     SELECT
         c.org,

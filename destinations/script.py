@@ -36,6 +36,9 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
 
     stage = table(config.stage)
     ledger = table(LEDGER)
+    # The views name their tables with the database (see SnowflakeWarehouse.qualified_schema).
+    placeholder = config.database.startswith("<") and config.database.endswith(">")
+    database = f'"{config.database.upper()}"' if placeholder else q(config.database)
     file_format = table(config.file_format)
     format_name = sql.literal(f"{sql.fold(schema, _DIALECT)}.{sql.fold(config.file_format, _DIALECT)}")
     sections: list[tuple[str, list[str]]] = []
@@ -73,7 +76,7 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
         "Metric views (destinations/metrics.sql; see README \"Metrics\"): CREATE OR REPLACE by the bootstrap,\n"
         "-- so a bootstrap brings their definitions up to date; after each merge, created if any is missing\n"
         "-- (information_schema.views).",
-        [*sql.metric_views(q(schema)), sql.view_names()],
+        [*sql.metric_views(f"{database}.{q(schema)}"), sql.view_names()],
     ))
 
     for org, pipeline_name in pipelines.items():

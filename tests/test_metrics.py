@@ -7,20 +7,21 @@ below is worked out by hand from the timeline written next to it (README "Metric
 
 acme/api #1 (ada)   opened as a draft Mon 2026-01-05 09:00; review requested from bob 09:45 (still a
                     draft); ready 10:00; back to draft 12:00; ready again 14:00; requests for carol
-                    14:00 and bob again (a re-request) 01-06 09:00. Reviews: bob COMMENTED 09:30 (while
+                    14:00 and bob again (a re-request) 01-06 09:00; carol's removed 09:30. Reviews: bob COMMENTED 09:30 (while
                     a draft), dependabot[bot] COMMENTED 10:30 (bot), ada COMMENTED 11:00 (the author),
                     bob CHANGES_REQUESTED 11:30, carol PENDING (no submitted_at), bob APPROVED 01-06
                     10:00, carol APPROVED 01-06 12:00. Merged 01-07 09:00. Files +5/-2 and +20/-0.
-acme/api #2 (carol) opened 01-06 08:00; bob COMMENTED 10:00; closed 01-07 08:00, reopened 01-08 08:00,
+acme/api #2 (carol) opened 01-06 08:00; review requested from team backend 09:00; bob COMMENTED
+                    10:00; closed 01-07 08:00, reopened 01-08 08:00,
                     closed unmerged 01-13 08:00. One file +600/-500 of a truncated list.
 acme/api #3 (ada)   opened as a draft 01-13 09:00 and still one; a review requested from a bot; bob
                     COMMENTED 01-14 09:00. Its only file was dropped: the last file list came back empty.
 acme/web #1 (bob)   opened Sun 01-11 23:30 UTC (Mon 08:30 in Tokyo: the week must be the UTC one);
                     review requested from carol at once; carol COMMENTED 01-12 23:30; merged
-                    01-15 23:30:01 without an approval. One file +100/-0.
+                    01-15 23:30:01; carol APPROVED 01-16 10:00, after the merge. One file +100/-0.
 acme/api #4 (ada)   opened 01-12 10:00; converted to a draft 10:10, ready 10:40; ada APPROVED 10:30 (the
-                    author), lint[bot] COMMENTED 10:15 (a bot by its login only), bob APPROVED 11:00;
-                    merged 12:00. Files +5/-4.
+                    author), lint[bot] COMMENTED 10:15 (a bot by its login only), carol's review
+                    10:50 (dismissed since: DISMISSED), bob APPROVED 11:00; merged 12:00. Files +5/-4.
 acme/api #5         opened by dependabot[bot] 01-06; bob APPROVED it: left out everywhere.
 """
 
@@ -104,10 +105,12 @@ def review(pr: dict, id_: int, user: dict, state: str, submitted: str | None) ->
     return review_row(ORG, pr["repo"], pr, payload)
 
 
-def event(pr: dict, id_: int, kind: str, when: str, reviewer: dict | None = None) -> dict:
+def event(pr: dict, id_: int, kind: str, when: str, reviewer: dict | None = None, team: str | None = None) -> dict:
     payload: dict[str, Any] = {"id": id_, "event": kind, "actor": ADA, "created_at": iso(when)}
     if reviewer is not None:
         payload["requested_reviewer"] = reviewer
+    if team is not None:
+        payload["requested_team"] = {"slug": team}
     return event_row(ORG, pr["repo"], pr, payload)
 
 
@@ -171,18 +174,21 @@ def land_history(root: Path) -> None:
             event(pr1, 9104, "ready_for_review", "01-05 14:00"),
             event(pr1, 9105, "review_requested", "01-05 14:00", CAROL),
             event(pr1, 9106, "review_requested", "01-06 09:00", BOB),
+            event(pr1, 9109, "review_request_removed", "01-06 09:30", CAROL),
             event(pr1, 9107, "merged", "01-07 09:00"),
             event(pr1, 9108, "closed", "01-07 09:00"),
         ]),
         (pr2, [review(pr2, 5201, BOB, "COMMENTED", "01-06 10:00")],
          [changed(pr2, "x.py", 600, 500, truncated=True)], [
+            event(pr2, 9204, "review_requested", "01-06 09:00", team="backend"),
             event(pr2, 9201, "closed", "01-07 08:00"),
             event(pr2, 9202, "reopened", "01-08 08:00"),
             event(pr2, 9203, "closed", "01-13 08:00"),
         ]),
         (pr3, [review(pr3, 5301, BOB, "COMMENTED", "01-14 09:00")], [],
          [event(pr3, 9301, "review_requested", "01-13 10:00", REVIEW_BOT)]),
-        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30")], [changed(web, "theme.css", 100, 0)], [
+        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30"), review(web, 6102, CAROL, "APPROVED", "01-16 10:00")],
+         [changed(web, "theme.css", 100, 0)], [
             event(web, 9401, "review_requested", "01-11 23:30", CAROL),
             event(web, 9402, "merged", "01-15 23:30:01"),
             event(web, 9403, "closed", "01-15 23:30:01"),
@@ -190,6 +196,7 @@ def land_history(root: Path) -> None:
         (pr4, [
             review(pr4, 5401, LINT_BOT, "COMMENTED", "01-12 10:15"),
             review(pr4, 5402, ADA, "APPROVED", "01-12 10:30"),
+            review(pr4, 5404, CAROL, "DISMISSED", "01-12 10:50"),
             review(pr4, 5403, BOB, "APPROVED", "01-12 11:00"),
         ], [changed(pr4, "README.md", 5, 4)], [
             event(pr4, 9501, "convert_to_draft", "01-12 10:10"),
@@ -217,11 +224,12 @@ EXPECTED_PRS = [
      at("01-05 09:00"), at("01-05 10:00"), at("01-05 09:45"), at("01-05 11:30"), at("01-06 10:00"),
      at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 163800, 169200, False, 4, 2, 1, 0,
      25, 2, 2, "S", False),
-    # api#2: never a draft; first review 2 h after opening; never requested; closed unmerged, so no
-    # merge times and merged_without_approval is NULL; reopened once; 1,100 lines of a truncated list.
+    # api#2: never a draft; first review 2 h after opening, 1 h after the team's request; closed
+    # unmerged, so no merge times and merged_without_approval is NULL; reopened once; 1,100 lines of a
+    # truncated list.
     ("acme", "api", 1002, 2, "Cache", "https://github.com/acme/api/pull/2", "carol", "closed", False, False,
-     at("01-06 08:00"), at("01-06 08:00"), None, at("01-06 10:00"), None,
-     None, at("01-13 08:00"), 0, 7200, None, None, None, None, None, 1, 1, 0, 1,
+     at("01-06 08:00"), at("01-06 08:00"), at("01-06 09:00"), at("01-06 10:00"), None,
+     None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, 1, 1, 0, 1,
      600, 500, 1, "XL", True),
     # api#3: still a draft: never ready, so no first review although bob commented; the only request
     # was for a bot. The last file list was empty: known sizes of 0, XS.
@@ -230,26 +238,28 @@ EXPECTED_PRS = [
      None, None, DRAFT_NOW, None, None, None, None, None, None, 1, 1, 0, 0,
      0, 0, 0, "XS", False),
     # api#4: opened ready (its first draft change is convert_to_draft), draft 10:10-10:40 = 1,800 s;
-    # the author's approval and lint[bot]'s comment do not count: first review and approval are bob's at
-    # 11:00 (3,600 s); merged 12:00 (7,200 s after ready). 9 lines: XS.
+    # the author's approval and lint[bot]'s comment do not count; the first review is carol's, now
+    # DISMISSED, at 10:50 (3,000 s; review time 10:50 -> 12:00 = 4,200 s; not a changes-requested round);
+    # the first approval bob's at 11:00 (3,600 s); merged 12:00 (7,200 s after ready). 9 lines: XS.
     ("acme", "api", 1004, 4, "Fix typo", "https://github.com/acme/api/pull/4", "ada", "closed", False, True,
-     at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 11:00"), at("01-12 11:00"),
-     at("01-12 12:00"), at("01-12 12:00"), 1800, 3600, None, 3600, 3600, 7200, False, 1, 1, 0, 0,
+     at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 10:50"), at("01-12 11:00"),
+     at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, 2, 2, 0, 0,
      5, 4, 1, "XS", False),
-    # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening with
-    # no approval. 100 lines: M.
+    # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
+    # only approval came the day after the merge (01-16 10:00, 4 d 10 h 30 min after ready = 383,400 s):
+    # merged without approval. 100 lines: M.
     ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
-     at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), None,
-     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, None, 259201, 345601, True, 1, 1, 0, 0,
+     at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
+     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, 2, 1, 0, 0,
      100, 0, 1, "M", False),
 ]
 
 # (week_start, repo) -> the rest of the row in WEEKLY_COLUMNS order (from prs_opened on).
-# First reviews: W1 api#1 5,400 and api#2 7,200; W2 api#4 3,600 and web#1 86,400 (01-12 23:30 UTC).
+# First reviews: W1 api#1 5,400 and api#2 7,200; W2 api#4 3,000 and web#1 86,400 (01-12 23:30 UTC).
 # Merges: W1 api#1 169,200; W2 api#4 7,200 and web#1 345,601. PERCENTILE_CONT of n sorted values at p
 # takes position p * (n - 1), interpolating linearly, then rounds half away from zero:
 #   [5400, 7200]:   p50 6300, p75 5400 + 0.75 * 1800 = 6750, p90 5400 + 0.9 * 1800 = 7020
-#   [3600, 86400]:  p50 45000, p75 3600 + 0.75 * 82800 = 65700, p90 3600 + 0.9 * 82800 = 78120
+#   [3000, 86400]:  p50 44700, p75 3000 + 0.75 * 83400 = 65550, p90 3000 + 0.9 * 83400 = 78060
 #   [7200, 345601]: p50 176400.5 -> 176401, p75 261000.75 -> 261001, p90 311760.9 -> 311761
 # Open at the end of W1 (01-12 00:00): api#2 (closed only on 01-13; 5 d 16 h = 489,600 s) and web#1
 # (30 min = 1,800 s): organisation median 245,700. End of W2 (01-19 00:00): api#3 (5 d 15 h = 486,000).
@@ -257,16 +267,17 @@ EXPECTED_WEEKS = {
     (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600),
     (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800),
     (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700),
-    (W2, "api"): (2, 1, 1, 0.5, 3600, 3600, 3600, 7200, 7200, 7200, 1, 486000),
+    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000),
     (W2, "web"): (0, 1, 0, 1.0, 86400, 86400, 86400, 345601, 345601, 345601, 0, None),
-    (W2, None): (2, 2, 1, 2 / 3, 45000, 65700, 78120, 176401, 261001, 311761, 1, 486000),
+    (W2, None): (2, 2, 1, 2 / 3, 44700, 65550, 78060, 176401, 261001, 311761, 1, 486000),
 }
 
 EXPECTED_REVIEWER_LOAD = [
     (W1, "acme", "api", "bob", 4, 2),  # api#1 x3, api#2
     (W1, "acme", "api", "carol", 1, 1),  # api#1's approval; her PENDING review does not count
     (W2, "acme", "api", "bob", 2, 2),  # api#4, api#3 (a review of a draft is still a review)
-    (W2, "acme", "web", "carol", 1, 1),  # 01-12 23:30 UTC
+    (W2, "acme", "api", "carol", 1, 1),  # api#4's dismissed review
+    (W2, "acme", "web", "carol", 2, 1),  # web#1 01-12 23:30 UTC and 01-16 (after the merge)
 ]
 
 
@@ -448,6 +459,18 @@ def test_views_are_created_after_a_merge_when_missing_on_snowflake(tmp_path: Pat
 
 # --- The Snowflake text (`./dev bootstrap --print-sql`) ---------------------------------------------
 
+
+def test_metrics_sql_must_hold_the_views_in_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each view reads only the ones before it: a reordered or missing view fails at load, by name."""
+    statements_ = sql.METRICS_SQL.read_text(encoding="utf-8").split(";\n")
+    swapped = [statements_[1], statements_[0], *statements_[2:]]
+    reordered = tmp_path / "metrics.sql"
+    reordered.write_text(";\n".join(swapped), encoding="utf-8")
+    monkeypatch.setattr(sql, "METRICS_SQL", reordered)
+    with pytest.raises(ValueError, match="holds views \\('pull_request_metrics', 'counted_reviews'"):
+        sql.metric_views('"github"')
+
+
 TIMESTAMP_TZ_COLUMNS = {"created_at", "merged_at", "closed_at", "first_review_at", "submitted_at"}
 
 
@@ -459,15 +482,24 @@ def printed_views(capsys: pytest.CaptureFixture[str]) -> list[exp.Expr]:
 
 
 def test_print_sql_creates_the_views_in_order_and_each_parses(printed_views: list[exp.Expr]) -> None:
-    assert [tree.this.sql("snowflake") for tree in printed_views] == [f'"GITHUB".{name}' for name in sql.METRIC_VIEWS]
+    assert [tree.this.sql("snowflake") for tree in printed_views] == [
+        f'"<DATABASE>"."GITHUB".{name}' for name in sql.METRIC_VIEWS
+    ]
     assert all(isinstance(tree, exp.Create) and tree.args.get("replace") for tree in printed_views)
+    # Without COPY GRANTS a replaced view loses the SELECT granted to the report's role at every bootstrap.
+    assert all(tree.find(exp.CopyGrantsProperty) for tree in printed_views)
 
 
 def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> None:
     """WEEK_START changes DATE_TRUNC('WEEK'), DAYOFWEEK and WEEK; TIMEZONE changes what a TIMESTAMP_TZ
-    or CURRENT_TIMESTAMP() becomes when cast to DATE or TIMESTAMP_NTZ: views are read in the reader's
-    session, so weeks go through DAYOFWEEKISO and every such cast through CONVERT_TIMEZONE('UTC', ...)."""
+    or CURRENT_TIMESTAMP() becomes when cast to DATE or TIMESTAMP_NTZ; the current database completes a
+    name without one. Views are read in the reader's session, so weeks go through DAYOFWEEKISO, every
+    such cast through CONVERT_TIMEZONE('UTC', ...), and every table or view is named with its database."""
     for tree in printed_views:
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for table in tree.find_all(exp.Table):
+            if table.name not in ctes and not isinstance(table.this, exp.Values):
+                assert (table.catalog, table.db) == ("<DATABASE>", "GITHUB"), table.sql("snowflake")
         text = tree.sql("snowflake").upper()
         assert "DATE_TRUNC" not in text and "WEEKOFYEAR" not in text and "DAYOFWEEK(" not in text
         for cast in tree.find_all(exp.Cast):
