@@ -125,7 +125,7 @@ def review_distribution_figure(report: OrgReport) -> go.Figure | None:
     if not any(counts):
         return None
     figure = go.Figure(go.Bar(x=labels, y=counts, marker_color=_COLOURS["opened"], name="first reviews"))
-    figure.update_layout(xaxis_title="time from opening to first review", yaxis_title="pull requests")
+    figure.update_layout(xaxis_title="time from ready for review to first review", yaxis_title="pull requests")
     return figure
 
 
@@ -159,12 +159,24 @@ def reviewer_figure(report: OrgReport) -> go.Figure | None:
     return figure
 
 
+# What each headline number counts, shown when the pointer rests on its card.
+_DEFINITIONS = {
+    "prs_opened": "Pull requests created in the period (not by bots).",
+    "prs_merged": "Pull requests merged in the period.",
+    "merge_rate": "Merged / (merged + closed without merge), of those that ended in the period.",
+    "time_to_first_review_p50": "Median time from ready for review to the first review, of first reviews in the period.",
+    "time_to_merge_p50": "Median time from ready for review to merge, of merges in the period.",
+    "open_prs_at_end": "Pull requests open at the end of the period's last week.",
+}
+
+
 def _headline_html(report: OrgReport) -> str:
     assert report.previous is not None
     cards = []
     for metric in report.headline:
         cards.append(
-            f'<div class="card {metric.verdict}" data-metric="{metric.key}" data-value="{metric.current if metric.current is not None else ""}">'
+            f'<div class="card {metric.verdict}" data-metric="{metric.key}" data-value="{metric.current if metric.current is not None else ""}" '
+            f'title="{html.escape(_DEFINITIONS.get(metric.key, ""))}">'
             f'<div class="label">{html.escape(metric.label)}</div>'
             f'<div class="value">{metric_value(metric)}</div>'
             f'<div class="change">{html.escape(metric_change(metric))} vs previous {report.previous.weeks} weeks</div></div>'
