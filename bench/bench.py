@@ -677,6 +677,42 @@ def local_run(work: Path, progress: Any) -> dict[str, Any]:
     return {"first": walls[0], "nochange": nochange, "median": nochange[len(nochange) // 2]}
 
 
+REPORT_REPEATS = 3
+
+
+def report_build(data_dir: Path, progress: Any) -> dict[str, Any]:
+    """The HTML report of the benchmark's data: its landing merged into DuckDB (in this process,
+    not timed), then `./dev report` as a user runs it (a fresh process, imports included)
+    REPORT_REPEATS times, and the build alone in this process once warm."""
+    from analytics.build import write_report
+    from destinations.merge import merge_landed_loads
+    from destinations.warehouse import open_warehouse
+    from flows.settings import Settings, pipeline_name
+
+    settings = Settings(data_dir=data_dir)
+    progress("report: merging the landing into DuckDB")
+    with open_warehouse(settings.warehouse_config) as warehouse:
+        merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG))
+        prs = warehouse.execute(f"SELECT COUNT(*) FROM {warehouse.table('pull_request_metrics')}")[0][0]
+    out = data_dir / "report.html"
+    command = [sys.executable, "-m", "analytics.cli", "--data-dir", str(data_dir), "--org", ORG, "--out", str(out)]
+    walls: list[float] = []
+    for i in range(REPORT_REPEATS):
+        progress(f"report: ./dev report {i + 1}/{REPORT_REPEATS}")
+        t0 = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        walls.append(time.perf_counter() - t0)
+        if done.returncode != 0:
+            raise RuntimeError(f"analytics.cli exited {done.returncode}: {done.stderr[-2000:]}")
+    write_report(settings.warehouse_config, out, [ORG])  # imports and first reads
+    t0 = time.perf_counter()
+    written = write_report(settings.warehouse_config, out, [ORG])
+    build = time.perf_counter() - t0
+    walls.sort()
+    return {"prs": prs, "walls": walls, "median": walls[len(walls) // 2], "build": build,
+            "kib": written.bytes // 1024}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_child"]:
@@ -700,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="emulator latency of the backfill runs, s (default: --latency)")
     p.add_argument("--skip-local-run", action="store_true",
                    help="skip the wall time of a local no-change `flows/run.py --demo`")
+    p.add_argument("--skip-report", action="store_true",
+                   help="skip the time to build the HTML report of the benchmark's data")
     args = p.parse_args(argv)
     if args.backfill_prs is None:
         args.backfill_prs = 10 * args.prs
@@ -763,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         killed = backfill_killed(args, BL, work, progress)
 
     local = None if args.skip_local_run else local_run(work, progress)
+    report = None if args.skip_report else report_build(work / "main", progress)
 
     shutil.rmtree(work, ignore_errors=True)
 
@@ -797,6 +836,12 @@ def main(argv: list[str] | None = None) -> int:
         out.append(row(f"cold sync, 10x PRs ({args.repos}x{10 * args.prs})", results["big"],
                        big_min, big_min, L))
     out.append("")
+    if report is not None:
+        out.append("| report | PRs | `./dev report` wall s (median, imports included) | build s (in process, warm) | HTML KiB |")
+        out.append("|---|---:|---:|---:|---:|")
+        out.append(f"| HTML report of the synced data (cold sync, then mutations), merged | {report['prs']} | {report['median']:.2f} "
+                   f"({', '.join(f'{w:.2f}' for w in report['walls'])}) | {report['build']:.2f} | {report['kib']:,} |")
+        out.append("")
     if stopped is not None and killed is not None:
         out.extend(backfill_report(stopped, killed, BL, C))
     out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "

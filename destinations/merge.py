@@ -51,10 +51,11 @@ def stage_table_name(pipeline_name: str, table: str) -> str:
 
 
 def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[str]:
-    """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables
-    and their rows in the merge-lock table.
+    """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables,
+    their rows in the merge-lock table, and the metric views.
 
-    Idempotent; every statement is `IF NOT EXISTS`. Returns what it ensured, one line per object.
+    Idempotent: every object is `IF NOT EXISTS` (a declared column an existing table lacks is added),
+    the metric views `CREATE OR REPLACE`. Returns what it ensured, one line per object.
     The flow runs it once before its merges fan out: concurrent DDL conflicts on DuckDB.
     """
     pipeline_names = [sql.check_pipeline_name(name) for name in pipeline_names]
@@ -69,6 +70,11 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
     for spec in TABLES.values():
         columns = [(warehouse.q(f.name), sql.column_type(f.type, warehouse.dialect)) for f in spec.schema]
         warehouse.execute(sql.create_table(warehouse.table(spec.name), columns))
+        # A table an earlier version created lacks the columns declared since: the views need them.
+        existing = warehouse.columns(spec.name)
+        for field_, (name, type_) in zip(spec.schema, columns):
+            if field_.name not in existing:
+                warehouse.execute(sql.add_column(warehouse.table(spec.name), name, type_))
         ensured.append(f"table {warehouse.table(spec.name)}")
         for pipeline_name in pipeline_names:
             stage = warehouse.table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
@@ -82,7 +88,27 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
         for pipeline_name in pipeline_names:
             warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
     ensured.append(f"merge locks {locks}" + (f" for {', '.join(pipeline_names)}" if pipeline_names else ""))
+    ensured += create_metric_views(warehouse)
     return ensured
+
+
+def create_metric_views(warehouse: Warehouse) -> list[str]:
+    """(Re)create the metric views of `destinations/metrics.sql`: CREATE OR REPLACE, so a bootstrap
+    also brings their definitions up to date. Names what it created, one line per view."""
+    for statement in sql.metric_views(warehouse.qualified_schema()):
+        warehouse.execute(statement)
+    return [f"view {warehouse.table(name)}" for name in sql.METRIC_VIEWS]
+
+
+def ensure_metric_views(warehouse: Warehouse) -> list[str]:
+    """Create the metric views if any is missing (a warehouse bootstrapped by an earlier version);
+    leave existing ones alone. Names what it created."""
+    rows = warehouse.execute(sql.view_names(), [sql.fold(warehouse.schema_name, warehouse.dialect)])
+    present = {str(name).lower() for (name,) in rows}
+    if present >= set(sql.METRIC_VIEWS):
+        return []
+    with warehouse.exclusive():
+        return create_metric_views(warehouse)
 
 
 def merge_landed_loads(
@@ -113,7 +139,6 @@ def merge_landed_loads(
     pending = landing.completed_loads(pipeline_name, exclude=merged | set(set_aside))
     if not pending:
         logger.info("%s: no new loads to merge into %s", pipeline_name, report.warehouse)
-        return report
     for load_id in pending:
         try:
             load_files, expected = _files_of(landing, org, pipeline_name, load_id)
@@ -124,6 +149,9 @@ def merge_landed_loads(
             logger.error("%s: load %s set aside, its rows are fetched again: %s", pipeline_name, load_id, damage)
             landing.set_aside(pipeline_name, load_id, str(damage))
             report.loads_set_aside[load_id] = str(damage)
+    created = ensure_metric_views(warehouse)
+    if created:
+        logger.info("%s: created the missing metric views: %s", pipeline_name, ", ".join(created))
     return report
 
 

@@ -36,6 +36,9 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
 
     stage = table(config.stage)
     ledger = table(LEDGER)
+    # The views name their tables with the database (see SnowflakeWarehouse.qualified_schema).
+    placeholder = config.database.startswith("<") and config.database.endswith(">")
+    database = f'"{config.database.upper()}"' if placeholder else q(config.database)
     file_format = table(config.file_format)
     format_name = sql.literal(f"{sql.fold(schema, _DIALECT)}.{sql.fold(config.file_format, _DIALECT)}")
     sections: list[tuple[str, list[str]]] = []
@@ -52,7 +55,7 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
     bootstrap.append(sql.show_stages(q(schema)))
     for spec in TABLES.values():
         columns = [(q(f.name), sql.column_type(f.type, _DIALECT)) for f in spec.schema]
-        bootstrap.append(sql.create_table(table(spec.name), columns))
+        bootstrap += [sql.create_table(table(spec.name), columns), sql.table_columns()]
         for pipeline_name in pipelines.values():
             stage_table = table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
             bootstrap.append(sql.create_stage_table(stage_table, columns, _DIALECT))
@@ -61,10 +64,19 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
     bootstrap.append(sql.create_merge_locks(locks))
     bootstrap += [sql.ensure_merge_lock_row(locks) for _ in pipelines]
     sections.append((
-        "Bootstrap (`./dev bootstrap`, and each merge first): all IF NOT EXISTS. SHOW STAGES checks that\n"
+        "Bootstrap (`./dev bootstrap`, and each merge first): all IF NOT EXISTS. After each target table,\n"
+        "-- its columns: a declared column a table created by an earlier version lacks is added (ALTER TABLE\n"
+        "-- ... ADD COLUMN IF NOT EXISTS, as below). SHOW STAGES checks that\n"
         "-- an existing stage points at the landing. An existing file format keeps its options: every COPY\n"
         "-- below names its Parquet options itself.",
         bootstrap,
+    ))
+
+    sections.append((
+        "Metric views (destinations/metrics.sql; see README \"Metrics\"): CREATE OR REPLACE by the bootstrap,\n"
+        "-- so a bootstrap brings their definitions up to date; after each merge, created if any is missing\n"
+        "-- (information_schema.views).",
+        [*sql.metric_views(f"{database}.{q(schema)}"), sql.view_names()],
     ))
 
     for org, pipeline_name in pipelines.items():

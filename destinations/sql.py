@@ -2,8 +2,9 @@
 
 DuckDB receives the same text through `to_dialect` (sqlglot, cached). Only where a dialect truly
 needs another statement (loading the stage: COPY INTO vs INSERT ... read_parquet; the ARRAY column
-type; TRANSIENT stage tables) do both versions sit side by side here. `destinations/script.py` prints
-the Snowflake statements as one script (`./dev bootstrap --print-sql`).
+type; TRANSIENT stage tables) do both versions sit side by side here. The metric views are one
+readable file next to this one, `metrics.sql`, which `metric_views` loads. `destinations/script.py`
+prints the Snowflake statements as one script (`./dev bootstrap --print-sql`).
 
 Builders take names that `quote` already validated and quoted: nothing from outside reaches the SQL
 text unchecked.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import pyarrow as pa
 import sqlglot
@@ -224,6 +226,39 @@ def table_columns() -> str:
         "SELECT column_name, data_type FROM information_schema.columns"
         " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position"
     )
+
+
+# --- Metric views (destinations/metrics.sql) ------------------------------------------------------
+
+METRICS_SQL = Path(__file__).with_name("metrics.sql")
+
+# In the order they are created: each view reads only tables and the views before it.
+METRIC_VIEWS = ("counted_reviews", "pull_request_metrics", "weekly_pull_request_metrics", "reviewer_load")
+
+_VIEW_NAME = re.compile(r"CREATE OR REPLACE VIEW \{schema\}\.([a-z_]+) COPY GRANTS AS\n")
+
+
+def metric_views(schema: str) -> list[str]:
+    """The `CREATE OR REPLACE VIEW` statements of metrics.sql for a quoted schema, in file order.
+
+    On Snowflake `schema` is database-qualified (`"DB"."GITHUB"`): a view's references must not
+    depend on the current database of the session that reads it.
+
+    Lines starting with `--` are comments for the reader of the file and are dropped; a statement
+    ends with `;` at the end of a line.
+    """
+    lines = [line for line in METRICS_SQL.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--")]
+    statements = [part.strip() for part in "\n".join(lines).split(";\n") if part.strip()]
+    statements[-1] = statements[-1].removesuffix(";")
+    names = tuple(m.group(1) for s in statements if (m := _VIEW_NAME.match(s)))
+    if names != METRIC_VIEWS or len(statements) != len(METRIC_VIEWS):
+        raise ValueError(f"{METRICS_SQL} holds views {names}, expected {METRIC_VIEWS}")
+    return [s.replace("{schema}", schema) for s in statements]
+
+
+def view_names() -> str:
+    """Names of the views in a schema (parameter: schema name, unquoted)."""
+    return "SELECT table_name FROM information_schema.views WHERE table_schema = ?"
 
 
 # --- Snowflake only: DuckDB reads the landing directly --------------------------------------------

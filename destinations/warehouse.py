@@ -80,6 +80,11 @@ class Warehouse(ABC):
         """Create the warehouse-specific objects `bootstrap` needs besides schema and tables; name them."""
         return []
 
+    def qualified_schema(self) -> str:
+        """The schema as the metric views name it: fully qualified wherever a reader's session could
+        resolve a shorter name elsewhere."""
+        return self.q(self.schema_name)
+
     @abstractmethod
     def load_stage(self, stage_table: str, files: list[LandedFile], columns: list[str]) -> int:
         """Load landed files into a (quoted) stage table by column name; return rows loaded."""
@@ -299,6 +304,10 @@ class SnowflakeWarehouse(Warehouse):
     def _file_format_name(self) -> str:
         # FORMAT_NAME takes a string; both parts are strict identifiers, folded like unquoted names.
         return sql.literal(f"{sql.fold(self.schema_name, self.dialect)}.{sql.fold(self.config.file_format, self.dialect)}")
+
+    def qualified_schema(self) -> str:
+        # "GITHUB".T would be looked up in the reader's current database.
+        return f"{self.q(self.config.database)}.{self.q(self.schema_name)}"
 
     def bootstrap_extras(self) -> list[str]:
         file_format = self.table(self.config.file_format)

@@ -2,7 +2,8 @@
 
 Settings come from the environment (`PR_ANALYTICS_WAREHOUSE=snowflake`,
 `PR_ANALYTICS_SNOWFLAKE__ACCOUNT`, ..., `PR_ANALYTICS_LANDING_URL=gs://bucket/prefix`) or `.env`.
-Idempotent: every object is created `IF NOT EXISTS`; running it again changes nothing. The merge
+Idempotent: every table and the stage are created `IF NOT EXISTS` (a declared column an existing
+table lacks is added), the metric views `CREATE OR REPLACE`d; running it again changes nothing. The merge
 step bootstraps by itself too, so this is for checking a setup before the first run.
 
 `--print-admin-sql` prints the one-time SQL an account administrator runs first (storage
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tables(warehouse: Warehouse) -> set[str]:
     rows = warehouse.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'",
         [sql.fold(warehouse.schema_name, warehouse.dialect)],
     )
     return {str(row[0]) for row in rows}

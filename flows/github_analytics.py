@@ -2,7 +2,9 @@
 
 Organisations run concurrently and fail independently; the flow fails at the end naming the
 organisations that failed and why. Every run leaves a Markdown artifact
-(`github-analytics-summary`) with rows per table, requests spent, 304s and the rate limit left.
+(`github-analytics-summary`) with rows per table, requests spent, 304s and the rate limit left,
+and, after the merges, writes the HTML report (`analytics/`) to DATA_DIR/report.html and publishes
+each organisation's headline numbers as a table artifact (`github-analytics-headline`).
 
 The GitHub token comes from a prefect-gcp `GcpSecret` block named by the setting
 `github_token_secret_block` (`PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK`), else from the environment
@@ -34,7 +36,7 @@ from destinations.merge import MergeReport, bootstrap, merge_landed_loads
 from destinations.warehouse import open_warehouse
 from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
 from flows.extract import LandingReport, exception_chain, land
-from flows.report import OrgResult, RunSummary
+from flows.summary import OrgResult, RunSummary
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.auth import token_problem
 from sources.github.client import GitHubUnreachable
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 GITHUB_TAG = "github-api"
 PARTIAL = "Partial"  # name of the Completed state of a run that left items on the retry list
 SUMMARY_ARTIFACT_KEY = "github-analytics-summary"
+HEADLINE_ARTIFACT_KEY = "github-analytics-headline"
+REPORT_FILE = "report.html"  # in the data dir, rewritten after each run's merges
 PROGRESS_EVERY_SECONDS = 10.0
 
 
@@ -297,7 +301,7 @@ def publish_summary(summary: RunSummary) -> None:
     """The run's Markdown artifact; a failure to publish it never fails the run."""
     from prefect.artifacts import create_markdown_artifact
 
-    from flows.report import render_summary
+    from flows.summary import render_summary
 
     try:
         create_markdown_artifact(
@@ -307,6 +311,33 @@ def publish_summary(summary: RunSummary) -> None:
         )
     except Exception:  # noqa: BLE001
         get_run_logger().warning("Could not publish the run summary artifact", exc_info=True)
+
+
+def publish_report(settings: Settings, summary: RunSummary) -> Path | None:
+    """Write the HTML report of the organisations that merged into the data dir, and publish
+    their headline numbers as a table artifact; its path, or None. Never fails the run."""
+    orgs = [result.org for result in summary.results if result.merge is not None]
+    if not orgs:
+        return None
+    log = get_run_logger()
+    try:
+        from analytics.build import headline_rows, write_report
+
+        written = write_report(settings.warehouse_config, settings.data_dir / REPORT_FILE, orgs)
+    except Exception as exc:  # noqa: BLE001 - the data is merged; a report is a bonus
+        log.warning("The report was not written: %s: %s", type(exc).__name__, exc)
+        return None
+    try:
+        from prefect.artifacts import create_table_artifact
+
+        create_table_artifact(
+            table=headline_rows(written.reports),
+            key=HEADLINE_ARTIFACT_KEY,
+            description=f"Headline pull-request metrics per organisation; the report: {written.path.resolve()}",
+        )
+    except Exception:  # noqa: BLE001
+        log.warning("Could not publish the headline metrics artifact", exc_info=True)
+    return written.path
 
 
 @flow(name="github-analytics", log_prints=False)
@@ -377,6 +408,7 @@ def _run(
         except Exception as exc:
             result.error = result.error or not_bootstrapped or f"merge failed: {type(exc).__name__}: {exc}"
         summary.results.append(result)
+    summary.report_path = publish_report(settings, summary)
     publish_summary(summary)
     if summary.failed:
         raise OrganisationsFailed(summary)

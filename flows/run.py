@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_prefect = start_prefect()  # before the pipeline's imports: a new server starts meanwhile
 
     from flows.github_analytics import PARTIAL, OrganisationsFailed, github_analytics
-    from flows.report import render_summary
+    from flows.summary import RunSummary, render_summary
 
     with ExitStack() as stack:
         github_url = args.github_url
@@ -152,18 +152,24 @@ def main(argv: list[str] | None = None) -> int:
             return_state=True,
         )
         outcome = state.result(raise_on_failure=False)
+    summary = outcome.summary if isinstance(outcome, OrganisationsFailed) else outcome
+    if isinstance(summary, RunSummary) and summary.report_path is not None:
+        # Last on the screen: what a person opens next.
+        report_line = f"\nReport: {summary.report_path.resolve()}"
+    else:
+        report_line = ""
     if state.name == PARTIAL:
-        print(render_summary(outcome))
+        print(render_summary(outcome) + report_line)
         print(f"\nPARTIAL: {state.message}", file=sys.stderr)
         return EXIT_PARTIAL
     if isinstance(outcome, OrganisationsFailed):
-        print(render_summary(outcome.summary))
+        print(render_summary(outcome.summary) + report_line)
         print(f"\nFAILED: {outcome}", file=sys.stderr)
         return 1
     if isinstance(outcome, BaseException):
         print(f"\nFAILED: {type(outcome).__name__}: {outcome}", file=sys.stderr)
         return 1
-    print(render_summary(outcome))
+    print(render_summary(outcome) + report_line)
     return 0
 
 

@@ -61,6 +61,11 @@ def test_cli_loads_exactly_what_the_server_serves(tmp_path):
 
     assert "cli-secret-token" not in first.stdout + first.stderr
     assert "pipeline --pipelines-dir" in first.stdout and "github_beta_corp info" in first.stdout
+    # Each run ends with the path of the report of its organisations, written after the merges.
+    report = (data_dir / "report.html").resolve()
+    assert first.stdout.rstrip().endswith(f"Report: {report}") and second.stdout.rstrip().endswith(f"Report: {report}")
+    page = report.read_text(encoding="utf-8")
+    assert '<section id="org-acme" class="org">' in page and '<section id="org-beta-corp" class="org">' in page
 
     con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
     for org in ("acme", "beta-corp"):

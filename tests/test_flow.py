@@ -22,7 +22,7 @@ import pytest
 import flows.github_analytics as flow_module
 from emulator import Dataset, GitHubEmulator
 from flows.github_analytics import SUMMARY_ARTIFACT_KEY, OrganisationsFailed, github_analytics
-from flows.report import RunSummary
+from flows.summary import RunSummary
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.errors import GitHubServerError
 
@@ -495,3 +495,47 @@ def test_a_failed_warehouse_bootstrap_is_named_and_the_landing_is_kept(emulator,
     assert "acme: merge not run, the warehouse bootstrap failed: ConfigurationError: injected" in str(error)
     assert error.summary.results[0].landing is not None
     assert "merge-acme" not in task_runs(state) or not task_runs(state)["merge-acme"].state.is_completed()
+
+
+def test_a_report_that_cannot_be_written_never_fails_the_run(emulator, dataset, secret_block, tmp_path, monkeypatch):
+    import analytics.build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the report's disk is full")
+
+    monkeypatch.setattr(analytics.build, "write_report", broken)
+    state = run(["acme"], emulator, tmp_path)
+
+    assert state.is_completed(), state
+    summary = state.result()
+    assert summary.report_path is None and not summary.failed
+    assert warehouse_keys(tmp_path, "acme") == dataset.expected("acme")
+    assert any("The report was not written: RuntimeError: the report's disk is full" in line for line in api_logs(state))
+    assert "report:" not in summary_artifact(state)
+
+
+def test_flow_writes_the_report_and_publishes_the_headline_per_organisation(emulator, secret_block, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from analytics.build import headline_rows, write_report
+
+    state = run(list(ORGS), emulator, tmp_path)
+
+    assert state.is_completed(), state
+    summary = state.result()
+    report = tmp_path / flow_module.REPORT_FILE
+    assert summary.report_path == report and report.stat().st_size > 1_000_000
+    assert f"- report: `{report.resolve()}`" in summary_artifact(state)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[flow_module.HEADLINE_ARTIFACT_KEY]))
+        )
+    (artifact,) = [a for a in artifacts if a.flow_run_id == flow_run_id(state)]
+    assert artifact.type == "table" and str(report.resolve()) in artifact.description
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    # The same numbers as a report built now from the same warehouse: six per organisation.
+    again = write_report(Settings(data_dir=tmp_path).warehouse_config, tmp_path / "again.html", list(ORGS))
+    assert table == headline_rows(again.reports)
+    assert sorted({row["organisation"] for row in table}) == sorted(ORGS)
+    assert len(table) == 6 * len(ORGS) and all(row["value"] for row in table)

@@ -19,7 +19,7 @@ import yaml
 
 from destinations.merge import MergeReport
 from flows.extract import LandingReport
-from flows.report import OrgResult, RunSummary, render_summary
+from flows.summary import OrgResult, RunSummary, render_summary
 from sources.github.client import RequestStats
 from sources.github.progress import SyncProgress
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from destinations import Warehouse, merge_landed_loads
+from destinations import Warehouse, merge, merge_landed_loads
 from destinations.landing import Landing, Manifest, ManifestFile
 from sources.github.schema import TABLES, file_row, pull_request_row, review_row, to_table
 
@@ -139,6 +139,9 @@ def land_new_columns_onto_an_older_warehouse(root: Path, warehouse: Warehouse, m
     for name, schema in (("pull_requests", old_prs), ("pull_request_reviews", old_reviews)):
         kept = [f for f in schema if f.name not in (*NEW_PR_COLUMNS, "author_type")]
         monkeypatch.setitem(TABLES, name, dataclasses.replace(TABLES[name], schema=pa.schema(kept)))
+    # That version had no metric views either (they read the newer columns).
+    monkeypatch.setattr(merge, "create_metric_views", lambda warehouse: [])
+    monkeypatch.setattr(merge, "ensure_metric_views", lambda warehouse: [])
     before = pr("demo", 1, T0, "before")
     land(root, "demo", "1.0", {
         "pull_requests": to_table(TABLES["pull_requests"], [before]),

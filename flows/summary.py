@@ -35,6 +35,7 @@ class OrgResult:
 @dataclass
 class RunSummary:
     results: list[OrgResult] = field(default_factory=list)
+    report_path: Path | None = None  # the HTML report written after the merges, if any
 
     @property
     def failed(self) -> list[OrgResult]:
@@ -129,4 +130,6 @@ def render_summary(summary: RunSummary) -> str:
                 notes.append(f"  - SET ASIDE load {load_id} (its rows are fetched again next run): {why}")
         if result.error and result.landing:
             notes.append(f"  - FAILED: {result.error}")
+    if summary.report_path is not None:
+        notes.append(f"- report: `{summary.report_path.resolve()}`")
     return "\n".join(["## GitHub pull-request analytics run", "", *lines, "", *notes])

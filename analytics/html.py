@@ -1,0 +1,277 @@
+"""The report as one self-contained HTML page: plotly.js inlined once, every chart's data inline.
+
+No CDN, no server, no network: the file opens offline in any browser. Each chart sits in a
+`<figure class="chart" data-chart="NAME">`; a chart with no data in the period says so in
+place of the chart, never draws an empty frame.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import datetime, timedelta, timezone
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from analytics.periods import DAY, HOUR, Metric, OrgReport
+
+_CONFIG = {"displaylogo": False, "responsive": True}
+_COLOURS = {"opened": "#4c78a8", "merged": "#54a24b", "closed": "#e45756", "p50": "#4c78a8", "p75": "#f58518", "p90": "#e45756"}
+
+
+def duration(seconds: float | None) -> str:
+    """3 min, 5.2 h, 3.1 d: the unit a person reads at a glance."""
+    if seconds is None:
+        return "n/a"
+    if abs(seconds) < HOUR:
+        return f"{seconds / 60:.0f} min"
+    if abs(seconds) < 2 * DAY:
+        return f"{seconds / HOUR:.1f} h"
+    return f"{seconds / DAY:.1f} d"
+
+
+def metric_value(metric: Metric, *, previous: bool = False) -> str:
+    """The metric's current (or previous) value as a person reads it: 12, 67%, 5.2 h."""
+    value = metric.previous if previous else metric.current
+    if value is None:
+        return "n/a"
+    if metric.unit == "ratio":
+        return f"{value:.0%}"
+    if metric.unit == "seconds":
+        return duration(value)
+    return f"{value:,.0f}"
+
+
+def metric_change(metric: Metric) -> str:
+    """'+12 (+15%)', '-2.0 h (-10%)', 'no previous data'."""
+    change = metric.change
+    if change is None:
+        return "no data to compare" if metric.current is None else "no previous data"
+    if metric.unit == "ratio":
+        text = f"{change * 100:+.0f} pts"
+    elif metric.unit == "seconds":
+        text = ("+" if change >= 0 else "-") + duration(abs(change))
+    else:
+        text = f"{change:+,.0f}"
+    ratio = metric.change_ratio
+    if ratio is not None and metric.unit != "ratio":
+        text += f" ({ratio:+.0%})"
+    return text
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str) -> str:
+    head = f"<h3>{html.escape(title)}</h3>"
+    if figure is None:
+        return f'<figure class="chart empty" data-chart="{name}">{head}<p class="note">{html.escape(empty)}</p></figure>'
+    if figure.layout.height is None:
+        figure.update_layout(height=340)
+    figure.update_layout(
+        margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white", autosize=True,
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        font={"family": "system-ui, sans-serif", "size": 12},
+    )
+    body = figure.to_html(
+        full_html=False, include_plotlyjs=False, div_id=f"{_slug(org)}-{name}", config=_CONFIG,
+    )
+    return f'<figure class="chart" data-chart="{name}">{head}{body}</figure>'
+
+
+def _weeks_x(report: OrgReport) -> list[str]:
+    return [week.week_start.isoformat() for week in report.weeks]
+
+
+def throughput_figure(report: OrgReport) -> go.Figure | None:
+    if not report.weeks:
+        return None
+    x = _weeks_x(report)
+    figure = go.Figure()
+    for name, values, colour in (
+        ("opened", [w.prs_opened for w in report.weeks], _COLOURS["opened"]),
+        ("merged", [w.prs_merged for w in report.weeks], _COLOURS["merged"]),
+        ("closed without merge", [w.prs_closed_without_merge for w in report.weeks], _COLOURS["closed"]),
+    ):
+        figure.add_bar(x=x, y=values, name=name, marker_color=colour)
+    figure.update_layout(barmode="group", xaxis_title="week starting", yaxis_title="pull requests")
+    return figure
+
+
+def percentiles_figure(report: OrgReport, measure: str) -> go.Figure | None:
+    """p50/p75/p90 of `measure` ('time_to_first_review' or 'time_to_merge') per week, in hours,
+    or in days when the slowest week's p90 exceeds three days."""
+    x = _weeks_x(report)
+    series = {p: [getattr(w, f"{measure}_{p}_seconds") for w in report.weeks] for p in ("p50", "p75", "p90")}
+    known = [v for values in series.values() for v in values if v is not None]
+    if not known:
+        return None
+    unit, unit_name = (DAY, "days") if max(known) > 3 * DAY else (HOUR, "hours")
+    figure = go.Figure()
+    for p, values in series.items():
+        figure.add_scatter(
+            x=x, y=[None if v is None else round(v / unit, 2) for v in values], name=p,
+            mode="lines+markers", line_color=_COLOURS[p], connectgaps=False,
+        )
+    figure.update_layout(xaxis_title="week starting", yaxis_title=unit_name)
+    return figure
+
+
+def review_distribution_figure(report: OrgReport) -> go.Figure | None:
+    labels = [label for label, _ in report.review_time_distribution]
+    counts = [count for _, count in report.review_time_distribution]
+    if not any(counts):
+        return None
+    figure = go.Figure(go.Bar(x=labels, y=counts, marker_color=_COLOURS["opened"], name="first reviews"))
+    figure.update_layout(xaxis_title="time from ready for review to first review", yaxis_title="pull requests")
+    return figure
+
+
+def size_figure(report: OrgReport) -> go.Figure | None:
+    figure = go.Figure()
+    drawn = False
+    for size, times in report.merge_times_by_size:
+        if not times:
+            continue
+        drawn = True
+        figure.add_box(y=[round(t / DAY, 3) for t in times], name=f"{size} ({len(times)})", boxpoints="outliers")
+    if not drawn:
+        return None
+    figure.update_layout(showlegend=False, xaxis_title="PR size, with the number of PRs merged in the period",
+                         yaxis_title="days to merge")
+    return figure
+
+
+def reviewer_figure(report: OrgReport) -> go.Figure | None:
+    if not report.reviewers:
+        return None
+    ranked = list(reversed(report.reviewers))  # the busiest at the top of a horizontal bar chart
+    logins = [r.reviewer_login for r in ranked]
+    figure = go.Figure(go.Bar(
+        y=logins, x=[r.reviews for r in ranked], orientation="h", name="reviews", marker_color=_COLOURS["opened"],
+        customdata=[r.prs_reviewed for r in ranked],
+        hovertemplate="%{y}: %{x} reviews, %{customdata} PRs reviewed (summed per week)<extra></extra>",
+    ))
+    figure.update_layout(height=max(340, 22 * len(ranked) + 90), xaxis_title="reviews in the period",
+                         yaxis={"dtick": 1})
+    return figure
+
+
+# What each headline number counts, shown when the pointer rests on its card.
+_DEFINITIONS = {
+    "prs_opened": "Pull requests created in the period (not by bots).",
+    "prs_merged": "Pull requests merged in the period.",
+    "merge_rate": "Merged / (merged + closed without merge), of those that ended in the period.",
+    "time_to_first_review_p50": "Median time from ready for review to the first review, of first reviews in the period.",
+    "time_to_merge_p50": "Median time from ready for review to merge, of merges in the period.",
+    "open_prs_at_end": "Pull requests open at the end of the period's last week.",
+}
+
+
+def _headline_html(report: OrgReport) -> str:
+    assert report.previous is not None
+    cards = []
+    for metric in report.headline:
+        cards.append(
+            f'<div class="card {metric.verdict}" data-metric="{metric.key}" data-value="{metric.current if metric.current is not None else ""}" '
+            f'title="{html.escape(_DEFINITIONS.get(metric.key, ""))}">'
+            f'<div class="label">{html.escape(metric.label)}</div>'
+            f'<div class="value">{metric_value(metric)}</div>'
+            f'<div class="change">{html.escape(metric_change(metric))} vs previous {report.previous.weeks} weeks</div></div>'
+        )
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _slowest_html(report: OrgReport) -> str:
+    if not report.slowest_open:
+        return '<p class="note">No open pull requests.</p>'
+    rows = []
+    for item in report.slowest_open:
+        pr = item.pull_request
+        review = "reviewed" if pr.first_review_at else "no review yet"
+        draft = " (draft)" if pr.is_draft else ""
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(pr.repo)}</td>"
+            f'<td><a href="{html.escape(pr.html_url)}">#{pr.number} {html.escape(pr.title)}</a>{draft}</td>'
+            f"<td>{html.escape(pr.author_login or 'unknown')}</td>"
+            f"<td>{duration(item.age_seconds)}</td><td>{review}</td><td>{html.escape(pr.size_bucket or '')}</td>"
+            "</tr>"
+        )
+    return (
+        '<table class="slowest"><thead><tr><th>repository</th><th>pull request</th><th>author</th>'
+        f"<th>open for</th><th>review</th><th>size</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def org_section(report: OrgReport) -> str:
+    org = report.org
+    anchor = f"org-{_slug(org)}"
+    if report.empty is not None or report.current is None:
+        return f'<section id="{anchor}" class="org empty"><h2>{html.escape(org)}</h2><p class="note">{html.escape(report.empty or "no data")}.</p></section>'
+    current = report.current
+    as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
+    last_day = current.end - timedelta(days=1)
+    period = f"{current.start.isoformat()} to {last_day.isoformat()} ({current.weeks} weeks, UTC)"
+    charts = [
+        _chart(org, "throughput", "Weekly throughput", throughput_figure(report), "No pull requests in the period."),
+        _chart(org, "time-to-first-review", "Time to first review per week: p50, p75, p90",
+               percentiles_figure(report, "time_to_first_review"), "No reviews in the period."),
+        _chart(org, "time-to-merge", "Time to merge per week: p50, p75, p90",
+               percentiles_figure(report, "time_to_merge"), "No merges in the period."),
+        _chart(org, "review-distribution", "Distribution of time to first review",
+               review_distribution_figure(report), "No reviews in the period."),
+        _chart(org, "size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period."),
+        _chart(org, "reviewer-load", "Reviewer load", reviewer_figure(report), "No reviews in the period."),
+    ]
+    return (
+        f'<section id="{anchor}" class="org"><h2>{html.escape(org)}</h2>'
+        f'<p class="period">{html.escape(period)}</p>'
+        f"{_headline_html(report)}"
+        f'<div class="charts">{"".join(charts)}</div>'
+        f'<h3>Slowest open pull requests (age at {as_of})</h3>{_slowest_html(report)}</section>'
+    )
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
+header{background:#24292f;color:#fff;padding:16px 24px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;color:#c9d1d9;font-size:13px}nav a{color:#9ecbff;margin-right:14px}
+main{padding:8px 24px 40px;max-width:1400px}section.org{margin-top:24px}
+h2{border-bottom:2px solid #d0d7de;padding-bottom:4px}.period{color:#57606a;margin-top:-8px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px}
+.card .label{font-size:13px;color:#57606a}.card .value{font-size:28px;font-weight:600;margin:4px 0}
+.card .change{font-size:12px;color:#57606a}.card.better .change{color:#1a7f37}.card.worse .change{color:#cf222e}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px;margin-top:12px}
+figure.chart{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:0;padding:8px 12px}
+figure.chart h3{margin:4px 0 0;font-size:15px}.note{color:#57606a;font-style:italic}
+table.slowest{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
+table.slowest th,table.slowest td{border:1px solid #d0d7de;padding:4px 8px;text-align:left}
+"""
+
+
+# Each chart is drawn as its <div> is parsed, before the page's final layout: fit them once it is.
+_RESIZE_JS = (
+    "window.addEventListener('load',function(){document.querySelectorAll('.js-plotly-plot')"
+    ".forEach(function(p){Plotly.Plots.resize(p);});});"
+)
+
+
+def render(reports: list[OrgReport], generated_at: datetime | None = None, source: str = "") -> str:
+    """The whole page for these organisations' reports."""
+    generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    nav = "".join(f'<a href="#org-{_slug(r.org)}">{html.escape(r.org)}</a>' for r in reports)
+    sections = "".join(org_section(r) for r in reports) or '<p class="note">No organisation to report on.</p>'
+    where = f" from {html.escape(source)}" if source else ""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Pull request report</title>"
+        f"<style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<header><h1>Pull request report</h1><p>Generated {generated}{where}</p><nav>{nav}</nav></header>"
+        f"<main>{sections}</main><script>{_RESIZE_JS}</script></body></html>"
+    )

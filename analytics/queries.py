@@ -1,0 +1,190 @@
+"""What the report reads from the warehouse views, as plain typed rows.
+
+The views (`pull_request_metrics`, `weekly_pull_request_metrics`, `reviewer_load`) live in the
+same schema as the tables; the SQL here is Snowflake's dialect, translated for DuckDB by
+`Warehouse.execute`. Rows are filtered to the report's window coarsely in SQL (by date, a day
+wider) and exactly in Python (`analytics.periods`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from destinations.warehouse import Warehouse
+
+PULL_REQUEST_METRICS = "pull_request_metrics"
+WEEKLY_METRICS = "weekly_pull_request_metrics"
+REVIEWER_LOAD = "reviewer_load"
+VIEWS = (PULL_REQUEST_METRICS, WEEKLY_METRICS, REVIEWER_LOAD)
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built (no views, no data for an organisation): one line for a person."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    repo: str
+    number: int
+    title: str
+    html_url: str
+    author_login: str | None
+    state: str
+    is_draft: bool
+    is_merged: bool
+    created_at: datetime
+    first_review_at: datetime | None
+    merged_at: datetime | None
+    closed_at: datetime | None
+    time_to_first_review_seconds: float | None
+    time_to_merge_seconds: float | None
+    size_bucket: str | None
+
+
+@dataclass(frozen=True)
+class Week:
+    """One organisation-wide row of `weekly_pull_request_metrics` (repo IS NULL)."""
+
+    week_start: date
+    prs_opened: int
+    prs_merged: int
+    prs_closed_without_merge: int
+    merge_rate: float | None
+    time_to_first_review_p50_seconds: float | None
+    time_to_first_review_p75_seconds: float | None
+    time_to_first_review_p90_seconds: float | None
+    time_to_merge_p50_seconds: float | None
+    time_to_merge_p75_seconds: float | None
+    time_to_merge_p90_seconds: float | None
+    open_prs_at_week_end: int | None
+    open_pr_median_age_seconds: float | None
+
+
+@dataclass(frozen=True)
+class ReviewerWeek:
+    week_start: date
+    repo: str | None
+    reviewer_login: str
+    reviews: int
+    prs_reviewed: int
+
+
+_PULL_REQUEST_COLUMNS = [
+    "repo", "number", "title", "html_url", "author_login", "state", "is_draft", "is_merged",
+    "created_at", "first_review_at", "merged_at", "closed_at", "time_to_first_review_seconds",
+    "time_to_merge_seconds", "size_bucket",
+]
+_WEEK_COLUMNS = [
+    "week_start", "prs_opened", "prs_merged", "prs_closed_without_merge", "merge_rate",
+    "time_to_first_review_p50_seconds", "time_to_first_review_p75_seconds",
+    "time_to_first_review_p90_seconds", "time_to_merge_p50_seconds", "time_to_merge_p75_seconds",
+    "time_to_merge_p90_seconds", "open_prs_at_week_end", "open_pr_median_age_seconds",
+]
+_REVIEWER_COLUMNS = ["week_start", "repo", "reviewer_login", "reviews", "prs_reviewed"]
+
+
+def utc(value: Any) -> datetime | None:
+    """A warehouse timestamp as an aware UTC datetime (naive ones are UTC already)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a timestamp, got {type(value).__name__}: {value!r}")
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _day(value: Any) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def check_views(warehouse: Warehouse) -> None:
+    """ReportError naming the first missing view: the warehouse predates them."""
+    for view in VIEWS:
+        if not warehouse.columns(view):
+            raise ReportError(
+                f"the warehouse {warehouse.location()} has no view {view}: run `./dev bootstrap` "
+                "(or any merge) with this version to create the metrics views"
+            )
+
+
+def organisations(warehouse: Warehouse) -> list[str]:
+    """Every organisation with at least one pull request in the warehouse."""
+    rows = warehouse.execute(f"SELECT DISTINCT org FROM {warehouse.table(PULL_REQUEST_METRICS)} ORDER BY org")
+    return [str(row[0]) for row in rows]
+
+
+def weeks(warehouse: Warehouse, org: str) -> list[Week]:
+    """The organisation-wide weekly rows, oldest first."""
+    rows = warehouse.execute(
+        f"SELECT {', '.join(_WEEK_COLUMNS)} FROM {warehouse.table(WEEKLY_METRICS)} "
+        "WHERE org = ? AND repo IS NULL ORDER BY week_start",
+        [org],
+    )
+    return [
+        Week(
+            week_start=_day(r[0]),
+            prs_opened=int(r[1] or 0),
+            prs_merged=int(r[2] or 0),
+            prs_closed_without_merge=int(r[3] or 0),
+            merge_rate=_number(r[4]),
+            time_to_first_review_p50_seconds=_number(r[5]),
+            time_to_first_review_p75_seconds=_number(r[6]),
+            time_to_first_review_p90_seconds=_number(r[7]),
+            time_to_merge_p50_seconds=_number(r[8]),
+            time_to_merge_p75_seconds=_number(r[9]),
+            time_to_merge_p90_seconds=_number(r[10]),
+            open_prs_at_week_end=None if r[11] is None else int(r[11]),
+            open_pr_median_age_seconds=_number(r[12]),
+        )
+        for r in rows
+    ]
+
+
+def pull_requests(warehouse: Warehouse, org: str, since: date) -> list[PullRequest]:
+    """The organisation's open pull requests and those created, closed or first reviewed (a
+    review may come after the close) on or after `since`, a day earlier so that no time zone
+    loses a row at the edge."""
+    day_before = (since - timedelta(days=1)).isoformat()
+    rows = warehouse.execute(
+        f"SELECT {', '.join(_PULL_REQUEST_COLUMNS)} FROM {warehouse.table(PULL_REQUEST_METRICS)} "
+        "WHERE org = ? AND (state = 'open' OR created_at >= CAST(? AS DATE) OR closed_at >= CAST(? AS DATE) "
+        "OR first_review_at >= CAST(? AS DATE))",
+        [org, day_before, day_before, day_before],
+    )
+    return [
+        PullRequest(
+            repo=str(r[0]),
+            number=int(r[1]),
+            title=str(r[2] or ""),
+            html_url=str(r[3] or ""),
+            author_login=None if r[4] is None else str(r[4]),
+            state=str(r[5]),
+            is_draft=bool(r[6]),
+            is_merged=bool(r[7]),
+            created_at=utc(r[8]),  # type: ignore[arg-type] - never NULL in the view
+            first_review_at=utc(r[9]),
+            merged_at=utc(r[10]),
+            closed_at=utc(r[11]),
+            time_to_first_review_seconds=_number(r[12]),
+            time_to_merge_seconds=_number(r[13]),
+            size_bucket=None if r[14] is None else str(r[14]),
+        )
+        for r in rows
+    ]
+
+
+def reviewer_weeks(warehouse: Warehouse, org: str, since: date) -> list[ReviewerWeek]:
+    rows = warehouse.execute(
+        f"SELECT {', '.join(_REVIEWER_COLUMNS)} FROM {warehouse.table(REVIEWER_LOAD)} "
+        "WHERE org = ? AND week_start >= CAST(? AS DATE) ORDER BY week_start",
+        [org, since.isoformat()],
+    )
+    return [
+        ReviewerWeek(_day(r[0]), None if r[1] is None else str(r[1]), str(r[2]), int(r[3] or 0), int(r[4] or 0))
+        for r in rows
+    ]

@@ -1,0 +1,398 @@
+-- The metric views, in Snowflake's dialect; DuckDB receives them through sqlglot (sql.to_dialect).
+-- Loaded by destinations/sql.py (metric_views): {schema} is replaced by the quoted schema name (on
+-- Snowflake with its database: a reader's session must not complete the name with its own), lines
+-- starting with "--" are dropped, and each statement ends with ";" at the end of a line.
+-- The definitions are written out in README.md ("Metrics"); keep the two in step.
+--
+-- Rules used throughout:
+-- * A bot is a user whose type is 'Bot' or whose login ends in '[bot]'. Pull requests opened by a
+--   bot, reviews by a bot and review requests for a bot are left out.
+-- * Nothing here depends on session parameters: weeks start on Monday through DAYOFWEEKISO (which
+--   WEEK_START does not change), dates and week boundaries are taken in UTC (CONVERT_TIMEZONE('UTC',
+--   ...)), durations are DATEDIFF in seconds between instants.
+-- * Columns are listed, never SELECT *: a Snowflake view over SELECT * breaks when the merge adds a
+--   column to its table.
+-- * COPY GRANTS: a replaced view keeps the privileges granted on it (SELECT for a report's role),
+--   sqlglot leaves it out for DuckDB, which has no grants.
+
+
+-- The reviews that count, one row per review: submitted (PENDING reviews have no submitted_at), by a
+-- person who is not a bot and not the pull request's author (same user id; the login when an id is
+-- missing; a deleted account (no id, no login) counts as someone else).
+CREATE OR REPLACE VIEW {schema}.counted_reviews COPY GRANTS AS
+SELECT
+    r.org,
+    r.repo,
+    r.pull_request_id,
+    r.pull_request_number,
+    r.id AS review_id,
+    r.author_login AS reviewer_login,
+    r.state,
+    r.submitted_at
+FROM {schema}.pull_request_reviews AS r
+JOIN {schema}.pull_requests AS p ON p.id = r.pull_request_id
+WHERE r.submitted_at IS NOT NULL
+  AND r.state IN ('COMMENTED', 'APPROVED', 'CHANGES_REQUESTED', 'DISMISSED')
+  AND NOT COALESCE(r.author_type = 'Bot' OR r.author_login LIKE '%[bot]', FALSE)
+  AND NOT COALESCE(r.author_id = p.author_id, r.author_login = p.author_login, FALSE);
+
+
+-- One row per pull request not opened by a bot.
+CREATE OR REPLACE VIEW {schema}.pull_request_metrics COPY GRANTS AS
+WITH prs AS (
+    SELECT
+        org, repo, id, number, title, html_url, author_login, state, is_draft, is_merged,
+        created_at, merged_at, closed_at
+    FROM {schema}.pull_requests
+    WHERE NOT COALESCE(author_type = 'Bot' OR author_login LIKE '%[bot]', FALSE)
+),
+
+events AS (
+    SELECT pull_request_id, id, event, created_at, requested_reviewer_login, requested_reviewer_type
+    FROM {schema}.pull_request_events
+),
+
+-- The first draft change tells how the pull request was opened: a ready_for_review first means it
+-- was opened as a draft; without any draft change, its current is_draft does.
+event_facts AS (
+    SELECT
+        p.id AS pull_request_id,
+        MIN(CASE WHEN e.event = 'ready_for_review' THEN e.created_at END) AS first_ready_for_review_at,
+        MIN(CASE WHEN e.event = 'convert_to_draft' THEN e.created_at END) AS first_convert_to_draft_at,
+        SUM(CASE WHEN e.event = 'reopened' THEN 1 ELSE 0 END) AS times_reopened
+    FROM prs AS p
+    LEFT JOIN events AS e ON e.pull_request_id = p.id
+    GROUP BY p.id
+),
+
+readiness AS (
+    SELECT
+        p.id AS pull_request_id,
+        CASE
+            WHEN f.first_ready_for_review_at IS NOT NULL
+                THEN f.first_convert_to_draft_at IS NULL
+                     OR f.first_ready_for_review_at < f.first_convert_to_draft_at
+            ELSE f.first_convert_to_draft_at IS NULL AND COALESCE(p.is_draft, FALSE)
+        END AS opened_as_draft,
+        f.first_ready_for_review_at,
+        f.times_reopened
+    FROM prs AS p
+    JOIN event_facts AS f ON f.pull_request_id = p.id
+),
+
+ready AS (
+    SELECT
+        pull_request_id,
+        opened_as_draft,
+        times_reopened,
+        -- Opened as a draft: ready at its first ready_for_review (NULL while never ready).
+        CASE WHEN opened_as_draft THEN first_ready_for_review_at ELSE p.created_at END AS ready_at
+    FROM readiness
+    JOIN prs AS p ON p.id = readiness.pull_request_id
+),
+
+-- Every change of draft state: convert_to_draft starts a draft span, ready_for_review ends it; a
+-- pull request opened as a draft starts one at created_at.
+draft_changes AS (
+    SELECT r.pull_request_id, p.created_at AS changed_at, 0 AS event_id, TRUE AS to_draft
+    FROM ready AS r
+    JOIN prs AS p ON p.id = r.pull_request_id
+    WHERE r.opened_as_draft
+    UNION ALL
+    SELECT pull_request_id, created_at, id, event = 'convert_to_draft'
+    FROM events
+    WHERE event IN ('convert_to_draft', 'ready_for_review')
+),
+
+draft_spans AS (
+    SELECT
+        pull_request_id,
+        to_draft,
+        changed_at AS started_at,
+        LEAD(changed_at) OVER (PARTITION BY pull_request_id ORDER BY changed_at, event_id) AS ended_at
+    FROM draft_changes
+),
+
+-- A span still open ends when the pull request was closed, or now while it is open.
+drafts AS (
+    SELECT
+        s.pull_request_id,
+        SUM(DATEDIFF('second', s.started_at, COALESCE(s.ended_at, p.closed_at, CURRENT_TIMESTAMP()))) AS draft_seconds
+    FROM draft_spans AS s
+    JOIN prs AS p ON p.id = s.pull_request_id
+    WHERE s.to_draft
+    GROUP BY s.pull_request_id
+),
+
+requests AS (
+    SELECT pull_request_id, MIN(created_at) AS first_review_requested_at
+    FROM events
+    WHERE event = 'review_requested'
+      AND NOT COALESCE(requested_reviewer_type = 'Bot' OR requested_reviewer_login LIKE '%[bot]', FALSE)
+    GROUP BY pull_request_id
+),
+
+review_facts AS (
+    SELECT
+        r.pull_request_id,
+        COUNT(c.review_id) AS reviews,
+        COUNT(DISTINCT c.reviewer_login) AS distinct_reviewers,
+        SUM(CASE WHEN c.state = 'CHANGES_REQUESTED' THEN 1 ELSE 0 END) AS changes_requested_rounds,
+        MAX(CASE WHEN c.state = 'APPROVED' AND c.submitted_at <= p.merged_at THEN 1 ELSE 0 END) = 1 AS approved_before_merge,
+        MIN(CASE WHEN c.submitted_at >= r.ready_at THEN c.submitted_at END) AS first_review_at,
+        MIN(CASE WHEN c.submitted_at >= r.ready_at AND c.state = 'APPROVED' THEN c.submitted_at END) AS first_approval_at,
+        MIN(CASE WHEN c.submitted_at >= q.first_review_requested_at THEN c.submitted_at END) AS first_review_after_request_at
+    FROM ready AS r
+    JOIN prs AS p ON p.id = r.pull_request_id
+    LEFT JOIN {schema}.counted_reviews AS c ON c.pull_request_id = r.pull_request_id
+    LEFT JOIN requests AS q ON q.pull_request_id = r.pull_request_id
+    GROUP BY r.pull_request_id
+),
+
+files AS (
+    SELECT
+        pull_request_id,
+        SUM(COALESCE(additions, 0)) AS additions,
+        SUM(COALESCE(deletions, 0)) AS deletions,
+        COUNT(*) AS changed_files,
+        MAX(CASE WHEN file_list_truncated THEN 1 ELSE 0 END) = 1 AS truncated
+    FROM {schema}.pull_request_files
+    GROUP BY pull_request_id
+),
+
+-- A file list fetched empty is known to be empty; one never fetched is unknown.
+files_fetched AS (
+    SELECT DISTINCT pull_request_id
+    FROM {schema}.pull_request_child_fetches
+    WHERE kind = 'files'
+),
+
+sizes AS (
+    SELECT
+        p.id AS pull_request_id,
+        COALESCE(f.additions, 0) AS additions,
+        COALESCE(f.deletions, 0) AS deletions,
+        COALESCE(f.changed_files, 0) AS changed_files,
+        COALESCE(f.truncated, FALSE) AS size_is_lower_bound
+    FROM prs AS p
+    LEFT JOIN files AS f ON f.pull_request_id = p.id
+    LEFT JOIN files_fetched AS ff ON ff.pull_request_id = p.id
+    WHERE f.pull_request_id IS NOT NULL OR ff.pull_request_id IS NOT NULL
+)
+
+SELECT
+    p.org,
+    p.repo,
+    p.id,
+    p.number,
+    p.title,
+    p.html_url,
+    p.author_login,
+    p.state,
+    p.is_draft,
+    p.is_merged,
+    p.created_at,
+    r.ready_at,
+    q.first_review_requested_at,
+    v.first_review_at,
+    v.first_approval_at,
+    p.merged_at,
+    p.closed_at,
+    COALESCE(d.draft_seconds, 0) AS draft_seconds,
+    DATEDIFF('second', r.ready_at, v.first_review_at) AS time_to_first_review_seconds,
+    DATEDIFF('second', q.first_review_requested_at, v.first_review_after_request_at) AS time_from_request_to_first_review_seconds,
+    DATEDIFF('second', r.ready_at, v.first_approval_at) AS time_to_first_approval_seconds,
+    CASE WHEN v.first_review_at <= p.merged_at
+        THEN DATEDIFF('second', v.first_review_at, p.merged_at)
+    END AS review_time_seconds,
+    DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
+    CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
+    v.reviews,
+    v.distinct_reviewers,
+    v.changes_requested_rounds,
+    r.times_reopened,
+    s.additions,
+    s.deletions,
+    s.changed_files,
+    CASE
+        WHEN s.additions + s.deletions < 10 THEN 'XS'
+        WHEN s.additions + s.deletions < 100 THEN 'S'
+        WHEN s.additions + s.deletions < 500 THEN 'M'
+        WHEN s.additions + s.deletions < 1000 THEN 'L'
+        WHEN s.additions + s.deletions >= 1000 THEN 'XL'
+    END AS size_bucket,
+    s.size_is_lower_bound
+FROM prs AS p
+JOIN ready AS r ON r.pull_request_id = p.id
+JOIN review_facts AS v ON v.pull_request_id = p.id
+LEFT JOIN requests AS q ON q.pull_request_id = p.id
+LEFT JOIN drafts AS d ON d.pull_request_id = p.id
+LEFT JOIN sizes AS s ON s.pull_request_id = p.id;
+
+
+-- One row per Monday-starting UTC week x organisation x repository, and per week x organisation
+-- with repo NULL (the whole organisation), from the week of the first pull request of that
+-- repository (organisation) to the current week.
+CREATE OR REPLACE VIEW {schema}.weekly_pull_request_metrics COPY GRANTS AS
+WITH now_utc AS (
+    SELECT CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ AS now_at
+),
+
+-- Instants as UTC wall-clock times, so that dates and week boundaries are UTC ones.
+prs_utc AS (
+    SELECT
+        org,
+        repo,
+        is_merged,
+        time_to_first_review_seconds,
+        time_to_merge_seconds,
+        CONVERT_TIMEZONE('UTC', created_at)::TIMESTAMP_NTZ AS created_utc,
+        CONVERT_TIMEZONE('UTC', merged_at)::TIMESTAMP_NTZ AS merged_utc,
+        CONVERT_TIMEZONE('UTC', closed_at)::TIMESTAMP_NTZ AS closed_utc,
+        CONVERT_TIMEZONE('UTC', first_review_at)::TIMESTAMP_NTZ AS first_review_utc
+    FROM {schema}.pull_request_metrics
+),
+
+-- The Monday on or before a date: DAYOFWEEKISO is 1 on Monday, whatever WEEK_START says.
+prs AS (
+    SELECT
+        *,
+        DATEADD('day', 1 - DAYOFWEEKISO(created_utc::DATE), created_utc::DATE)::DATE AS created_week,
+        DATEADD('day', 1 - DAYOFWEEKISO(merged_utc::DATE), merged_utc::DATE)::DATE AS merged_week,
+        DATEADD('day', 1 - DAYOFWEEKISO(closed_utc::DATE), closed_utc::DATE)::DATE AS closed_week,
+        DATEADD('day', 1 - DAYOFWEEKISO(first_review_utc::DATE), first_review_utc::DATE)::DATE AS first_review_week
+    FROM prs_utc
+),
+
+current_week AS (
+    SELECT
+        now_at,
+        DATEADD('day', 1 - DAYOFWEEKISO(now_at::DATE), now_at::DATE)::DATE AS week_start
+    FROM now_utc
+),
+
+-- 0 .. 9999: enough weeks (192 years) for any history.
+digits AS (
+    SELECT d FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS t (d)
+),
+
+week_numbers AS (
+    SELECT ones.d + 10 * tens.d + 100 * hundreds.d + 1000 * thousands.d AS n
+    FROM digits AS ones
+    CROSS JOIN digits AS tens
+    CROSS JOIN digits AS hundreds
+    CROSS JOIN digits AS thousands
+),
+
+-- Each pull request counts in two scopes: its repository, and its organisation (scope_repo NULL).
+scoped_prs AS (
+    SELECT *, repo AS scope_repo FROM prs
+    UNION ALL
+    SELECT *, CAST(NULL AS VARCHAR) AS scope_repo FROM prs
+),
+
+scopes AS (
+    SELECT org, scope_repo AS repo, MIN(created_week) AS first_week
+    FROM scoped_prs
+    GROUP BY org, scope_repo
+),
+
+-- Each week ends at the next Monday 00:00 UTC; the current week ends now.
+weeks AS (
+    SELECT
+        s.org,
+        s.repo,
+        DATEADD('day', 7 * w.n, s.first_week)::DATE AS week_start,
+        LEAST(DATEADD('day', 7 * (w.n + 1), s.first_week)::TIMESTAMP_NTZ, c.now_at) AS week_end
+    FROM scopes AS s
+    CROSS JOIN week_numbers AS w
+    CROSS JOIN current_week AS c
+    WHERE DATEADD('day', 7 * w.n, s.first_week)::DATE <= c.week_start
+),
+
+-- Each week with the pull requests of its scope that matter to it: opened before its end and not
+-- closed before its start (or first reviewed in it or later).
+week_prs AS (
+    SELECT
+        w.week_start,
+        w.org,
+        w.repo,
+        CASE WHEN p.created_week = w.week_start THEN 1 ELSE 0 END AS opened,
+        CASE WHEN p.merged_week = w.week_start THEN 1 ELSE 0 END AS merged,
+        CASE WHEN p.closed_week = w.week_start AND NOT p.is_merged THEN 1 ELSE 0 END AS closed_without_merge,
+        CASE WHEN p.first_review_week = w.week_start THEN p.time_to_first_review_seconds END AS first_review_seconds,
+        CASE WHEN p.merged_week = w.week_start THEN p.time_to_merge_seconds END AS merge_seconds,
+        CASE WHEN p.created_utc < w.week_end AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_end)
+            THEN DATEDIFF('second', p.created_utc, w.week_end)
+        END AS open_age_seconds
+    FROM weeks AS w
+    LEFT JOIN scoped_prs AS p
+        ON p.org = w.org
+        AND p.scope_repo IS NOT DISTINCT FROM w.repo
+        AND p.created_utc < w.week_end
+        AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_start OR p.first_review_utc >= w.week_start)
+),
+
+weekly AS (
+    SELECT
+        week_start,
+        org,
+        repo,
+        SUM(opened) AS prs_opened,
+        SUM(merged) AS prs_merged,
+        SUM(closed_without_merge) AS prs_closed_without_merge,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY first_review_seconds))::BIGINT AS time_to_first_review_p50_seconds,
+        ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY first_review_seconds))::BIGINT AS time_to_first_review_p75_seconds,
+        ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY first_review_seconds))::BIGINT AS time_to_first_review_p90_seconds,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY merge_seconds))::BIGINT AS time_to_merge_p50_seconds,
+        ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY merge_seconds))::BIGINT AS time_to_merge_p75_seconds,
+        ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY merge_seconds))::BIGINT AS time_to_merge_p90_seconds,
+        COUNT(open_age_seconds) AS open_prs_at_week_end,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY open_age_seconds))::BIGINT AS open_pr_median_age_seconds
+    FROM week_prs
+    GROUP BY week_start, org, repo
+)
+
+SELECT
+    week_start,
+    org,
+    repo,
+    prs_opened,
+    prs_merged,
+    prs_closed_without_merge,
+    CAST(prs_merged AS DOUBLE) / NULLIF(prs_merged + prs_closed_without_merge, 0) AS merge_rate,
+    time_to_first_review_p50_seconds,
+    time_to_first_review_p75_seconds,
+    time_to_first_review_p90_seconds,
+    time_to_merge_p50_seconds,
+    time_to_merge_p75_seconds,
+    time_to_merge_p90_seconds,
+    open_prs_at_week_end,
+    open_pr_median_age_seconds
+FROM weekly;
+
+
+-- One row per Monday-starting UTC week (of submitted_at) x organisation x repository x reviewer:
+-- the counted reviews on pull requests not opened by a bot.
+CREATE OR REPLACE VIEW {schema}.reviewer_load COPY GRANTS AS
+WITH reviews AS (
+    SELECT
+        c.org,
+        c.repo,
+        c.reviewer_login,
+        c.pull_request_id,
+        CONVERT_TIMEZONE('UTC', c.submitted_at)::DATE AS submitted_date
+    FROM {schema}.counted_reviews AS c
+    JOIN {schema}.pull_request_metrics AS m ON m.id = c.pull_request_id
+    WHERE c.reviewer_login IS NOT NULL
+)
+
+SELECT
+    DATEADD('day', 1 - DAYOFWEEKISO(submitted_date), submitted_date)::DATE AS week_start,
+    org,
+    repo,
+    reviewer_login,
+    COUNT(*) AS reviews,
+    COUNT(DISTINCT pull_request_id) AS prs_reviewed
+FROM reviews
+GROUP BY 1, 2, 3, 4;

@@ -1,0 +1,525 @@
+"""The metric views (destinations/metrics.sql) on a small hand-built history, on DuckDB and on
+Snowflake (the real connector against fakesnow's server).
+
+The history is GitHub-shaped JSON turned into rows by the source's row builders, landed in two loads
+and merged through the real path, so the views read what the merge produces. Every expected value
+below is worked out by hand from the timeline written next to it (README "Metrics" has the rules).
+
+acme/api #1 (ada)   opened as a draft Mon 2026-01-05 09:00; review requested from bob 09:45 (still a
+                    draft); ready 10:00; back to draft 12:00; ready again 14:00; requests for carol
+                    14:00 and bob again (a re-request) 01-06 09:00; carol's removed 09:30. Reviews: bob COMMENTED 09:30 (while
+                    a draft), dependabot[bot] COMMENTED 10:30 (bot), ada COMMENTED 11:00 (the author),
+                    bob CHANGES_REQUESTED 11:30, carol PENDING (no submitted_at), bob APPROVED 01-06
+                    10:00, carol APPROVED 01-06 12:00. Merged 01-07 09:00. Files +5/-2 and +20/-0.
+acme/api #2 (carol) opened 01-06 08:00; review requested from team backend 09:00; bob COMMENTED
+                    10:00; closed 01-07 08:00, reopened 01-08 08:00,
+                    closed unmerged 01-13 08:00. One file +600/-500 of a truncated list.
+acme/api #3 (ada)   opened as a draft 01-13 09:00 and still one; a review requested from a bot; bob
+                    COMMENTED 01-14 09:00. Its only file was dropped: the last file list came back empty.
+acme/web #1 (bob)   opened Sun 01-11 23:30 UTC (Mon 08:30 in Tokyo: the week must be the UTC one);
+                    review requested from carol at once; carol COMMENTED 01-12 23:30; merged
+                    01-15 23:30:01; carol APPROVED 01-16 10:00, after the merge. One file +100/-0.
+acme/api #4 (ada)   opened 01-12 10:00; converted to a draft 10:10, ready 10:40; ada APPROVED 10:30 (the
+                    author), lint[bot] COMMENTED 10:15 (a bot by its login only), carol's review
+                    10:50 (dismissed since: DISMISSED), bob APPROVED 11:00; merged 12:00. Files +5/-4.
+acme/api #5         opened by dependabot[bot] 01-06; bob APPROVED it: left out everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from destinations import DuckDBConfig, DuckDBWarehouse, SnowflakeConfig, SnowflakeWarehouse, bootstrap, merge_landed_loads, sql
+from destinations.merge import ensure_metric_views
+from destinations.script import statements
+from flows import bootstrap as bootstrap_cli
+from sources.github.schema import child_fetch_row, event_row, file_row, pull_request_row, review_row
+from warehouse_loads import land, land_new_columns_onto_an_older_warehouse
+
+ORG = "acme"
+UTC = timezone.utc
+W1, W2, W3 = date(2026, 1, 5), date(2026, 1, 12), date(2026, 1, 19)  # Mondays
+
+PR_METRICS_COLUMNS = (
+    "org", "repo", "id", "number", "title", "html_url", "author_login", "state", "is_draft", "is_merged",
+    "created_at", "ready_at", "first_review_requested_at", "first_review_at", "first_approval_at",
+    "merged_at", "closed_at", "draft_seconds", "time_to_first_review_seconds",
+    "time_from_request_to_first_review_seconds", "time_to_first_approval_seconds", "review_time_seconds",
+    "time_to_merge_seconds", "merged_without_approval", "reviews", "distinct_reviewers",
+    "changes_requested_rounds", "times_reopened", "additions", "deletions", "changed_files",
+    "size_bucket", "size_is_lower_bound",
+)
+WEEKLY_COLUMNS = (
+    "week_start", "org", "repo", "prs_opened", "prs_merged", "prs_closed_without_merge", "merge_rate",
+    "time_to_first_review_p50_seconds", "time_to_first_review_p75_seconds", "time_to_first_review_p90_seconds",
+    "time_to_merge_p50_seconds", "time_to_merge_p75_seconds", "time_to_merge_p90_seconds",
+    "open_prs_at_week_end", "open_pr_median_age_seconds",
+)
+REVIEWER_LOAD_COLUMNS = ("week_start", "org", "repo", "reviewer_login", "reviews", "prs_reviewed")
+TIMESTAMPS = {"created_at", "ready_at", "first_review_requested_at", "first_review_at", "first_approval_at",
+              "merged_at", "closed_at"}
+
+
+def at(text: str) -> datetime:
+    """'01-05 09:00[:ss]' in January 2026, UTC."""
+    day, clock = text.split(" ")
+    return datetime.fromisoformat(f"2026-{day}T{clock}").replace(tzinfo=UTC)
+
+
+def iso(text: str) -> str:
+    return at(text).isoformat().replace("+00:00", "Z")
+
+
+# --- The history, as GitHub serves it ------------------------------------------------------------
+
+ADA = {"login": "ada", "id": 1, "type": "User"}
+BOB = {"login": "bob", "id": 2, "type": "User"}
+CAROL = {"login": "carol", "id": 3, "type": "User"}
+DEPENDABOT = {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"}
+LINT_BOT = {"login": "lint[bot]", "id": 77, "type": "User"}
+REVIEW_BOT = {"login": "copilot-pull-request-reviewer[bot]", "id": 175728472, "type": "Bot"}
+
+
+def pull(repo: str, id_: int, number: int, user: dict, created: str, updated: str, *, title: str,
+         draft: bool = False, closed: str | None = None, merged: str | None = None) -> dict:
+    return pull_request_row(ORG, repo, {
+        "id": id_, "number": number, "title": title, "user": user, "draft": draft,
+        "state": "closed" if closed else "open",
+        "html_url": f"https://github.com/{ORG}/{repo}/pull/{number}",
+        "created_at": iso(created), "updated_at": iso(updated),
+        "closed_at": iso(closed) if closed else None, "merged_at": iso(merged) if merged else None,
+    })
+
+
+def review(pr: dict, id_: int, user: dict, state: str, submitted: str | None) -> dict:
+    payload = {"id": id_, "user": user, "state": state, "body": ""}
+    if submitted is not None:  # a PENDING review has no submitted_at
+        payload["submitted_at"] = iso(submitted)
+    return review_row(ORG, pr["repo"], pr, payload)
+
+
+def event(pr: dict, id_: int, kind: str, when: str, reviewer: dict | None = None, team: str | None = None) -> dict:
+    payload: dict[str, Any] = {"id": id_, "event": kind, "actor": ADA, "created_at": iso(when)}
+    if reviewer is not None:
+        payload["requested_reviewer"] = reviewer
+    if team is not None:
+        payload["requested_team"] = {"slug": team}
+    return event_row(ORG, pr["repo"], pr, payload)
+
+
+def changed(pr: dict, name: str, additions: int, deletions: int, *, truncated: bool = False) -> dict:
+    return file_row(ORG, pr["repo"], pr, {"filename": name, "status": "modified", "additions": additions,
+                                          "deletions": deletions}, truncated=truncated)
+
+
+def fetched(pr: dict, kind: str, items: list) -> dict:
+    return child_fetch_row(ORG, pr["repo"], pr, kind, len(items), at("01-20 00:00"))
+
+
+def load(prs: list[tuple[dict, list, list, list]]) -> dict[str, list[dict]]:
+    """One load: each pull request with its fetched reviews, files and events (whole lists)."""
+    tables: dict[str, list[dict]] = {name: [] for name in (
+        "pull_requests", "pull_request_child_fetches", "pull_request_reviews", "pull_request_files",
+        "pull_request_events")}
+    for pr, reviews, files, events in prs:
+        tables["pull_requests"].append(pr)
+        for kind, table, rows in (("reviews", "pull_request_reviews", reviews), ("files", "pull_request_files", files),
+                                  ("events", "pull_request_events", events)):
+            tables["pull_request_child_fetches"].append(fetched(pr, kind, rows))
+            tables[table] += rows
+    return tables
+
+
+def land_history(root: Path) -> None:
+    # Load 1, on 01-13 at 09:30: api#2 closed for the first time, api#3 with a file it later drops.
+    pr2_then = pull("api", 1002, 2, CAROL, "01-06 08:00", "01-07 08:00", title="Cache", closed="01-07 08:00")
+    pr3_then = pull("api", 1003, 3, ADA, "01-13 09:00", "01-13 09:00", title="WIP", draft=True)
+    land(root, ORG, "1000.1", load([
+        (pr2_then, [review(pr2_then, 5201, BOB, "COMMENTED", "01-06 10:00")],
+         [changed(pr2_then, "x.py", 600, 500, truncated=True)], [event(pr2_then, 9201, "closed", "01-07 08:00")]),
+        (pr3_then, [], [changed(pr3_then, "draft.py", 3, 0)], []),
+    ]), date="2026-01-13")
+
+    # Load 2, a week later: everything as it is now.
+    pr1 = pull("api", 1001, 1, ADA, "01-05 09:00", "01-07 09:00", title="Add retries",
+               closed="01-07 09:00", merged="01-07 09:00")
+    pr2 = pull("api", 1002, 2, CAROL, "01-06 08:00", "01-13 08:00", title="Cache", closed="01-13 08:00")
+    pr3 = pull("api", 1003, 3, ADA, "01-13 09:00", "01-14 09:00", title="WIP", draft=True)
+    web = pull("web", 2001, 1, BOB, "01-11 23:30", "01-15 23:30:01", title="Dark mode",
+               closed="01-15 23:30:01", merged="01-15 23:30:01")
+    pr4 = pull("api", 1004, 4, ADA, "01-12 10:00", "01-12 12:00", title="Fix typo",
+               closed="01-12 12:00", merged="01-12 12:00")
+    pr5 = pull("api", 1005, 5, DEPENDABOT, "01-06 07:00", "01-06 09:00", title="Bump httpx",
+               closed="01-06 09:00", merged="01-06 09:00")
+    land(root, ORG, "1000.2", load([
+        (pr1, [
+            review(pr1, 5101, BOB, "COMMENTED", "01-05 09:30"),
+            review(pr1, 5102, DEPENDABOT, "COMMENTED", "01-05 10:30"),
+            review(pr1, 5103, ADA, "COMMENTED", "01-05 11:00"),
+            review(pr1, 5104, BOB, "CHANGES_REQUESTED", "01-05 11:30"),
+            review(pr1, 5105, CAROL, "PENDING", None),
+            review(pr1, 5106, BOB, "APPROVED", "01-06 10:00"),
+            review(pr1, 5107, CAROL, "APPROVED", "01-06 12:00"),
+        ], [changed(pr1, "a.py", 5, 2), changed(pr1, "b.py", 20, 0)], [
+            event(pr1, 9101, "review_requested", "01-05 09:45", BOB),
+            event(pr1, 9102, "ready_for_review", "01-05 10:00"),
+            event(pr1, 9103, "convert_to_draft", "01-05 12:00"),
+            event(pr1, 9104, "ready_for_review", "01-05 14:00"),
+            event(pr1, 9105, "review_requested", "01-05 14:00", CAROL),
+            event(pr1, 9106, "review_requested", "01-06 09:00", BOB),
+            event(pr1, 9109, "review_request_removed", "01-06 09:30", CAROL),
+            event(pr1, 9107, "merged", "01-07 09:00"),
+            event(pr1, 9108, "closed", "01-07 09:00"),
+        ]),
+        (pr2, [review(pr2, 5201, BOB, "COMMENTED", "01-06 10:00")],
+         [changed(pr2, "x.py", 600, 500, truncated=True)], [
+            event(pr2, 9204, "review_requested", "01-06 09:00", team="backend"),
+            event(pr2, 9201, "closed", "01-07 08:00"),
+            event(pr2, 9202, "reopened", "01-08 08:00"),
+            event(pr2, 9203, "closed", "01-13 08:00"),
+        ]),
+        (pr3, [review(pr3, 5301, BOB, "COMMENTED", "01-14 09:00")], [],
+         [event(pr3, 9301, "review_requested", "01-13 10:00", REVIEW_BOT)]),
+        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30"), review(web, 6102, CAROL, "APPROVED", "01-16 10:00")],
+         [changed(web, "theme.css", 100, 0)], [
+            event(web, 9401, "review_requested", "01-11 23:30", CAROL),
+            event(web, 9402, "merged", "01-15 23:30:01"),
+            event(web, 9403, "closed", "01-15 23:30:01"),
+        ]),
+        (pr4, [
+            review(pr4, 5401, LINT_BOT, "COMMENTED", "01-12 10:15"),
+            review(pr4, 5402, ADA, "APPROVED", "01-12 10:30"),
+            review(pr4, 5404, CAROL, "DISMISSED", "01-12 10:50"),
+            review(pr4, 5403, BOB, "APPROVED", "01-12 11:00"),
+        ], [changed(pr4, "README.md", 5, 4)], [
+            event(pr4, 9501, "convert_to_draft", "01-12 10:10"),
+            event(pr4, 9502, "ready_for_review", "01-12 10:40"),
+            event(pr4, 9503, "merged", "01-12 12:00"),
+            event(pr4, 9504, "closed", "01-12 12:00"),
+        ]),
+        (pr5, [review(pr5, 5501, BOB, "APPROVED", "01-06 08:00")], [changed(pr5, "pyproject.toml", 1, 1)],
+         [event(pr5, 9601, "merged", "01-06 09:00")]),
+    ]), date="2026-01-20")
+
+
+# --- What the views must say ----------------------------------------------------------------------
+
+# In PR_METRICS_COLUMNS order; api#3's draft_seconds runs until now and is checked apart (DRAFT_NOW).
+DRAFT_NOW = None
+EXPECTED_PRS = [
+    # api#1: ready at the first ready_for_review (10:00). Draft 09:00-10:00 and 12:00-14:00 = 10,800 s.
+    # First review by someone else at or after 10:00: bob's CHANGES_REQUESTED 11:30 (5,400 s); his
+    # 09:30 comment came before ready (it counts in `reviews`, not as the first review); first request
+    # 09:45 -> 11:30 = 6,300 s; first approval 01-06 10:00 (86,400 s); review time 11:30 -> 01-07 09:00
+    # = 163,800 s; ready -> merge 47 h = 169,200 s. Reviews: bob x3 and carol's approval (not the bot's,
+    # the author's or the pending one). 27 lines: S.
+    ("acme", "api", 1001, 1, "Add retries", "https://github.com/acme/api/pull/1", "ada", "closed", False, True,
+     at("01-05 09:00"), at("01-05 10:00"), at("01-05 09:45"), at("01-05 11:30"), at("01-06 10:00"),
+     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 163800, 169200, False, 4, 2, 1, 0,
+     25, 2, 2, "S", False),
+    # api#2: never a draft; first review 2 h after opening, 1 h after the team's request; closed
+    # unmerged, so no merge times and merged_without_approval is NULL; reopened once; 1,100 lines of a
+    # truncated list.
+    ("acme", "api", 1002, 2, "Cache", "https://github.com/acme/api/pull/2", "carol", "closed", False, False,
+     at("01-06 08:00"), at("01-06 08:00"), at("01-06 09:00"), at("01-06 10:00"), None,
+     None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, 1, 1, 0, 1,
+     600, 500, 1, "XL", True),
+    # api#3: still a draft: never ready, so no first review although bob commented; the only request
+    # was for a bot. The last file list was empty: known sizes of 0, XS.
+    ("acme", "api", 1003, 3, "WIP", "https://github.com/acme/api/pull/3", "ada", "open", True, False,
+     at("01-13 09:00"), None, None, None, None,
+     None, None, DRAFT_NOW, None, None, None, None, None, None, 1, 1, 0, 0,
+     0, 0, 0, "XS", False),
+    # api#4: opened ready (its first draft change is convert_to_draft), draft 10:10-10:40 = 1,800 s;
+    # the author's approval and lint[bot]'s comment do not count; the first review is carol's, now
+    # DISMISSED, at 10:50 (3,000 s; review time 10:50 -> 12:00 = 4,200 s; not a changes-requested round);
+    # the first approval bob's at 11:00 (3,600 s); merged 12:00 (7,200 s after ready). 9 lines: XS.
+    ("acme", "api", 1004, 4, "Fix typo", "https://github.com/acme/api/pull/4", "ada", "closed", False, True,
+     at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 10:50"), at("01-12 11:00"),
+     at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, 2, 2, 0, 0,
+     5, 4, 1, "XS", False),
+    # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
+    # only approval came the day after the merge (01-16 10:00, 4 d 10 h 30 min after ready = 383,400 s):
+    # merged without approval. 100 lines: M.
+    ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
+     at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
+     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, 2, 1, 0, 0,
+     100, 0, 1, "M", False),
+]
+
+# (week_start, repo) -> the rest of the row in WEEKLY_COLUMNS order (from prs_opened on).
+# First reviews: W1 api#1 5,400 and api#2 7,200; W2 api#4 3,000 and web#1 86,400 (01-12 23:30 UTC).
+# Merges: W1 api#1 169,200; W2 api#4 7,200 and web#1 345,601. PERCENTILE_CONT of n sorted values at p
+# takes position p * (n - 1), interpolating linearly, then rounds half away from zero:
+#   [5400, 7200]:   p50 6300, p75 5400 + 0.75 * 1800 = 6750, p90 5400 + 0.9 * 1800 = 7020
+#   [3000, 86400]:  p50 44700, p75 3000 + 0.75 * 83400 = 65550, p90 3000 + 0.9 * 83400 = 78060
+#   [7200, 345601]: p50 176400.5 -> 176401, p75 261000.75 -> 261001, p90 311760.9 -> 311761
+# Open at the end of W1 (01-12 00:00): api#2 (closed only on 01-13; 5 d 16 h = 489,600 s) and web#1
+# (30 min = 1,800 s): organisation median 245,700. End of W2 (01-19 00:00): api#3 (5 d 15 h = 486,000).
+EXPECTED_WEEKS = {
+    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600),
+    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800),
+    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700),
+    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000),
+    (W2, "web"): (0, 1, 0, 1.0, 86400, 86400, 86400, 345601, 345601, 345601, 0, None),
+    (W2, None): (2, 2, 1, 2 / 3, 44700, 65550, 78060, 176401, 261001, 311761, 1, 486000),
+}
+
+EXPECTED_REVIEWER_LOAD = [
+    (W1, "acme", "api", "bob", 4, 2),  # api#1 x3, api#2
+    (W1, "acme", "api", "carol", 1, 1),  # api#1's approval; her PENDING review does not count
+    (W2, "acme", "api", "bob", 2, 2),  # api#4, api#3 (a review of a draft is still a review)
+    (W2, "acme", "api", "carol", 1, 1),  # api#4's dismissed review
+    (W2, "acme", "web", "carol", 2, 1),  # web#1 01-12 23:30 UTC and 01-16 (after the merge)
+]
+
+
+def monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def select(warehouse: Any, view: str, columns: tuple[str, ...], order: str) -> list[tuple]:
+    """The view's rows, columns in contract order. fakesnow's server sends a NULL TIMESTAMP_TZ as
+    1970-01-01, so timestamps come with an IS NULL flag and NULL is put back here."""
+    names = []
+    for column in columns:
+        names.append(column)
+        if column in TIMESTAMPS:
+            names.append(f"{column} IS NULL")
+    rows = warehouse.execute(f"SELECT {', '.join(names)} FROM {warehouse.table(view)} ORDER BY {order}")
+    result = []
+    for row in rows:
+        values, it = [], iter(row)
+        for column in columns:
+            value = next(it)
+            if column in TIMESTAMPS and next(it):
+                value = None
+            values.append(value)
+        result.append(tuple(values))
+    return result
+
+
+def check_views(warehouse: Any, before: datetime) -> None:
+    after = utc_now() + timedelta(seconds=1)
+
+    prs = select(warehouse, "pull_request_metrics", PR_METRICS_COLUMNS, "repo, number")
+    draft = PR_METRICS_COLUMNS.index("draft_seconds")
+    wip = prs[2]
+    # api#3 is a draft since 01-13 09:00: its draft time runs until now.
+    assert (before - at("01-13 09:00")).total_seconds() <= wip[draft] <= (after - at("01-13 09:00")).total_seconds()
+    assert prs[:2] + [wip[:draft] + (DRAFT_NOW,) + wip[draft + 1:]] + prs[3:] == EXPECTED_PRS
+
+    weekly = select(warehouse, "weekly_pull_request_metrics", WEEKLY_COLUMNS, "week_start, repo NULLS LAST")
+    # A row per repository and one for the organisation, every week from W1 to the current week.
+    weeks = (monday(after.date()) - W1).days // 7 + 1
+    assert len(weekly) == 3 * weeks
+    assert [(w, r) for w, _, r, *_ in weekly[:6]] == list(EXPECTED_WEEKS)
+    for week_start, org, repo, *values in weekly:
+        assert org == ORG
+        if (week_start, repo) in EXPECTED_WEEKS:
+            assert tuple(values) == EXPECTED_WEEKS[(week_start, repo)], (week_start, repo)
+            continue
+        # From W3 on nothing happens; api#3 stays open (in the api and organisation rows), its age
+        # taken at the week's end, or now for the current week.
+        assert values[:10] == [0, 0, 0] + [None] * 7, (week_start, repo)
+        open_prs, median_age = values[10:]
+        if repo == "web":
+            assert (open_prs, median_age) == (0, None)
+            continue
+        assert open_prs == 1
+        week_end = datetime.combine(week_start + timedelta(days=7), datetime.min.time(), UTC)
+        if week_end <= before:
+            assert median_age == (week_end - at("01-13 09:00")).total_seconds(), week_start
+        else:  # the current week
+            assert (before - at("01-13 09:00")).total_seconds() <= median_age <= (after - at("01-13 09:00")).total_seconds()
+    assert weekly[6][:3] == (W3, ORG, "api") and weekly[6][-2:] == (1, 486000 + 7 * 86400)
+
+    load = select(warehouse, "reviewer_load", REVIEWER_LOAD_COLUMNS, "week_start, repo, reviewer_login")
+    assert load == EXPECTED_REVIEWER_LOAD
+
+
+def view_columns(warehouse: Any, view: str) -> tuple[str, ...]:
+    return tuple(warehouse.columns(view))
+
+
+def check_contract(warehouse: Any) -> None:
+    assert view_columns(warehouse, "pull_request_metrics") == PR_METRICS_COLUMNS
+    assert view_columns(warehouse, "weekly_pull_request_metrics") == WEEKLY_COLUMNS
+    assert view_columns(warehouse, "reviewer_load") == REVIEWER_LOAD_COLUMNS
+
+
+def views(warehouse: Any) -> set[str]:
+    rows = warehouse.execute(sql.view_names(), [sql.fold(warehouse.schema_name, warehouse.dialect)])
+    return {str(name).lower() for (name,) in rows}
+
+
+# --- DuckDB -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def duck(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
+    warehouse = DuckDBWarehouse(DuckDBConfig(path=tmp_path / "wh" / "warehouse.duckdb"))
+    yield warehouse
+    warehouse.close()
+
+
+def test_metrics_on_duckdb_in_a_session_that_is_not_utc(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    land_history(tmp_path)
+    before = utc_now()
+    report = merge_landed_loads(duck, str(tmp_path), ORG, "github_acme")
+    assert report.loads_merged == ["1000.1", "1000.2"] and report.rows_deleted["pull_request_files"] == 1
+    # Weeks and dates must be UTC ones whatever the session's zone: web#1 opened on a Sunday 23:30 UTC,
+    # already Monday in Tokyo.
+    duck._conn.execute("SET TimeZone = 'Asia/Tokyo'")
+    check_contract(duck)
+    check_views(duck, before)
+
+
+def test_bootstrap_twice_is_idempotent_and_views_follow_the_data(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    bootstrap(duck, ["github_acme"])
+    bootstrap(duck, ["github_acme"])
+    assert views(duck) == set(sql.METRIC_VIEWS)
+    assert duck.execute(f"SELECT count(*) FROM {duck.table('pull_request_metrics')}") == [(0,)]
+    land_history(tmp_path)
+    before = utc_now()
+    merge_landed_loads(duck, str(tmp_path), ORG, "github_acme")
+    bootstrap(duck, ["github_acme"])
+    check_views(duck, before)
+
+
+def test_views_are_created_after_a_merge_when_missing(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    """A warehouse bootstrapped by the previous version: tables, no views; the merge is told not to
+    bootstrap (as the flow does after its own bootstrap), and creates the views once it has merged."""
+    bootstrap(duck, ["github_acme"])
+    for name in reversed(sql.METRIC_VIEWS):
+        duck.execute(f"DROP VIEW {duck.table(name)}")
+    assert views(duck) == set()
+    land_history(tmp_path)
+    before = utc_now()
+    merge_landed_loads(duck, str(tmp_path), ORG, "github_acme", bootstrap_first=False)
+    assert views(duck) == set(sql.METRIC_VIEWS)
+    check_views(duck, before)
+    assert ensure_metric_views(duck) == []  # all there: nothing replaced
+
+
+def test_views_reach_a_warehouse_whose_tables_lack_newer_columns(
+    tmp_path: Path, duck: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables created before author_type and the other newer columns existed, and no views: the next
+    merge's bootstrap adds the declared columns and creates the views."""
+    land_new_columns_onto_an_older_warehouse(tmp_path, duck, monkeypatch)
+    assert views(duck) == set(sql.METRIC_VIEWS)
+    # PR 1 was merged without author_type, reviewed by a review without an author: it counts as someone
+    # else's, but it has no submitted_at (like a pending one), so no review is counted.
+    rows = duck.execute(f"SELECT number, reviews FROM {duck.table('pull_request_metrics')} ORDER BY number")
+    assert rows == [(1, 0), (2, 0), (3, 0)]
+
+
+# --- Snowflake, through fakesnow's server ---------------------------------------------------------
+
+
+@pytest.fixture
+def snow(snowflake_config: Callable[..., SnowflakeConfig], tmp_path: Path) -> Iterator[SnowflakeWarehouse]:
+    warehouse = SnowflakeWarehouse(snowflake_config(f"file://{tmp_path.resolve()}/github/"))
+    yield warehouse
+    warehouse.close()
+
+
+def test_metrics_on_snowflake(tmp_path: Path, snow: SnowflakeWarehouse) -> None:
+    land_history(tmp_path)
+    before = utc_now()
+    merge_landed_loads(snow, str(tmp_path), ORG, "github_acme")
+    check_contract(snow)
+    check_views(snow, before)
+
+
+def test_views_are_created_after_a_merge_when_missing_on_snowflake(tmp_path: Path, snow: SnowflakeWarehouse) -> None:
+    bootstrap(snow, ["github_acme"])
+    bootstrap(snow, ["github_acme"])
+    assert views(snow) == set(sql.METRIC_VIEWS)
+    for name in reversed(sql.METRIC_VIEWS):
+        snow.execute(f"DROP VIEW {snow.table(name)}")
+    land_history(tmp_path)
+    before = utc_now()
+    merge_landed_loads(snow, str(tmp_path), ORG, "github_acme", bootstrap_first=False)
+    assert views(snow) == set(sql.METRIC_VIEWS)
+    check_views(snow, before)
+
+
+# --- The Snowflake text (`./dev bootstrap --print-sql`) ---------------------------------------------
+
+
+def test_metrics_sql_must_hold_the_views_in_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each view reads only the ones before it: a reordered or missing view fails at load, by name."""
+    statements_ = sql.METRICS_SQL.read_text(encoding="utf-8").split(";\n")
+    swapped = [statements_[1], statements_[0], *statements_[2:]]
+    reordered = tmp_path / "metrics.sql"
+    reordered.write_text(";\n".join(swapped), encoding="utf-8")
+    monkeypatch.setattr(sql, "METRICS_SQL", reordered)
+    with pytest.raises(ValueError, match="holds views \\('pull_request_metrics', 'counted_reviews'"):
+        sql.metric_views('"github"')
+
+
+TIMESTAMP_TZ_COLUMNS = {"created_at", "merged_at", "closed_at", "first_review_at", "submitted_at"}
+
+
+@pytest.fixture
+def printed_views(capsys: pytest.CaptureFixture[str]) -> list[exp.Expr]:
+    assert bootstrap_cli.main(["--print-sql", "--org", ORG]) == 0
+    found = [s for s in statements(capsys.readouterr().out) if s.startswith("CREATE OR REPLACE VIEW")]
+    return [sqlglot.parse_one(s, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE) for s in found]
+
+
+def test_print_sql_creates_the_views_in_order_and_each_parses(printed_views: list[exp.Expr]) -> None:
+    assert [tree.this.sql("snowflake") for tree in printed_views] == [
+        f'"<DATABASE>"."GITHUB".{name}' for name in sql.METRIC_VIEWS
+    ]
+    assert all(isinstance(tree, exp.Create) and tree.args.get("replace") for tree in printed_views)
+    # Without COPY GRANTS a replaced view loses the SELECT granted to the report's role at every bootstrap.
+    assert all(tree.find(exp.CopyGrantsProperty) for tree in printed_views)
+
+
+def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> None:
+    """WEEK_START changes DATE_TRUNC('WEEK'), DAYOFWEEK and WEEK; TIMEZONE changes what a TIMESTAMP_TZ
+    or CURRENT_TIMESTAMP() becomes when cast to DATE or TIMESTAMP_NTZ; the current database completes a
+    name without one. Views are read in the reader's session, so weeks go through DAYOFWEEKISO, every
+    such cast through CONVERT_TIMEZONE('UTC', ...), and every table or view is named with its database."""
+    for tree in printed_views:
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for table in tree.find_all(exp.Table):
+            if table.name not in ctes and not isinstance(table.this, exp.Values):
+                assert (table.catalog, table.db) == ("<DATABASE>", "GITHUB"), table.sql("snowflake")
+        text = tree.sql("snowflake").upper()
+        assert "DATE_TRUNC" not in text and "WEEKOFYEAR" not in text and "DAYOFWEEK(" not in text
+        for cast in tree.find_all(exp.Cast):
+            if cast.to.this in (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP):
+                operand = cast.this
+                assert not isinstance(operand, exp.CurrentTimestamp), cast.sql("snowflake")
+                assert not (isinstance(operand, exp.Column) and operand.name.lower() in TIMESTAMP_TZ_COLUMNS), cast.sql("snowflake")
+        for convert in tree.find_all(exp.ConvertTimezone):
+            assert convert.args["target_tz"].name == "UTC" and convert.args.get("source_tz") is None
+
+
+def test_views_select_listed_columns_and_exact_percentiles(printed_views: list[exp.Expr]) -> None:
+    """SELECT * over a table breaks a Snowflake view once the merge adds a column to that table;
+    percentiles are PERCENTILE_CONT (linear interpolation), never an approximation."""
+    for tree in printed_views:
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for select in tree.find_all(exp.Select):
+            if any(isinstance(e, exp.Star) or e.is_star for e in select.expressions):
+                assert select.args["from_"].this.name in ctes, select.sql("snowflake")
+        text = tree.sql("snowflake").upper()
+        assert "APPROX_PERCENTILE" not in text and "MEDIAN(" not in text and "PERCENTILE_DISC" not in text
+    weekly = printed_views[sql.METRIC_VIEWS.index("weekly_pull_request_metrics")]
+    assert len(list(weekly.find_all(exp.PercentileCont))) == 7

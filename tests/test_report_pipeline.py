@@ -1,0 +1,172 @@
+"""The report of a warehouse filled through the real pipeline (emulator -> dlt source -> Parquet
+landing -> DuckDB merge, which creates the metrics views): every number it shows is the views'."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from analytics.build import write_report
+from analytics.cli import main as report_main
+from analytics.queries import ReportError
+from browser import inspect_page
+from emulator import Dataset, GitHubEmulator
+from flows.settings import Settings
+from landing_runs import ORG, sync
+
+WEEKS = 26
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """One warehouse for the module: two repositories, 160 pull requests, merged once."""
+    data_dir = tmp_path_factory.mktemp("report-pipeline")
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[100, 60], seed=4)
+    with GitHubEmulator(dataset) as emulator:
+        settings = Settings(orgs=[ORG], github_url=emulator.url, data_dir=data_dir, github_token="x")
+        sync(settings)
+    return settings
+
+
+def plotted(page: str, div_id: str) -> list[dict[str, Any]]:
+    """The traces plotly draws in the chart `div_id`, read back from the page's own script."""
+    match = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+    assert match, f"no chart {div_id}"
+    traces, _ = json.JSONDecoder().raw_decode(page, match.end())
+    return traces
+
+
+def cards(page: str) -> dict[str, str]:
+    return dict(re.findall(r'data-metric="([a-z0-9_]+)" data-value="([^"]*)"', page))
+
+
+def view_rows(con: duckdb.DuckDBPyConnection, sql: str, *params: Any) -> list[tuple]:
+    return con.execute(sql, list(params)).fetchall()
+
+
+def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
+    out = tmp_path / "report.html"
+    written = write_report(filled.warehouse_config, out, [ORG], WEEKS, now=NOW)
+    page = out.read_text(encoding="utf-8")
+    (report,) = written.reports
+    assert report.empty is None and report.current is not None
+    start, end = report.current.start, report.current.end
+    previous_start = report.previous.start
+
+    con = duckdb.connect(str(filled.duckdb_config.path), read_only=True)
+    try:
+        weekly = view_rows(
+            con,
+            "SELECT week_start, prs_opened, prs_merged, prs_closed_without_merge, time_to_first_review_p50_seconds, "
+            "time_to_first_review_p90_seconds, time_to_merge_p50_seconds, time_to_merge_p75_seconds, open_prs_at_week_end "
+            "FROM github.weekly_pull_request_metrics WHERE org = ? AND repo IS NULL ORDER BY week_start", ORG,
+        )
+        # The period ends with the last week in which anything happened.
+        active = [w for w in weekly if w[1] or w[2] or w[3]]
+        assert end == active[-1][0] + timedelta(days=7)
+        in_period = [w for w in weekly if start <= w[0] < end]
+        assert len(in_period) == WEEKS
+
+        # Weekly throughput and percentiles: the view's rows, week by week.
+        throughput = plotted(page, "acme-throughput")
+        assert [t["name"] for t in throughput] == ["opened", "merged", "closed without merge"]
+        assert throughput[0]["x"] == [w[0].isoformat() for w in in_period]
+        assert [t["y"] for t in throughput] == [[w[1] for w in in_period], [w[2] for w in in_period], [w[3] for w in in_period]]
+        merge_chart = {t["name"]: t for t in plotted(page, "acme-time-to-merge")}
+        unit = 86400 if max(w[7] or 0 for w in in_period) > 3 * 86400 else 3600
+        assert merge_chart["p50"]["y"] == [None if w[6] is None else round(w[6] / unit, 2) for w in in_period]
+        review_chart = {t["name"]: t for t in plotted(page, "acme-time-to-first-review")}
+        unit = 86400 if max(w[5] or 0 for w in in_period) > 3 * 86400 else 3600
+        assert review_chart["p90"]["y"] == [None if w[5] is None else round(w[5] / unit, 2) for w in in_period]
+
+        # Headline: the same events counted straight from the views, for both periods.
+        shown = cards(page)
+        opened, merged, closed = (sum(w[i] for w in in_period) for i in (1, 2, 3))
+        assert float(shown["prs_opened"]) == opened > 0
+        assert float(shown["prs_merged"]) == merged > 0
+        assert float(shown["merge_rate"]) == pytest.approx(merged / (merged + closed))
+        assert float(shown["open_prs_at_end"]) == in_period[-1][8]
+        before = [w for w in weekly if previous_start <= w[0] < start]
+        (opened_metric,) = [m for m in report.headline if m.key == "prs_opened"]
+        assert opened_metric.previous == sum(w[1] for w in before)
+
+        def median_of(column: str, at: str, lo: date, hi: date) -> float:
+            values = [r[0] for r in view_rows(
+                con,
+                f"SELECT {column} FROM github.pull_request_metrics WHERE org = ? AND {column} IS NOT NULL "
+                f"AND {at} >= CAST(? AS TIMESTAMPTZ) AND {at} < CAST(? AS TIMESTAMPTZ)",
+                ORG, f"{lo.isoformat()} 00:00:00+00", f"{hi.isoformat()} 00:00:00+00",
+            )]
+            return statistics.median(values)
+
+        assert float(shown["time_to_first_review_p50"]) == median_of("time_to_first_review_seconds", "first_review_at", start, end)
+        assert float(shown["time_to_merge_p50"]) == median_of("time_to_merge_seconds", "merged_at", start, end)
+
+        # Reviewer load: the view's reviews in the period, per reviewer.
+        load = dict(view_rows(
+            con, "SELECT reviewer_login, SUM(reviews) FROM github.reviewer_load WHERE org = ? AND week_start >= ? "
+            "AND week_start < ? GROUP BY 1", ORG, start, end,
+        ))
+        (bars,) = plotted(page, "acme-reviewer-load")
+        assert dict(zip(bars["y"], bars["x"])) == {login: n for login, n in load.items() if login in bars["y"]}
+        assert len(bars["y"]) == min(20, len(load)) and max(bars["x"]) == max(load.values())
+
+        # The slowest open pull requests: the view's oldest open ones, with their links.
+        oldest = view_rows(
+            con, "SELECT html_url FROM github.pull_request_metrics WHERE org = ? AND state = 'open' "
+            "ORDER BY created_at, repo, number LIMIT 15", ORG,
+        )
+        links = re.findall(r'<td><a href="([^"]+)">', page)
+        assert links == [url for (url,) in oldest]
+    finally:
+        con.close()
+
+
+def test_report_of_the_pipeline_renders_in_chromium(filled: Settings, tmp_path: Path):
+    out = tmp_path / "report.html"
+    write_report(filled.warehouse_config, out, [ORG], WEEKS, now=NOW)
+
+    state = inspect_page(out, tmp_path / "report.png")
+
+    assert state["console_errors"] == [] and state["network_requests"] == []
+    assert len(state["charts"]) == 6
+    for chart in state["charts"]:
+        assert not chart["empty"] and chart["points"] > 0 and chart["marks"] > 0, chart
+    assert len(state["links"]) == 15 and all(link.startswith("https://github.com/acme/") for link in state["links"])
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_unknown_organisation_is_an_honest_empty_section(filled: Settings, tmp_path: Path):
+    written = write_report(filled.warehouse_config, tmp_path / "r.html", ["nobody"], WEEKS, now=NOW)
+    assert written.reports[0].empty == "no pull request activity for nobody in the warehouse"
+    assert "no pull request activity for nobody" in (tmp_path / "r.html").read_text()
+
+
+def test_cli_writes_the_report_and_says_where(filled: Settings, tmp_path: Path, capsys):
+    out = tmp_path / "cli.html"
+    assert report_main(["--data-dir", str(filled.data_dir), "--out", str(out), "--weeks", "8"]) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    assert out.stat().st_size > 1_000_000  # plotly.js is inside
+
+
+def test_cli_without_warehouse_or_views_is_one_line(tmp_path: Path, capsys):
+    assert report_main(["--data-dir", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no warehouse at ") and err.count("\n") == 1
+    # A warehouse from before the views: tables but no pull_request_metrics.
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("CREATE SCHEMA github; CREATE TABLE github.pull_requests (id BIGINT)")
+    con.close()
+    assert report_main(["--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "has no view pull_request_metrics" in err and err.count("\n") == 1
+    with pytest.raises(ReportError):
+        write_report(Settings(data_dir=tmp_path).warehouse_config, tmp_path / "x.html", [], WEEKS)
