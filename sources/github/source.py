@@ -114,11 +114,15 @@ class SyncContext:
 
         The whole page when it overshoots the budget by at most half (cutting a page costs the
         next chunk a second read of it), else what fits (at least one row, so a chunk progresses).
+        A page of at most half the budget is always whole: its listing found the chunk not full
+        before reading it, and only other repositories' pages, charged concurrently since, could
+        make it look too big (they did, in 1 of 6 runs, and cut a page to one row).
         """
         with self.lock:
             if self.chunk_requests is None:
                 return rows
-            if self._charged + rows * per_row <= 1.5 * self.chunk_requests:
+            cost = rows * per_row
+            if cost <= 0.5 * self.chunk_requests or self._charged + cost <= 1.5 * self.chunk_requests:
                 return rows
             return min(rows, max(1, (self.chunk_requests - self._charged) // per_row))
 
