@@ -57,12 +57,13 @@ class FakeGraphQL:
     rate_limited: int = 0  # answer this many queries RATE_LIMITED (budget spent) first
     queries: list[dict[str, Any]] = field(default_factory=list)
     remaining: int = 5000
+    reset_at: float = T0 + 600  # the GraphQL budget's reset, as announced in every answer
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         assert request.method == "POST" and request.url.path == "/graphql"
         body = json.loads(request.content)
         self.queries.append(body)
-        reset = {"x-ratelimit-reset": str(int(T0 + 600)), "x-ratelimit-resource": "graphql"}
+        reset = {"x-ratelimit-reset": str(int(self.reset_at)), "x-ratelimit-resource": "graphql"}
         if self.rate_limited:
             self.rate_limited -= 1
             error = {"type": "RATE_LIMITED", "message": "API rate limit already exceeded for user ID 1."}
@@ -191,7 +192,7 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands() -> None:
     assert fetched == set(prs) and not [r for _, r in results if isinstance(r, Exception)]
     sizes = [len(q["variables"]["ids"]) for q in fake.queries]
     # Halved on each 502 (25, 12), then 6 at a time, grown by a quarter after three successes.
-    assert sizes == [25, 12, 6, 6, 6, 7, 7, 1]
+    assert sizes == [25, 12, 6, 6, 6, 7, 7, 7, 1]
     assert client.stats.retries == 0  # a 502 on GraphQL is not re-sent as it was
 
 

@@ -150,7 +150,7 @@ def test_rate_limited_past_max_wait_stops_and_the_next_run_resumes(
     emu: GitHubEmulator, fake: FakeClock, dataset: Dataset, tmp_path: Path
 ) -> None:
     server = graphql_server(dataset)
-    server.rate_limited = 1
+    server.rate_limited, server.reset_at = 1, fake.now() + 600
     first = sync(emu, fake, tmp_path, "graphql", server, max_rate_limit_wait=60)
     assert first.progress.stopped_early and "GraphQL" in first.progress.stopped_early
     assert not first.progress.failed  # stopped, not failing: on the retry list for the next run
