@@ -132,6 +132,8 @@ def test_graphql_objects_make_the_rows_rest_makes() -> None:
         "author_association": "MEMBER", "html_url": "https://github.com/o/r/pull/3#pullrequestreview-1000",
     }
     assert review_row("o", "r", PR, review_as_rest(gql_review(0))) == review_row("o", "r", PR, rest_review)
+    bot = review_as_rest({**gql_review(0), "author": {"__typename": "Bot", "login": "dependabot", "databaseId": 9}})
+    assert bot["user"] == {"login": "dependabot[bot]", "id": 9, "type": "Bot"}
     ghost = review_row("o", "r", PR, review_as_rest({**gql_review(0), "author": None, "commit": None}))
     assert (ghost["author_login"], ghost["author_id"], ghost["commit_id"]) == (None, None, None)
 

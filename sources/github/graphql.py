@@ -32,18 +32,18 @@ PAGE = 100  # `first:` of every connection (GitHub's maximum)
 KINDS = ("reviews", "files")  # the child lists fetched over GraphQL
 _HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"})
 
-_ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } " \
-         "... on Organization { databaseId } ... on Mannequin { databaseId }"
-_FRAGMENTS = f"""
-fragment reviewPage on PullRequestReviewConnection {{
-  pageInfo {{ hasNextPage endCursor }}
-  nodes {{ id fullDatabaseId author {{ {_ACTOR} }} authorAssociation state body commit {{ oid }} url submittedAt }}
-}}
-fragment filePage on PullRequestChangedFileConnection {{
-  pageInfo {{ hasNextPage endCursor }}
-  nodes {{ path additions deletions changeType }}
-}}
-"""
+# The actors that author reviews (an Organization does not).
+_ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
+# GraphQL refuses a document with an unused fragment: a query carries only those it spreads.
+_FRAGMENTS = {
+    "reviews": "fragment reviewPage on PullRequestReviewConnection {\n"
+               "  pageInfo { hasNextPage endCursor }\n"
+               f"  nodes {{ id fullDatabaseId author {{ {_ACTOR} }} authorAssociation state body commit {{ oid }} "
+               "url submittedAt }\n}\n",
+    "files": "fragment filePage on PullRequestChangedFileConnection {\n"
+             "  pageInfo { hasNextPage endCursor }\n"
+             "  nodes { path additions deletions changeType }\n}\n",
+}
 _FRAGMENT_OF = {"reviews": "reviewPage", "files": "filePage"}
 
 FIRST_QUERY = f"""query($ids: [ID!]!) {{
@@ -56,7 +56,7 @@ FIRST_QUERY = f"""query($ids: [ID!]!) {{
     }}
   }}
 }}
-{_FRAGMENTS}"""
+{_FRAGMENTS["reviews"]}{_FRAGMENTS["files"]}"""
 
 # REST's `status` of a changed file for GraphQL's `changeType` (PatchStatus).
 _FILE_STATUS = {"ADDED": "added", "DELETED": "removed", "MODIFIED": "modified", "RENAMED": "renamed",
@@ -81,7 +81,10 @@ def graphql_url(base_url: str) -> str:
 def _actor(actor: Any) -> dict[str, Any] | None:
     if not isinstance(actor, dict):
         return None  # a deleted account: null, as REST's "user": null
-    return {"login": actor.get("login"), "id": actor.get("databaseId"), "type": actor.get("__typename")}
+    login, kind = actor.get("login"), actor.get("__typename")
+    if kind == "Bot" and isinstance(login, str) and not login.endswith("[bot]"):
+        login += "[bot]"  # GraphQL's Bot.login is "dependabot" where REST says "dependabot[bot]"
+    return {"login": login, "id": actor.get("databaseId"), "type": kind}
 
 
 def _big_int(value: Any) -> Any:
@@ -306,7 +309,8 @@ class GraphQLChildren:
             f"{{ ...{_FRAGMENT_OF[p.kind]} }} }} }}"
             for i, p in enumerate(pending)
         )
-        query = f"query({params}) {{\n  rateLimit {{ cost remaining resetAt }}\n{fields}\n}}\n{_FRAGMENTS}"
+        fragments = "".join(_FRAGMENTS[kind] for kind in KINDS if any(p.kind == kind for p in pending))
+        query = f"query({params}) {{\n  rateLimit {{ cost remaining resetAt }}\n{fields}\n}}\n{fragments}"
         variables: dict[str, Any] = {}
         for i, p in enumerate(pending):
             variables[f"id{i}"], variables[f"after{i}"] = p.node_id, p.cursor
