@@ -678,9 +678,6 @@ def _fetched(
     return rows, rejected, child_fetch_row(ctx.org, pr["repo"], pr, kind, len(rows) + len(rejected), fetched_at)
 
 
-_TO_ROWS: dict[str, tuple[TableSpec, Callable[[SyncContext, dict[str, Any], list[dict]], _Rows]]] = {}
-
-
 @dlt.transformer(name="pull_request_children", write_disposition="append", parallelized=True)
 def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
     """GraphQL mode: the reviews and files of a page's pull requests, in batched queries by node
@@ -798,8 +795,12 @@ def _event_rows(ctx: SyncContext, pr: dict[str, Any], timeline: list[dict]) -> _
     return rows, rejected
 
 
-_TO_ROWS.update({"reviews": (PULL_REQUEST_REVIEWS, _review_rows), "files": (PULL_REQUEST_FILES, _file_rows),
-                 "events": (PULL_REQUEST_EVENTS, _event_rows)})
+# Each child kind's table and row builder (GraphQL mode fetches several kinds per transformer).
+_TO_ROWS: dict[str, tuple[TableSpec, Callable[[SyncContext, dict[str, Any], list[dict]], _Rows]]] = {
+    "reviews": (PULL_REQUEST_REVIEWS, _review_rows),
+    "files": (PULL_REQUEST_FILES, _file_rows),
+    "events": (PULL_REQUEST_EVENTS, _event_rows),
+}
 
 
 # -- the source --------------------------------------------------------------------------------
