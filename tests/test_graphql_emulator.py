@@ -15,6 +15,7 @@ import pytest
 from emulator import Dataset, GitHubEmulator
 from fakes import FakeClock
 from flows.extract import LandingReport
+from flows.summary import OrgResult, RunSummary, render_summary
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient
 from sources.github.graphql import GraphQLChildren
@@ -81,6 +82,11 @@ def test_graphql_warehouse_equals_rest_warehouse(dataset: Dataset, fake: FakeClo
         stats["graphql_points"], prs, stats["graphql_points"] / prs,
     )
     assert stats["by_endpoint"].get("reviews", 0) == 0 and stats["by_endpoint"].get("files", 0) == 0
+    summary = render_summary(RunSummary([OrgResult(ORG, landing=graphql)]))
+    per_pr = stats["graphql_points"] / prs
+    assert f"GraphQL: {stats['graphql_points']} points for the reviews and files of {prs} pull request(s) " \
+           f"({per_pr:.2f} points per pull request)" in summary
+    assert "GraphQL" not in render_summary(RunSummary([OrgResult(ORG, landing=rest)]))
 
 
 def test_heavy_query_halves_the_batch_and_everything_lands(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
