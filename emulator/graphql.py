@@ -625,7 +625,7 @@ def _cursor(key: object) -> str:
     return base64.b64encode(f"cursor:v2:{key}".encode()).decode()
 
 
-def _cursor_key(cursor: str, arg: str) -> int:
+def _cursor_key(cursor: str) -> int:
     try:
         text = base64.b64decode(cursor.encode(), validate=True).decode()
         if not text.startswith("cursor:v2:"):
@@ -642,10 +642,10 @@ def _connection(items: list[Any], keys: list[int], make: Callable[[Any], dict], 
     item's key, so a page boundary stays put when items are added after it."""
     start, end = 0, len(items)
     if after is not None:
-        k = _cursor_key(after, "after")
+        k = _cursor_key(after)
         start = sum(1 for key in keys if key <= k)
     if before is not None:
-        k = _cursor_key(before, "before")
+        k = _cursor_key(before)
         end = max(start, sum(1 for key in keys if key < k))
     if first is not None:
         end = min(end, start + first)
