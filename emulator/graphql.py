@@ -35,6 +35,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     build_schema,
     execute,
@@ -842,6 +843,9 @@ class GraphQLService:
         if operation is None:
             return self._errors(caller, [{"message": "An operation name is required" if operation_name is None
                                           else f"No operation named \"{operation_name}\""}])
+        if operation.operation != OperationType.QUERY:  # the emulator serves reads only
+            return self._errors(caller, [{"locations": [_location(operation)], "message":
+                                          f"The emulator does not serve {operation.operation.value}s."}])
         coerced = get_variable_values(SCHEMA, operation.variable_definitions or (), variables)
         if isinstance(coerced, list):
             return self._errors(caller, [_format(e) for e in coerced])

@@ -504,3 +504,23 @@ def test_database_id_past_32_bits_is_a_field_error(gql: httpx.Client, emu: GitHu
     assert body["data"]["node"]["reviews"]["nodes"] == [{"databaseId": None, "fullDatabaseId": "3000000000"}]
     assert body["errors"][0]["path"] == ["node", "reviews", "nodes", 0, "databaseId"]
     assert "32-bit" in body["errors"][0]["message"]
+
+
+def test_malformed_requests(gql: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
+    bad_json = gql.post(emu.graphql_url, content=b"{not json")
+    assert bad_json.status_code == 400 and bad_json.json()["message"] == "Problems parsing JSON"
+    no_query = gql.post(emu.graphql_url, json={"variables": {}})
+    assert no_query.status_code == 200
+    assert no_query.json() == {"errors": [{"message": "A query attribute must be specified and must be a string."}]}
+    pr = dataset.pull_requests("demo", "api")[3]["node_id"]
+    query = """query($id: ID!, $after: String) { node(id: $id) { ... on PullRequest {
+        reviews(first: 10, after: $after) { nodes { id } } } } }"""
+    cursor = post(gql, emu, query, id=pr, after="bm90IGEgY3Vyc29y").json()  # base64 of "not a cursor"
+    assert cursor["data"] == {"node": {"reviews": None}}  # `reviews` is nullable in GitHub's schema
+    assert cursor["errors"][0]["type"] == "INVALID_CURSOR_ARGUMENTS"
+    assert cursor["errors"][0]["path"] == ["node", "reviews"]
+    wrong_variable = post(gql, emu, query, id=pr, after=5).json()
+    assert "data" not in wrong_variable and "$after" in wrong_variable["errors"][0]["message"]
+    mutation = post(gql, emu, 'mutation { addStar(input: {starrableId: "x"}) { clientMutationId } }').json()
+    assert "data" not in mutation and mutation["errors"]
+    assert emu.stats["graphql_points"] == 1  # only the query that ran was charged
