@@ -35,6 +35,7 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     build_schema,
     execute,
@@ -625,7 +626,7 @@ def _cursor(key: object) -> str:
     return base64.b64encode(f"cursor:v2:{key}".encode()).decode()
 
 
-def _cursor_key(cursor: str, arg: str) -> int:
+def _cursor_key(cursor: str) -> int:
     try:
         text = base64.b64decode(cursor.encode(), validate=True).decode()
         if not text.startswith("cursor:v2:"):
@@ -642,10 +643,10 @@ def _connection(items: list[Any], keys: list[int], make: Callable[[Any], dict], 
     item's key, so a page boundary stays put when items are added after it."""
     start, end = 0, len(items)
     if after is not None:
-        k = _cursor_key(after, "after")
+        k = _cursor_key(after)
         start = sum(1 for key in keys if key <= k)
     if before is not None:
-        k = _cursor_key(before, "before")
+        k = _cursor_key(before)
         end = max(start, sum(1 for key in keys if key < k))
     if first is not None:
         end = min(end, start + first)
@@ -842,6 +843,9 @@ class GraphQLService:
         if operation is None:
             return self._errors(caller, [{"message": "An operation name is required" if operation_name is None
                                           else f"No operation named \"{operation_name}\""}])
+        if operation.operation != OperationType.QUERY:  # the emulator serves reads only
+            return self._errors(caller, [{"locations": [_location(operation)], "message":
+                                          f"The emulator does not serve {operation.operation.value}s."}])
         coerced = get_variable_values(SCHEMA, operation.variable_definitions or (), variables)
         if isinstance(coerced, list):
             return self._errors(caller, [_format(e) for e in coerced])

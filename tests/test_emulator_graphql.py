@@ -459,3 +459,68 @@ def test_latency_and_request_counting(dataset: Dataset) -> None:
         c.get("/orgs/demo/repos")
         assert [(r.kind, r.points) for r in emu.received()] == [("graphql", 1), ("repos", 0)]
         assert emu.stats["by_endpoint"] == {"graphql": 1, "repos": 1} and emu.stats["cost"] == 1
+
+
+def test_connection_filters(gql: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
+    pr = next(p for p in dataset.pull_requests("demo", "api")
+              if len(dataset.reviews("demo", "api", p["number"])) == 130)
+    reviews = dataset.reviews("demo", "api", pr["number"])
+    query = """query($id: ID!, $states: [PullRequestReviewState!], $author: String) { node(id: $id) {
+        ... on PullRequest { reviews(first: 100, states: $states, author: $author) { totalCount nodes { databaseId } } } } }"""
+    got = post(gql, emu, query, id=pr["node_id"], states=["APPROVED", "DISMISSED"]).json()["data"]["node"]["reviews"]
+    wanted = [r["id"] for r in reviews if r["state"] in ("APPROVED", "DISMISSED")]
+    assert got["totalCount"] == len(wanted) and [n["databaseId"] for n in got["nodes"]] == wanted[:100]
+    login = reviews[0]["user"]["login"]
+    got = post(gql, emu, query, id=pr["node_id"], author=login).json()["data"]["node"]["reviews"]
+    assert [n["databaseId"] for n in got["nodes"]] == [r["id"] for r in reviews
+                                                       if r["user"] and r["user"]["login"] == login]
+
+    timeline = dataset.timeline("demo", "api", pr["number"])
+    query = """query($id: ID!, $since: DateTime, $skip: Int) { node(id: $id) { ... on PullRequest {
+        timelineItems(first: 100, since: $since, skip: $skip, itemTypes: [ISSUE_COMMENT, CLOSED_EVENT, MERGED_EVENT,
+                      REVIEW_REQUESTED_EVENT, PULL_REQUEST_REVIEW]) {
+          totalCount nodes { ... on IssueComment { id createdAt } ... on ClosedEvent { id createdAt }
+                             ... on MergedEvent { id createdAt } ... on ReviewRequestedEvent { id createdAt }
+                             ... on PullRequestReview { id createdAt } } } } } }"""
+    kinds = {"commented", "closed", "merged", "review_requested", "reviewed"}
+    wanted = [e for e in timeline if e["event"] in kinds]
+    at = {e["node_id"]: e.get("created_at") or e.get("submitted_at") for e in wanted}
+    since = sorted(at.values())[len(at) // 2]
+    after_since = [e["node_id"] for e in wanted if at[e["node_id"]] >= since]
+    got = post(gql, emu, query, id=pr["node_id"], since=since).json()["data"]["node"]["timelineItems"]
+    assert got["totalCount"] == len(after_since) and [n["id"] for n in got["nodes"]] == after_since[:100]
+    assert all(n["createdAt"] >= since for n in got["nodes"])
+    got = post(gql, emu, query, id=pr["node_id"], skip=3).json()["data"]["node"]["timelineItems"]
+    assert got["totalCount"] == len(wanted) - 3
+    assert [n["id"] for n in got["nodes"]] == [e["node_id"] for e in wanted][3:103]
+
+
+def test_database_id_past_32_bits_is_a_field_error(gql: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
+    pr = dataset.pull_requests("demo", "api")[3]
+    dataset.edit_review("demo", "api", pr["number"], 0, id=3_000_000_000)
+    query = """query($id: ID!) { node(id: $id) { ... on PullRequest {
+        reviews(first: 1) { nodes { databaseId fullDatabaseId } } } } }"""
+    body = post(gql, emu, query, id=pr["node_id"]).json()
+    assert body["data"]["node"]["reviews"]["nodes"] == [{"databaseId": None, "fullDatabaseId": "3000000000"}]
+    assert body["errors"][0]["path"] == ["node", "reviews", "nodes", 0, "databaseId"]
+    assert "32-bit" in body["errors"][0]["message"]
+
+
+def test_malformed_requests(gql: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
+    bad_json = gql.post(emu.graphql_url, content=b"{not json")
+    assert bad_json.status_code == 400 and bad_json.json()["message"] == "Problems parsing JSON"
+    no_query = gql.post(emu.graphql_url, json={"variables": {}})
+    assert no_query.status_code == 200
+    assert no_query.json() == {"errors": [{"message": "A query attribute must be specified and must be a string."}]}
+    pr = dataset.pull_requests("demo", "api")[3]["node_id"]
+    query = """query($id: ID!, $after: String) { node(id: $id) { ... on PullRequest {
+        reviews(first: 10, after: $after) { nodes { id } } } } }"""
+    cursor = post(gql, emu, query, id=pr, after="bm90IGEgY3Vyc29y").json()  # base64 of "not a cursor"
+    assert cursor["data"] == {"node": {"reviews": None}}  # `reviews` is nullable in GitHub's schema
+    assert cursor["errors"][0]["type"] == "INVALID_CURSOR_ARGUMENTS"
+    assert cursor["errors"][0]["path"] == ["node", "reviews"]
+    wrong_variable = post(gql, emu, query, id=pr, after=5).json()
+    assert "data" not in wrong_variable and "$after" in wrong_variable["errors"][0]["message"]
+    mutation = post(gql, emu, 'mutation { addStar(input: {starrableId: "x"}) { clientMutationId } }').json()
+    assert "data" not in mutation and mutation["errors"]
+    assert emu.stats["graphql_points"] == 1  # only the query that ran was charged
