@@ -130,3 +130,15 @@ def test_spent_points_past_max_wait_stop_and_the_next_run_resumes(
     assert second.progress.stopped_early is None and not second.progress.failed
     # The lists stopped by the limit were fetched from the retry list, over REST (README).
     assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
+
+
+def test_a_malformed_review_is_set_aside_as_in_rest(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
+    repo = dataset.repositories(ORG)[0]["name"]
+    number = next(p["number"] for p in dataset.pull_requests(ORG, repo) if len(dataset.reviews(ORG, repo, p["number"])) >= 2)
+    dataset.corrupt_review(ORG, repo, number, 1, "id")  # served without its id
+    with emulator(dataset, fake) as emu:
+        rest = sync(emu, fake, tmp_path / "rest", "rest")
+        graphql = graphql_run(emu, fake, tmp_path / "graphql")
+    assert len(graphql.progress.rejected) == len(rest.progress.rejected) == 1
+    assert f"{ORG}/{repo}#{number} review" in graphql.progress.rejected[0]
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")  # the other reviews and the fetch record land
