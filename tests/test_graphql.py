@@ -269,3 +269,11 @@ def test_a_secondary_limit_on_graphql_pauses_rest_too() -> None:
         client.post_graphql(GRAPHQL, "query { viewer { login } }", {})
     token = client.auth.choose(clock.now())
     assert not token.gate.is_open(clock.now()) and not token.budget(True).gate.is_open(clock.now())
+
+
+def test_queries_are_not_counted_as_rest_requests_against_the_limit() -> None:
+    fake = FakeGraphQL({"A": pr_data(1, 1)})
+    client, children, points = fetcher(fake, FakeClock(T0))
+    with client:
+        list(children.batches(["A"]))
+    assert client.stats.requests == 1 and client.stats.cost == 0 and points == [1]

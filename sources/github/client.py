@@ -39,7 +39,7 @@ from .errors import (
     RateLimitExhausted,
     redact,
 )
-from .ratelimit import Clock, SystemClock, github_message, rate_limit_of
+from .ratelimit import Clock, SystemClock, github_message, is_graphql, rate_limit_of
 
 logger = logging.getLogger("sources.github.client")
 
@@ -88,7 +88,7 @@ class RequestStats:
 
     requests: int = 0  # requests sent, including ones that failed on the network
     not_modified: int = 0  # 304 answers (free)
-    cost: int = 0  # answers that counted against the primary limit (non-304)
+    cost: int = 0  # REST answers that counted against its primary limit (non-304; GraphQL spends points)
     retries: int = 0  # requests re-sent after a fault or a secondary limit
     rate_limit_waits: int = 0  # sleeps caused by a primary or secondary rate limit
     waited_seconds: float = 0.0  # all sleeping: rate limits and fault backoff
@@ -396,7 +396,8 @@ class GitHubClient:
 
     def _answered(self, response: httpx.Response) -> None:
         status = response.status_code
-        self._count(status=status, cost=int(status != 304), not_modified=int(status == 304))
+        rest = not is_graphql(response.request)  # a query's points are counted apart (SyncProgress)
+        self._count(status=status, cost=int(status != 304 and rest), not_modified=int(status == 304))
 
     def _rate_limit_wait(self, seconds: float) -> None:
         self._count(waited=seconds, rate_limit_waits=1)
