@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-edge-cases", action="store_true")
     parser.add_argument("--rate-limit", type=int, default=5000)
     parser.add_argument("--rate-limit-window", type=float, default=3600)
+    parser.add_argument("--graphql-points", type=int, default=5000,
+                        help="GraphQL points per token per rate-limit window")
+    parser.add_argument("--graphql-heavy-nodes", type=int, default=None,
+                        help="answer 502 to a GraphQL query asking for more nodes than this")
     parser.add_argument("--token", action="append", help="accepted token (repeatable); default: any")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -45,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
                                edge_cases=not args.no_edge_cases)
     emulator = GitHubEmulator(dataset, latency=args.latency, base_path=args.base_path,
                               rate_limit=args.rate_limit, rate_limit_window=args.rate_limit_window,
-                              tokens=set(args.token) if args.token else None, port=args.port)
+                              tokens=set(args.token) if args.token else None, port=args.port,
+                              graphql_points=args.graphql_points,
+                              graphql_heavy_nodes=args.graphql_heavy_nodes)
     with emulator:  # start() logs the URL
         try:
             threading.Event().wait()

@@ -164,6 +164,7 @@ class Dataset:
                                       "radia", "bjarne", "sophie", "tim", "hedy", "alan", "katherine"))
         ]
         self._humans = list(self._users)
+        self._node_index: dict[str, tuple[_Org, _Repo, _Pull]] = {}  # PR node_id -> where it lives
         self._bot = {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"}
         self._users.append(self._bot)
 
@@ -583,6 +584,20 @@ class Dataset:
             pull = self._pull(org, repo, number)
             return [e for i, e in enumerate(pull.events)
                     if e["event"] in TIMELINE_KEPT and i not in pull.corrupted_events]
+
+    def locate_pull(self, node_id: str) -> tuple[str, str, int, dict] | None:
+        """(org login, repo name, number, served LIST-shape dict) of the PR whose `node_id` this is,
+        or None (unknown id, or its repository was deleted). The GraphQL endpoint's `nodes(ids:)`."""
+        with self._lock:
+            found = self._node_index.get(node_id)
+            if found is None:  # a PR added since the index was built: rebuild once
+                self._node_index = {p.own["node_id"]: (o, r, p) for o in self._orgs.values()
+                                    for r in o.repos.values() for p in r.pulls.values()}
+                found = self._node_index.get(node_id)
+            if found is None or found[1].deleted:
+                return None
+            org, repo, pull = found
+            return org.login, repo.data["name"], pull.own["number"], pull.data
 
     def served_files(self, org: str, repo: str, number: int) -> list[dict]:
         """What GitHub serves: the first 3,000 files."""

@@ -23,10 +23,12 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from emulator.data import MAX_SERVED_FILES, Dataset, iso
 from emulator.faults import Fault, FaultSet
+from emulator.graphql import GraphQLService
 
 logger = logging.getLogger(__name__)
 
 DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+GRAPHQL_DOCS = "https://docs.github.com/graphql"
 RATE_LIMITED = "API rate limit exceeded for user ID 1."
 SECONDARY = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 
@@ -63,8 +65,10 @@ class ReceivedRequest:
     received_at: float
     caller: str  # the credential ("anonymous" when none or rejected)
     method: str
-    path: str  # relative to the base path, query string included
+    path: str  # relative to the base path, query string included ("/graphql" for GraphQL)
     status: int | None = None
+    kind: str = ""  # the endpoint: "pulls", "reviews", ..., "graphql"
+    points: int = 0  # GraphQL only: the query's cost, charged to the caller's GraphQL budget
 
 
 @dataclass
@@ -110,7 +114,8 @@ class GitHubEmulator:
     def __init__(self, dataset: Dataset, *, latency: float = 0.0, base_path: str = "",
                  rate_limit: int = 5000, rate_limit_window: float = 3600,
                  tokens: set[str] | None = None, port: int = 0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, graphql_points: int = 5000,
+                 graphql_heavy_nodes: int | None = None) -> None:
         self.dataset = dataset
         self.latency = latency
         self.base_path = base_path.rstrip("/")
@@ -119,6 +124,9 @@ class GitHubEmulator:
         self.tokens = set(tokens) if tokens is not None else None
         self.clock = clock
         self.faults = FaultSet()
+        # POST /graphql: its own points budget per token (same window), see emulator/graphql.py
+        self.graphql = GraphQLService(dataset, points=graphql_points, window=rate_limit_window,
+                                      clock=clock, heavy_nodes=graphql_heavy_nodes)
         self._port = port
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
@@ -159,16 +167,26 @@ class GitHubEmulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}{self.base_path}"
 
+    @property
+    def graphql_path(self) -> str:
+        """`/graphql`; on GitHub Enterprise (`/api/v3` for REST) it is `/api/graphql`."""
+        return self.base_path.removesuffix("/v3") + "/graphql"
+
+    @property
+    def graphql_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}{self.graphql_path}"
+
     # ------------------------------------------------------------------ stats
     @staticmethod
     def _empty_stats() -> dict:
         return {"requests": 0, "by_endpoint": Counter(), "by_status": Counter(),
-                "not_modified": 0, "cost": 0, "faults_served": 0}
+                "not_modified": 0, "cost": 0, "faults_served": 0, "graphql_points": 0}
 
     @property
     def stats(self) -> dict:
         """Snapshot: requests, by_endpoint{kind: n}, by_status{int: n}, not_modified, cost,
-        faults_served. Dropped connections have no status."""
+        faults_served, graphql_points. Dropped connections have no status. `cost` is the REST
+        budget's; GraphQL requests count under by_endpoint["graphql"], their points apart."""
         with self._lock:
             s = self._stats
             return {**s, "by_endpoint": dict(s["by_endpoint"]), "by_status": dict(s["by_status"])}
@@ -190,9 +208,10 @@ class GitHubEmulator:
         with self._lock:
             self.tokens.discard(token)
 
-    def _record(self, kind: str, status: int | None, cost: int, fault: bool) -> None:
+    def _record(self, kind: str, status: int | None, cost: int, fault: bool, points: int = 0) -> None:
         with self._lock:
             s = self._stats
+            s["graphql_points"] += points
             s["requests"] += 1
             s["by_endpoint"][kind] += 1
             if status is not None:
@@ -239,7 +258,7 @@ class GitHubEmulator:
         core = {"limit": int(h["x-ratelimit-limit"]), "remaining": int(h["x-ratelimit-remaining"]),
                 "reset": int(h["x-ratelimit-reset"]), "used": int(h["x-ratelimit-used"]),
                 "resource": "core"}
-        return {"resources": {"core": core}, "rate": core}
+        return {"resources": {"core": core, "graphql": self.graphql.resource(caller)}, "rate": core}
 
     # ------------------------------------------------------------------ request handling
     def _handle(self, h: _Handler, method: str) -> None:
@@ -260,25 +279,37 @@ class GitHubEmulator:
             time.sleep(self.latency)
         rel = path[len(self.base_path):] if path.startswith(self.base_path) else None
         kind, args = self._route(method, rel)
+        if method == "POST" and path == self.graphql_path:
+            kind, args, rel = "graphql", (), "/graphql"
 
         caller, auth_error = self._authenticate(h, kind)
         rel_with_query = (rel or path) + (f"?{split.query}" if split.query else "")
-        entry = ReceivedRequest(received_at, caller, method, rel_with_query)
+        entry = ReceivedRequest(received_at, caller, method, rel_with_query, kind=kind)
         h.received_request = entry
         with self._lock:
             self._received.append(entry)
         if auth_error is not None:
             auth_error.headers = self._rate_headers("anonymous")
+            if kind == "graphql":
+                auth_error.body = _json({**json.loads(auth_error.body), "documentation_url": GRAPHQL_DOCS})
+                auth_error.headers = self.graphql.headers("anonymous")
             self._record(kind, auth_error.status, 0, False)
             self._send(h, auth_error)
             return
 
         fault = self.faults.take(rel_with_query)
         if fault is not None and fault.kind != "slow":
-            self._serve_fault(h, fault, kind, caller, args, params, split.path)
+            self._serve_fault(h, fault, kind, caller, args, params, split.path, raw_body)
             return
         if fault is not None:
             time.sleep(fault.seconds or 0)
+
+        if kind == "graphql":
+            gql = self.graphql.answer(caller, raw_body)
+            entry.points = gql.points
+            self._record(kind, gql.status, 0, fault is not None, gql.points)
+            self._send(h, _Answer(gql.status, _json(gql.body), gql.headers))
+            return
 
         if kind not in _FREE and self._exhausted(caller):
             answer = _message(403, RATE_LIMITED)
@@ -321,6 +352,8 @@ class GitHubEmulator:
                 return "anonymous", _message(401, "A JSON web token could not be decoded")
             return f"app:{credential}", None
         if self.tokens is None:
+            if kind == "graphql" and not credential:  # GitHub's GraphQL API has no anonymous access
+                return "anonymous", _message(401, "This endpoint requires you to be authenticated.")
             return credential or "anonymous", None
         if not credential:
             return "anonymous", _message(401, "Requires authentication")
@@ -406,7 +439,8 @@ class GitHubEmulator:
         return _Answer(201, _json(body))
 
     def _serve_fault(self, h: _Handler, fault: Fault, kind: str, caller: str,
-                     args: tuple[str, ...], params: list[tuple[str, str]], url_path: str) -> None:
+                     args: tuple[str, ...], params: list[tuple[str, str]], url_path: str,
+                     raw_body: bytes = b"") -> None:
         logger.debug("serving fault %s for %s", fault.kind, h.path)
         if fault.kind == "drop":
             self._record(kind, None, 0, True)
@@ -417,7 +451,16 @@ class GitHubEmulator:
                 pass
             return
         retry = {"retry-after": str(int(fault.retry_after))} if fault.retry_after is not None else {}
-        if fault.kind == "primary":
+        points = 0
+        if kind == "graphql" and fault.kind == "primary":  # GraphQL's budget: 200 with RATE_LIMITED
+            self.graphql.exhaust(caller, fault.seconds)
+            gql = self.graphql.rate_limited(caller)
+            answer = _Answer(gql.status, _json(gql.body))
+        elif kind == "graphql" and fault.kind == "truncated":
+            gql = self.graphql.answer(caller, raw_body)  # executed and charged, cut in transit
+            full, points = _json(gql.body), gql.points
+            answer = _Answer(gql.status, full[: len(full) // 2])
+        elif fault.kind == "primary":
             self._exhaust(caller, fault.seconds)
             answer = _message(403, RATE_LIMITED)
         elif fault.kind == "secondary":
@@ -437,8 +480,11 @@ class GitHubEmulator:
             status = int(fault.kind)
             text = {500: "Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}[status]
             answer = _message(status, text, retry)
-        answer.headers = {**(answer.headers or {}), **self._rate_headers(caller)}
-        self._record(kind, answer.status, 0, True)
+        headers = self.graphql.headers(caller) if kind == "graphql" else self._rate_headers(caller)
+        answer.headers = {**(answer.headers or {}), **headers}
+        if h.received_request is not None:
+            h.received_request.points = points
+        self._record(kind, answer.status, 0, True, points)
         self._send(h, answer)
 
     # ------------------------------------------------------------------ admin API
@@ -455,7 +501,20 @@ class GitHubEmulator:
                 # Stands for "an hour later" in a benchmark: every caller's window starts afresh.
                 with self._lock:
                     self._buckets.clear()
+                self.graphql.reset()
                 return _Answer(200, _json({"ok": True}))
+            if method == "POST" and path == "/_emulator/graphql":
+                # {"points": budget per token, "heavy_nodes": 502 above this many nodes, or null}
+                unknown = set(body) - {"points", "heavy_nodes"}
+                if unknown:
+                    raise ValueError(f"unknown fields {sorted(unknown)}")
+                if "points" in body:
+                    self.graphql.points = int(body["points"])
+                if "heavy_nodes" in body:
+                    heavy = body["heavy_nodes"]
+                    self.graphql.heavy_nodes = None if heavy is None else int(heavy)
+                return _Answer(200, _json({"points": self.graphql.points,
+                                           "heavy_nodes": self.graphql.heavy_nodes}))
             if method == "POST" and path == "/_emulator/mutate":
                 done = self.dataset.mutate_random(int(body.get("count", 1)), int(body.get("seed", 0)))
                 return _Answer(200, _json({"mutations": done}))

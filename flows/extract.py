@@ -26,6 +26,7 @@ from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError
+from sources.github.graphql import graphql_url
 from sources.github.schema import (
     PULL_REQUEST_EVENTS,
     PULL_REQUEST_FILES,
@@ -136,6 +137,17 @@ def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
     raise problem  # outside `except`: one line, no chained traceback
 
 
+def graphql_endpoint(settings: Settings, client: GitHubClient) -> str | None:
+    """Where reviews and files are fetched over GraphQL, or None for REST (`github_api_mode`):
+    `auto` takes GraphQL only with a credential, which GitHub's GraphQL API requires."""
+    mode = settings.github_api_mode
+    if mode == "rest" or (mode == "auto" and not client.auth.secrets()):
+        return None
+    url = graphql_url(settings.github_url)
+    logger.info("reviews and files over GraphQL at %s", url)
+    return url
+
+
 def land(
     settings: Settings,
     org: str,
@@ -161,6 +173,7 @@ def land(
         full_refresh=full_refresh,
         chunk_requests=settings.commit_every_requests,
         reconcile_days=settings.reconcile_days,
+        graphql_url=graphql_endpoint(settings, client),
     )
     landing = Landing(settings.landing, landing_filesystem(settings))
     load_ids: list[str] = []

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     commit_every_requests: int = Field(1000, ge=1)
     # Reviews of pull requests updated within this many days are re-read once a day (0: never).
     reconcile_days: int = Field(7, ge=0)
+    # How listed pull requests' reviews and files are fetched: `rest` (one request per list),
+    # `graphql` (batched queries on the GraphQL points budget; see README "REST and GraphQL"),
+    # `auto` (GraphQL when a credential is configured, else REST).
+    github_api_mode: Literal["auto", "rest", "graphql"] = "rest"
 
     @field_validator("orgs", mode="before")
     @classmethod

@@ -99,6 +99,12 @@ def render_summary(summary: RunSummary) -> str:
                 notes.append(
                     f"  - stopped early, resumes on the next run: {progress.stopped_early}"
                 )
+            if progress.graphql_pull_requests or progress.graphql_points:
+                per_pr = progress.graphql_points / max(1, progress.graphql_pull_requests)
+                notes.append(
+                    f"  - GraphQL: {progress.graphql_points} points for the reviews and files of "
+                    f"{progress.graphql_pull_requests} pull request(s) ({per_pr:.2f} points per pull request)"
+                )
             if progress.chunks > 1:
                 notes.append(f"  - committed in {progress.chunks} chunks")
             if progress.reconciled_pull_requests:

@@ -22,7 +22,18 @@ import httpx
 import jwt
 
 from .errors import AuthenticationError, GitHubServerError, InvalidCredential
-from .ratelimit import Clock, RateLimitGate, SystemClock, github_message, int_header, iso, rate_limit_of
+from .ratelimit import (
+    Clock,
+    RateLimit,
+    RateLimitGate,
+    SystemClock,
+    github_message,
+    graphql_rate_limited,
+    int_header,
+    is_graphql,
+    iso,
+    rate_limit_of,
+)
 
 logger = logging.getLogger("sources.github.client")
 
@@ -61,9 +72,20 @@ class Credential:
     reset: float | None = None
     secondary_strikes: int = 0  # secondary limits in a row: the backoff doubles with each
     gate: RateLimitGate = field(init=False, repr=False)
+    # The GraphQL points budget: GitHub counts it apart from REST's requests, with its own reset
+    # (its `remaining`, `reset` and gate); a secondary limit closes both gates.
+    points: Credential | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.gate = RateLimitGate(self.name)
+
+    def budget(self, graphql: bool) -> Credential:
+        """This credential's REST budget (itself), or its GraphQL points budget."""
+        if not graphql:
+            return self
+        if self.points is None:
+            self.points = Credential(f"{self.name} (GraphQL)")
+        return self.points
 
     def score(self, now: float) -> float:
         """Higher is better; an unknown or already reset budget ranks first (fresh credential)."""
@@ -112,7 +134,8 @@ class GitHubAuth(httpx.Auth):
 
     # -- what each kind of credential decides --------------------------------------------------
 
-    def choose(self, now: float) -> Credential:
+    def choose(self, now: float, graphql: bool = False) -> Credential:
+        """The credential for the next request; `graphql` ranks by the GraphQL points budget."""
         raise NotImplementedError
 
     def _rejected(self, credential: Credential, response: httpx.Response) -> bool:
@@ -133,15 +156,16 @@ class GitHubAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         url = str(request.url)
+        graphql = is_graphql(request)
         while True:
-            credential = self.choose(self._clock.now())
-            slept = credential.gate.wait(self._clock, self._max_wait, url)
+            credential = self.choose(self._clock.now(), graphql)
+            slept = credential.budget(graphql).gate.wait(self._clock, self._max_wait, url)
             if slept and self._on_wait is not None:
                 self._on_wait(slept)
             if credential.authorization:
                 request.headers["Authorization"] = credential.authorization
             response = yield request
-            self._observe(credential, response)
+            self._observe(credential, response, graphql)
             logger.debug(
                 "GET %s -> %d (%s, remaining %s)",
                 url, response.status_code, credential.name, response.headers.get("x-ratelimit-remaining"),
@@ -149,18 +173,22 @@ class GitHubAuth(httpx.Auth):
             if response.status_code != 401 or not self._rejected(credential, response):
                 return
 
-    def _observe(self, credential: Credential, response: httpx.Response) -> None:
+    def _observe(self, credential: Credential, response: httpx.Response, graphql: bool = False) -> None:
         now = self._clock.now()
         remaining = int_header(response, "x-ratelimit-remaining")
         reset = int_header(response, "x-ratelimit-reset")
         limit = rate_limit_of(response)
+        spent = remaining == 0 and reset is not None  # recorded below: the gate waits for the reset
+        if limit is None and graphql and not spent and graphql_rate_limited(response):
+            limit = RateLimit(primary=False)  # RATE_LIMITED with budget left: a secondary limit
+        budget = credential.budget(graphql)
         with self._lock:
             # A 401's headers describe the unauthenticated budget, not this credential's.
             if remaining is not None and reset is not None and response.status_code != 401:
-                credential.record(remaining, float(reset), now)
+                budget.record(remaining, float(reset), now)
             # While the gate is closed, answers are to requests sent before the pause began:
             # they neither end a run of secondary limits nor lengthen it.
-            paused = not credential.gate.is_open(now)
+            paused = not budget.gate.is_open(now)
             if limit is None or limit.primary:
                 if response.status_code < 400 and not paused:
                     credential.secondary_strikes = 0
@@ -172,7 +200,8 @@ class GitHubAuth(httpx.Auth):
             delay = limit.retry_after
         else:  # GitHub: wait at least a minute, backing off exponentially
             delay = self._secondary_backoff * 2 ** (strikes - 1) * random.uniform(1.0, 1.25)
-        credential.gate.close_until(now + delay)
+        credential.gate.close_until(now + delay)  # GitHub's secondary limits span REST and GraphQL
+        credential.budget(True).gate.close_until(now + delay)
         logger.warning(
             "GitHub secondary rate limit on %s: every request with it pauses %.0f s, until %s",
             credential.name, delay, iso(now + delay),
@@ -212,15 +241,17 @@ class TokenPool(GitHubAuth):
     def __repr__(self) -> str:
         return f"TokenPool({len(self)} tokens)" if len(self) else "TokenPool(anonymous)"
 
-    def choose(self, now: float) -> Credential:
+    def choose(self, now: float, graphql: bool = False) -> Credential:
         with self._lock:
             n = len(self._live)
             order = [self._live[(self._cursor + k) % n] for k in range(n)]
-            best = max(order, key=lambda c: c.score(now))  # the first of equals wins: round-robin
-            if not best.gate.is_open(now):  # every token is paused: the one that reopens first
-                return min(order, key=lambda c: c.gate.reopens_at())
+            # The first of equals wins: round-robin.
+            best = max(order, key=lambda c: c.budget(graphql).score(now))
+            if not best.budget(graphql).gate.is_open(now):  # every token is paused: the one that reopens first
+                return min(order, key=lambda c: c.budget(graphql).gate.reopens_at())
             self._cursor = (self._live.index(best) + 1) % n
-            best.spend()
+            if not graphql:  # a query's points are known only from its answer
+                best.spend()
             return best
 
     def _rejected(self, credential: Credential, response: httpx.Response) -> bool:
@@ -284,7 +315,7 @@ class GitHubAppAuth(GitHubAuth):
     def __repr__(self) -> str:
         return f"GitHubAppAuth(app_id={self.app_id!r}, installation_id={self.installation_id!r})"
 
-    def choose(self, now: float) -> Credential:
+    def choose(self, now: float, graphql: bool = False) -> Credential:
         with self._lock:
             if not self._minted or now >= self._expires_at - RENEW_BEFORE_EXPIRY:
                 token, self._expires_at = self._fetch_token(now)

@@ -39,7 +39,7 @@ from .errors import (
     RateLimitExhausted,
     redact,
 )
-from .ratelimit import Clock, SystemClock, github_message, rate_limit_of
+from .ratelimit import Clock, SystemClock, github_message, is_graphql, rate_limit_of
 
 logger = logging.getLogger("sources.github.client")
 
@@ -49,6 +49,19 @@ MAX_FAULT_BACKOFF = 60.0
 CONNECT_BUDGET = 20.0  # seconds a refused connection is retried, per client, before giving up
 
 
+class GraphQLTooHeavy(GitHubServerError):
+    """A GraphQL query answered 502/504 or timed out: GitHub's sign that it is too heavy; the
+    caller splits it rather than sending it again as it is."""
+
+
+def graphql_limited(page: Page) -> bool:
+    """A GraphQL answer that is RATE_LIMITED: the credential's gate was closed by the auth flow
+    (budget spent until its reset, or a secondary limit); the query is sent again after it."""
+    answer = page.items[0] if page.items else None
+    errors = answer.get("errors") if isinstance(answer, dict) else None
+    return isinstance(errors, list) and any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors)
+
+
 class GitHubUnreachable(GitHubServerError):
     """No connection to the API for `connect_budget` seconds: the client already retried, so a
     second line of retries would only multiply the wait (the flow fails the organisation)."""
@@ -56,7 +69,7 @@ class GitHubUnreachable(GitHubServerError):
 __all__ = [
     "Clock", "SystemClock", "Page", "RequestStats", "GitHubClient", "TokenPool", "GitHubAppAuth",
     "GitHubError", "AuthenticationError", "NotFoundError", "RateLimitExhausted",
-    "GitHubServerError", "GitHubClientError", "GitHubUnreachable", "Outcome", "classify",
+    "GitHubServerError", "GitHubClientError", "GitHubUnreachable", "GraphQLTooHeavy", "Outcome", "classify",
 ]
 
 
@@ -75,7 +88,7 @@ class RequestStats:
 
     requests: int = 0  # requests sent, including ones that failed on the network
     not_modified: int = 0  # 304 answers (free)
-    cost: int = 0  # answers that counted against the primary limit (non-304)
+    cost: int = 0  # REST answers that counted against its primary limit (non-304; GraphQL spends points)
     retries: int = 0  # requests re-sent after a fault or a secondary limit
     rate_limit_waits: int = 0  # sleeps caused by a primary or secondary rate limit
     waited_seconds: float = 0.0  # all sleeping: rate limits and fault backoff
@@ -101,6 +114,7 @@ class Outcome:
     error: GitHubError | None = None
     cause: str = ""  # for logs and the final error; may hold GitHub's words, redacted before use
     unreachable: bool = False  # no connection at all (refused, or timed out connecting)
+    heavy: bool = False  # 502/504 or a read timeout: the query may be too large (GraphQL halves it)
 
 
 def _is_html(response: httpx.Response) -> bool:
@@ -137,7 +151,7 @@ def classify(response: httpx.Response) -> Outcome:
         next_url = response.links.get("next", {}).get("url")
         page = Page(items=items, url=url, next_url=next_url, etag=response.headers.get("etag"), not_modified=False)
         return Outcome(Next.DONE, page)
-    cause = f"{status} from GET {url}: {github_message(response)}"
+    cause = f"{status} from {response.request.method} {url}: {github_message(response)}"
     limit = rate_limit_of(response)
     if limit is not None:
         return Outcome(Next.PRIMARY_LIMIT if limit.primary else Next.SECONDARY_LIMIT, cause=cause)
@@ -148,7 +162,7 @@ def classify(response: httpx.Response) -> Outcome:
             return Outcome(Next.FAIL, error=_not_github(response))
         return Outcome(Next.FAIL, error=NotFoundError(cause, status=status, url=url))
     if status >= 500:
-        return Outcome(Next.FAULT, cause=cause)
+        return Outcome(Next.FAULT, cause=cause, heavy=status in (502, 504))
     return Outcome(Next.FAIL, error=GitHubClientError(cause, status=status, url=url))
 
 
@@ -220,6 +234,25 @@ class GitHubClient:
             error = GitHubClientError(f"GET {url} failed: {type(exc).__name__}: {self._redact(str(exc))}", url=url)
         raise error  # outside `except`: no chained original that could still hold a secret
 
+    def post_graphql(self, url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """POST one GraphQL query to `url`; its answer's JSON object (`data`, `errors`).
+
+        Faults are retried as for GET, except a 502/504 or a read timeout, which a smaller query
+        may avoid: those raise GraphQLTooHeavy at once, for the caller to split the query.
+        Rate limits (RATE_LIMITED, secondary limits) wait at the credential's gates, as for GET.
+        """
+        try:
+            page = self._request(url, None, None, body={"query": query, "variables": variables})
+            answer = page.items[0] if page.items else None
+            if not isinstance(answer, dict):
+                raise GitHubClientError(f"POST {url}: the answer is not a GraphQL JSON object", url=url)
+            return answer
+        except GitHubError as exc:
+            error: BaseException = self._redacted(exc)
+        except Exception as exc:  # noqa: BLE001 - anything unforeseen still leaves without a secret
+            error = GitHubClientError(f"POST {url} failed: {type(exc).__name__}: {self._redact(str(exc))}", url=url)
+        raise error
+
     def iter_pages(self, path: str, params: dict | None = None, etag: str | None = None) -> Iterator[Page]:
         """Follow Link rel="next" to the end; `etag` applies to the first page only."""
         page = self.get_page(path, params, etag)
@@ -254,14 +287,25 @@ class GitHubClient:
     # -- the retry loop -----------------------------------------------------------------------
 
     def _get_page(self, url: str, params: dict | None, etag: str | None) -> Page:
+        return self._request(url, params, etag)
+
+    def _request(self, url: str, params: dict | None, etag: str | None, body: dict | None = None) -> Page:
+        """GET `url`, or POST the GraphQL `body` to it, through the retry loop."""
         faults = limited = 0
         while True:
-            outcome = self._attempt(url, params, etag)
+            outcome = self._attempt(url, params, etag, body)
             if outcome.next is Next.DONE and outcome.page is not None:
-                return outcome.page
+                if body is not None and graphql_limited(outcome.page):
+                    # The gate holds the next attempt (until the reset, or a secondary pause that
+                    # lengthens with each strike) or raises RateLimitExhausted past max wait.
+                    outcome = Outcome(Next.PRIMARY_LIMIT, cause=f"POST {url}: GraphQL RATE_LIMITED")
+                else:
+                    return outcome.page
             if outcome.error is not None:
                 raise outcome.error
             cause = self._redact(outcome.cause)
+            if body is not None and outcome.heavy:
+                raise GraphQLTooHeavy(f"POST {url}: {cause}", url=url)
             if outcome.next is Next.PRIMARY_LIMIT:
                 continue  # the credential's gate holds the next attempt until the reset, or moves on
             if outcome.next is Next.SECONDARY_LIMIT:
@@ -294,11 +338,14 @@ class GitHubClient:
                 self.clock.sleep(delay)
             self._count(retries=1)
 
-    def _attempt(self, url: str, params: dict | None, etag: str | None) -> Outcome:
+    def _attempt(self, url: str, params: dict | None, etag: str | None, body: dict | None = None) -> Outcome:
         headers = {"If-None-Match": etag} if etag else {}
         try:
             with self._slots:
-                response = self._http.get(url, params=params, headers=headers)
+                if body is None:
+                    response = self._http.get(url, params=params, headers=headers)
+                else:
+                    response = self._http.post(url, json=body)
         except httpx.LocalProtocolError as exc:  # a request HTTP forbids: the same again next time
             text = f"GET {url} cannot be sent: {type(exc).__name__}: {self._redact(str(exc))}"
             return Outcome(Next.FAIL, error=GitHubClientError(text, url=url))
@@ -307,6 +354,8 @@ class GitHubClient:
                 if self._unreachable_since is None:
                     self._unreachable_since = self.clock.now()
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", unreachable=True)
+        except httpx.ReadTimeout as exc:
+            return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", heavy=True)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}")
         except GitHubServerError as exc:  # the App's token endpoint failed: a fault like any other
@@ -347,7 +396,8 @@ class GitHubClient:
 
     def _answered(self, response: httpx.Response) -> None:
         status = response.status_code
-        self._count(status=status, cost=int(status != 304), not_modified=int(status == 304))
+        rest = not is_graphql(response.request)  # a query's points are counted apart (SyncProgress)
+        self._count(status=status, cost=int(status != 304 and rest), not_modified=int(status == 304))
 
     def _rate_limit_wait(self, seconds: float) -> None:
         self._count(waited=seconds, rate_limit_waits=1)

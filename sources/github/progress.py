@@ -39,6 +39,8 @@ class SyncProgress:
     more_to_do: bool = False  # the current chunk ended before the work did
     chunks: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    graphql_points: int = 0  # GraphQL points spent (its budget is apart from REST's requests)
+    graphql_pull_requests: int = 0  # pull requests whose reviews and files came over GraphQL
     on_repository_done: Callable[[SyncProgress], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -51,6 +53,14 @@ class SyncProgress:
     def add_rows(self, table: str, count: int) -> None:
         with self._lock:
             self.rows[table] = self.rows.get(table, 0) + count
+
+    def add_graphql_points(self, points: int) -> None:
+        with self._lock:
+            self.graphql_points += points
+
+    def add_graphql_pull_requests(self, count: int) -> None:
+        with self._lock:
+            self.graphql_pull_requests += count
 
     def add_failed(self, item: FailedItem) -> None:
         with self._lock:

@@ -135,6 +135,23 @@ class RateLimitGate:
             slept += delay
 
 
+def is_graphql(request: httpx.Request) -> bool:
+    """A GraphQL query (POST to `/graphql`): it spends the GraphQL points budget, not REST's."""
+    return request.method == "POST" and request.url.path.rstrip("/").endswith("/graphql")
+
+
+def graphql_rate_limited(response: httpx.Response) -> bool:
+    """A GraphQL answer whose errors say RATE_LIMITED (GitHub answers it with 200 or 403)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(error, dict) and error.get("type") == "RATE_LIMITED" for error in errors
+    )
+
+
 def github_message(response: httpx.Response) -> str:
     """GitHub's own explanation from an error body, or the start of the raw text."""
     try:

@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from sources.github.client import GitHubClient
 from sources.github.errors import AuthenticationError, GitHubError, NotFoundError, RateLimitExhausted
+from sources.github.graphql import KINDS as GRAPHQL_KINDS
+from sources.github.graphql import GraphQLChildren
 from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     CHILD_FETCHES,
@@ -82,8 +84,19 @@ class SyncContext:
     # Repository id -> the oldest `updated_at` this chunk lands rows of (see Manifest.repositories).
     covered: dict[int, str] = field(default_factory=dict)
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
+    # GraphQL mode: the endpoint that fetches listed pull requests' reviews and files (None: REST).
+    graphql_url: str | None = None
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _graphql: GraphQLChildren | None = field(default=None, repr=False)
     _charged: int = 0
+
+    def graphql_children(self) -> GraphQLChildren:
+        """The run's GraphQL fetcher: one adaptive batch size across the chunks of a run."""
+        with self.lock:
+            if self._graphql is None:
+                assert self.graphql_url is not None
+                self._graphql = GraphQLChildren(self.client, self.graphql_url, on_points=self.progress.add_graphql_points)
+            return self._graphql
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -642,6 +655,20 @@ def _fetch_children(
         logger.warning("%s: %s failed (%s); retried on a later run", label, kind, exc)
         ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
         return [], [], None
+    return _fetched(ctx, state, pr, kind, to_rows, items, pages)
+
+
+def _fetched(
+    ctx: SyncContext,
+    state: dict[str, Any],
+    pr: dict[str, Any],
+    kind: str,
+    to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
+    items: list[dict],
+    pages: int,
+) -> _Fetched:
+    """A whole child list was fetched (over REST or GraphQL): its rows, rejected rows and record."""
+    label = _label(ctx, pr["repo"], pr["number"])
     if pr.get("reconcile"):
         ctx.progress.add_reconciled(1, pages)
     repo_key = str(pr.get("repo_id") or _repo_key(ctx, state, pr["repo"]))
@@ -653,6 +680,85 @@ def _fetch_children(
     fetched_at = datetime.fromtimestamp(ctx.now(), tz=timezone.utc)
     # The items the table scopes (a timeline's other kinds are not counted).
     return rows, rejected, child_fetch_row(ctx.org, pr["repo"], pr, kind, len(rows) + len(rejected), fetched_at)
+
+
+@dlt.transformer(name="pull_request_children", write_disposition="append", parallelized=True)
+def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
+    """GraphQL mode: the reviews and files of a page's pull requests, in batched queries by node
+    id (sources/github/graphql.py); the same rows, fetch records, retry list and rejected items
+    as the REST transformers. A pull request without a node id gets its lists over REST."""
+    if pulls.schema.equals(REJECTED_ITEMS.schema):
+        return  # rejected pull requests, on their way to `rejected_items`
+    prs = pulls.to_pylist()
+    state = dlt.current.source_state()
+    fetched: list[_Fetched] = []
+    by_node = {pr["node_id"]: pr for pr in prs if pr.get("node_id")}
+    for pr in prs:
+        if not pr.get("node_id"):
+            fetched.extend(_fetch_children(ctx, state, pr, kind, _TO_ROWS[kind][1]) for kind in GRAPHQL_KINDS)
+    if ctx.progress.stopped_early:
+        for pr in by_node.values():
+            for kind in GRAPHQL_KINDS:
+                _add_retry(ctx, state, pr, kind, None, failed=False)
+        by_node = {}
+    done: set[str] = set()
+    try:
+        for ids, result in ctx.graphql_children().batches(list(by_node)):
+            done.update(ids)
+            if isinstance(result, GitHubError):
+                _graphql_failed(ctx, state, [by_node[i] for i in ids], result)
+                continue
+            for node_id, message in result.gone.items():
+                pr = by_node[node_id]
+                for kind in GRAPHQL_KINDS:  # as REST, which finds each list gone
+                    logger.warning("%s: %s skipped, the pull request is gone: %s",
+                                   _label(ctx, pr["repo"], pr["number"]), kind, message)
+                    ctx.progress.pull_requests_skipped.append(_label(ctx, pr["repo"], pr["number"]))
+            for node_id, children in result.children.items():
+                pr = by_node[node_id]
+                ctx.progress.add_graphql_pull_requests(1)
+                for kind in GRAPHQL_KINDS:
+                    fetched.append(_fetched(ctx, state, pr, kind, _TO_ROWS[kind][1], children.items[kind], children.pages))
+    except RateLimitExhausted as exc:
+        for node_id, pr in by_node.items():
+            if node_id not in done:
+                for kind in GRAPHQL_KINDS:
+                    _add_retry(ctx, state, pr, kind, None, failed=False)
+        ctx.progress.stop(f"rate limit exhausted fetching reviews and files over GraphQL: {exc}")
+    yield from _child_tables(ctx, fetched)
+
+
+def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str, Any]], exc: GitHubError) -> None:
+    """A batch that failed after the client's retries: its lists go on the retry list, as in REST."""
+    if not _is_repository_failure(exc):
+        raise exc
+    for pr in prs:
+        label = _label(ctx, pr["repo"], pr["number"])
+        for kind in GRAPHQL_KINDS:
+            _add_retry(ctx, state, pr, kind, str(exc), failed=True)
+            ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
+        logger.warning("%s: reviews and files failed over GraphQL (%s); retried on a later run", label, exc)
+
+
+def _child_tables(ctx: SyncContext, fetched: list[_Fetched]) -> Iterator[Any]:
+    """Each kind's rows, the fetch records and the rejected rows, one table each."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    fetches: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for kind_rows, set_aside, fetch in fetched:
+        if fetch:
+            rows.setdefault(fetch["kind"], []).extend(kind_rows)
+            fetches.append(fetch)
+        rejected.extend(set_aside)
+    for kind, kind_rows in rows.items():
+        spec = _TO_ROWS[kind][0]
+        if kind_rows:
+            ctx.progress.add_rows(spec.name, len(kind_rows))
+            yield dlt.mark.with_table_name(to_table(spec, kind_rows), spec.name)
+    if fetches:
+        yield dlt.mark.with_table_name(to_table(CHILD_FETCHES, fetches), CHILD_FETCHES.name)
+    if rejected:
+        yield _rejected_table(rejected)
 
 
 def _review_rows(ctx: SyncContext, pr: dict[str, Any], reviews: list[dict]) -> _Rows:
@@ -693,6 +799,14 @@ def _event_rows(ctx: SyncContext, pr: dict[str, Any], timeline: list[dict]) -> _
     return rows, rejected
 
 
+# Each child kind's table and row builder (GraphQL mode fetches several kinds per transformer).
+_TO_ROWS: dict[str, tuple[TableSpec, Callable[[SyncContext, dict[str, Any], list[dict]], _Rows]]] = {
+    "reviews": (PULL_REQUEST_REVIEWS, _review_rows),
+    "files": (PULL_REQUEST_FILES, _file_rows),
+    "events": (PULL_REQUEST_EVENTS, _event_rows),
+}
+
+
 # -- the source --------------------------------------------------------------------------------
 
 
@@ -704,24 +818,29 @@ def github_source(
     progress: SyncProgress | None = None,
     full_refresh: bool = False,
     sync: SyncContext | None = None,
+    graphql_url: str | None = None,
 ) -> Any:
     """Pull requests of one organisation, with reviews, files and timeline events.
 
     `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill;
     `full_refresh` ignores saved cursors and ETags and reads everything again (the warehouse merge
-    keeps one copy of each row). `sync` carries a run's context across chunks (see flows/extract.py).
+    keeps one copy of each row). `graphql_url` fetches listed pull requests' reviews and files over
+    GraphQL (None: REST). `sync` carries a run's context across chunks (see flows/extract.py).
     """
-    ctx = sync or SyncContext(org, client, progress or SyncProgress(), since=iso(since), full_refresh=full_refresh)
+    ctx = sync or SyncContext(org, client, progress or SyncProgress(), since=iso(since), full_refresh=full_refresh,
+                              graphql_url=graphql_url)
     if sync is None:
         ctx.start_chunk()
     repos = repositories(ctx)
     prs = repos | pull_requests(ctx)
     retry = retry_pull_requests(ctx)
     reconcile = reconcile_pull_requests(ctx)
+    if ctx.graphql_url:  # reviews and files of listed pages over GraphQL; events stay REST
+        page_children = [prs | pull_request_children(ctx), prs | pull_request_events(ctx)]
+    else:
+        page_children = [prs | pull_request_reviews(ctx), prs | pull_request_files(ctx), prs | pull_request_events(ctx)]
     children = [
-        prs | pull_request_reviews(ctx),
-        prs | pull_request_files(ctx),
-        prs | pull_request_events(ctx),
+        *page_children,
         retry | pull_request_reviews(ctx).with_name("retry_pull_request_reviews"),
         retry | pull_request_files(ctx).with_name("retry_pull_request_files"),
         retry | pull_request_events(ctx).with_name("retry_pull_request_events"),

@@ -1,0 +1,335 @@
+"""Reviews and changed files of pull requests over GitHub's GraphQL API, in batched queries.
+
+One `nodes(ids: [...])` query asks for the first 100 reviews and files of up to `BatchSize.size`
+pull requests (by `node_id`); a connection with more gets follow-up queries on its `endCursor`,
+batched across pull requests (one alias per connection). Each GraphQL object is mapped into the
+dict the REST API serves for it, so the REST row builders (schema.py) make the same rows.
+
+What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename` (null), and a
+timeline event's REST `id` (its row key): events stay on REST (see README, "REST and GraphQL").
+
+Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
+that is too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent again
+with half the pull requests; the batch grows back after successes in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .client import GitHubClient, GraphQLTooHeavy
+from .errors import GitHubClientError, GitHubError, RateLimitExhausted
+from .schema import FILES_CAP
+
+logger = logging.getLogger(__name__)
+
+PAGE = 100  # `first:` of every connection (GitHub's maximum)
+KINDS = ("reviews", "files")  # the child lists fetched over GraphQL
+_HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"})
+
+# The actors that author reviews (an Organization does not).
+_ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
+# GraphQL refuses a document with an unused fragment: a query carries only those it spreads.
+_FRAGMENTS = {
+    "reviews": "fragment reviewPage on PullRequestReviewConnection {\n"
+               "  pageInfo { hasNextPage endCursor }\n"
+               f"  nodes {{ id fullDatabaseId author {{ {_ACTOR} }} authorAssociation state body commit {{ oid }} "
+               "url submittedAt }\n}\n",
+    "files": "fragment filePage on PullRequestChangedFileConnection {\n"
+             "  pageInfo { hasNextPage endCursor }\n"
+             "  nodes { path additions deletions changeType }\n}\n",
+}
+_FRAGMENT_OF = {"reviews": "reviewPage", "files": "filePage"}
+
+FIRST_QUERY = f"""query($ids: [ID!]!) {{
+  rateLimit {{ cost remaining resetAt }}
+  nodes(ids: $ids) {{
+    ... on PullRequest {{
+      id
+      reviews(first: {PAGE}) {{ ...reviewPage }}
+      files(first: {PAGE}) {{ ...filePage }}
+    }}
+  }}
+}}
+{_FRAGMENTS["reviews"]}{_FRAGMENTS["files"]}"""
+
+# REST's `status` of a changed file for GraphQL's `changeType` (PatchStatus).
+_FILE_STATUS = {"ADDED": "added", "DELETED": "removed", "MODIFIED": "modified", "RENAMED": "renamed",
+                "COPIED": "copied", "CHANGED": "changed"}
+
+
+def graphql_url(base_url: str) -> str:
+    """The GraphQL endpoint of a REST base URL: api.github.com/graphql, GHES's /api/graphql for
+    /api/v3, else `<base>/graphql` (the bundled emulator)."""
+    parts = urlsplit(base_url.rstrip("/"))
+    path = parts.path
+    if path.endswith("/api/v3"):
+        path = path[: -len("/v3")] + "/graphql"
+    else:
+        path += "/graphql"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+# -- GraphQL objects as the REST API serves them -----------------------------------------------
+
+
+def _actor(actor: Any) -> dict[str, Any] | None:
+    if not isinstance(actor, dict):
+        return None  # a deleted account: null, as REST's "user": null
+    login, kind = actor.get("login"), actor.get("__typename")
+    if kind == "Bot" and isinstance(login, str) and not login.endswith("[bot]"):
+        login += "[bot]"  # GraphQL's Bot.login is "dependabot" where REST says "dependabot[bot]"
+    return {"login": login, "id": actor.get("databaseId"), "type": kind}
+
+
+def _big_int(value: Any) -> Any:
+    """GraphQL's BigInt is a string; anything else is passed on for the row builder to refuse."""
+    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else value
+
+
+def review_as_rest(review: Any) -> Any:
+    """A PullRequestReview as `GET /pulls/{n}/reviews` serves it (non-objects passed on)."""
+    if not isinstance(review, dict):
+        return review
+    commit = review.get("commit")
+    return {
+        "id": _big_int(review.get("fullDatabaseId")),
+        "node_id": review.get("id"),
+        "user": _actor(review.get("author")),
+        "author_association": review.get("authorAssociation"),
+        "state": review.get("state"),
+        "body": review.get("body"),
+        "commit_id": commit.get("oid") if isinstance(commit, dict) else None,
+        "html_url": review.get("url"),
+        "submitted_at": review.get("submittedAt"),
+    }
+
+
+def file_as_rest(file: Any) -> Any:
+    """A PullRequestChangedFile as `GET /pulls/{n}/files` serves it, without what GraphQL lacks
+    (`sha`, `blob_url`, `previous_filename`, `patch`)."""
+    if not isinstance(file, dict):
+        return file
+    additions, deletions = file.get("additions"), file.get("deletions")
+    both = isinstance(additions, int) and isinstance(deletions, int)
+    return {
+        "filename": file.get("path"),
+        "status": _FILE_STATUS.get(file.get("changeType"), file.get("changeType")),
+        "additions": additions,
+        "deletions": deletions,
+        "changes": additions + deletions if both else None,
+    }
+
+
+_AS_REST: dict[str, Callable[[Any], Any]] = {"reviews": review_as_rest, "files": file_as_rest}
+
+
+# -- batching ----------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSize:
+    """How many pull requests (or follow-up connections) one query asks for: halved when a query
+    is too heavy, grown by a quarter after `grow_after` successes in a row. Shared by threads."""
+
+    size: int = 25
+    ceiling: int = 50  # GitHub takes at most 100 ids; 50 PRs x 2 x 100 children stay well inside limits
+    grow_after: int = 3
+    _successes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def current(self) -> int:
+        with self._lock:
+            return self.size
+
+    def shrink(self, sent: int) -> bool:
+        """Half of what a too heavy query of `sent` asked for; False when it asked for one (the
+        query cannot be made smaller)."""
+        with self._lock:
+            self._successes = 0
+            if sent <= 1:
+                return False
+            self.size = max(1, min(self.size, sent) // 2)
+            return True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._successes += 1
+            if self._successes >= self.grow_after and self.size < self.ceiling:
+                self.size = min(self.ceiling, self.size + max(1, self.size // 4))
+                self._successes = 0
+
+
+class TooHeavy(GitHubError):
+    """GitHub refused a query as too large (RESOURCE_LIMITS_EXCEEDED, a node limit)."""
+
+
+@dataclass
+class Children:
+    """One pull request's child lists, REST-shaped, complete."""
+
+    node_id: str
+    items: dict[str, list[Any]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    pages: int = 1  # queries that carried this pull request's children
+
+
+@dataclass
+class BatchResult:
+    """What one batch of pull requests came to: the children of each, and the ones GitHub no
+    longer has (NOT_FOUND, or null)."""
+
+    children: dict[str, Children] = field(default_factory=dict)
+    gone: dict[str, str] = field(default_factory=dict)  # node id -> GitHub's message
+
+
+@dataclass
+class _Pending:
+    node_id: str
+    kind: str
+    cursor: str
+
+
+class GraphQLChildren:
+    """Fetches reviews and files of pull requests by node id, in adaptive batches."""
+
+    def __init__(self, client: GitHubClient, url: str, batch: BatchSize | None = None,
+                 on_points: Callable[[int], None] | None = None) -> None:
+        self.client = client
+        self.url = url
+        self.batch = batch or BatchSize()
+        self.on_points = on_points
+
+    def batches(self, node_ids: list[str]) -> Iterator[tuple[list[str], BatchResult | GitHubError]]:
+        """Each batch of `node_ids` with its result, or the error that failed it (the caller
+        decides per pull request). RateLimitExhausted propagates: the caller stops."""
+        start = 0
+        while start < len(node_ids):
+            ids = node_ids[start : start + self.batch.current()]
+            try:
+                result = self.fetch(ids)
+            except (GraphQLTooHeavy, TooHeavy) as exc:
+                if self.batch.shrink(len(ids)):
+                    logger.warning("GraphQL query of %d pull requests too heavy (%s); batch halved to %d",
+                                   len(ids), exc, self.batch.current())
+                    continue
+                yield ids, exc
+            except RateLimitExhausted:
+                raise
+            except GitHubError as exc:
+                yield ids, exc
+                start += len(ids)
+                continue
+            else:
+                self.batch.succeeded()
+                yield ids, result
+            start += len(ids)
+
+    def fetch(self, node_ids: list[str]) -> BatchResult:
+        """The complete reviews and files of `node_ids`: one query, then follow-up queries."""
+        data, messages = self._query(FIRST_QUERY, {"ids": node_ids})
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list) or len(nodes) != len(node_ids):
+            raise GitHubClientError(f"POST {self.url}: `nodes` is not a list of {len(node_ids)}", url=self.url)
+        result = BatchResult()
+        pending: list[_Pending] = []
+        for node_id, node in zip(node_ids, nodes):
+            if node is None:
+                result.gone[node_id] = messages.get(node_id, "null node")
+                continue
+            if not isinstance(node, dict) or "reviews" not in node:
+                raise GitHubClientError(f"POST {self.url}: {node_id} is not a pull request", url=self.url)
+            children = result.children[node_id] = Children(node_id)
+            for kind in KINDS:
+                pending.extend(self._take(children, kind, node.get(kind)))
+        while pending:
+            size = self.batch.current()
+            pending = self._follow(result, pending[:size]) + pending[size:]
+        return result
+
+    # -- one query ---------------------------------------------------------------------------
+
+    def _query(self, query: str, variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The answer's data, and GitHub's NOT_FOUND message per node id; raises on other errors."""
+        answer = self.client.post_graphql(self.url, query, variables)
+        data = answer.get("data")
+        errors = answer.get("errors") or []
+        messages: dict[str, str] = {}
+        if isinstance(data, dict):
+            cost = (data.get("rateLimit") or {}).get("cost")
+            if isinstance(cost, int) and self.on_points:
+                self.on_points(cost)
+        for error in errors if isinstance(errors, list) else [errors]:
+            kind = error.get("type") if isinstance(error, dict) else None
+            message = str(error.get("message") if isinstance(error, dict) else error)
+            if kind in _HEAVY_ERRORS or "node limit" in message.lower():
+                raise TooHeavy(f"POST {self.url}: {kind}: {message}", url=self.url)
+            if kind == "NOT_FOUND" and isinstance(data, dict):
+                messages[self._node_of(error, variables)] = message
+                continue
+            raise GitHubClientError(f"POST {self.url}: GraphQL error {kind}: {message}", url=self.url)
+        if not isinstance(data, dict):
+            raise GitHubClientError(f"POST {self.url}: an answer without data", url=self.url)
+        return data, messages
+
+    @staticmethod
+    def _node_of(error: dict[str, Any], variables: dict[str, Any]) -> str:
+        """The node id a NOT_FOUND error is about, from its path (["nodes", i] or [alias])."""
+        path = error.get("path") or []
+        if len(path) >= 2 and path[0] == "nodes" and isinstance(path[1], int):
+            ids = variables.get("ids") or []
+            return ids[path[1]] if path[1] < len(ids) else ""
+        if path and isinstance(path[0], str) and path[0].startswith("c"):
+            return str(variables.get(f"id{path[0][1:]}", ""))
+        return ""
+
+    def _take(self, children: Children, kind: str, connection: Any) -> list[_Pending]:
+        """Add a connection page's items; what is left to fetch of it."""
+        if not isinstance(connection, dict) or not isinstance(connection.get("nodes"), list):
+            raise GitHubClientError(f"POST {self.url}: {kind} of {children.node_id} has no nodes", url=self.url)
+        items = children.items[kind]
+        items.extend(_AS_REST[kind](node) for node in connection["nodes"])
+        info = connection.get("pageInfo") or {}
+        if kind == "files" and len(items) >= FILES_CAP:
+            del items[FILES_CAP:]  # as REST: the first 3,000 files, flagged truncated by the row builder
+            return []
+        if info.get("hasNextPage") and info.get("endCursor"):
+            return [_Pending(children.node_id, kind, str(info["endCursor"]))]
+        return []
+
+    def _follow(self, result: BatchResult, pending: list[_Pending]) -> list[_Pending]:
+        """One follow-up query for the next page of each pending connection; what is left."""
+        params = ", ".join(f"$id{i}: ID!, $after{i}: String!" for i in range(len(pending)))
+        fields = "\n".join(
+            f"  c{i}: node(id: $id{i}) {{ ... on PullRequest {{ {p.kind}(first: {PAGE}, after: $after{i}) "
+            f"{{ ...{_FRAGMENT_OF[p.kind]} }} }} }}"
+            for i, p in enumerate(pending)
+        )
+        fragments = "".join(_FRAGMENTS[kind] for kind in KINDS if any(p.kind == kind for p in pending))
+        query = f"query({params}) {{\n  rateLimit {{ cost remaining resetAt }}\n{fields}\n}}\n{fragments}"
+        variables: dict[str, Any] = {}
+        for i, p in enumerate(pending):
+            variables[f"id{i}"], variables[f"after{i}"] = p.node_id, p.cursor
+        try:
+            data, messages = self._query(query, variables)
+        except (GraphQLTooHeavy, TooHeavy):
+            if self.batch.shrink(len(pending)):
+                return pending  # sent again, fewer at a time
+            raise
+        left: list[_Pending] = []
+        for i, p in enumerate(pending):
+            children = result.children.get(p.node_id)
+            if children is None:
+                continue  # gone in an earlier follow-up
+            node = data.get(f"c{i}")
+            if node is None:
+                result.gone[p.node_id] = messages.get(p.node_id, "null node")
+                del result.children[p.node_id]
+                continue
+            children.pages += 1
+            left.extend(self._take(children, p.kind, node.get(p.kind) if isinstance(node, dict) else None))
+        return left

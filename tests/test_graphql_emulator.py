@@ -1,0 +1,144 @@
+"""GraphQL mode against the emulator's own `POST /graphql` (emulator/graphql.py), over real HTTP:
+a GraphQL-mode warehouse equals a REST-mode warehouse of the same data in every column both modes
+fill, table by table; big pull requests get follow-up pages; a heavy query halves the batch; a
+spent points budget waits, or stops and resumes. Virtual clock shared with the emulator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator import Dataset, GitHubEmulator
+from fakes import FakeClock
+from flows.extract import LandingReport
+from flows.summary import OrgResult, RunSummary, render_summary
+from sources.github.auth import TokenPool
+from sources.github.client import GitHubClient
+from sources.github.graphql import GraphQLChildren
+from landing_runs import ORG, T0, TOKEN
+from test_graphql_source import sync, table
+
+TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files", "pull_request_events",
+          "pull_request_child_fetches")
+
+logger = logging.getLogger(__name__)
+
+
+@pytest.fixture
+def fake() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    # The first pull requests of the first repository are the edge cases: a deleted author,
+    # unicode file names, 3,050 files, 130 reviews (one by a bot), none.
+    return Dataset.generate(orgs={ORG: 2}, prs_per_repo=[40, 8], seed=11)
+
+
+def emulator(dataset: Dataset, fake: FakeClock, **options: Any) -> GitHubEmulator:
+    return GitHubEmulator(dataset, clock=fake.now, **options)
+
+
+def graphql_run(emu: GitHubEmulator, fake: FakeClock, data_dir: Path, **client_options: Any) -> LandingReport:
+    return sync(emu, fake, data_dir, "graphql", **client_options)
+
+
+def assert_same_warehouse(got_dir: Path, want_dir: Path, tables: tuple[str, ...] = TABLES) -> None:
+    for name in tables:
+        got, want = table(got_dir, name), table(want_dir, name)
+        assert len(got) == len(want), name
+        assert got == want, name
+
+
+def test_graphql_warehouse_equals_rest_warehouse(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
+    with emulator(dataset, fake) as emu:
+        rest = sync(emu, fake, tmp_path / "rest", "rest")
+        rest_stats = emu.stats
+        emu.reset_stats()
+        graphql = graphql_run(emu, fake, tmp_path / "graphql")
+        stats = emu.stats
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
+    prs = len(table(tmp_path / "rest", "pull_requests"))
+    assert graphql.progress.graphql_pull_requests == prs and not graphql.progress.failed
+    assert graphql.progress.graphql_points == stats["graphql_points"] > 0
+    # The 130 reviews and 3,050 files came in follow-up pages; files stop at GitHub's 3,000.
+    files = table(tmp_path / "graphql", "pull_request_files")
+    per_pr: dict[int, int] = {}
+    for row in files:
+        per_pr[row["pull_request_id"]] = per_pr.get(row["pull_request_id"], 0) + 1
+    assert max(per_pr.values()) == 3000 and any(row["file_list_truncated"] for row in files)
+    reviews: dict[int, int] = {}
+    for row in table(tmp_path / "graphql", "pull_request_reviews"):
+        reviews[row["pull_request_id"]] = reviews.get(row["pull_request_id"], 0) + 1
+    assert max(reviews.values()) == 130
+    logger.warning(
+        "REST: %d requests (%s); GraphQL mode: %d requests (%s), %d points for %d pull requests (%.2f per PR)",
+        rest_stats["requests"], rest_stats["by_endpoint"], stats["requests"], stats["by_endpoint"],
+        stats["graphql_points"], prs, stats["graphql_points"] / prs,
+    )
+    assert stats["by_endpoint"].get("reviews", 0) == 0 and stats["by_endpoint"].get("files", 0) == 0
+    summary = render_summary(RunSummary([OrgResult(ORG, landing=graphql)]))
+    per_pr = stats["graphql_points"] / prs
+    assert f"GraphQL: {stats['graphql_points']} points for the reviews and files of {prs} pull request(s) " \
+           f"({per_pr:.2f} points per pull request)" in summary
+    assert "GraphQL" not in render_summary(RunSummary([OrgResult(ORG, landing=rest)]))
+
+
+def test_heavy_query_halves_the_batch_and_everything_lands(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
+    with emulator(dataset, fake) as emu:
+        sync(emu, fake, tmp_path / "rest", "rest")
+    with emulator(dataset, fake, graphql_heavy_nodes=2_000) as emu:  # 25 PRs ask for 5,025 nodes
+        report = graphql_run(emu, fake, tmp_path / "graphql")
+        assert emu.stats["by_status"].get(502, 0) >= 2  # 25 and 12 pull requests were too heavy
+    assert not report.progress.failed and report.progress.stopped_early is None
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
+
+
+def test_a_node_the_emulator_does_not_have_is_gone(dataset: Dataset, fake: FakeClock) -> None:
+    real = dataset.pull_requests(ORG, dataset.repositories(ORG)[0]["name"])[5]["node_id"]
+    with emulator(dataset, fake) as emu, GitHubClient(emu.url, TokenPool([TOKEN]), clock=fake) as client:
+        [(ids, result)] = list(GraphQLChildren(client, emu.graphql_url).batches(["PR_kwDOgone", real]))
+    assert ids == ["PR_kwDOgone", real] and not isinstance(result, Exception)
+    assert set(result.children) == {real} and "PR_kwDOgone" in result.gone
+
+
+def test_spent_points_wait_for_the_reset(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
+    with emulator(dataset, fake) as emu:
+        emu.graphql.exhaust(TOKEN, seconds=600)
+        report = graphql_run(emu, fake, tmp_path)
+    assert report.progress.stopped_early is None and not report.progress.failed
+    assert fake.now() >= T0 + 600 and report.requests.rate_limit_waits >= 1
+    assert report.progress.graphql_pull_requests == len(table(tmp_path, "pull_requests"))
+
+
+def test_spent_points_past_max_wait_stop_and_the_next_run_resumes(
+    dataset: Dataset, fake: FakeClock, tmp_path: Path
+) -> None:
+    with emulator(dataset, fake) as emu:
+        sync(emu, fake, tmp_path / "rest", "rest")
+        emu.graphql.exhaust(TOKEN, seconds=600)
+        first = graphql_run(emu, fake, tmp_path / "graphql", max_rate_limit_wait=60)
+        assert first.progress.stopped_early and "GraphQL" in first.progress.stopped_early
+        assert not first.progress.failed
+        fake.advance(700)
+        second = graphql_run(emu, fake, tmp_path / "graphql", max_rate_limit_wait=60)
+    assert second.progress.stopped_early is None and not second.progress.failed
+    # The lists stopped by the limit were fetched from the retry list, over REST (README).
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
+
+
+def test_a_malformed_review_is_set_aside_as_in_rest(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
+    repo = dataset.repositories(ORG)[0]["name"]
+    number = next(p["number"] for p in dataset.pull_requests(ORG, repo) if len(dataset.reviews(ORG, repo, p["number"])) >= 2)
+    dataset.corrupt_review(ORG, repo, number, 1, "id")  # served without its id
+    with emulator(dataset, fake) as emu:
+        rest = sync(emu, fake, tmp_path / "rest", "rest")
+        graphql = graphql_run(emu, fake, tmp_path / "graphql")
+    assert len(graphql.progress.rejected) == len(rest.progress.rejected) == 1
+    assert f"{ORG}/{repo}#{number} review" in graphql.progress.rejected[0]
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")  # the other reviews and the fetch record land
