@@ -1,4 +1,5 @@
-"""Deterministic GitHub REST API emulator for the demo, the tests and the benchmark."""
+"""Deterministic GitHub API emulator (REST, and GraphQL for pull requests' children) for the demo,
+the tests and the benchmark."""
 
 from emulator.data import DROP_KEY, MAX_SERVED_FILES, Dataset
 from emulator.faults import Fault, FaultSet

@@ -1,7 +1,9 @@
 """A GitHub REST API emulator over the stdlib threading HTTP server.
 
 It mimics what the pipeline relies on: Link pagination, weak ETags and free 304s, per-token
-primary rate limits, App installation tokens, and scripted faults (see faults.py).
+primary rate limits, App installation tokens, and scripted faults (see faults.py). `POST /graphql`
+serves GitHub's GraphQL API for pull requests' children over the same data (see graphql.py), with
+its own points budget per token; the same authentication, latency, faults and request log.
 """
 
 from __future__ import annotations
