@@ -21,10 +21,7 @@ import sqlglot
 
 from destinations.config import GCS_STORAGE_INTEGRATION
 from sources.github.names import normalise_org
-from sources.github.schema import TABLES
-
-# The kinds of child list `pull_request_child_fetches` records ("reviews", "files", "events").
-CHILD_KINDS = frozenset(spec.child_kind for spec in TABLES.values() if spec.child_kind)
+from sources.github.schema import CHILD_KINDS
 
 SNOWFLAKE = "snowflake"
 DUCKDB = "duckdb"

@@ -201,6 +201,10 @@ TABLES: dict[str, TableSpec] = {
     for spec in (PULL_REQUESTS, CHILD_FETCHES, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES, PULL_REQUEST_EVENTS)
 }
 
+# The kinds of child list fetched per pull request, as `pull_request_child_fetches` records them:
+# ("reviews", "files", "events"), one list (one request, most of the time) each.
+CHILD_KINDS = tuple(spec.child_kind for spec in TABLES.values() if spec.child_kind)
+
 # Items the row builders refused, landed for people to inspect. Deliberately not in TABLES: the
 # warehouse merge iterates TABLES, and a rejected item is evidence, not data to merge.
 REJECTED_ITEMS = TableSpec(

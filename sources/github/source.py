@@ -32,6 +32,7 @@ from sources.github.graphql import GraphQLChildren
 from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     CHILD_FETCHES,
+    CHILD_KINDS,
     FILES_CAP,
     PULL_REQUEST_EVENTS,
     PULL_REQUEST_FILES,
@@ -57,7 +58,6 @@ __all__ = ["SyncContext", "SyncProgress", "FailedItem", "github_source"]
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
-CHILD_KINDS = ("reviews", "files", "events")  # one list (one request, most of the time) each per pull request
 # Where each kind's list is, under /repos/{org}/{repo}/.
 _CHILD_PATHS = {"reviews": "pulls/{number}/reviews", "files": "pulls/{number}/files",
                 "events": "issues/{number}/timeline"}
@@ -571,26 +571,20 @@ def reconcile_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
 # a resource's static table hint even for items marked for another table, and then fails).
 @dlt.transformer(name="pull_request_reviews", write_disposition="append", parallelized=True)
 def pull_request_reviews(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
-    yield from _children(ctx, pulls, "reviews", PULL_REQUEST_REVIEWS, _review_rows)
+    yield from _children(ctx, pulls, "reviews")
 
 
 @dlt.transformer(name="pull_request_files", write_disposition="append", parallelized=True)
 def pull_request_files(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
-    yield from _children(ctx, pulls, "files", PULL_REQUEST_FILES, _file_rows)
+    yield from _children(ctx, pulls, "files")
 
 
 @dlt.transformer(name="pull_request_events", write_disposition="append", parallelized=True)
 def pull_request_events(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
-    yield from _children(ctx, pulls, "events", PULL_REQUEST_EVENTS, _event_rows)
+    yield from _children(ctx, pulls, "events")
 
 
-def _children(
-    ctx: SyncContext,
-    pulls: pa.Table | list[dict[str, Any]],
-    kind: str,
-    spec: TableSpec,
-    to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
-) -> Iterator[Any]:
+def _children(ctx: SyncContext, pulls: pa.Table | list[dict[str, Any]], kind: str) -> Iterator[Any]:
     """Fetch one kind of child for every pull request of a page, on the run's thread pool.
 
     The client bounds requests in flight across all threads.
@@ -602,29 +596,10 @@ def _children(
     else:  # the retry list or the reconciliation pass: only the kinds they ask for
         prs = [pr for pr in pulls if kind in pr["kinds"]]
     state = dlt.current.source_state()  # resolved here: the pool's threads have no dlt context
-    rows: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    fetches: list[dict[str, Any]] = []
-    for fetched, set_aside, fetch in ctx.pool.map(lambda pr: _fetch_children(ctx, state, pr, kind, to_rows), prs):
-        rows.extend(fetched)
-        rejected.extend(set_aside)
-        fetches.extend([fetch] if fetch else [])
-    if rows:
-        ctx.progress.add_rows(spec.name, len(rows))
-        yield dlt.mark.with_table_name(to_table(spec, rows), spec.name)
-    if fetches:
-        yield dlt.mark.with_table_name(to_table(CHILD_FETCHES, fetches), CHILD_FETCHES.name)
-    if rejected:
-        yield _rejected_table(rejected)
+    yield from _child_tables(ctx, list(ctx.pool.map(lambda pr: _fetch_children(ctx, state, pr, kind), prs)))
 
 
-def _fetch_children(
-    ctx: SyncContext,
-    state: dict[str, Any],
-    pr: dict[str, Any],
-    kind: str,
-    to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
-) -> _Fetched:
+def _fetch_children(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str) -> _Fetched:
     """One pull request's child list: rows, rejected rows and the record that the whole list was
     fetched; nothing when it cannot be had now."""
     label = _label(ctx, pr["repo"], pr["number"])
@@ -655,7 +630,7 @@ def _fetch_children(
         logger.warning("%s: %s failed (%s); retried on a later run", label, kind, exc)
         ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
         return [], [], None
-    return _fetched(ctx, state, pr, kind, to_rows, items, pages)
+    return _fetched(ctx, state, pr, kind, items, pages)
 
 
 def _fetched(
@@ -663,7 +638,6 @@ def _fetched(
     state: dict[str, Any],
     pr: dict[str, Any],
     kind: str,
-    to_rows: Callable[[SyncContext, dict[str, Any], list[dict]], _Rows],
     items: list[dict],
     pages: int,
 ) -> _Fetched:
@@ -676,7 +650,7 @@ def _fetched(
         ctx.cover(int(repo_key), iso(pr["updated_at"]))
     _clear_retry(ctx, state, pr, kind)
     ctx.progress.clear_failed(kind, label)
-    rows, rejected = to_rows(ctx, pr, items)
+    rows, rejected = _TO_ROWS[kind][1](ctx, pr, items)
     fetched_at = datetime.fromtimestamp(ctx.now(), tz=timezone.utc)
     # The items the table scopes (a timeline's other kinds are not counted).
     return rows, rejected, child_fetch_row(ctx.org, pr["repo"], pr, kind, len(rows) + len(rejected), fetched_at)
@@ -695,7 +669,7 @@ def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
     by_node = {pr["node_id"]: pr for pr in prs if pr.get("node_id")}
     for pr in prs:
         if not pr.get("node_id"):
-            fetched.extend(_fetch_children(ctx, state, pr, kind, _TO_ROWS[kind][1]) for kind in GRAPHQL_KINDS)
+            fetched.extend(_fetch_children(ctx, state, pr, kind) for kind in GRAPHQL_KINDS)
     if ctx.progress.stopped_early:
         for pr in by_node.values():
             for kind in GRAPHQL_KINDS:
@@ -718,7 +692,7 @@ def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
                 pr = by_node[node_id]
                 ctx.progress.add_graphql_pull_requests(1)
                 for kind in GRAPHQL_KINDS:
-                    fetched.append(_fetched(ctx, state, pr, kind, _TO_ROWS[kind][1], children.items[kind], children.pages))
+                    fetched.append(_fetched(ctx, state, pr, kind, children.items[kind], children.pages))
     except RateLimitExhausted as exc:
         for node_id, pr in by_node.items():
             if node_id not in done:
