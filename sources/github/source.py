@@ -28,7 +28,7 @@ import pyarrow as pa
 from sources.github.client import GitHubClient
 from sources.github.errors import AuthenticationError, GitHubError, NotFoundError, RateLimitExhausted
 from sources.github.graphql import KINDS as GRAPHQL_KINDS
-from sources.github.graphql import GraphQLChildren
+from sources.github.graphql import GraphQLChildren, GraphQLRefused
 from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     CHILD_FETCHES,
@@ -86,6 +86,8 @@ class SyncContext:
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
     # GraphQL mode: the endpoint that fetches listed pull requests' reviews and files (None: REST).
     graphql_url: str | None = None
+    # `auto` mode: once GraphQL refuses for a reason REST would not, REST for the rest of the run.
+    graphql_fallback: bool = False
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _graphql: GraphQLChildren | None = field(default=None, repr=False)
     _charged: int = 0
@@ -677,7 +679,9 @@ def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
         by_node = {}
     done: set[str] = set()
     try:
-        for ids, result in ctx.graphql_children().batches(list(by_node)):
+        for ids, result in ctx.graphql_children().batches(list(by_node)) if ctx.graphql_url else ():
+            if _fell_back_to_rest(ctx, result):
+                break  # this batch and the rest over REST, below
             done.update(ids)
             if isinstance(result, GitHubError):
                 _graphql_failed(ctx, state, [by_node[i] for i in ids], result)
@@ -699,11 +703,30 @@ def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
                 for kind in GRAPHQL_KINDS:
                     _add_retry(ctx, state, pr, kind, None, failed=False)
         ctx.progress.stop(f"rate limit exhausted fetching reviews and files over GraphQL: {exc}")
+    if ctx.graphql_url is None:  # `auto` fell back to REST, here or on another page
+        left = [(pr, kind) for node_id, pr in by_node.items() if node_id not in done for kind in GRAPHQL_KINDS]
+        fetched.extend(ctx.pool.map(lambda job: _fetch_children(ctx, state, *job), left))
     yield from _child_tables(ctx, fetched)
+
+
+def _fell_back_to_rest(ctx: SyncContext, result: Any) -> bool:
+    """`auto` mode and GraphQL refused for a reason REST would not (GraphQLRefused): the run's
+    reviews and files go over REST from now on, said once in a warning naming why and where."""
+    if not (ctx.graphql_fallback and isinstance(result, GraphQLRefused)):
+        return False
+    with ctx.lock:
+        if ctx.graphql_url is not None:
+            logger.warning("%s: GraphQL refused (%s); reviews and files over REST for the rest of the run",
+                           ctx.org, result)
+            ctx.progress.graphql_fallback = str(result)
+            ctx.graphql_url = None
+    return True
 
 
 def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str, Any]], exc: GitHubError) -> None:
     """A batch that failed after the client's retries: its lists go on the retry list, as in REST."""
+    if isinstance(exc, GraphQLRefused):  # explicit `graphql` mode: no fallback, the error as it is
+        exc = exc.error
     if not _is_repository_failure(exc):
         raise exc
     for pr in prs:
