@@ -83,6 +83,7 @@ def child_main(spec_path: str, out_path: str) -> None:
         data_dir=Path(spec["data_dir"]),
         max_concurrency=spec["concurrency"],
         github_token="bench-token",
+        github_api_mode="rest",  # the minimums it measures against are REST's (cold_minimum_by_endpoint)
         **extra,
     )
     clock = _ShiftedClock(spec["clock_at"]) if spec.get("clock_at") else None

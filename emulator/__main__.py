@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="GraphQL points per token per rate-limit window")
     parser.add_argument("--graphql-heavy-nodes", type=int, default=None,
                         help="answer 502 to a GraphQL query asking for more nodes than this")
+    parser.add_argument("--no-graphql", action="store_true",
+                        help="serve no GraphQL API: POST /graphql answers 404 (an old GHES, a proxy)")
     parser.add_argument("--token", action="append", help="accepted token (repeatable); default: any")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
                               rate_limit=args.rate_limit, rate_limit_window=args.rate_limit_window,
                               tokens=set(args.token) if args.token else None, port=args.port,
                               graphql_points=args.graphql_points,
-                              graphql_heavy_nodes=args.graphql_heavy_nodes)
+                              graphql_heavy_nodes=args.graphql_heavy_nodes,
+                              graphql=not args.no_graphql)
     with emulator:  # start() logs the URL
         try:
             threading.Event().wait()

@@ -720,16 +720,23 @@ class Dataset:
         `updated_at`. Returns the event."""
         with self._lock:
             r, pull = self._repo(org, repo), self._pull(org, repo, number)
-            now = self._tick()
             author = pull.own["user"]
             if team is not None:
-                requested = self._team(team)
+                if team not in _TEAMS:
+                    raise KeyError(f"unknown team {team!r}: request_review takes one of {list(_TEAMS)}")
+                requested, now = self._team(team), self._tick()
                 event = self._append_event(r, pull, "review_requested", author, now, requested_team=requested)
                 self._touch(pull, now, requested_teams=[*pull.own["requested_teams"], requested])
                 return event
             taken = {u["login"] for u in pull.own["requested_reviewers"]}
-            user = next(u for u in self._humans if (u["login"] == login if login else
-                                                     u["login"] not in taken and u != author))
+            user = next((u for u in self._humans if (u["login"] == login if login else
+                                                      u["login"] not in taken and u != author)), None)
+            if user is None and login:
+                raise KeyError(f"unknown user {login!r}: request_review takes one of "
+                               f"{sorted(u['login'] for u in self._humans)}")
+            if user is None:
+                raise ValueError(f"{org}/{repo}#{number}: every user is requested already")
+            now = self._tick()
             event = self._append_event(r, pull, "review_requested", author, now, requested_reviewer=user)
             self._touch(pull, now, requested_reviewers=[*pull.own["requested_reviewers"], user])
             return event

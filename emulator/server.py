@@ -4,6 +4,9 @@ It mimics what the pipeline relies on: Link pagination, weak ETags and free 304s
 primary rate limits, App installation tokens, and scripted faults (see faults.py). `POST /graphql`
 serves GitHub's GraphQL API for pull requests' children over the same data (see graphql.py), with
 its own points budget per token; the same authentication, latency, faults and request log.
+`graphql=False` serves a GitHub without it (`POST /graphql` answers 404, as an old GHES or a
+proxy), `graphql_refused={token}` refuses those tokens on GraphQL only (403, as a token type or
+scope GitHub's GraphQL API does not take).
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ class GitHubEmulator:
                  rate_limit: int = 5000, rate_limit_window: float = 3600,
                  tokens: set[str] | None = None, port: int = 0,
                  clock: Callable[[], float] = time.time, graphql_points: int = 5000,
-                 graphql_heavy_nodes: int | None = None) -> None:
+                 graphql_heavy_nodes: int | None = None, graphql: bool = True,
+                 graphql_refused: set[str] | None = None) -> None:
         self.dataset = dataset
         self.latency = latency
         self.base_path = base_path.rstrip("/")
@@ -129,6 +133,8 @@ class GitHubEmulator:
         # POST /graphql: its own points budget per token (same window), see emulator/graphql.py
         self.graphql = GraphQLService(dataset, points=graphql_points, window=rate_limit_window,
                                       clock=clock, heavy_nodes=graphql_heavy_nodes)
+        self.graphql_enabled = graphql  # False: POST /graphql answers 404
+        self.graphql_refused = set(graphql_refused or ())  # tokens GraphQL answers 403, REST serves
         self._port = port
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
@@ -305,6 +311,17 @@ class GitHubEmulator:
             return
         if fault is not None:
             time.sleep(fault.seconds or 0)
+
+        if kind == "graphql" and (not self.graphql_enabled or caller in self.graphql_refused):
+            if self.graphql_enabled:
+                answer = _message(403, "Resource not accessible by personal access token")
+                answer.headers = self.graphql.headers(caller)
+            else:  # no GraphQL here: GitHub's 404 for a path it does not have
+                answer = _message(404, "Not Found")
+                answer.headers = self._rate_headers(caller)
+            self._record(kind, answer.status, 0, fault is not None)
+            self._send(h, answer)
+            return
 
         if kind == "graphql":
             gql = self.graphql.answer(caller, raw_body)
@@ -506,8 +523,9 @@ class GitHubEmulator:
                 self.graphql.reset()
                 return _Answer(200, _json({"ok": True}))
             if method == "POST" and path == "/_emulator/graphql":
-                # {"points": budget per token, "heavy_nodes": 502 above this many nodes, or null}
-                unknown = set(body) - {"points", "heavy_nodes"}
+                # {"points": budget per token, "heavy_nodes": 502 above this many nodes, or null,
+                #  "enabled": false for a 404 (no GraphQL), "refused": tokens answered 403}
+                unknown = set(body) - {"points", "heavy_nodes", "enabled", "refused"}
                 if unknown:
                     raise ValueError(f"unknown fields {sorted(unknown)}")
                 if "points" in body:
@@ -515,8 +533,14 @@ class GitHubEmulator:
                 if "heavy_nodes" in body:
                     heavy = body["heavy_nodes"]
                     self.graphql.heavy_nodes = None if heavy is None else int(heavy)
+                if "enabled" in body:
+                    self.graphql_enabled = bool(body["enabled"])
+                if "refused" in body:
+                    self.graphql_refused = {str(token) for token in body["refused"]}
                 return _Answer(200, _json({"points": self.graphql.points,
-                                           "heavy_nodes": self.graphql.heavy_nodes}))
+                                           "heavy_nodes": self.graphql.heavy_nodes,
+                                           "enabled": self.graphql_enabled,
+                                           "refused": sorted(self.graphql_refused)}))
             if method == "POST" and path == "/_emulator/mutate":
                 done = self.dataset.mutate_random(int(body.get("count", 1)), int(body.get("seed", 0)))
                 return _Answer(200, _json({"mutations": done}))

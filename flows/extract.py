@@ -139,7 +139,8 @@ def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
 
 def graphql_endpoint(settings: Settings, client: GitHubClient) -> str | None:
     """Where child lists are fetched over GraphQL, or None for REST (`github_api_mode`):
-    `auto` takes GraphQL only with a credential, which GitHub's GraphQL API requires."""
+    `auto` takes GraphQL only with a credential, which GitHub's GraphQL API requires, and falls
+    back to REST when the endpoint refuses (no probe: the first batch tells, see source.py)."""
     mode = settings.github_api_mode
     if mode == "rest" or (mode == "auto" and not client.auth.secrets()):
         return None
@@ -174,6 +175,7 @@ def land(
         chunk_requests=settings.commit_every_requests,
         reconcile_days=settings.reconcile_days,
         graphql_url=graphql_endpoint(settings, client),
+        graphql_fallback=settings.github_api_mode == "auto",
     )
     landing = Landing(settings.landing, landing_filesystem(settings))
     load_ids: list[str] = []

@@ -83,8 +83,9 @@ class Settings(BaseSettings):
     reconcile_days: int = Field(7, ge=0)
     # How listed pull requests' reviews and files are fetched: `rest` (one request per list),
     # `graphql` (batched queries on the GraphQL points budget; see README "REST and GraphQL"),
-    # `auto` (GraphQL when a credential is configured, else REST).
-    github_api_mode: Literal["auto", "rest", "graphql"] = "rest"
+    # `auto` (the default: GraphQL when a credential is configured, else REST; REST for the rest
+    # of the run once the GraphQL endpoint refuses for a reason REST would not).
+    github_api_mode: Literal["auto", "rest", "graphql"] = "auto"
 
     @field_validator("orgs", mode="before")
     @classmethod

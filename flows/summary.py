@@ -105,6 +105,8 @@ def render_summary(summary: RunSummary) -> str:
                     f"  - GraphQL: {progress.graphql_points} points for the child lists of "
                     f"{progress.graphql_pull_requests} pull request(s) ({per_pr:.2f} points per pull request)"
                 )
+            if progress.graphql_fallback:
+                notes.append(f"  - GraphQL refused ({progress.graphql_fallback}): child lists over REST")
             if progress.chunks > 1:
                 notes.append(f"  - committed in {progress.chunks} chunks")
             if progress.reconciled_pull_requests:

@@ -50,6 +50,14 @@ def emu(dataset: Dataset, fake: FakeClock):
 
 
 @pytest.fixture
+def rest_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`github_api_mode=rest` for every Settings of the test (explicit arguments still win): for
+    tests whose faults or request counts are on REST's review and file endpoints, which the
+    default mode (`auto`, with the token these runs carry) fetches over GraphQL instead."""
+    monkeypatch.setenv("PR_ANALYTICS_GITHUB_API_MODE", "rest")
+
+
+@pytest.fixture
 def settings(emu: GitHubEmulator, tmp_path: Path) -> Settings:
     return Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
 

@@ -389,7 +389,7 @@ def test_heavy_query_gets_a_502(dataset: Dataset) -> None:
         assert post(c, emu, NODES, ids=ids[:30]).status_code == 200  # 9,030 nodes
         # The admin API changes the threshold and the budget from another process (the benchmark).
         assert c.post("/_emulator/graphql", json={"heavy_nodes": None, "points": 7}).json() == \
-            {"heavy_nodes": None, "points": 7}
+            {"heavy_nodes": None, "points": 7, "enabled": True, "refused": []}
         r = post(c, emu, NODES, ids=ids)
         assert r.status_code == 200 and r.json()["data"]["rateLimit"]["limit"] == 7
 

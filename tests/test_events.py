@@ -166,9 +166,11 @@ def test_a_malformed_event_is_set_aside_and_the_rest_lands(settings, dataset, em
     assert_landed_exactly_once(settings, dataset)  # expected() leaves the event out
 
 
-def test_state_from_before_events_fetches_them_once(settings, dataset, emu, fake):
+@pytest.mark.parametrize("mode", ["rest", "auto"])
+def test_state_from_before_events_fetches_them_once(mode, settings, dataset, emu, fake):
     """Repositories synced by the previous version (state without `child_kinds`) get their pull
     requests' events from the retry list, once: no review or file list is read again."""
+    settings = settings.model_copy(update={"github_api_mode": mode})
     run(settings, emu, fake)
     merge_only(settings)
     pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
@@ -183,7 +185,11 @@ def test_state_from_before_events_fetches_them_once(settings, dataset, emu, fake
 
     assert report.progress.stopped_early is None and not report.progress.partial
     assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
-    assert emu.stats["by_endpoint"]["reviews"] == emu.stats["by_endpoint"]["files"] == 1
+    if mode == "rest":
+        assert emu.stats["by_endpoint"]["reviews"] == emu.stats["by_endpoint"]["files"] == 1
+    else:  # the default, with a token: the changed pull request's reviews and files in one query
+        assert not {"reviews", "files"} & set(emu.stats["by_endpoint"])
+        assert emu.stats["by_endpoint"]["graphql"] == 1 and report.progress.graphql_pull_requests == 1
     assert report.rows["pull_requests"] == 1
     merge_only(settings)
     assert set(warehouse_events(settings)) == dataset_events(dataset)

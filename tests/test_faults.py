@@ -40,9 +40,15 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     landed_keys,
     make_client,
     repo_names,
+    rest_mode,
     run,
     settings,
 )
+
+# The faults here are on REST's endpoints (reviews and files among them) and the counts REST's:
+# REST mode (the default, `auto`, fetches reviews and files over GraphQL with a token; GraphQL's
+# faults are in tests/test_graphql_emulator.py and tests/test_graphql_auto.py).
+pytestmark = pytest.mark.usefixtures("rest_mode")
 
 # -- every fault kind: the run completes and lands everything exactly once --------------------
 
@@ -368,7 +374,11 @@ def test_404_on_one_pull_requests_files_is_skipped(settings, dataset, emu, fake,
 # -- the token never leaks ------------------------------------------------------------------------
 
 
-def test_token_never_in_logs_nor_in_data_dir(settings, dataset, emu, fake, caplog, monkeypatch):
+@pytest.mark.parametrize("mode", ["rest", "auto"])
+def test_token_never_in_logs_nor_in_data_dir(mode, settings, dataset, emu, fake, caplog, monkeypatch):
+    """In REST mode and in the default mode, whose reviews and files go over GraphQL (its faults
+    too: a 502, then a spent points budget that stops the run)."""
+    settings = settings.model_copy(update={"github_api_mode": mode})
     monkeypatch.setenv("RUNTIME__LOG_LEVEL", "DEBUG")
     caplog.set_level(logging.DEBUG)
     extra = [logging.getLogger(n) for n in ("dlt", "httpx", "httpcore", "sources", "flows", "emulator")]
@@ -383,7 +393,12 @@ def test_token_never_in_logs_nor_in_data_dir(settings, dataset, emu, fake, caplo
         emu.faults.add(Fault("truncated", FILES))
         emu.faults.add(Fault("404", r"/pulls/2/files"))
         emu.faults.add(Fault("primary", REVIEWS, after=5, seconds=7200))
+        if mode == "auto":
+            emu.faults.add(Fault("502", r"^/graphql"))
+            emu.faults.add(Fault("primary", r"^/graphql", after=1, seconds=7200))
         first = run(settings, emu, fake, tokens=(TOKEN,), max_rate_limit_wait=600)
+        if mode == "auto":
+            assert emu.stats["by_endpoint"]["graphql"] >= 2 and "GraphQL" in first.progress.stopped_early
         assert first.progress.stopped_early
         fake.advance(7205)
         run(settings, emu, fake, tokens=(TOKEN,))

@@ -452,6 +452,9 @@ def test_run_py_exits_3_on_a_partial_success(emulator, dataset, tmp_path, monkey
     for name in ("PREFECT_LOGGING_EXTRA_LOGGERS", "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"):
         monkeypatch.setenv(name, os.environ.get(name, ""))
     monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    # The fault is on one pull request's REST file list: REST mode (the default fetches files over
+    # GraphQL with a token, where a failure takes a batch of pull requests, not one list).
+    monkeypatch.setenv("PR_ANALYTICS_GITHUB_API_MODE", "rest")
     repo = dataset.repositories("acme")[0]["name"]
     emulator.faults.add(Fault("451", rf"/repos/acme/{repo}/pulls/1/files", times=10**6))
 

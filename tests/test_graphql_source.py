@@ -208,11 +208,11 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands(
 
 
 @pytest.mark.parametrize("mode", ["rest", "auto"])
-def test_rest_is_the_default_and_auto_needs_a_credential(mode: str, emu: GitHubEmulator, tmp_path: Path) -> None:
+def test_auto_is_the_default_and_needs_a_credential(mode: str, emu: GitHubEmulator, tmp_path: Path) -> None:
     from flows.extract import graphql_endpoint
 
-    settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, **({"github_api_mode": mode} if mode != "rest" else {}))
-    assert Settings(orgs=[ORG], data_dir=tmp_path).github_api_mode == "rest"
+    settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, **({"github_api_mode": mode} if mode != "auto" else {}))
+    assert Settings(orgs=[ORG], data_dir=tmp_path).github_api_mode == "auto"
     with GitHubClient(emu.url, TokenPool([])) as anonymous, GitHubClient(emu.url, TokenPool([TOKEN])) as token:
         assert graphql_endpoint(settings, anonymous) is None
         assert graphql_endpoint(settings, token) == (None if mode == "rest" else f"{emu.url}/graphql")

@@ -34,10 +34,16 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     landed_keys,
     make_client,
     repo_names,
+    rest_mode,
     run,
     settings,
     timeline_pages,
 )
+
+# These runs count REST's requests against its minimum (a request per review, file and timeline
+# page) and fault REST's child endpoints: REST mode (the default, `auto`, fetches reviews and files
+# over GraphQL with a token; tests/test_graphql_emulator.py and test_graphql_auto.py cover it).
+pytestmark = pytest.mark.usefixtures("rest_mode")
 
 HOUR, DAY = 3600.0, 86400.0
 

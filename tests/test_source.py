@@ -90,7 +90,9 @@ def test_rerun_without_changes_costs_nothing(settings, emulator):
     assert not {"reviews", "files", "timeline"} & set(stats["by_endpoint"])
 
 
-def test_changed_pull_request_refetches_only_its_children(settings, dataset, emulator):
+@pytest.mark.parametrize("mode", ["rest", "auto"])
+def test_changed_pull_request_refetches_only_its_children(mode, settings, dataset, emulator):
+    settings = settings.model_copy(update={"github_api_mode": mode})
     run(settings)
     repo = dataset.repositories(ORG)[1]["name"]
     dataset.add_review(ORG, repo, 2)
@@ -101,7 +103,11 @@ def test_changed_pull_request_refetches_only_its_children(settings, dataset, emu
 
     assert report.rows["pull_requests"] == 2
     stats = emulator.stats
-    assert stats["by_endpoint"]["reviews"] == 2 and stats["by_endpoint"]["files"] == 2
+    if mode == "rest":
+        assert stats["by_endpoint"]["reviews"] == 2 and stats["by_endpoint"]["files"] == 2
+    else:  # the default, with a token: both pull requests' reviews and files in one GraphQL query
+        assert "reviews" not in stats["by_endpoint"] and "files" not in stats["by_endpoint"]
+        assert stats["by_endpoint"]["graphql"] == 1 and report.progress.graphql_pull_requests == 2
     assert stats["by_endpoint"]["timeline"] == 2  # short timelines: one page each
     # Unchanged repositories answered 304; the changed one one page.
     assert stats["not_modified"] == 1 + 2

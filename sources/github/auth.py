@@ -159,7 +159,7 @@ class GitHubAuth(httpx.Auth):
         graphql = is_graphql(request)
         while True:
             credential = self.choose(self._clock.now(), graphql)
-            slept = credential.budget(graphql).gate.wait(self._clock, self._max_wait, url)
+            slept = credential.budget(graphql).gate.wait(self._clock, self._max_wait, url, request.method)
             if slept and self._on_wait is not None:
                 self._on_wait(slept)
             if credential.authorization:
@@ -167,8 +167,8 @@ class GitHubAuth(httpx.Auth):
             response = yield request
             self._observe(credential, response, graphql)
             logger.debug(
-                "GET %s -> %d (%s, remaining %s)",
-                url, response.status_code, credential.name, response.headers.get("x-ratelimit-remaining"),
+                "%s %s -> %d (%s, remaining %s)",
+                request.method, url, response.status_code, credential.name, response.headers.get("x-ratelimit-remaining"),
             )
             if response.status_code != 401 or not self._rejected(credential, response):
                 return

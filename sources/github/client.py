@@ -126,7 +126,7 @@ def _not_github(response: httpx.Response) -> GitHubClientError:
     (GitHub's own 5xx pages are HTML too: those stay faults, retried.)"""
     status, url = response.status_code, str(response.request.url)
     text = (
-        f"GET {url} answered {status} with text/html, not JSON: is the GitHub URL an API base URL? "
+        f"{response.request.method} {url} answered {status} with text/html, not JSON: is the GitHub URL an API base URL? "
         "(GitHub: https://api.github.com; GitHub Enterprise: https://HOST/api/v3)"
     )
     return GitHubClientError(text, status=status, url=url)
@@ -292,6 +292,7 @@ class GitHubClient:
     def _request(self, url: str, params: dict | None, etag: str | None, body: dict | None = None) -> Page:
         """GET `url`, or POST the GraphQL `body` to it, through the retry loop."""
         faults = limited = 0
+        method = "GET" if body is None else "POST"
         while True:
             outcome = self._attempt(url, params, etag, body)
             if outcome.next is Next.DONE and outcome.page is not None:
@@ -313,27 +314,27 @@ class GitHubClient:
                 if limited > self.max_retries:
                     raise RateLimitExhausted(
                         self.clock.now() + self.secondary_backoff,
-                        f"GET {url}: secondary rate limit persists after {limited - 1} retries; last cause: {cause}",
+                        f"{method} {url}: secondary rate limit persists after {limited - 1} retries; last cause: {cause}",
                         url=url,
                     )
-                logger.warning("GET %s: %s; retry %d/%d after the pause", url, cause, limited, self.max_retries)
+                logger.warning("%s %s: %s; retry %d/%d after the pause", method, url, cause, limited, self.max_retries)
             else:
                 faults += 1
                 if outcome.unreachable and (
                     faults > self.max_retries or self._unreachable_for() >= self.connect_budget
                 ):
                     raise GitHubUnreachable(
-                        f"GET {url}: no connection to {self.base_url} in {self._unreachable_for():.0f} s, {faults} attempts "
+                        f"{method} {url}: no connection to {self.base_url} in {self._unreachable_for():.0f} s, {faults} attempts "
                         f"(is the GitHub URL right and the server up?); last cause: {cause}", url=url
                     )
                 if faults > self.max_retries:
                     raise GitHubServerError(
-                        f"GET {url} failed after {self.max_retries} retries; last cause: {cause}", url=url
+                        f"{method} {url} failed after {self.max_retries} retries; last cause: {cause}", url=url
                     )
                 delay = random.uniform(0, min(MAX_FAULT_BACKOFF, self.backoff_base * 2 ** (faults - 1)))  # full jitter
                 if outcome.unreachable:  # the next attempt is the last one the budget allows
                     delay = min(delay, max(0.0, self.connect_budget - self._unreachable_for()))
-                logger.warning("GET %s: %s; retry %d/%d in %.1f s", url, cause, faults, self.max_retries, delay)
+                logger.warning("%s %s: %s; retry %d/%d in %.1f s", method, url, cause, faults, self.max_retries, delay)
                 self._count(waited=delay)
                 self.clock.sleep(delay)
             self._count(retries=1)
@@ -347,7 +348,7 @@ class GitHubClient:
                 else:
                     response = self._http.post(url, json=body)
         except httpx.LocalProtocolError as exc:  # a request HTTP forbids: the same again next time
-            text = f"GET {url} cannot be sent: {type(exc).__name__}: {self._redact(str(exc))}"
+            text = f"{'GET' if body is None else 'POST'} {url} cannot be sent: {type(exc).__name__}: {self._redact(str(exc))}"
             return Outcome(Next.FAIL, error=GitHubClientError(text, url=url))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             with self._stats_lock:

@@ -14,6 +14,11 @@ README, "REST and GraphQL").
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
 that is too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent again
 with half the pull requests; the batch grows back after successes in a row.
+
+A query the endpoint refuses for a reason REST would not give (no GraphQL API there, the
+credential refused for GraphQL only) raises GraphQLRefused, the one place that tells those apart:
+`auto` mode fetches over REST from then on (source.py), explicit `graphql` mode handles the
+underlying error as any other.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .client import GitHubClient, GraphQLTooHeavy
-from .errors import GitHubClientError, GitHubError, RateLimitExhausted
+from .errors import AuthenticationError, GitHubClientError, GitHubError, RateLimitExhausted
 from .schema import FILES_CAP, TIMELINE_EVENTS
 
 logger = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 PAGE = 100  # `first:` of every connection (GitHub's maximum)
 KINDS = ("reviews", "files", "events")  # the child lists fetched over GraphQL
 _HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"})
+# GraphQL error types that refuse the credential for what REST serves it (see GraphQLRefused).
+_REFUSED_ERRORS = frozenset({"FORBIDDEN", "INSUFFICIENT_SCOPES"})
 
 # The actors that author reviews (an Organization does not).
 _ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
@@ -230,6 +237,31 @@ class TooHeavy(GitHubError):
     """GitHub refused a query as too large (RESOURCE_LIMITS_EXCEEDED, a node limit)."""
 
 
+class GraphQLRefused(GitHubError):
+    """The GraphQL endpoint refused a query for a reason REST would not: 404/410 (no GraphQL API
+    at that URL: an old GHES, a proxy), 401/403 that is no rate limit, or a FORBIDDEN /
+    INSUFFICIENT_SCOPES / "Resource not accessible" error (the token's type or scopes refused for
+    GraphQL; REST listed the same pull requests with it). Rate limits, 5xx, timeouts and
+    NOT_FOUND nodes are not refusals. `error` is the error itself, `reason` a short why."""
+
+    def __init__(self, reason: str, error: GitHubError) -> None:
+        super().__init__(f"{reason}: {error}", status=error.status, url=error.url)
+        self.reason = reason
+        self.error = error
+
+
+def refusal(error: GitHubError, graphql_type: str | None = None) -> GraphQLRefused | None:
+    """`error`, from the GraphQL endpoint (an HTTP answer, or a GraphQL error of `graphql_type`),
+    as a GraphQLRefused when it is one; else None."""
+    if error.status in (404, 410):
+        return GraphQLRefused("no GraphQL API at this URL", error)
+    if isinstance(error, AuthenticationError) and error.status in (401, 403):  # never a rate limit
+        return GraphQLRefused("the credential is refused for GraphQL", error)
+    if graphql_type in _REFUSED_ERRORS or "resource not accessible" in str(error).lower():
+        return GraphQLRefused("the credential is refused for GraphQL", error)
+    return None
+
+
 @dataclass
 class Children:
     """One pull request's child lists (the kinds asked for), REST-shaped, complete."""
@@ -321,7 +353,10 @@ class GraphQLChildren:
 
     def _query(self, query: str, variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """The answer's data, and GitHub's NOT_FOUND message per node id; raises on other errors."""
-        answer = self.client.post_graphql(self.url, query, variables)
+        try:
+            answer = self.client.post_graphql(self.url, query, variables)
+        except GitHubError as exc:
+            raise refusal(exc) or exc
         data = answer.get("data")
         errors = answer.get("errors") or []
         messages: dict[str, str] = {}
@@ -337,7 +372,8 @@ class GraphQLChildren:
             if kind == "NOT_FOUND" and isinstance(data, dict):
                 messages[self._node_of(error, variables)] = message
                 continue
-            raise GitHubClientError(f"POST {self.url}: GraphQL error {kind}: {message}", url=self.url)
+            failure = GitHubClientError(f"POST {self.url}: GraphQL error {kind}: {message}", url=self.url)
+            raise refusal(failure, kind) or failure
         if not isinstance(data, dict):
             raise GitHubClientError(f"POST {self.url}: an answer without data", url=self.url)
         return data, messages

@@ -41,6 +41,7 @@ class SyncProgress:
     rows: dict[str, int] = field(default_factory=dict)
     graphql_points: int = 0  # GraphQL points spent (its budget is apart from REST's requests)
     graphql_pull_requests: int = 0  # pull requests whose child lists came over GraphQL
+    graphql_fallback: str | None = None  # `auto` mode: why and where GraphQL was refused (REST since)
     on_repository_done: Callable[[SyncProgress], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -103,7 +103,7 @@ class RateLimitGate:
         with self._changed:
             return self._reopens_at <= now
 
-    def wait(self, clock: Clock, max_wait: float, url: str) -> float:
+    def wait(self, clock: Clock, max_wait: float, url: str, method: str = "GET") -> float:
         """Return once the gate is open: the seconds this thread slept (0 when another slept).
 
         Raises RateLimitExhausted, without sleeping, when it reopens more than `max_wait` away.
@@ -121,11 +121,11 @@ class RateLimitGate:
                     raise RateLimitExhausted(
                         reset_at,
                         f"GitHub rate limit: {self.name} is paused until {iso(reopens_at)}, more than "
-                        f"max_rate_limit_wait={max_wait:.0f} s away (GET {url})",
+                        f"max_rate_limit_wait={max_wait:.0f} s away ({method} {url})",
                         url=url,
                     )
                 self._sleeping = True
-            logger.warning("GitHub rate limit: %s paused; resuming at %s (GET %s)", self.name, iso(reopens_at), url)
+            logger.warning("GitHub rate limit: %s paused; resuming at %s (%s %s)", self.name, iso(reopens_at), method, url)
             try:
                 clock.sleep(delay)
             finally:

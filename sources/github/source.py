@@ -28,7 +28,7 @@ import pyarrow as pa
 from sources.github.client import GitHubClient
 from sources.github.errors import AuthenticationError, GitHubError, NotFoundError, RateLimitExhausted
 from sources.github.graphql import KINDS as GRAPHQL_KINDS
-from sources.github.graphql import GraphQLChildren
+from sources.github.graphql import GraphQLChildren, GraphQLRefused
 from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     CHILD_FETCHES,
@@ -86,6 +86,8 @@ class SyncContext:
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
     # GraphQL mode: the endpoint that fetches listed pull requests' child lists (None: REST).
     graphql_url: str | None = None
+    # `auto` mode: once GraphQL refuses for a reason REST would not, REST for the rest of the run.
+    graphql_fallback: bool = False
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _graphql: GraphQLChildren | None = field(default=None, repr=False)
     _charged: int = 0
@@ -662,10 +664,10 @@ def _fetched(
 @dlt.transformer(name="pull_request_children", write_disposition="append", parallelized=True)
 def pull_request_children(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
     """GraphQL mode: the reviews, files and timeline events of a page's pull requests (or the
-    lists the retry list or the reconciliation pass has due), in batched queries by node id (sources/github/graphql.py); the
-    same rows, fetch records, retry list and rejected items as the REST transformers. A pull
-    request without a node id (a retry entry written by an earlier version) gets its lists over
-    REST."""
+    lists the retry list or the reconciliation pass has due), in batched queries by node id
+    (sources/github/graphql.py); the same rows, fetch records, retry list and rejected items as the
+    REST transformers. A pull request without a node id (an entry written by an earlier version)
+    gets its lists over REST."""
     if isinstance(pulls, pa.Table):
         if pulls.schema.equals(REJECTED_ITEMS.schema):
             return  # rejected pull requests, on their way to `rejected_items`
@@ -696,7 +698,9 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
     fetched: list[_Fetched] = []
     done: set[str] = set()
     try:
-        for ids, result in ctx.graphql_children().batches(list(by_node), kinds):
+        for ids, result in ctx.graphql_children().batches(list(by_node), kinds) if ctx.graphql_url else ():
+            if _fell_back_to_rest(ctx, result):
+                break  # this batch and the rest over REST, below
             done.update(ids)
             if isinstance(result, GitHubError):
                 _graphql_failed(ctx, state, [by_node[i] for i in ids], result)
@@ -718,11 +722,30 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
                 for kind in kinds:
                     _add_retry(ctx, state, pr, kind, None, failed=False)
         ctx.progress.stop(f"rate limit exhausted fetching child lists over GraphQL: {exc}")
+    if ctx.graphql_url is None:  # `auto` fell back to REST, here or on another page
+        left = [(pr, kind) for node_id, pr in by_node.items() if node_id not in done for kind in kinds]
+        fetched.extend(ctx.pool.map(lambda job: _fetch_children(ctx, state, *job), left))
     return fetched
+
+
+def _fell_back_to_rest(ctx: SyncContext, result: Any) -> bool:
+    """`auto` mode and GraphQL refused for a reason REST would not (GraphQLRefused): the run's
+    child lists go over REST from now on, said once in a warning naming why and where."""
+    if not (ctx.graphql_fallback and isinstance(result, GraphQLRefused)):
+        return False
+    with ctx.lock:
+        if ctx.graphql_url is not None:
+            logger.warning("%s: GraphQL refused (%s); child lists over REST for the rest of the run",
+                           ctx.org, result)
+            ctx.progress.graphql_fallback = str(result)
+            ctx.graphql_url = None
+    return True
 
 
 def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str, Any]], exc: GitHubError) -> None:
     """A batch that failed after the client's retries: its lists go on the retry list, as in REST."""
+    if isinstance(exc, GraphQLRefused):  # explicit `graphql` mode: no fallback, the error as it is
+        exc = exc.error
     if not _is_repository_failure(exc):
         raise exc
     for pr in prs:
