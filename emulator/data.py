@@ -639,7 +639,7 @@ class Dataset:
             out["pull_request_files"].update(
                 (pr_id, f["filename"]) for f in self._files_of(p)[:MAX_SERVED_FILES])
             out["pull_request_events"].update(
-                e["id"] for i, e in enumerate(p.events)
+                e["node_id"] for i, e in enumerate(p.events)
                 if e["event"] in TIMELINE_KEPT and i not in p.corrupted_events)
         return out
 

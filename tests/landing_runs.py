@@ -81,7 +81,11 @@ def landed(settings: Settings, table: str) -> list[dict]:
 
 
 def keys(table: str, row: dict):
-    return (row["pull_request_id"], row["filename"]) if table == "pull_request_files" else row["id"]
+    """A row's natural key: (pull request, filename) for a file, `node_id` for an event (REST's
+    `id` is null in GraphQL mode), else `id`."""
+    if table == "pull_request_files":
+        return row["pull_request_id"], row["filename"]
+    return row["node_id"] if table == "pull_request_events" else row["id"]
 
 
 def landed_keys(settings: Settings) -> dict[str, list]:
@@ -190,7 +194,7 @@ def warehouse_keys(settings: Settings) -> dict[str, set]:
                 con.sql("SELECT pull_request_id, filename FROM github.pull_request_files").fetchall()
             ),
             "pull_request_events": {
-                r[0] for r in con.sql("SELECT id FROM github.pull_request_events").fetchall()
+                r[0] for r in con.sql("SELECT node_id FROM github.pull_request_events").fetchall()
             },
         }
     finally:

@@ -237,7 +237,7 @@ def test_timeline_pages_and_mutations(client: httpx.Client, emu: GitHubEmulator,
     pr = dataset.pull_request("demo", "web", number)
     assert pr["updated_at"] > before and event["created_at"] == pr["updated_at"]
     assert "dev-grace" in [u["login"] for u in pr["requested_reviewers"]]
-    assert dataset.timeline("demo", "web", number)[-1] == event and event["id"] in dataset.expected("demo")["pull_request_events"]
+    assert dataset.timeline("demo", "web", number)[-1] == event and event["node_id"] in dataset.expected("demo")["pull_request_events"]
     dataset.merge_pull_request("demo", "web", number)
     assert [e["event"] for e in dataset.timeline("demo", "web", number)[-2:]] == ["merged", "closed"]
 

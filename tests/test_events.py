@@ -27,6 +27,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     landed,
     merge_only,
     repo_names,
+    rest_mode,
     run,
     settings,
     timeline_pages,
@@ -54,7 +55,7 @@ def dataset_events(dataset: Dataset) -> set[tuple]:
         pr_id = next(pr["id"] for pr in dataset.pull_requests(ORG, repo) if pr["number"] == number)
         for e in dataset.events(ORG, repo, number):
             reviewer, team = e.get("requested_reviewer"), e.get("requested_team")
-            rows.add((pr_id, e["id"], e["event"], (e["actor"] or {}).get("login"), e["created_at"],
+            rows.add((pr_id, e["node_id"], e["event"], (e["actor"] or {}).get("login"), e["created_at"],
                       reviewer["login"] if reviewer else None, team["slug"] if team else None, e["commit_id"]))
     return rows
 
@@ -63,7 +64,7 @@ def warehouse_events(settings: Settings) -> list[tuple]:
     con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
     try:
         rows = con.sql(
-            "SELECT pull_request_id, id, event, actor_login, created_at, requested_reviewer_login, "
+            "SELECT pull_request_id, node_id, event, actor_login, created_at, requested_reviewer_login, "
             "requested_team_slug, commit_id FROM github.pull_request_events"
         ).fetchall()
     finally:
@@ -96,11 +97,11 @@ def test_events_land_and_merge_as_the_dataset_implies(settings, dataset, emu, fa
     merge_only(settings)
 
     assert set(warehouse_events(settings)) == dataset_events(dataset)
-    assert requested["id"] in {row[1] for row in warehouse_events(settings)}
+    assert requested["node_id"] in {row[1] for row in warehouse_events(settings)}
     assert_warehouse_matches(settings, dataset)
 
 
-def test_only_new_or_changed_pull_requests_fetch_their_timeline(settings, dataset, emu, fake):
+def test_only_new_or_changed_pull_requests_fetch_their_timeline(rest_mode, settings, dataset, emu, fake):
     run(settings, emu, fake)
     assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
 
@@ -122,7 +123,7 @@ def test_only_new_or_changed_pull_requests_fetch_their_timeline(settings, datase
 
 
 @pytest.mark.parametrize("status", ["502", "403"])
-def test_a_timeline_that_keeps_failing_goes_on_the_retry_list(status, settings, dataset, emu, fake):
+def test_a_timeline_that_keeps_failing_goes_on_the_retry_list(status, rest_mode, settings, dataset, emu, fake):
     repo = repo_names(dataset)[0]
     label = f"{ORG}/{repo}#3"
     fault = emu.faults.add(Fault(status, rf"/repos/{ORG}/{repo}/issues/3/timeline", times=10**6))
@@ -184,12 +185,12 @@ def test_state_from_before_events_fetches_them_once(mode, settings, dataset, emu
     report = run(settings, emu, fake)
 
     assert report.progress.stopped_early is None and not report.progress.partial
-    assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
     if mode == "rest":
+        assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
         assert emu.stats["by_endpoint"]["reviews"] == emu.stats["by_endpoint"]["files"] == 1
-    else:  # the default, with a token: the changed pull request's reviews and files in one query
-        assert not {"reviews", "files"} & set(emu.stats["by_endpoint"])
-        assert emu.stats["by_endpoint"]["graphql"] == 1 and report.progress.graphql_pull_requests == 1
+    else:  # the default, with a token: the changed pull request's lists and the others' events
+        assert not {"reviews", "files", "timeline"} & set(emu.stats["by_endpoint"])
+        assert report.progress.graphql_pull_requests == len(all_prs(dataset))
     assert report.rows["pull_requests"] == 1
     merge_only(settings)
     assert set(warehouse_events(settings)) == dataset_events(dataset)

@@ -45,7 +45,9 @@ def landed(settings: Settings, table: str) -> list[dict]:
     return con.sql(f"SELECT * FROM read_parquet('{pattern}')").to_arrow_table().to_pylist()
 
 
-def test_cold_sync_lands_everything_once(settings, dataset, emulator):
+@pytest.mark.parametrize("mode", ["rest", "auto"])
+def test_cold_sync_lands_everything_once(mode, settings, dataset, emulator):
+    settings = settings.model_copy(update={"github_api_mode": mode})
     report = run(settings)
     expected = dataset.expected(ORG)
 
@@ -58,7 +60,7 @@ def test_cold_sync_lands_everything_once(settings, dataset, emulator):
     assert sorted((r["pull_request_id"], r["filename"]) for r in files) == sorted(
         expected["pull_request_files"]
     )
-    assert sorted(r["id"] for r in events) == sorted(expected["pull_request_events"])
+    assert sorted(r["node_id"] for r in events) == sorted(expected["pull_request_events"])
     assert report.rows == {
         "pull_requests": len(prs),
         "pull_request_reviews": len(reviews),
@@ -71,6 +73,10 @@ def test_cold_sync_lands_everything_once(settings, dataset, emulator):
     # Link pagination was followed: 120 PRs need two pull-request pages in the first repository,
     # and a timeline of more than 100 items two timeline pages.
     assert emulator.stats["by_endpoint"]["pulls"] == 2 + 1 + 1
+    if mode == "auto":  # the default, with a token: every child list over GraphQL
+        assert not {"reviews", "files", "timeline"} & set(emulator.stats["by_endpoint"])
+        assert report.progress.graphql_pull_requests == len(prs)
+        return
     timeline_pages = sum(max(1, -(-len(dataset.timeline(ORG, repo["name"], pr["number"])) // 100))
                          for repo in dataset.repositories(ORG)
                          for pr in dataset.pull_requests(ORG, repo["name"]))
@@ -105,10 +111,10 @@ def test_changed_pull_request_refetches_only_its_children(mode, settings, datase
     stats = emulator.stats
     if mode == "rest":
         assert stats["by_endpoint"]["reviews"] == 2 and stats["by_endpoint"]["files"] == 2
-    else:  # the default, with a token: both pull requests' reviews and files in one GraphQL query
-        assert "reviews" not in stats["by_endpoint"] and "files" not in stats["by_endpoint"]
+        assert stats["by_endpoint"]["timeline"] == 2  # short timelines: one page each
+    else:  # the default, with a token: both pull requests' child lists in one GraphQL query
+        assert not {"reviews", "files", "timeline"} & set(stats["by_endpoint"])
         assert stats["by_endpoint"]["graphql"] == 1 and report.progress.graphql_pull_requests == 2
-    assert stats["by_endpoint"]["timeline"] == 2  # short timelines: one page each
     # Unchanged repositories answered 304; the changed one one page.
     assert stats["not_modified"] == 1 + 2
     titles = {r["number"]: r["title"] for r in landed(settings, "pull_requests") if r["repo"] == repo}
