@@ -201,7 +201,7 @@ def warehouse_keys(data_dir: Path, org: str | None = None) -> dict[str, set]:
                 ).fetchall()
             ),
             "pull_request_events": {
-                r[0] for r in con.sql(f"SELECT id FROM github.pull_request_events {where}").fetchall()
+                r[0] for r in con.sql(f"SELECT node_id FROM github.pull_request_events {where}").fetchall()
             },
         }
     finally:
