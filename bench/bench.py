@@ -316,6 +316,82 @@ def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
     return requests, cost, sum(len(v) for v in changed.values())
 
 
+def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost: int) -> dict[str, int]:
+    """Least REST cost, GraphQL queries and GraphQL points of a graphql-mode run that fetches the
+    children of `pages_of_prs` (per repo, the pull-request pages it reads, as PR numbers), with
+    `list_cost` for the repository and pull-request list pages.
+
+    Every batch at the source's ceiling (it starts smaller and grows, so a run spends more): per
+    page, ceil(n / ceiling) first queries, each costing what the emulator charges for the
+    source's first query of that many ids; a connection longer than 100 needs follow-up pages,
+    batched up to the ceiling per query (1 point each). Child kinds the source does not fetch over
+    GraphQL cost their REST pages. A GraphQL timeline counts only the events the pipeline lands
+    (the fewest pages it can take).
+    """
+    from graphql import get_operation_ast, parse
+
+    from emulator.graphql import analyze
+    from sources.github.graphql import FIRST_QUERY, KINDS, BatchSize
+
+    ceiling = BatchSize().ceiling
+    document = parse(FIRST_QUERY)
+    operation = get_operation_ast(document)
+    assert operation is not None
+    first_cost = {n: analyze(document, operation, {"ids": [f"id{i}" for i in range(n)]}).cost
+                  for n in range(1, ceiling + 1)}
+    events_over_graphql = bool({"events", "timeline"} & set(KINDS))
+    out = {"rest_cost": list_cost, "queries": 0, "points": 0}
+    for repo, page_list in pages_of_prs.items():
+        for numbers in page_list:
+            for start in range(0, len(numbers), ceiling):
+                batch = numbers[start:start + ceiling]
+                out["queries"] += 1
+                out["points"] += first_cost[len(batch)]
+                extra: list[int] = []  # follow-up pages of each connection of the batch
+                for n in batch:
+                    lengths = {"reviews": len(ds.reviews(ORG, repo, n)),
+                               "files": min(len(ds.files(ORG, repo, n)), FILES_CAP)}
+                    if events_over_graphql:
+                        extra.append(pages(len(ds.events(ORG, repo, n))) - 1)
+                    else:
+                        out["rest_cost"] += pages(len(ds.timeline(ORG, repo, n)))
+                    for kind, length in lengths.items():
+                        if kind in KINDS:
+                            extra.append(pages(length) - 1)
+                        else:
+                            out["rest_cost"] += pages(length)
+                follow = max([math.ceil(sum(extra) / ceiling), *extra]) if extra else 0
+                out["queries"] += follow
+                out["points"] += follow
+    return out
+
+
+def graphql_cold_minimum(ds: Any) -> dict[str, int]:
+    repos = [r["name"] for r in ds.repositories(ORG)]
+    by_repo: dict[str, list[list[int]]] = {}
+    list_cost = math.ceil(len(repos) / PER_PAGE) or 1
+    for repo in repos:
+        numbers = [p["number"] for p in ds.pull_requests(ORG, repo)]
+        by_repo[repo] = [numbers[i:i + PER_PAGE] for i in range(0, len(numbers), PER_PAGE)]
+        list_cost += pages(len(numbers))
+    return graphql_minimum(ds, by_repo, list_cost)
+
+
+def graphql_mutation_minimum(ds: Any, mutations: list[str]) -> dict[str, int]:
+    """As mutation_minimum: the repository list and unchanged repositories answer 304 (free); a
+    repository with k changed PRs reads k // 100 + 1 pages (at most all), its changed PRs'
+    children as one page."""
+    changed: dict[str, list[int]] = {}
+    for line in mutations:
+        repo, _, number = line.split()[1].split("/", 1)[1].partition("#")
+        if int(number) not in changed.setdefault(repo, []):
+            changed[repo].append(int(number))
+    list_cost = sum(min(pages(len(ds.pull_requests(ORG, repo))), len(numbers) // PER_PAGE + 1)
+                    for repo, numbers in changed.items())
+    return graphql_minimum(ds, {repo: [numbers[i:i + PER_PAGE] for i in range(0, len(numbers), PER_PAGE)]
+                                for repo, numbers in changed.items()}, list_cost)
+
+
 # ---- resumable backfills
 BACKFILL_WINDOWS = 3.5  # the rate limit is set so a cold backfill needs about this many windows
 MAX_WINDOWS = 15  # a backfill that needs more runs than this does not converge
@@ -563,7 +639,11 @@ def points(r: dict[str, Any]) -> int:
     return r["emulator"]["cost"] + r["emulator"]["graphql_points"]
 
 
-def mode_row(name: str, r: dict[str, Any], prs: int, latency: float) -> str:
+def min_points(minimum: dict[str, int]) -> int:
+    return minimum["rest_cost"] + minimum["points"]
+
+
+def mode_row(name: str, r: dict[str, Any], minimum: int, prs: int, latency: float) -> str:
     """One run of the API-mode table; bound = all requests (REST and GraphQL) x latency / conc."""
     emu = r["emulator"]
     queries = graphql_queries(r)
@@ -571,27 +651,28 @@ def mode_row(name: str, r: dict[str, Any], prs: int, latency: float) -> str:
     ratio = f"{r['wall'] / bound:.2f}" if bound >= 0.05 else "n/a"
     per_pr = f"{points(r) / prs:.3f}" if prs else "n/a"
     return (f"| {name} | {r['mode']} | {emu['requests'] - queries} | {emu['not_modified']} | "
-            f"{emu['cost']} | {queries} | {emu['graphql_points']} | {points(r)} | {per_pr} | "
+            f"{emu['cost']} | {queries} | {emu['graphql_points']} | {points(r)} | {minimum} | {per_pr} | "
             f"{r['wall']:.2f} | {bound:.2f} | {ratio} |")
 
 
-def api_mode_report(results: dict[str, dict[str, Any]], prs: int, changed_prs: int,
-                    mutations: int, latency: float) -> list[str]:
+def api_mode_report(results: dict[str, dict[str, Any]], minimum: dict[str, int], prs: int,
+                    changed_prs: int, mutations: int, latency: float) -> list[str]:
     """Both modes side by side (the REST rows are the runs of the table above), the requests by
     endpoint, and the hours of one token's budget a backfill of BACKFILL_PRS would need."""
     out = ["GitHub API modes on the same data (`github_api_mode` rest and graphql; the graphql runs "
            "have their own data dir and see the same mutations). Points = REST cost + GraphQL "
-           "points; points/PR: per PR of the dataset (cold, no change) or per changed PR "
+           "points; min points: REST's minimum cost, and for graphql the least points with every "
+           "batch at the source's ceiling (graphql_minimum); points/PR: per PR of the dataset (cold, no change) or per changed PR "
            "(after the mutations). Bound = (REST requests + GraphQL queries) x latency / "
            "concurrency.", "",
            "| run | mode | REST requests | 304s | REST cost | GraphQL queries | GraphQL points | "
-           "points | points/PR | wall s | bound s | wall/bound |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "points | min points | points/PR | wall s | bound s | wall/bound |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, key in API_MODE_RUNS:
         n = changed_prs if key == "mutated" else prs
         name = f"re-run after {mutations} mutations ({changed_prs} PRs)" if key == "mutated" else label
-        out.append(mode_row(name, results[key], n, latency))
-        out.append(mode_row(name, results[f"graphql {key}"], n, latency))
+        out.append(mode_row(name, results[key], minimum[key], n, latency))
+        out.append(mode_row(name, results[f"graphql {key}"], minimum[f"graphql {key}"], n, latency))
     out.append("")
     out.append("Requests by endpoint:")
     for label, key in API_MODE_RUNS:
@@ -630,11 +711,20 @@ def api_mode_targets(mutations: int) -> list[str]:
             "graphql no-change re-run: 0 points (REST cost 0, 0 GraphQL points)",
             f"{info}graphql re-run after {mutations} mutations: points <= {GRAPHQL_MUTATED_POINTS}"
             + ("" if not info else f" (target defined for {TARGET_MUTATIONS} mutations)"),
-            "(info) graphql cold sync lands as many rows per table as REST"]
+            "(info) graphql cold sync lands as many rows per table as REST",
+            "(info) graphql cold sync points == minimum (every batch at the ceiling)",
+            f"(info) graphql re-run after {mutations} mutations: points == minimum (every batch at the ceiling)"]
 
 
-def api_mode_checks(results: dict[str, dict[str, Any]], prs: int,
-                    mutations: int) -> list[tuple[str, bool | None, str]]:
+def api_mode_checks(results: dict[str, dict[str, Any]], prs: int, mutations: int,
+                    cold_min: dict[str, int], mut_min: dict[str, int]) -> list[tuple[str, bool | None, str]]:
+    def against_minimum(name: str, r: dict[str, Any], minimum: dict[str, int]) -> tuple[str, bool, str]:
+        e = r["emulator"]
+        return (name, points(r) == min_points(minimum),
+                f"points {points(r)} vs {min_points(minimum)}: REST cost {e['cost']} vs "
+                f"{minimum['rest_cost']}, GraphQL queries {graphql_queries(r)} vs "
+                f"{minimum['queries']}, GraphQL points {e['graphql_points']} vs {minimum['points']}")
+
     cold, gcold = results["cold"], results["graphql cold"]
     gnc, gmut = results["graphql nochange"]["emulator"], results["graphql mutated"]
     names = api_mode_targets(mutations)
@@ -656,6 +746,8 @@ def api_mode_checks(results: dict[str, dict[str, Any]], prs: int,
          f"{gmut['emulator']['graphql_points']})"),
         (names[4], same_rows, "same counts" if same_rows else
          "; ".join(f"{t}: rest {a}, graphql {b}" for t, (a, b) in differ.items())),
+        against_minimum(names[5], gcold, cold_min),
+        against_minimum(names[6], gmut, mut_min),
     ]
 
 
@@ -887,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
 
     replica = Dataset.generate({ORG: args.repos}, args.prs, seed=args.seed, edge_cases=False)
     cold_min = cold_minimum(replica)
+    graphql_cold_min = graphql_cold_minimum(replica)  # before the replica replays the mutations
     nochange_min = (math.ceil(args.repos / PER_PAGE) or 1) + args.repos
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, dict[str, Any]] = {}
@@ -933,6 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
             results["graphql mutated"] = run_sync(emu, work / "graphql", args.concurrency,
                                                   mode="graphql", clock_at=just_after)
         rec_min_cost = reconcile_minimum(replica, mutations)
+        graphql_mut_min = graphql_mutation_minimum(replica, mutations)
     if not args.skip_memory:
         with Emulator(args.repos, 10 * args.prs, args.latency, args.seed) as emu10:
             big = Dataset.generate({ORG: args.repos}, 10 * args.prs, seed=args.seed,
@@ -987,8 +1081,11 @@ def main(argv: list[str] | None = None) -> int:
                        big_min, big_min, L))
     out.append("")
     if "graphql cold" in results:
-        out.extend(api_mode_report(results, expected["pull_requests"], changed_prs, args.mutations,
-                                   L))
+        minimum_points = {"cold": cold_min, "nochange": 0, "mutated": mut_min_cost,
+                          "graphql cold": min_points(graphql_cold_min), "graphql nochange": 0,
+                          "graphql mutated": min_points(graphql_mut_min)}
+        out.extend(api_mode_report(results, minimum_points, expected["pull_requests"], changed_prs,
+                                   args.mutations, L))
     if report is not None:
         out.append("| report | PRs | `./dev report` wall s (median, imports included) | build s (in process, warm) | HTML KiB |")
         out.append("|---|---:|---:|---:|---:|")
@@ -1034,7 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(("(info) mutation re-run cost == minimum", mu["cost"] == mut_min_cost,
                    f"cost {mu['cost']} vs {mut_min_cost}, requests {mu['requests']} vs {mut_min}"))
     if "graphql cold" in results:
-        checks.extend(api_mode_checks(results, expected["pull_requests"], args.mutations))
+        checks.extend(api_mode_checks(results, expected["pull_requests"], args.mutations,
+                                      graphql_cold_min, graphql_mut_min))
     else:
         checks.extend((name, None, "skipped (--skip-graphql)") for name in api_mode_targets(args.mutations))
     if "seq" in results:
