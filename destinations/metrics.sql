@@ -48,7 +48,8 @@ WITH prs AS (
 ),
 
 events AS (
-    SELECT pull_request_id, id, event, created_at, requested_reviewer_login, requested_reviewer_type
+    SELECT pull_request_id, id, timeline_position, event, created_at, requested_reviewer_login,
+           requested_reviewer_type
     FROM {schema}.pull_request_events
 ),
 
@@ -92,14 +93,15 @@ ready AS (
 ),
 
 -- Every change of draft state: convert_to_draft starts a draft span, ready_for_review ends it; a
--- pull request opened as a draft starts one at created_at.
+-- pull request opened as a draft starts one at created_at. Changes in the same second keep timeline
+-- order (rows landed before timeline_position existed have none: their REST id orders them).
 draft_changes AS (
-    SELECT r.pull_request_id, p.created_at AS changed_at, 0 AS event_id, TRUE AS to_draft
+    SELECT r.pull_request_id, p.created_at AS changed_at, -1 AS position, 0 AS event_id, TRUE AS to_draft
     FROM ready AS r
     JOIN prs AS p ON p.id = r.pull_request_id
     WHERE r.opened_as_draft
     UNION ALL
-    SELECT pull_request_id, created_at, id, event = 'convert_to_draft'
+    SELECT pull_request_id, created_at, timeline_position, id, event = 'convert_to_draft'
     FROM events
     WHERE event IN ('convert_to_draft', 'ready_for_review')
 ),
@@ -109,7 +111,7 @@ draft_spans AS (
         pull_request_id,
         to_draft,
         changed_at AS started_at,
-        LEAD(changed_at) OVER (PARTITION BY pull_request_id ORDER BY changed_at, event_id) AS ended_at
+        LEAD(changed_at) OVER (PARTITION BY pull_request_id ORDER BY changed_at, position NULLS LAST, event_id) AS ended_at
     FROM draft_changes
 ),
 

@@ -122,6 +122,15 @@ type Mannequin implements Actor & Node {
   url: URI!
 }
 
+type Organization implements Actor & Node {
+  avatarUrl(size: Int): URI!
+  databaseId: Int
+  id: ID!
+  login: String!
+  resourcePath: URI!
+  url: URI!
+}
+
 type Team implements Node {
   databaseId: Int
   id: ID!
@@ -130,6 +139,8 @@ type Team implements Node {
 }
 
 union RequestedReviewer = Bot | Mannequin | Team | User
+
+union Closer = Commit | PullRequest
 
 type Commit implements Node {
   id: ID!
@@ -269,6 +280,7 @@ type ConvertToDraftEvent implements Node {
 
 type ClosedEvent implements Node {
   actor: Actor
+  closer: Closer
   createdAt: DateTime!
   id: ID!
   url: URI!
@@ -550,8 +562,9 @@ def _actor(user: dict | None) -> dict | None:
     is_bot = user.get("type") == "Bot"
     login = user["login"].removesuffix("[bot]") if is_bot else user["login"]
     path = f"/apps/{login}" if is_bot else f"/{login}"
-    return {"__typename": "Bot" if is_bot else "User",
-            "id": _node_id("BOT_kgDO" if is_bot else "U_kgDO", user["id"]),
+    typename = "Bot" if is_bot else "Organization" if user.get("type") == "Organization" else "User"
+    return {"__typename": typename,
+            "id": _node_id({"Bot": "BOT_kgDO", "User": "U_kgDO"}.get(typename, "O_kgDO"), user["id"]),
             "databaseId": user["id"], "login": login, "resourcePath": path,
             "url": f"https://github.com{path}",
             "avatarUrl": lambda info, size=None, _id=user["id"]:
@@ -619,6 +632,8 @@ def _timeline_item(e: dict, pr_url: str, reviews: dict[int, dict]) -> dict:
     elif kind == "merged":
         item["commit"] = _commit(e.get("commit_id"))
         item["mergeRefName"] = "main"
+    elif kind == "closed":
+        item["closer"] = _commit(e.get("commit_id"))  # closed by a commit: REST's commit_id
     return item
 
 

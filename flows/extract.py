@@ -138,13 +138,13 @@ def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
 
 
 def graphql_endpoint(settings: Settings, client: GitHubClient) -> str | None:
-    """Where reviews and files are fetched over GraphQL, or None for REST (`github_api_mode`):
+    """Where child lists are fetched over GraphQL, or None for REST (`github_api_mode`):
     `auto` takes GraphQL only with a credential, which GitHub's GraphQL API requires."""
     mode = settings.github_api_mode
     if mode == "rest" or (mode == "auto" and not client.auth.secrets()):
         return None
     url = graphql_url(settings.github_url)
-    logger.info("reviews and files over GraphQL at %s", url)
+    logger.info("reviews, files and events over GraphQL at %s", url)
     return url
 
 

@@ -102,7 +102,7 @@ def render_summary(summary: RunSummary) -> str:
             if progress.graphql_pull_requests or progress.graphql_points:
                 per_pr = progress.graphql_points / max(1, progress.graphql_pull_requests)
                 notes.append(
-                    f"  - GraphQL: {progress.graphql_points} points for the reviews and files of "
+                    f"  - GraphQL: {progress.graphql_points} points for the child lists of "
                     f"{progress.graphql_pull_requests} pull request(s) ({per_pr:.2f} points per pull request)"
                 )
             if progress.chunks > 1:

@@ -161,7 +161,7 @@ def test_a_malformed_event_is_set_aside_and_the_rest_lands(settings, dataset, em
 
     assert report.progress.partial and len(report.progress.rejected) == 1
     [rejected] = landed(settings, "rejected_items")
-    assert (rejected["kind"], rejected["item_key"], rejected["pull_request_number"]) == ("event", str(bad["id"]), number)
+    assert (rejected["kind"], rejected["item_key"], rejected["pull_request_number"]) == ("event", bad["node_id"], number)
     assert "created_at" in rejected["reason"] and '"soon"' in rejected["payload"]
     assert_landed_exactly_once(settings, dataset)  # expected() leaves the event out
 

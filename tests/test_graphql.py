@@ -21,11 +21,12 @@ from sources.github.errors import GitHubClientError, GitHubServerError, RateLimi
 from sources.github.graphql import (
     BatchSize,
     GraphQLChildren,
+    event_as_rest,
     file_as_rest,
     graphql_url,
     review_as_rest,
 )
-from sources.github.schema import FILES_CAP, file_row, review_row
+from sources.github.schema import FILES_CAP, event_row, file_row, review_row
 
 API = "https://api.github.com"
 GRAPHQL = f"{API}/graphql"
@@ -45,6 +46,12 @@ def gql_review(n: int) -> dict[str, Any]:
 
 def gql_file(n: int) -> dict[str, Any]:
     return {"path": f"src/f{n}.py", "additions": n, "deletions": 1, "changeType": "MODIFIED"}
+
+
+def gql_event(n: int) -> dict[str, Any]:
+    return {"__typename": "ReviewRequestedEvent", "id": f"RRE_{n}", "createdAt": "2024-05-01T09:00:00Z",
+            "actor": {"__typename": "User", "login": "author", "databaseId": 5},
+            "requestedReviewer": {"__typename": "User", "login": f"user{n}", "databaseId": 50 + n}}
 
 
 @dataclass
@@ -99,12 +106,12 @@ class FakeGraphQL:
                                "message": f"Could not resolve to a node with the global id of '{node_id}'"})
             else:
                 nodes.append({"id": node_id, "reviews": self._page(pr["reviews"], None),
-                              "files": self._page(pr["files"], None)})
+                              "files": self._page(pr["files"], None), "events": self._page(pr.get("events", []), None)})
         return {"nodes": nodes}, errors
 
     def _follow(self, query: str, variables: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:
         data: dict[str, Any] = {}
-        for alias, kind in re.findall(r"(c\d+): node\(id: \$id\d+\) \{ \.\.\. on PullRequest \{ (\w+)\(", query):
+        for alias, kind in re.findall(r"(c\d+): node\(id: \$id\d+\) \{ \.\.\. on PullRequest \{ (\w+): ", query):
             index = alias[1:]
             pr = self.prs[variables[f"id{index}"]]
             data[alias] = {kind: self._page(pr[kind], variables[f"after{index}"])}
@@ -118,8 +125,9 @@ def fetcher(fake: FakeGraphQL, clock: FakeClock, batch: BatchSize | None = None,
     return client, GraphQLChildren(client, GRAPHQL, batch, on_points=points.append), points
 
 
-def pr_data(reviews: int, files: int) -> dict[str, list[dict]]:
-    return {"reviews": [gql_review(n) for n in range(reviews)], "files": [gql_file(n) for n in range(files)]}
+def pr_data(reviews: int, files: int, events: int = 0) -> dict[str, list[dict]]:
+    return {"reviews": [gql_review(n) for n in range(reviews)], "files": [gql_file(n) for n in range(files)],
+            "events": [gql_event(n) for n in range(events)]}
 
 
 # -- mapping -------------------------------------------------------------------------------------
@@ -146,6 +154,41 @@ def test_graphql_objects_make_the_rows_rest_makes() -> None:
     assert statuses == {"ADDED": "added", "DELETED": "removed", "RENAMED": "renamed"}
 
 
+def test_graphql_timeline_events_make_the_rows_rest_makes_but_the_rest_id() -> None:
+    """Each landed kind, as REST's timeline serves it and as GraphQL's timelineItems do: the same
+    row, keyed by node_id, but for REST's numeric `id`, which GraphQL does not have."""
+    ada = {"login": "ada", "id": 1, "type": "User"}
+    gql_ada = {"__typename": "User", "login": "ada", "databaseId": 1}
+    at = {"created_at": "2024-05-01T09:00:00Z"}
+    cases = [  # (REST timeline item, GraphQL timeline item)
+        ({"event": "review_requested", "requested_reviewer": {"login": "bob", "id": 2, "type": "User"}},
+         {"__typename": "ReviewRequestedEvent", "requestedReviewer": {"__typename": "User", "login": "bob", "databaseId": 2}}),
+        ({"event": "review_requested", "requested_team": {"slug": "backend", "id": 9}},
+         {"__typename": "ReviewRequestedEvent", "requestedReviewer": {"__typename": "Team", "slug": "backend"}}),
+        ({"event": "review_request_removed", "requested_reviewer": {"login": "lint[bot]", "id": 3, "type": "Bot"}},
+         {"__typename": "ReviewRequestRemovedEvent",
+          "requestedReviewer": {"__typename": "Bot", "login": "lint", "databaseId": 3}}),
+        ({"event": "ready_for_review"}, {"__typename": "ReadyForReviewEvent"}),
+        ({"event": "convert_to_draft"}, {"__typename": "ConvertToDraftEvent"}),
+        ({"event": "closed", "commit_id": None}, {"__typename": "ClosedEvent", "closer": None}),
+        ({"event": "closed", "commit_id": "c0ffee"}, {"__typename": "ClosedEvent", "closer": {"oid": "c0ffee"}}),
+        ({"event": "reopened"}, {"__typename": "ReopenedEvent"}),
+        ({"event": "merged", "commit_id": "abc123"}, {"__typename": "MergedEvent", "commit": {"oid": "abc123"}}),
+    ]
+    for position, (rest, gql) in enumerate(cases):
+        rest_item = {"id": 500 + position, "node_id": f"E_{position}", "actor": ada, **at, **rest}
+        gql_item = {"id": f"E_{position}", "createdAt": at["created_at"], "actor": gql_ada, **gql}
+        want = event_row("o", "r", PR, rest_item, position)
+        assert event_row("o", "r", PR, event_as_rest(gql_item), position) == {**want, "id": None}, rest["event"]
+    # Other timeline types are named, for the caller to drop as it drops REST's other kinds.
+    assert event_as_rest({"__typename": "LabeledEvent", "id": "LE_1"}) == {"event": "LabeledEvent"}
+    # An organisation's or a deleted account's action.
+    org = event_as_rest({"__typename": "ClosedEvent", "id": "E", "createdAt": at["created_at"],
+                         "actor": {"__typename": "Organization", "login": "acme", "databaseId": 8}})
+    assert org["actor"] == {"login": "acme", "id": 8, "type": "Organization"}
+    assert event_as_rest({"__typename": "ReopenedEvent", "id": "E", "actor": None})["actor"] is None
+
+
 def test_graphql_url_of_each_kind_of_server() -> None:
     assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
     assert graphql_url("https://ghe.example.com/api/v3/") == "https://ghe.example.com/api/graphql"
@@ -156,21 +199,23 @@ def test_graphql_url_of_each_kind_of_server() -> None:
 
 
 def test_follow_up_pages_are_batched_across_pull_requests() -> None:
-    fake = FakeGraphQL({"A": pr_data(250, 130), "B": pr_data(120, 3), "C": pr_data(0, 0)})
+    fake = FakeGraphQL({"A": pr_data(250, 130), "B": pr_data(120, 3, 101), "C": pr_data(0, 0, 5)})
     clock = FakeClock(T0)
     client, children, points = fetcher(fake, clock)
     with client:
         [(ids, result)] = list(children.batches(["A", "B", "C"]))
     assert ids == ["A", "B", "C"] and not isinstance(result, Exception)
-    got = {node: {kind: [i.get("id") or i["filename"] for i in items] for kind, items in c.items.items()}
+    got = {node: {kind: [i.get("id") or i.get("filename") for i in items] for kind, items in c.items.items()}
            for node, c in result.children.items()}
     for node, data in fake.prs.items():
         assert got[node]["reviews"] == [1000 + n for n in range(len(data["reviews"]))]
         assert got[node]["files"] == [f"src/f{n}.py" for n in range(len(data["files"]))]
-    # One first query; follow-ups: A's reviews page 2, A's files page 2 and B's reviews page 2
-    # together, then A's reviews page 3 alone.
+        assert [e["node_id"] for e in result.children[node].items["events"]] == [e["id"] for e in data["events"]]
+    # One first query; follow-ups: A's reviews page 2, A's files page 2, B's reviews page 2 and
+    # B's events page 2 together, then A's reviews page 3 alone.
     follow_ups = [sorted(k for k in q["variables"] if k.startswith("id")) for q in fake.queries[1:]]
-    assert follow_ups == [["id0", "id1", "id2"], ["id0"]]
+    assert follow_ups == [["id0", "id1", "id2", "id3"], ["id0"]]
+    assert "timelineItems(itemTypes: [REVIEW_REQUESTED_EVENT" in fake.queries[1]["query"]
     assert points == [1, 1, 1] and result.children["A"].pages == 4
 
 

@@ -1,9 +1,10 @@
-"""GraphQL mode end to end: the REST emulator lists repositories and pull requests (and serves
-events), reviews and files come over GraphQL; landed and merged into DuckDB, compared table by
+"""GraphQL mode end to end: the REST emulator lists repositories and pull requests; reviews,
+files and timeline events come over GraphQL; landed and merged into DuckDB, compared table by
 table with a REST-mode warehouse of the same data.
 
-The GraphQL side is `graphql_server` below: the dataset's reviews and files in GitHub's GraphQL
-shapes, answered by tests/test_graphql.py's fake endpoint, reached through the client's transport.
+The GraphQL side is `graphql_server` below: the dataset's reviews, files and timeline in GitHub's
+GraphQL shapes, answered by tests/test_graphql.py's fake endpoint, reached through the client's
+transport.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from test_graphql import FakeGraphQL
 
 # Columns GraphQL cannot fill (README, "REST and GraphQL"); fetched_at is the time of the fetch.
 NOT_COMPARED = {"pull_request_files": {"sha", "blob_url", "previous_filename"},
+                "pull_request_events": {"id"},
                 "pull_request_child_fetches": {"fetched_at"}}
 TABLES = ("pull_requests", "pull_request_reviews", "pull_request_files", "pull_request_events",
           "pull_request_child_fetches")
@@ -59,6 +61,30 @@ def as_graphql_file(file: dict[str, Any]) -> dict[str, Any]:
             "changeType": _CHANGE_TYPE[file["status"]]}
 
 
+_EVENT_TYPES = {"review_requested": "ReviewRequestedEvent", "review_request_removed": "ReviewRequestRemovedEvent",
+                "ready_for_review": "ReadyForReviewEvent", "convert_to_draft": "ConvertToDraftEvent",
+                "closed": "ClosedEvent", "reopened": "ReopenedEvent", "merged": "MergedEvent",
+                "labeled": "LabeledEvent"}
+
+
+def as_graphql_actor(user: dict[str, Any] | None) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    login = user["login"].removesuffix("[bot]") if user["type"] == "Bot" else user["login"]
+    return {"__typename": user["type"], "login": login, "databaseId": user["id"]}
+
+
+def as_graphql_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A REST timeline event as GitHub's timelineItems serve it (a label too: the client drops it)."""
+    reviewer = as_graphql_actor(event.get("requested_reviewer"))
+    if event.get("requested_team"):
+        reviewer = {"__typename": "Team", "slug": event["requested_team"]["slug"]}
+    commit = {"oid": event["commit_id"]} if event.get("commit_id") else None
+    return {"__typename": _EVENT_TYPES[event["event"]], "id": event["node_id"], "createdAt": event["created_at"],
+            "actor": as_graphql_actor(event.get("actor")), "requestedReviewer": reviewer,
+            "commit": commit, "closer": commit}
+
+
 def graphql_server(dataset: Dataset) -> FakeGraphQL:
     prs: dict[str, dict[str, list[dict]]] = {}
     for repo in dataset.repositories(ORG):
@@ -67,6 +93,8 @@ def graphql_server(dataset: Dataset) -> FakeGraphQL:
             prs[pr["node_id"]] = {
                 "reviews": [as_graphql_review(r) for r in dataset.reviews(ORG, repo["name"], number)],
                 "files": [as_graphql_file(f) for f in dataset.served_files(ORG, repo["name"], number)],
+                "events": [as_graphql_event(e) for e in dataset.timeline(ORG, repo["name"], number)
+                           if e.get("event") in _EVENT_TYPES],
             }
     return FakeGraphQL(prs)
 
@@ -139,10 +167,12 @@ def test_a_vanished_pull_request_is_skipped_as_in_rest(emu: GitHubEmulator, fake
     gone_id, gone = next(iter(server.prs.items()))
     del server.prs[gone_id]
     report = sync(emu, fake, tmp_path, "graphql", server)
-    assert len(report.progress.pull_requests_skipped) == 2  # its reviews and its files, as REST logs both
+    # Its reviews, files and events, as REST logs each list it finds gone.
+    assert report.progress.pull_requests_skipped == [report.progress.pull_requests_skipped[0]] * 3
     fetched = {(r["pull_request_id"], r["kind"]) for r in table(tmp_path, "pull_request_child_fetches")}
     gone_pr = next(r for r in table(tmp_path, "pull_requests") if r["node_id"] == gone_id)
-    assert (gone_pr["id"], "reviews") not in fetched and (gone_pr["id"], "events") in fetched
+    assert not {kind for pr_id, kind in fetched if pr_id == gone_pr["id"]}
+    assert len({pr_id for pr_id, _ in fetched}) == len(server.prs)  # every other one fetched
     assert not report.progress.failed
 
 
@@ -159,7 +189,7 @@ def test_rate_limited_past_max_wait_stops_and_the_next_run_resumes(
     assert second.progress.stopped_early is None
     rest_dir = tmp_path / "rest"
     sync(emu, fake, rest_dir, "rest")
-    for name in ("pull_request_reviews", "pull_request_files"):
+    for name in ("pull_request_reviews", "pull_request_files", "pull_request_events"):
         assert table(tmp_path, name) == table(rest_dir, name), name
 
 
@@ -172,7 +202,7 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands(
     assert not report.progress.failed and report.progress.stopped_early is None
     rest_dir = tmp_path / "rest"
     sync(emu, fake, rest_dir, "rest")
-    for name in ("pull_request_reviews", "pull_request_files"):
+    for name in ("pull_request_reviews", "pull_request_files", "pull_request_events"):
         assert table(tmp_path, name) == table(rest_dir, name), name
     assert any(len(q["variables"].get("ids", [])) > 3 for q in server.queries)  # some were refused
 

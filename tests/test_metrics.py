@@ -106,12 +106,13 @@ def review(pr: dict, id_: int, user: dict, state: str, submitted: str | None) ->
 
 
 def event(pr: dict, id_: int, kind: str, when: str, reviewer: dict | None = None, team: str | None = None) -> dict:
-    payload: dict[str, Any] = {"id": id_, "event": kind, "actor": ADA, "created_at": iso(when)}
+    payload: dict[str, Any] = {"id": id_, "node_id": f"TE_{id_}", "event": kind, "actor": ADA, "created_at": iso(when)}
     if reviewer is not None:
         payload["requested_reviewer"] = reviewer
     if team is not None:
         payload["requested_team"] = {"slug": team}
-    return event_row(ORG, pr["repo"], pr, payload)
+    # The ids count up in timeline order within each pull request: their last digits are positions.
+    return event_row(ORG, pr["repo"], pr, payload, id_ % 100)
 
 
 def changed(pr: dict, name: str, additions: int, deletions: int, *, truncated: bool = False) -> dict:

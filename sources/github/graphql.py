@@ -1,12 +1,15 @@
-"""Reviews and changed files of pull requests over GitHub's GraphQL API, in batched queries.
+"""Reviews, changed files and timeline events of pull requests over GitHub's GraphQL API, in
+batched queries.
 
-One `nodes(ids: [...])` query asks for the first 100 reviews and files of up to `BatchSize.size`
-pull requests (by `node_id`); a connection with more gets follow-up queries on its `endCursor`,
-batched across pull requests (one alias per connection). Each GraphQL object is mapped into the
-dict the REST API serves for it, so the REST row builders (schema.py) make the same rows.
+One `nodes(ids: [...])` query asks for the first 100 reviews, files and timeline events (of the
+kinds landed) of up to `BatchSize.size` pull requests (by `node_id`); a connection with more gets
+follow-up queries on its `endCursor`, batched across pull requests (one alias per connection).
+Each GraphQL object is mapped into the dict the REST API serves for it, so the REST row builders
+(schema.py) make the same rows.
 
-What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename` (null), and a
-timeline event's REST `id` (its row key): events stay on REST (see README, "REST and GraphQL").
+What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename`, and a
+timeline event's REST `id` (null; events are keyed by `node_id`, which both APIs serve; see
+README, "REST and GraphQL").
 
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
 that is too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent again
@@ -24,16 +27,42 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .client import GitHubClient, GraphQLTooHeavy
 from .errors import GitHubClientError, GitHubError, RateLimitExhausted
-from .schema import FILES_CAP
+from .schema import FILES_CAP, TIMELINE_EVENTS
 
 logger = logging.getLogger(__name__)
 
 PAGE = 100  # `first:` of every connection (GitHub's maximum)
-KINDS = ("reviews", "files")  # the child lists fetched over GraphQL
+KINDS = ("reviews", "files", "events")  # the child lists fetched over GraphQL
 _HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"})
 
 # The actors that author reviews (an Organization does not).
 _ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
+# The actors of timeline events: an organisation can close a pull request, say.
+_EVENT_ACTOR = _ACTOR + " ... on Organization { databaseId }"
+_REVIEWER = ("__typename ... on User { login databaseId } ... on Bot { login databaseId } "
+             "... on Mannequin { login databaseId } ... on Team { slug }")
+# REST's timeline `event` of each GraphQL timeline item type landed (schema.TIMELINE_EVENTS).
+_EVENT_TYPES = {
+    "ReviewRequestedEvent": ("review_requested", "REVIEW_REQUESTED_EVENT", f"requestedReviewer {{ {_REVIEWER} }}"),
+    "ReviewRequestRemovedEvent": ("review_request_removed", "REVIEW_REQUEST_REMOVED_EVENT",
+                                  f"requestedReviewer {{ {_REVIEWER} }}"),
+    "ReadyForReviewEvent": ("ready_for_review", "READY_FOR_REVIEW_EVENT", ""),
+    "ConvertToDraftEvent": ("convert_to_draft", "CONVERT_TO_DRAFT_EVENT", ""),
+    "ClosedEvent": ("closed", "CLOSED_EVENT", "closer { ... on Commit { oid } }"),
+    "ReopenedEvent": ("reopened", "REOPENED_EVENT", ""),
+    "MergedEvent": ("merged", "MERGED_EVENT", "commit { oid }"),
+}
+assert {event for event, _, _ in _EVENT_TYPES.values()} == TIMELINE_EVENTS
+_EVENT_FIELDS = "".join(
+    f"    ... on {typename} {{ id createdAt actor {{ {_EVENT_ACTOR} }} {extra} }}\n"
+    for typename, (_, _, extra) in _EVENT_TYPES.items()
+)
+# Each kind's connection on PullRequest: the timeline only the kinds landed, as REST's are filtered.
+_CONNECTION = {
+    "reviews": "reviews",
+    "files": "files",
+    "events": "timelineItems(itemTypes: [{}], ".format(", ".join(t for _, t, _ in _EVENT_TYPES.values())),
+}
 # GraphQL refuses a document with an unused fragment: a query carries only those it spreads.
 _FRAGMENTS = {
     "reviews": "fragment reviewPage on PullRequestReviewConnection {\n"
@@ -43,20 +72,32 @@ _FRAGMENTS = {
     "files": "fragment filePage on PullRequestChangedFileConnection {\n"
              "  pageInfo { hasNextPage endCursor }\n"
              "  nodes { path additions deletions changeType }\n}\n",
+    "events": "fragment eventPage on PullRequestTimelineItemsConnection {\n"
+              "  pageInfo { hasNextPage endCursor }\n"
+              f"  nodes {{\n    __typename\n{_EVENT_FIELDS}  }}\n}}\n",
 }
-_FRAGMENT_OF = {"reviews": "reviewPage", "files": "filePage"}
+_FRAGMENT_OF = {"reviews": "reviewPage", "files": "filePage", "events": "eventPage"}
+
+
+def _connection(kind: str, first: int, after: str | None = None) -> str:
+    """The PullRequest field that reads a page of `kind`, e.g. `files(first: 100, after: $after0)`."""
+    field = _CONNECTION[kind]
+    opened = field if field.endswith(", ") else field + "("
+    return f"{opened}first: {first}" + (f", after: {after}" if after else "") + ")"
+
 
 FIRST_QUERY = f"""query($ids: [ID!]!) {{
   rateLimit {{ cost remaining resetAt }}
   nodes(ids: $ids) {{
     ... on PullRequest {{
       id
-      reviews(first: {PAGE}) {{ ...reviewPage }}
-      files(first: {PAGE}) {{ ...filePage }}
+      reviews: {_connection("reviews", PAGE)} {{ ...reviewPage }}
+      files: {_connection("files", PAGE)} {{ ...filePage }}
+      events: {_connection("events", PAGE)} {{ ...eventPage }}
     }}
   }}
 }}
-{_FRAGMENTS["reviews"]}{_FRAGMENTS["files"]}"""
+{_FRAGMENTS["reviews"]}{_FRAGMENTS["files"]}{_FRAGMENTS["events"]}"""
 
 # REST's `status` of a changed file for GraphQL's `changeType` (PatchStatus).
 _FILE_STATUS = {"ADDED": "added", "DELETED": "removed", "MODIFIED": "modified", "RENAMED": "renamed",
@@ -126,7 +167,31 @@ def file_as_rest(file: Any) -> Any:
     }
 
 
-_AS_REST: dict[str, Callable[[Any], Any]] = {"reviews": review_as_rest, "files": file_as_rest}
+def event_as_rest(event: Any) -> Any:
+    """A timeline event as `GET /issues/{n}/timeline` serves it, without REST's numeric `id`
+    (GraphQL has none). A type not landed keeps its GraphQL name as `event`: the row builder's
+    caller drops it, as REST's other kinds."""
+    if not isinstance(event, dict) or "__typename" not in event:
+        return event
+    landed = _EVENT_TYPES.get(event["__typename"])
+    if landed is None:
+        return {"event": event["__typename"]}
+    reviewer = event.get("requestedReviewer")
+    is_team = isinstance(reviewer, dict) and reviewer.get("__typename") == "Team"
+    commit = event.get("commit") or event.get("closer")
+    return {
+        "node_id": event.get("id"),
+        "event": landed[0],
+        "actor": _actor(event.get("actor")),
+        "created_at": event.get("createdAt"),
+        "requested_reviewer": None if is_team else _actor(reviewer),
+        "requested_team": {"slug": reviewer.get("slug")} if is_team else None,
+        "commit_id": commit.get("oid") if isinstance(commit, dict) else None,
+    }
+
+
+_AS_REST: dict[str, Callable[[Any], Any]] = {"reviews": review_as_rest, "files": file_as_rest,
+                                              "events": event_as_rest}
 
 
 # -- batching ----------------------------------------------------------------------------------
@@ -138,7 +203,9 @@ class BatchSize:
     is too heavy, grown by a quarter after `grow_after` successes in a row. Shared by threads."""
 
     size: int = 25
-    ceiling: int = 50  # GitHub takes at most 100 ids; 50 PRs x 2 x 100 children stay well inside limits
+    # The most that still costs one point: 1 + 3 x 49 = 148 connection requests round to 1 point,
+    # 50 pull requests (151) to 2. Well inside GitHub's 100 ids and 500,000 nodes.
+    ceiling: int = 49
     grow_after: int = 3
     _successes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -195,7 +262,7 @@ class _Pending:
 
 
 class GraphQLChildren:
-    """Fetches reviews and files of pull requests by node id, in adaptive batches."""
+    """Fetches reviews, files and timeline events of pull requests by node id, in adaptive batches."""
 
     def __init__(self, client: GitHubClient, url: str, batch: BatchSize | None = None,
                  on_points: Callable[[int], None] | None = None) -> None:
@@ -230,7 +297,7 @@ class GraphQLChildren:
             start += len(ids)
 
     def fetch(self, node_ids: list[str]) -> BatchResult:
-        """The complete reviews and files of `node_ids`: one query, then follow-up queries."""
+        """The complete child lists of `node_ids`: one query, then follow-up queries."""
         data, messages = self._query(FIRST_QUERY, {"ids": node_ids})
         nodes = data.get("nodes")
         if not isinstance(nodes, list) or len(nodes) != len(node_ids):
@@ -305,7 +372,7 @@ class GraphQLChildren:
         """One follow-up query for the next page of each pending connection; what is left."""
         params = ", ".join(f"$id{i}: ID!, $after{i}: String!" for i in range(len(pending)))
         fields = "\n".join(
-            f"  c{i}: node(id: $id{i}) {{ ... on PullRequest {{ {p.kind}(first: {PAGE}, after: $after{i}) "
+            f"  c{i}: node(id: $id{i}) {{ ... on PullRequest {{ {p.kind}: {_connection(p.kind, PAGE, f'$after{i}')} "
             f"{{ ...{_FRAGMENT_OF[p.kind]} }} }} }}"
             for i, p in enumerate(pending)
         )

@@ -40,7 +40,7 @@ class SyncProgress:
     chunks: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     graphql_points: int = 0  # GraphQL points spent (its budget is apart from REST's requests)
-    graphql_pull_requests: int = 0  # pull requests whose reviews and files came over GraphQL
+    graphql_pull_requests: int = 0  # pull requests whose child lists came over GraphQL
     on_repository_done: Callable[[SyncProgress], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -164,9 +164,12 @@ PULL_REQUEST_EVENTS = TableSpec(
     schema=pa.schema(
         [
             *_CHILD_IDENTITY,
-            ("id", pa.int64()),
-            ("node_id", pa.string()),
+            ("id", pa.int64()),  # REST's event id; GraphQL's timeline events have none (null)
+            ("node_id", pa.string()),  # the row key's natural key: both APIs serve it
             ("event", pa.string()),  # one of TIMELINE_EVENTS
+            # The event's place among the pull request's TIMELINE_EVENTS, in timeline order (0, 1,
+            # ...): orders two events of the same second the same way in both API modes.
+            ("timeline_position", pa.int64()),
             ("actor_login", pa.string()),
             ("actor_id", pa.int64()),
             ("actor_type", pa.string()),
@@ -556,25 +559,29 @@ def file_row(
     }
 
 
-def event_row(org: str, repo: str, pr: dict[str, Any], event: dict) -> dict[str, Any]:
+def event_row(org: str, repo: str, pr: dict[str, Any], event: dict, position: int) -> dict[str, Any]:
     """`pr` is a pull_requests row, as for review_row; `event` one of TIMELINE_EVENTS from the
-    issue timeline. Raises MalformedItem naming the field."""
+    issue timeline, REST-shaped, `position` its place among them. Keyed by `node_id`, which REST
+    and GraphQL both serve (REST's numeric `id` has no GraphQL counterpart). Raises MalformedItem
+    naming the field."""
+    node_id = event.get("node_id") if isinstance(event, dict) else None
     item = _Item(
         EVENT,
         event,
-        key=_int_key(event, "id"),
+        key=node_id if isinstance(node_id, str) else _int_key(event, "id"),
         where=f"{org}/{repo}#{pr['number']}",
         pull_request_number=pr["number"],
     )
-    event_id = item.required("id", int)
+    node_id = item.required("node_id", str)
     login, user_id, user_type = _user(item, "actor")
     reviewer_login, _, reviewer_type = _user(item, "requested_reviewer")
     team = item.child("requested_team")
     return {
-        **_child_identity(PULL_REQUEST_EVENTS, org, repo, pr, event_id),
-        "id": event_id,
-        "node_id": item.optional("node_id", str),
+        **_child_identity(PULL_REQUEST_EVENTS, org, repo, pr, node_id),
+        "id": item.optional("id", int),
+        "node_id": node_id,
         "event": item.required("event", str),
+        "timeline_position": position,
         "actor_login": login,
         "actor_id": user_id,
         "actor_type": user_type,

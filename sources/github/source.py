@@ -84,7 +84,7 @@ class SyncContext:
     # Repository id -> the oldest `updated_at` this chunk lands rows of (see Manifest.repositories).
     covered: dict[int, str] = field(default_factory=dict)
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
-    # GraphQL mode: the endpoint that fetches listed pull requests' reviews and files (None: REST).
+    # GraphQL mode: the endpoint that fetches listed pull requests' child lists (None: REST).
     graphql_url: str | None = None
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _graphql: GraphQLChildren | None = field(default=None, repr=False)
@@ -658,9 +658,10 @@ def _fetched(
 
 @dlt.transformer(name="pull_request_children", write_disposition="append", parallelized=True)
 def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
-    """GraphQL mode: the reviews and files of a page's pull requests, in batched queries by node
-    id (sources/github/graphql.py); the same rows, fetch records, retry list and rejected items
-    as the REST transformers. A pull request without a node id gets its lists over REST."""
+    """GraphQL mode: the reviews, files and timeline events of a page's pull requests, in batched
+    queries by node id (sources/github/graphql.py); the same rows, fetch records, retry list and
+    rejected items as the REST transformers. A pull request without a node id gets its lists over
+    REST."""
     if pulls.schema.equals(REJECTED_ITEMS.schema):
         return  # rejected pull requests, on their way to `rejected_items`
     prs = pulls.to_pylist()
@@ -698,7 +699,7 @@ def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
             if node_id not in done:
                 for kind in GRAPHQL_KINDS:
                     _add_retry(ctx, state, pr, kind, None, failed=False)
-        ctx.progress.stop(f"rate limit exhausted fetching reviews and files over GraphQL: {exc}")
+        ctx.progress.stop(f"rate limit exhausted fetching child lists over GraphQL: {exc}")
     yield from _child_tables(ctx, fetched)
 
 
@@ -711,7 +712,7 @@ def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str,
         for kind in GRAPHQL_KINDS:
             _add_retry(ctx, state, pr, kind, str(exc), failed=True)
             ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
-        logger.warning("%s: reviews and files failed over GraphQL (%s); retried on a later run", label, exc)
+        logger.warning("%s: child lists failed over GraphQL (%s); retried on a later run", label, exc)
 
 
 def _child_tables(ctx: SyncContext, fetched: list[_Fetched]) -> Iterator[Any]:
@@ -763,11 +764,10 @@ def _event_rows(ctx: SyncContext, pr: dict[str, Any], timeline: list[dict]) -> _
     """The timeline's TIMELINE_EVENTS; its other kinds (comments, commits without an `id`,
     labels...) are dropped here, never rejected. An item that is not even an object is rejected."""
     rows, rejected = [], []
-    for event in timeline:
-        if isinstance(event, dict) and event.get("event") not in TIMELINE_EVENTS:
-            continue
+    kept = [event for event in timeline if not isinstance(event, dict) or event.get("event") in TIMELINE_EVENTS]
+    for position, event in enumerate(kept):
         try:
-            rows.append(event_row(ctx.org, pr["repo"], pr, event))
+            rows.append(event_row(ctx.org, pr["repo"], pr, event, position))
         except MalformedItem as exc:
             rejected.append(_reject(ctx, pr["repo"], "event", event, exc, pr["number"]))
     return rows, rejected
@@ -798,8 +798,8 @@ def github_source(
 
     `client` carries the base URL, credentials and concurrency; `since` bounds the first backfill;
     `full_refresh` ignores saved cursors and ETags and reads everything again (the warehouse merge
-    keeps one copy of each row). `graphql_url` fetches listed pull requests' reviews and files over
-    GraphQL (None: REST). `sync` carries a run's context across chunks (see flows/extract.py).
+    keeps one copy of each row). `graphql_url` fetches listed pull requests' reviews, files and
+    events over GraphQL (None: REST). `sync` carries a run's context across chunks (see flows/extract.py).
     """
     ctx = sync or SyncContext(org, client, progress or SyncProgress(), since=iso(since), full_refresh=full_refresh,
                               graphql_url=graphql_url)
@@ -809,8 +809,8 @@ def github_source(
     prs = repos | pull_requests(ctx)
     retry = retry_pull_requests(ctx)
     reconcile = reconcile_pull_requests(ctx)
-    if ctx.graphql_url:  # reviews and files of listed pages over GraphQL; events stay REST
-        page_children = [prs | pull_request_children(ctx), prs | pull_request_events(ctx)]
+    if ctx.graphql_url:  # every child list of listed pages over GraphQL
+        page_children = [prs | pull_request_children(ctx)]
     else:
         page_children = [prs | pull_request_reviews(ctx), prs | pull_request_files(ctx), prs | pull_request_events(ctx)]
     children = [
