@@ -1,22 +1,24 @@
 """Request / latency / memory benchmark of the landing step against the GitHub emulator.
 
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
-                [--skip-sequential] [--skip-memory] [--skip-backfill] [--backfill-latency L]
-                [--skip-local-run]
+                [--skip-sequential] [--skip-graphql] [--skip-memory] [--skip-backfill]
+                [--backfill-latency L] [--skip-local-run]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
 alone. Only the landing is measured: extract + normalize + load to local Parquet via `land()`;
 the warehouse merge is not part of it.
 
-Runs, in order:
+Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Runs, in order:
   cold      first sync into a fresh data dir, concurrency C
   no-change re-run on the same data dir, nothing changed (every request should be a free 304)
+  graphql cold, graphql no-change  the same two in graphql mode, in their own data dir
   cold c=1  the same cold sync at concurrency 1, fresh data dir (for the speedup)
   mutated   re-run on the cold data dir after N random mutations (POST /_emulator/mutate), its
             clock just after them (the changed pull requests are recent)
   a day later  the same data dir a day later: the reconciliation pass re-reads the reviews of
             the recently changed pull requests, once
+  graphql mutated  the graphql data dir after the same mutations, the same clock
   cold 10xP the cold sync against a second emulator with 10x the pull requests (memory)
   backfill stopped at each window: a fresh emulator whose rate limit makes the cold backfill
             need K >= 3 windows; runs with max_rate_limit_wait=0 until one is not stopped, the
