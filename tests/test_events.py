@@ -31,7 +31,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     settings,
     timeline_pages,
 )
-from sources.github.schema import TIMELINE_EVENTS
+from sources.github.schema import PULL_REQUEST_EVENTS, TIMELINE_EVENTS, row_key
 
 HOUR = 3600.0
 _TIMELINE_PATH = re.compile(r"^/repos/[^/]+/([^/]+)/issues/(\d+)/timeline\?")
@@ -189,3 +189,44 @@ def test_state_from_before_events_fetches_them_once(settings, dataset, emu, fake
     assert set(warehouse_events(settings)) == dataset_events(dataset)
     assert_warehouse_matches(settings, dataset)
     assert_rerun_is_free(settings, emu, fake)
+
+
+def test_events_keyed_by_rest_id_before_are_replaced_never_held_twice(settings, dataset, emu, fake):
+    """A warehouse written before events were keyed by node_id holds REST-id row keys and no
+    timeline_position. A pull request whose events are fetched again (here over GraphQL) has its
+    old rows replaced, as every child list is (the replace scope): no event is held twice, and
+    the pull requests not fetched again keep their rows as they were."""
+    run(settings, emu, fake)
+    merge_only(settings)
+    con = duckdb.connect(str(settings.duckdb_config.path))
+    try:
+        for key, event_id in con.sql("SELECT row_key, id FROM github.pull_request_events").fetchall():
+            con.execute("UPDATE github.pull_request_events SET row_key = ?, timeline_position = NULL "
+                        "WHERE row_key = ?", [row_key(PULL_REQUEST_EVENTS.name, event_id), key])
+    finally:
+        con.close()
+    repo = repo_names(dataset)[0]
+    number = next(pr["number"] for pr in dataset.pull_requests(ORG, repo) if pr["state"] == "open")
+    dataset.request_review(ORG, repo, number)
+    changed_id = next(pr["id"] for pr in dataset.pull_requests(ORG, repo) if pr["number"] == number)
+
+    report = run(settings.model_copy(update={"github_api_mode": "graphql"}), emu, fake)
+    merge_only(settings)
+
+    assert report.progress.graphql_pull_requests == 1 and not report.progress.partial
+    con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
+    try:
+        rows = con.sql("SELECT pull_request_id, node_id, row_key, timeline_position "
+                       "FROM github.pull_request_events").fetchall()
+    finally:
+        con.close()
+    expected = {(pr["id"], e["node_id"]) for repo_name in repo_names(dataset)
+                for pr in dataset.pull_requests(ORG, repo_name) for e in dataset.events(ORG, repo_name, pr["number"])}
+    assert len(rows) == len(expected) and {(pr_id, node) for pr_id, node, _, _ in rows} == expected
+    for pr_id, node_id, key, position in rows:
+        if pr_id == changed_id:  # fetched again: keyed by node_id, in timeline order
+            assert key == row_key(PULL_REQUEST_EVENTS.name, node_id) and position is not None
+        else:
+            assert position is None and key != row_key(PULL_REQUEST_EVENTS.name, node_id)
+    changed = sorted(position for pr_id, _, _, position in rows if pr_id == changed_id)
+    assert changed == list(range(len(changed)))

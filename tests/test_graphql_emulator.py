@@ -127,9 +127,13 @@ def test_spent_points_past_max_wait_stop_and_the_next_run_resumes(
         assert first.progress.stopped_early and "GraphQL" in first.progress.stopped_early
         assert not first.progress.failed
         fake.advance(700)
+        emu.reset_stats()
         second = graphql_run(emu, fake, tmp_path / "graphql", max_rate_limit_wait=60)
+        stats = emu.stats
     assert second.progress.stopped_early is None and not second.progress.failed
-    # The lists stopped by the limit were fetched from the retry list, over REST (README).
+    # The lists stopped by the limit came from the retry list over GraphQL too, by node id.
+    assert second.progress.graphql_pull_requests == len(table(tmp_path / "rest", "pull_requests"))
+    assert not {kind for kind in ("reviews", "files", "timeline") if stats["by_endpoint"].get(kind)}
     assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
 
 

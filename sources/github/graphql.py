@@ -86,18 +86,12 @@ def _connection(kind: str, first: int, after: str | None = None) -> str:
     return f"{opened}first: {first}" + (f", after: {after}" if after else "") + ")"
 
 
-FIRST_QUERY = f"""query($ids: [ID!]!) {{
-  rateLimit {{ cost remaining resetAt }}
-  nodes(ids: $ids) {{
-    ... on PullRequest {{
-      id
-      reviews: {_connection("reviews", PAGE)} {{ ...reviewPage }}
-      files: {_connection("files", PAGE)} {{ ...filePage }}
-      events: {_connection("events", PAGE)} {{ ...eventPage }}
-    }}
-  }}
-}}
-{_FRAGMENTS["reviews"]}{_FRAGMENTS["files"]}{_FRAGMENTS["events"]}"""
+def first_query(kinds: tuple[str, ...] = KINDS) -> str:
+    """The first page of each of `kinds` (an alias per kind) of the pull requests `$ids`."""
+    connections = "".join(f"      {kind}: {_connection(kind, PAGE)} {{ ...{_FRAGMENT_OF[kind]} }}\n" for kind in kinds)
+    return (f"query($ids: [ID!]!) {{\n  rateLimit {{ cost remaining resetAt }}\n  nodes(ids: $ids) {{\n"
+            f"    ... on PullRequest {{\n      id\n{connections}    }}\n  }}\n}}\n"
+            + "".join(_FRAGMENTS[kind] for kind in kinds))
 
 # REST's `status` of a changed file for GraphQL's `changeType` (PatchStatus).
 _FILE_STATUS = {"ADDED": "added", "DELETED": "removed", "MODIFIED": "modified", "RENAMED": "renamed",
@@ -238,10 +232,10 @@ class TooHeavy(GitHubError):
 
 @dataclass
 class Children:
-    """One pull request's child lists, REST-shaped, complete."""
+    """One pull request's child lists (the kinds asked for), REST-shaped, complete."""
 
     node_id: str
-    items: dict[str, list[Any]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    items: dict[str, list[Any]] = field(default_factory=dict)
     pages: int = 1  # queries that carried this pull request's children
 
 
@@ -271,14 +265,15 @@ class GraphQLChildren:
         self.batch = batch or BatchSize()
         self.on_points = on_points
 
-    def batches(self, node_ids: list[str]) -> Iterator[tuple[list[str], BatchResult | GitHubError]]:
-        """Each batch of `node_ids` with its result, or the error that failed it (the caller
-        decides per pull request). RateLimitExhausted propagates: the caller stops."""
+    def batches(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS
+                ) -> Iterator[tuple[list[str], BatchResult | GitHubError]]:
+        """Each batch of `node_ids` with its result (their `kinds` lists), or the error that failed
+        it (the caller decides per pull request). RateLimitExhausted propagates: the caller stops."""
         start = 0
         while start < len(node_ids):
             ids = node_ids[start : start + self.batch.current()]
             try:
-                result = self.fetch(ids)
+                result = self.fetch(ids, kinds)
             except (GraphQLTooHeavy, TooHeavy) as exc:
                 if self.batch.shrink(len(ids)):
                     logger.warning("GraphQL query of %d pull requests too heavy (%s); batch halved to %d",
@@ -296,9 +291,9 @@ class GraphQLChildren:
                 yield ids, result
             start += len(ids)
 
-    def fetch(self, node_ids: list[str]) -> BatchResult:
-        """The complete child lists of `node_ids`: one query, then follow-up queries."""
-        data, messages = self._query(FIRST_QUERY, {"ids": node_ids})
+    def fetch(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS) -> BatchResult:
+        """The complete `kinds` lists of `node_ids`: one query, then follow-up queries."""
+        data, messages = self._query(first_query(kinds), {"ids": node_ids})
         nodes = data.get("nodes")
         if not isinstance(nodes, list) or len(nodes) != len(node_ids):
             raise GitHubClientError(f"POST {self.url}: `nodes` is not a list of {len(node_ids)}", url=self.url)
@@ -308,10 +303,10 @@ class GraphQLChildren:
             if node is None:
                 result.gone[node_id] = messages.get(node_id, "null node")
                 continue
-            if not isinstance(node, dict) or "reviews" not in node:
+            if not isinstance(node, dict) or kinds[0] not in node:
                 raise GitHubClientError(f"POST {self.url}: {node_id} is not a pull request", url=self.url)
-            children = result.children[node_id] = Children(node_id)
-            for kind in KINDS:
+            children = result.children[node_id] = Children(node_id, {kind: [] for kind in kinds})
+            for kind in kinds:
                 pending.extend(self._take(children, kind, node.get(kind)))
         while pending:
             size = self.batch.current()

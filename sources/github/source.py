@@ -479,7 +479,7 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                 del prs[pr_id]
                 due.append({
                     "repo": repo, "repo_id": repo_id if repo_id.isdigit() else None, "id": int(pr_id),
-                    "number": entry["number"],
+                    "number": entry["number"], "node_id": entry.get("node_id"),
                     "updated_at": parse_time(entry["updated_at"]), "kinds": entry["kinds"],
                     "failures": entry.get("failures", 0),
                 })
@@ -505,6 +505,8 @@ def _add_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind
             {"number": pr["number"], "updated_at": iso(pr["updated_at"]), "kinds": [],
              "failures": pr.get("failures", 0), "reason": None, "retry_at": None},
         )
+        if pr.get("node_id"):
+            entry["node_id"] = pr["node_id"]  # GraphQL mode fetches the entry by it
         if kind not in entry["kinds"]:
             entry["kinds"].append(kind)
         if failed:
@@ -657,50 +659,65 @@ def _fetched(
 
 
 @dlt.transformer(name="pull_request_children", write_disposition="append", parallelized=True)
-def pull_request_children(pulls: pa.Table, ctx: SyncContext) -> Iterator[Any]:
-    """GraphQL mode: the reviews, files and timeline events of a page's pull requests, in batched
-    queries by node id (sources/github/graphql.py); the same rows, fetch records, retry list and
-    rejected items as the REST transformers. A pull request without a node id gets its lists over
+def pull_request_children(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
+    """GraphQL mode: the reviews, files and timeline events of a page's pull requests (or the
+    lists the retry list has due), in batched queries by node id (sources/github/graphql.py); the
+    same rows, fetch records, retry list and rejected items as the REST transformers. A pull
+    request without a node id (a retry entry written by an earlier version) gets its lists over
     REST."""
-    if pulls.schema.equals(REJECTED_ITEMS.schema):
-        return  # rejected pull requests, on their way to `rejected_items`
-    prs = pulls.to_pylist()
+    if isinstance(pulls, pa.Table):
+        if pulls.schema.equals(REJECTED_ITEMS.schema):
+            return  # rejected pull requests, on their way to `rejected_items`
+        prs = [{**pr, "kinds": list(GRAPHQL_KINDS)} for pr in pulls.to_pylist()]
+    else:
+        prs = pulls
     state = dlt.current.source_state()
-    fetched: list[_Fetched] = []
-    by_node = {pr["node_id"]: pr for pr in prs if pr.get("node_id")}
+    over_rest = [(pr, kind) for pr in prs if not pr.get("node_id") for kind in pr["kinds"]]
+    fetched = list(ctx.pool.map(lambda due: _fetch_children(ctx, state, *due), over_rest))
+    groups: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
     for pr in prs:
-        if not pr.get("node_id"):
-            fetched.extend(_fetch_children(ctx, state, pr, kind) for kind in GRAPHQL_KINDS)
+        if pr.get("node_id"):
+            kinds = tuple(kind for kind in GRAPHQL_KINDS if kind in pr["kinds"])
+            groups.setdefault(kinds, {})[pr["node_id"]] = pr
+    for kinds, by_node in groups.items():
+        fetched += _graphql_children(ctx, state, by_node, kinds)
+    yield from _child_tables(ctx, fetched)
+
+
+def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str, dict[str, Any]],
+                      kinds: tuple[str, ...]) -> list[_Fetched]:
+    """The `kinds` lists of the pull requests `by_node` (node id -> row), batch by batch."""
     if ctx.progress.stopped_early:
         for pr in by_node.values():
-            for kind in GRAPHQL_KINDS:
+            for kind in kinds:
                 _add_retry(ctx, state, pr, kind, None, failed=False)
-        by_node = {}
+        return []
+    fetched: list[_Fetched] = []
     done: set[str] = set()
     try:
-        for ids, result in ctx.graphql_children().batches(list(by_node)):
+        for ids, result in ctx.graphql_children().batches(list(by_node), kinds):
             done.update(ids)
             if isinstance(result, GitHubError):
                 _graphql_failed(ctx, state, [by_node[i] for i in ids], result)
                 continue
             for node_id, message in result.gone.items():
                 pr = by_node[node_id]
-                for kind in GRAPHQL_KINDS:  # as REST, which finds each list gone
+                for kind in kinds:  # as REST, which finds each list gone
                     logger.warning("%s: %s skipped, the pull request is gone: %s",
                                    _label(ctx, pr["repo"], pr["number"]), kind, message)
                     ctx.progress.pull_requests_skipped.append(_label(ctx, pr["repo"], pr["number"]))
             for node_id, children in result.children.items():
                 pr = by_node[node_id]
                 ctx.progress.add_graphql_pull_requests(1)
-                for kind in GRAPHQL_KINDS:
+                for kind in kinds:
                     fetched.append(_fetched(ctx, state, pr, kind, children.items[kind], children.pages))
     except RateLimitExhausted as exc:
         for node_id, pr in by_node.items():
             if node_id not in done:
-                for kind in GRAPHQL_KINDS:
+                for kind in kinds:
                     _add_retry(ctx, state, pr, kind, None, failed=False)
         ctx.progress.stop(f"rate limit exhausted fetching child lists over GraphQL: {exc}")
-    yield from _child_tables(ctx, fetched)
+    return fetched
 
 
 def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str, Any]], exc: GitHubError) -> None:
@@ -709,10 +726,10 @@ def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str,
         raise exc
     for pr in prs:
         label = _label(ctx, pr["repo"], pr["number"])
-        for kind in GRAPHQL_KINDS:
+        for kind in pr["kinds"]:
             _add_retry(ctx, state, pr, kind, str(exc), failed=True)
             ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
-        logger.warning("%s: child lists failed over GraphQL (%s); retried on a later run", label, exc)
+        logger.warning("%s: %s failed over GraphQL (%s); retried on a later run", label, " and ".join(pr["kinds"]), exc)
 
 
 def _child_tables(ctx: SyncContext, fetched: list[_Fetched]) -> Iterator[Any]:
@@ -809,15 +826,18 @@ def github_source(
     prs = repos | pull_requests(ctx)
     retry = retry_pull_requests(ctx)
     reconcile = reconcile_pull_requests(ctx)
-    if ctx.graphql_url:  # every child list of listed pages over GraphQL
-        page_children = [prs | pull_request_children(ctx)]
+    if ctx.graphql_url:  # every child list over GraphQL, but the reconciliation's (see README)
+        fetch_children = [prs | pull_request_children(ctx),
+                          retry | pull_request_children(ctx).with_name("retry_pull_request_children")]
     else:
-        page_children = [prs | pull_request_reviews(ctx), prs | pull_request_files(ctx), prs | pull_request_events(ctx)]
+        fetch_children = [
+            prs | pull_request_reviews(ctx), prs | pull_request_files(ctx), prs | pull_request_events(ctx),
+            retry | pull_request_reviews(ctx).with_name("retry_pull_request_reviews"),
+            retry | pull_request_files(ctx).with_name("retry_pull_request_files"),
+            retry | pull_request_events(ctx).with_name("retry_pull_request_events"),
+        ]
     children = [
-        *page_children,
-        retry | pull_request_reviews(ctx).with_name("retry_pull_request_reviews"),
-        retry | pull_request_files(ctx).with_name("retry_pull_request_files"),
-        retry | pull_request_events(ctx).with_name("retry_pull_request_events"),
+        *fetch_children,
         reconcile | pull_request_reviews(ctx).with_name("reconcile_pull_request_reviews"),
     ]
     return (repos, prs, retry, reconcile, *children)
