@@ -333,10 +333,10 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     from graphql import get_operation_ast, parse
 
     from emulator.graphql import analyze
-    from sources.github.graphql import FIRST_QUERY, KINDS, BatchSize
+    from sources.github.graphql import KINDS, BatchSize, first_query
 
     ceiling = BatchSize().ceiling
-    document = parse(FIRST_QUERY)
+    document = parse(first_query(KINDS))
     operation = get_operation_ast(document)
     assert operation is not None
     first_cost = {n: analyze(document, operation, {"ids": [f"id{i}" for i in range(n)]}).cost
