@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from emulator import Dataset, GitHubEmulator
+from emulator import Dataset, Fault, GitHubEmulator
 from fakes import FakeClock
 from flows.extract import LandingReport
 from flows.summary import OrgResult, RunSummary, render_summary
@@ -147,3 +147,38 @@ def test_a_malformed_review_is_set_aside_as_in_rest(dataset: Dataset, fake: Fake
     assert len(graphql.progress.rejected) == len(rest.progress.rejected) == 1
     assert f"{ORG}/{repo}#{number} review" in graphql.progress.rejected[0]
     assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")  # the other reviews and the fetch record land
+
+
+def test_a_pull_request_with_250_reviews_and_450_files_gets_follow_up_pages(
+    dataset: Dataset, fake: FakeClock, tmp_path: Path
+) -> None:
+    repo = dataset.repositories(ORG)[1]["name"]
+    number = dataset.pull_requests(ORG, repo)[0]["number"]
+    had = len(dataset.reviews(ORG, repo, number)), len(dataset.files(ORG, repo, number))
+    for _ in range(250 - had[0]):
+        dataset.add_review(ORG, repo, number)
+    for n in range(450 - had[1]):
+        dataset.add_file(ORG, repo, number, filename=f"big/file_{n:03}.py")
+    with emulator(dataset, fake) as emu:
+        sync(emu, fake, tmp_path / "rest", "rest")
+        emu.reset_stats()
+        report = graphql_run(emu, fake, tmp_path / "graphql")
+        stats = emu.stats
+    assert not report.progress.failed
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
+    big = next(pr["id"] for pr in table(tmp_path / "rest", "pull_requests") if pr["repo"] == repo and pr["number"] == number)
+    assert sum(r["pull_request_id"] == big for r in table(tmp_path / "graphql", "pull_request_reviews")) == 250
+    assert sum(r["pull_request_id"] == big for r in table(tmp_path / "graphql", "pull_request_files")) == 450
+    assert stats["by_endpoint"].get("reviews", 0) == stats["by_endpoint"].get("files", 0) == 0
+
+
+def test_a_truncated_answer_is_retried_and_everything_lands(dataset: Dataset, fake: FakeClock, tmp_path: Path) -> None:
+    with emulator(dataset, fake) as emu:
+        sync(emu, fake, tmp_path / "rest", "rest")
+        emu.reset_stats()
+        emu.faults.add(Fault("truncated", r"graphql", times=2))  # the body ends mid-JSON
+        report = graphql_run(emu, fake, tmp_path / "graphql")
+        stats = emu.stats
+    assert stats["faults_served"] == 2 and report.requests.retries >= 2
+    assert not report.progress.failed and report.progress.stopped_early is None
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
