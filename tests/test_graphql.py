@@ -238,8 +238,9 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands() -> None:
     fetched = {node for _, r in results for node in r.children}
     assert fetched == set(prs) and not [r for _, r in results if isinstance(r, Exception)]
     sizes = [len(q["variables"]["ids"]) for q in fake.queries]
-    # Halved on each 502 (25, 12), then 6 at a time, grown by a quarter after three successes.
-    assert sizes == [25, 12, 6, 6, 6, 7, 7, 7, 1]
+    # 40 at 25 a query is 2 equal queries of 20: a 502 halves the batch to 10, and the 40 go in
+    # 4 queries of 10 (the batch grew to 12 after 3 successes: the last 10 still fit in one).
+    assert sizes == [20, 10, 10, 10, 10] and batch.current() == 12
     assert client.stats.retries == 0  # a 502 on GraphQL is not re-sent as it was
 
 

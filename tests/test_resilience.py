@@ -323,12 +323,13 @@ def test_cursor_is_never_beyond_the_newest_pull_request_seen(dataset, emu, fake,
 # -- 12. reconciliation of silent review edits --------------------------------------------------------
 
 
-def test_reconciliation_rereads_recent_reviews_once_a_day(dataset, tmp_path):
+@pytest.mark.parametrize("mode", ["rest", "graphql"])
+def test_reconciliation_rereads_recent_reviews_once_a_day(dataset, tmp_path, mode):
     fake = FakeClock(MUTATION_EPOCH + HOUR)
     repo = repo_names(dataset)[0]
     dataset.add_review(ORG, repo, 5)  # PR #5 is updated "now": within reconcile_days
     with GitHubEmulator(dataset, clock=fake.now) as emu:
-        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path)
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, github_api_mode=mode)
         run(settings, emu, fake)
         dismissed = dataset.edit_review(ORG, repo, 5, 0, state="DISMISSED")
 
@@ -339,7 +340,9 @@ def test_reconciliation_rereads_recent_reviews_once_a_day(dataset, tmp_path):
         emu.reset_stats()
         next_day = run(settings, emu, fake)
         assert next_day.progress.reconciled_pull_requests == 1
-        assert next_day.progress.reconcile_requests == 1 and emu.stats["cost"] == 1
+        # One review list: one REST request, or one GraphQL query of one point.
+        assert next_day.progress.reconcile_requests == 1
+        assert (emu.stats["cost"], emu.stats["graphql_points"]) == ((1, 0) if mode == "rest" else (0, 1))
         states = [r["state"] for r in landed(settings, "pull_request_reviews") if r["id"] == dismissed["id"]]
         assert states[-1] == "DISMISSED"
 

@@ -430,7 +430,7 @@ def _remember_recent(ctx: SyncContext, state: dict[str, Any], repo_id: int, rows
         recent = state.setdefault("recent", {}).setdefault(str(repo_id), {})
         for row in rows:
             if row["updated_at"].timestamp() >= horizon:
-                recent[str(row["id"])] = [row["number"], iso(row["updated_at"]), now]
+                recent[str(row["id"])] = [row["number"], iso(row["updated_at"]), now, row.get("node_id")]
 
 
 def _reject(ctx: SyncContext, repo: str, kind: str, item: Any, exc: Exception, number: Any = None) -> dict[str, Any]:
@@ -553,13 +553,14 @@ def reconcile_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
     due: list[dict[str, Any]] = []
     with ctx.lock:
         for repo_id, prs in state.get("recent", {}).items():
-            for pr_id, (number, updated_at, read_at) in list(prs.items()):
+            for pr_id, (number, updated_at, read_at, *node_id) in list(prs.items()):
                 if updated_at < horizon or names.get(repo_id) is None:
                     del prs[pr_id]  # too old to watch
                 elif now - read_at >= DAY:
-                    prs[pr_id] = [number, updated_at, now]
+                    prs[pr_id] = [number, updated_at, now, *node_id]
                     due.append({
                         "repo": names[repo_id], "repo_id": int(repo_id), "id": int(pr_id), "number": number,
+                        "node_id": node_id[0] if node_id else None,
                         "updated_at": parse_time(updated_at), "kinds": ["reviews"], "reconcile": True,
                     })
     for start in range(0, len(due), PER_PAGE):
@@ -661,7 +662,7 @@ def _fetched(
 @dlt.transformer(name="pull_request_children", write_disposition="append", parallelized=True)
 def pull_request_children(pulls: pa.Table | list[dict[str, Any]], ctx: SyncContext) -> Iterator[Any]:
     """GraphQL mode: the reviews, files and timeline events of a page's pull requests (or the
-    lists the retry list has due), in batched queries by node id (sources/github/graphql.py); the
+    lists the retry list or the reconciliation pass has due), in batched queries by node id (sources/github/graphql.py); the
     same rows, fetch records, retry list and rejected items as the REST transformers. A pull
     request without a node id (a retry entry written by an earlier version) gets its lists over
     REST."""
@@ -689,7 +690,7 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
     """The `kinds` lists of the pull requests `by_node` (node id -> row), batch by batch."""
     if ctx.progress.stopped_early:
         for pr in by_node.values():
-            for kind in kinds:
+            for kind in kinds if not pr.get("reconcile") else ():  # as in REST: tomorrow's pass
                 _add_retry(ctx, state, pr, kind, None, failed=False)
         return []
     fetched: list[_Fetched] = []
@@ -713,7 +714,7 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
                     fetched.append(_fetched(ctx, state, pr, kind, children.items[kind], children.pages))
     except RateLimitExhausted as exc:
         for node_id, pr in by_node.items():
-            if node_id not in done:
+            if node_id not in done and not pr.get("reconcile"):
                 for kind in kinds:
                     _add_retry(ctx, state, pr, kind, None, failed=False)
         ctx.progress.stop(f"rate limit exhausted fetching child lists over GraphQL: {exc}")
@@ -826,18 +827,18 @@ def github_source(
     prs = repos | pull_requests(ctx)
     retry = retry_pull_requests(ctx)
     reconcile = reconcile_pull_requests(ctx)
-    if ctx.graphql_url:  # every child list over GraphQL, but the reconciliation's (see README)
-        fetch_children = [prs | pull_request_children(ctx),
-                          retry | pull_request_children(ctx).with_name("retry_pull_request_children")]
+    if ctx.graphql_url:  # every child list over GraphQL
+        children = [
+            prs | pull_request_children(ctx),
+            retry | pull_request_children(ctx).with_name("retry_pull_request_children"),
+            reconcile | pull_request_children(ctx).with_name("reconcile_pull_request_children"),
+        ]
     else:
-        fetch_children = [
+        children = [
             prs | pull_request_reviews(ctx), prs | pull_request_files(ctx), prs | pull_request_events(ctx),
             retry | pull_request_reviews(ctx).with_name("retry_pull_request_reviews"),
             retry | pull_request_files(ctx).with_name("retry_pull_request_files"),
             retry | pull_request_events(ctx).with_name("retry_pull_request_events"),
+            reconcile | pull_request_reviews(ctx).with_name("reconcile_pull_request_reviews"),
         ]
-    children = [
-        *fetch_children,
-        reconcile | pull_request_reviews(ctx).with_name("reconcile_pull_request_reviews"),
-    ]
     return (repos, prs, retry, reconcile, *children)

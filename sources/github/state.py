@@ -14,9 +14,11 @@
                                      (written before events existed): reviews and files, and the
                                      next run puts the events of its pull requests on the retry list
     state["retry"][repo_id][pr_id]   child lists still to fetch: number, updated_at, kinds,
-                                     failures, reason, retry_at (None: as soon as possible)
-    state["recent"][repo_id][pr_id]  [number, updated_at, reviews_read_at] of recently updated pull
-                                     requests, for the reconciliation pass
+                                     failures, reason, retry_at (None: as soon as possible),
+                                     node_id (GraphQL mode fetches by it; absent in older state)
+    state["recent"][repo_id][pr_id]  [number, updated_at, reviews_read_at, node_id] of recently
+                                     updated pull requests, for the reconciliation pass (older
+                                     state has no node_id: those go over REST)
 
 Timestamps are GitHub's ISO strings ("2025-01-02T03:04:05Z"), which order correctly as text.
 """
