@@ -323,9 +323,9 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     children of `pages_of_prs` (per repo, the pull-request pages it reads, as PR numbers), with
     `list_cost` for the repository and pull-request list pages.
 
-    Every batch at the source's ceiling (it starts smaller and grows, so a run spends more): per
-    page, ceil(n / ceiling) first queries, each costing what the emulator charges for the
-    source's first query of that many ids; a connection longer than 100 needs follow-up pages,
+    Every batch at the source's ceiling (it starts smaller and grows, so a run may spend more):
+    per page, ceil(n / ceiling) first queries of equal size, each costing what the emulator
+    charges for the source's first query of that many ids; a connection longer than 100 needs follow-up pages,
     batched up to the ceiling per query (1 point each). Child kinds the source does not fetch over
     GraphQL cost their REST pages. A GraphQL timeline counts only the events the pipeline lands
     (the fewest pages it can take).
@@ -345,8 +345,9 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     out = {"rest_cost": list_cost, "queries": 0, "points": 0}
     for repo, page_list in pages_of_prs.items():
         for numbers in page_list:
-            for start in range(0, len(numbers), ceiling):
-                batch = numbers[start:start + ceiling]
+            queries = math.ceil(len(numbers) / ceiling)  # of equal size, as the source splits
+            for q in range(queries):
+                batch = numbers[q * len(numbers) // queries:(q + 1) * len(numbers) // queries]
                 out["queries"] += 1
                 out["points"] += first_cost[len(batch)]
                 extra: list[int] = []  # follow-up pages of each connection of the batch
