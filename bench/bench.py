@@ -1,22 +1,24 @@
 """Request / latency / memory benchmark of the landing step against the GitHub emulator.
 
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
-                [--skip-sequential] [--skip-memory] [--skip-backfill] [--backfill-latency L]
-                [--skip-local-run]
+                [--skip-sequential] [--skip-graphql] [--skip-memory] [--skip-backfill]
+                [--backfill-latency L] [--skip-local-run]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
 alone. Only the landing is measured: extract + normalize + load to local Parquet via `land()`;
 the warehouse merge is not part of it.
 
-Runs, in order:
+Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Runs, in order:
   cold      first sync into a fresh data dir, concurrency C
   no-change re-run on the same data dir, nothing changed (every request should be a free 304)
+  graphql cold, graphql no-change  the same two in graphql mode, in their own data dir
   cold c=1  the same cold sync at concurrency 1, fresh data dir (for the speedup)
   mutated   re-run on the cold data dir after N random mutations (POST /_emulator/mutate), its
             clock just after them (the changed pull requests are recent)
   a day later  the same data dir a day later: the reconciliation pass re-reads the reviews of
             the recently changed pull requests, once
+  graphql mutated  the graphql data dir after the same mutations, the same clock
   cold 10xP the cold sync against a second emulator with 10x the pull requests (memory)
   backfill stopped at each window: a fresh emulator whose rate limit makes the cold backfill
             need K >= 3 windows; runs with max_rate_limit_wait=0 until one is not stopped, the
@@ -83,7 +85,7 @@ def child_main(spec_path: str, out_path: str) -> None:
         data_dir=Path(spec["data_dir"]),
         max_concurrency=spec["concurrency"],
         github_token="bench-token",
-        github_api_mode="rest",  # the minimums it measures against are REST's (cold_minimum_by_endpoint)
+        github_api_mode=spec["github_api_mode"],  # always explicit: the default may change
         **extra,
     )
     clock = _ShiftedClock(spec["clock_at"]) if spec.get("clock_at") else None
@@ -125,6 +127,8 @@ def child_main(spec_path: str, out_path: str) -> None:
         "steps": steps,
         "stopped_early": report.progress.stopped_early,
         "chunks": report.progress.chunks,
+        "graphql_points": report.progress.graphql_points,
+        "graphql_pull_requests": report.progress.graphql_pull_requests,
     })
     # Written whole or not at all: a child killed by SIGKILL leaves no out.json behind.
     tmp = Path(out_path + ".tmp")
@@ -204,19 +208,21 @@ class Emulator:
             return json.loads(r.read())
 
 
-def run_sync(emulator: Emulator, data_dir: Path, concurrency: int, **overrides: Any) -> dict[str, Any]:
+def run_sync(emulator: Emulator, data_dir: Path, concurrency: int, *, mode: str,
+             **overrides: Any) -> dict[str, Any]:
     """One sync in a fresh child process; returns its figures plus the emulator's counts."""
     emulator.post("/_emulator/reset_stats")
-    result = run_child(emulator, data_dir, concurrency, **overrides)
+    result = run_child(emulator, data_dir, concurrency, mode=mode, **overrides)
     assert result is not None
     result["emulator"] = emulator.get("/_emulator/stats")
     return result
 
 
-def run_child(emulator: Emulator, data_dir: Path, concurrency: int, *,
+def run_child(emulator: Emulator, data_dir: Path, concurrency: int, *, mode: str,
               kill_after: float | None = None, **overrides: Any) -> dict[str, Any] | None:
     """One sync in a fresh child process; its figures, or None when it was killed.
 
+    `mode`: `github_api_mode` ("rest" or "graphql"), always passed: the default may change.
     `kill_after`: SIGKILL the child that many seconds after it started landing (its imports
     and setup are not counted), unless it has ended by then. `overrides` are Settings fields.
     """
@@ -224,7 +230,7 @@ def run_child(emulator: Emulator, data_dir: Path, concurrency: int, *,
         spec, out, started = Path(tmp, "spec.json"), Path(tmp, "out.json"), Path(tmp, "started")
         spec.write_text(json.dumps({"org": ORG, "url": emulator.url, "data_dir": str(data_dir),
                                     "concurrency": concurrency, "started": str(started),
-                                    **overrides}))
+                                    "github_api_mode": mode, **overrides}))
         env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
         proc = subprocess.Popen([sys.executable, __file__, "--_child", str(spec), str(out)],
                                 cwd=ROOT, env=env)
@@ -249,6 +255,7 @@ def run_child(emulator: Emulator, data_dir: Path, concurrency: int, *,
             raise RuntimeError(f"child sync failed with exit code {returncode}")
         result = json.loads(out.read_text())
     result["concurrency"] = concurrency
+    result["mode"] = mode
     return result
 
 
@@ -311,6 +318,83 @@ def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
     return requests, cost, sum(len(v) for v in changed.values())
 
 
+def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost: int) -> dict[str, int]:
+    """Least REST cost, GraphQL queries and GraphQL points of a graphql-mode run that fetches the
+    children of `pages_of_prs` (per repo, the pull-request pages it reads, as PR numbers), with
+    `list_cost` for the repository and pull-request list pages.
+
+    Every batch at the source's ceiling (it starts smaller and grows, so a run may spend more):
+    per page, ceil(n / ceiling) first queries of equal size, each costing what the emulator
+    charges for the source's first query of that many ids; a connection longer than 100 needs follow-up pages,
+    batched up to the ceiling per query (1 point each). Child kinds the source does not fetch over
+    GraphQL cost their REST pages. A GraphQL timeline counts only the events the pipeline lands
+    (the fewest pages it can take).
+    """
+    from graphql import get_operation_ast, parse
+
+    from emulator.graphql import analyze
+    from sources.github.graphql import KINDS, BatchSize, first_query
+
+    ceiling = BatchSize().ceiling
+    document = parse(first_query(KINDS))
+    operation = get_operation_ast(document)
+    assert operation is not None
+    first_cost = {n: analyze(document, operation, {"ids": [f"id{i}" for i in range(n)]}).cost
+                  for n in range(1, ceiling + 1)}
+    events_over_graphql = bool({"events", "timeline"} & set(KINDS))
+    out = {"rest_cost": list_cost, "queries": 0, "points": 0}
+    for repo, page_list in pages_of_prs.items():
+        for numbers in page_list:
+            queries = math.ceil(len(numbers) / ceiling)  # of equal size, as the source splits
+            for q in range(queries):
+                batch = numbers[q * len(numbers) // queries:(q + 1) * len(numbers) // queries]
+                out["queries"] += 1
+                out["points"] += first_cost[len(batch)]
+                extra: list[int] = []  # follow-up pages of each connection of the batch
+                for n in batch:
+                    lengths = {"reviews": len(ds.reviews(ORG, repo, n)),
+                               "files": min(len(ds.files(ORG, repo, n)), FILES_CAP)}
+                    if events_over_graphql:
+                        extra.append(pages(len(ds.events(ORG, repo, n))) - 1)
+                    else:
+                        out["rest_cost"] += pages(len(ds.timeline(ORG, repo, n)))
+                    for kind, length in lengths.items():
+                        if kind in KINDS:
+                            extra.append(pages(length) - 1)
+                        else:
+                            out["rest_cost"] += pages(length)
+                follow = max([math.ceil(sum(extra) / ceiling), *extra]) if extra else 0
+                out["queries"] += follow
+                out["points"] += follow
+    return out
+
+
+def graphql_cold_minimum(ds: Any) -> dict[str, int]:
+    repos = [r["name"] for r in ds.repositories(ORG)]
+    by_repo: dict[str, list[list[int]]] = {}
+    list_cost = math.ceil(len(repos) / PER_PAGE) or 1
+    for repo in repos:
+        numbers = [p["number"] for p in ds.pull_requests(ORG, repo)]
+        by_repo[repo] = [numbers[i:i + PER_PAGE] for i in range(0, len(numbers), PER_PAGE)]
+        list_cost += pages(len(numbers))
+    return graphql_minimum(ds, by_repo, list_cost)
+
+
+def graphql_mutation_minimum(ds: Any, mutations: list[str]) -> dict[str, int]:
+    """As mutation_minimum: the repository list and unchanged repositories answer 304 (free); a
+    repository with k changed PRs reads k // 100 + 1 pages (at most all), its changed PRs'
+    children as one page."""
+    changed: dict[str, list[int]] = {}
+    for line in mutations:
+        repo, _, number = line.split()[1].split("/", 1)[1].partition("#")
+        if int(number) not in changed.setdefault(repo, []):
+            changed[repo].append(int(number))
+    list_cost = sum(min(pages(len(ds.pull_requests(ORG, repo))), len(numbers) // PER_PAGE + 1)
+                    for repo, numbers in changed.items())
+    return graphql_minimum(ds, {repo: [numbers[i:i + PER_PAGE] for i in range(0, len(numbers), PER_PAGE)]
+                                for repo, numbers in changed.items()}, list_cost)
+
+
 # ---- resumable backfills
 BACKFILL_WINDOWS = 3.5  # the rate limit is set so a cold backfill needs about this many windows
 MAX_WINDOWS = 15  # a backfill that needs more runs than this does not converge
@@ -318,9 +402,22 @@ KILLS = 10
 KILL_SEED = 7
 KILL_ATTEMPTS = 3  # runs tried per kill moment (a run may end before its kill)
 CHUNKS = 50  # commit_every_requests of the killed backfill = minimum / CHUNKS
-# Natural keys per table, as in Dataset.expected.
+# Natural keys per table, as in Dataset.expected, except events: by `node_id`, which both modes
+# fill (GraphQL's timeline events have no REST `id`); see expected_keys.
 NATURAL_KEYS = {"pull_requests": ("id",), "pull_request_reviews": ("id",),
-                "pull_request_files": ("pull_request_id", "filename"), "pull_request_events": ("id",)}
+                "pull_request_files": ("pull_request_id", "filename"),
+                "pull_request_events": ("node_id",)}
+
+
+def expected_keys(ds: Any) -> dict[str, set]:
+    """The replica's `expected()` keys, with each event's REST `id` replaced by its `node_id`
+    (NATURAL_KEYS); keys that are node ids already are kept."""
+    expected = ds.expected(ORG)
+    node_of = {e["id"]: e["node_id"] for r in ds.repositories(ORG)
+               for p in ds.pull_requests(ORG, r["name"])
+               for e in ds.timeline(ORG, r["name"], p["number"]) if "id" in e}
+    expected["pull_request_events"] = {node_of.get(k, k) for k in expected["pull_request_events"]}
+    return expected
 
 
 def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +478,7 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
             if window > 1:
                 emu.post("/_emulator/reset_rate_limit")
             progress(f"backfill stopped at each window: window {window} (limit {rate})")
-            r = run_child(emu, data_dir, args.concurrency, max_rate_limit_wait=0)
+            r = run_child(emu, data_dir, args.concurrency, mode="rest", max_rate_limit_wait=0)
             assert r is not None
             after = emu.get("/_emulator/stats")
             r["emulator"], before = stats_delta(after, before), after
@@ -394,7 +491,7 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
             "dataset": f"{args.repos} repos x {args.backfill_prs} PRs",
             "converged": runs[-1]["stopped_early"] is None,
             "duplicates": {t: len(keys) - len(set(keys)) for t, keys in landed.items()},
-            "landed": compare_keys(landed, replica.expected(ORG)),
+            "landed": compare_keys(landed, expected_keys(replica)),
             "min_by_endpoint": cold_minimum_by_endpoint(replica)}
 
 
@@ -430,14 +527,14 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
 
     replica = Dataset.generate({ORG: args.repos}, args.backfill_prs, seed=args.seed, edge_cases=False)
     minimum = cold_minimum(replica)
-    expected = replica.expected(ORG)
+    expected = expected_keys(replica)
     chunk = max(1, minimum // CHUNKS)
     C = args.concurrency
     runs: list[dict[str, Any]] = []
     with Emulator(args.repos, args.backfill_prs, latency, args.seed) as emu:
         progress(f"killed backfill: uninterrupted reference run (commit_every_requests {chunk})")
         emu.post("/_emulator/reset_stats")
-        ref = run_child(emu, work / "kill-ref", C, commit_every_requests=chunk)
+        ref = run_child(emu, work / "kill-ref", C, mode="rest", commit_every_requests=chunk)
         assert ref is not None
         ref["emulator"] = emu.get("/_emulator/stats")
         rng = random.Random(KILL_SEED + args.seed)
@@ -451,7 +548,8 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
             # kill left) is an ordinary run: counted, and the kill goes to the next run.
             for _ in range(KILL_ATTEMPTS):
                 progress(f"killed backfill: kill {i + 1}, SIGKILL after {delay:.2f} s of landing")
-                r = run_child(emu, data_dir, C, kill_after=delay, commit_every_requests=chunk)
+                r = run_child(emu, data_dir, C, mode="rest", kill_after=delay,
+                              commit_every_requests=chunk)
                 after = emu.get("/_emulator/stats")
                 runs.append({"kill_after": delay, "killed": r is None, "result": r,
                              "emulator": stats_delta(after, before)})
@@ -460,7 +558,7 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
                     break
         for _ in range(MAX_WINDOWS):  # to the end (no rate limit here: one run should do)
             progress("killed backfill: run to the end")
-            r = run_child(emu, data_dir, C, commit_every_requests=chunk)
+            r = run_child(emu, data_dir, C, mode="rest", commit_every_requests=chunk)
             assert r is not None
             after = emu.get("/_emulator/stats")
             runs.append({"kill_after": None, "killed": False, "result": r,
@@ -475,7 +573,7 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
         # Not counted: after the end, a further run should be a free no-change run; if it lands
         # rows, the backfill was not finished when the last run said it was.
         progress("killed backfill: one further run (should cost nothing)")
-        further = run_child(emu, data_dir, C, commit_every_requests=chunk)
+        further = run_child(emu, data_dir, C, mode="rest", commit_every_requests=chunk)
         assert further is not None
         further["emulator"] = stats_delta(emu.get("/_emulator/stats"), total)
         further_keys, _ = warehouse_keys(data_dir)  # merges what the further run landed
@@ -524,6 +622,138 @@ def row(name: str, r: dict[str, Any], minimum: int, min_cost: int, latency: floa
             f"{rows / r['wall']:,.0f} | {mib(r['rss_peak_kib']):.0f} |")
 
 
+# ---- the two GitHub API modes (github_api_mode "rest" and "graphql") on the same data
+GRAPHQL_COLD_POINTS_PER_PR = 0.05  # target: REST cost + GraphQL points per pull request, cold
+GRAPHQL_WALL_SLACK = 1.1  # target: graphql cold wall <= this x the REST cold wall (noise)
+GRAPHQL_MUTATED_POINTS = 25  # target: points of the re-run after TARGET_MUTATIONS mutations
+TARGET_MUTATIONS = 20  # the mutation target is defined for this many mutations
+BACKFILL_PRS = 100_000  # the README's backfill estimate
+BUDGET_PER_HOUR = 5_000  # one user token: REST requests/hour, and apart, GraphQL points/hour
+API_MODE_RUNS = (("cold sync", "cold"), ("re-run, no change", "nochange"),
+                 ("re-run after the mutations", "mutated"))
+
+
+def graphql_queries(r: dict[str, Any]) -> int:
+    return r["emulator"]["by_endpoint"].get("graphql", 0)
+
+
+def points(r: dict[str, Any]) -> int:
+    """Rate-limit points of a run: REST cost (one per non-304 request) + GraphQL points."""
+    return r["emulator"]["cost"] + r["emulator"]["graphql_points"]
+
+
+def min_points(minimum: dict[str, int]) -> int:
+    return minimum["rest_cost"] + minimum["points"]
+
+
+def mode_row(name: str, r: dict[str, Any], minimum: int, prs: int, latency: float) -> str:
+    """One run of the API-mode table; bound = all requests (REST and GraphQL) x latency / conc."""
+    emu = r["emulator"]
+    queries = graphql_queries(r)
+    bound = emu["requests"] * latency / r["concurrency"]
+    ratio = f"{r['wall'] / bound:.2f}" if bound >= 0.05 else "n/a"
+    per_pr = f"{points(r) / prs:.3f}" if prs else "n/a"
+    return (f"| {name} | {r['mode']} | {emu['requests'] - queries} | {emu['not_modified']} | "
+            f"{emu['cost']} | {queries} | {emu['graphql_points']} | {points(r)} | {minimum} | {per_pr} | "
+            f"{r['wall']:.2f} | {bound:.2f} | {ratio} |")
+
+
+def api_mode_report(results: dict[str, dict[str, Any]], minimum: dict[str, int], prs: int,
+                    changed_prs: int, mutations: int, latency: float) -> list[str]:
+    """Both modes side by side (the REST rows are the runs of the table above), the requests by
+    endpoint, and the hours of one token's budget a backfill of BACKFILL_PRS would need."""
+    out = ["GitHub API modes on the same data (`github_api_mode` rest and graphql; the graphql runs "
+           "have their own data dir and see the same mutations). Points = REST cost + GraphQL "
+           "points; min points: REST's minimum cost, and for graphql the least points with every "
+           "batch at the source's ceiling (graphql_minimum); points/PR: per PR of the dataset (cold, no change) or per changed PR "
+           "(after the mutations). Bound = (REST requests + GraphQL queries) x latency / "
+           "concurrency.", "",
+           "| run | mode | REST requests | 304s | REST cost | GraphQL queries | GraphQL points | "
+           "points | min points | points/PR | wall s | bound s | wall/bound |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, key in API_MODE_RUNS:
+        n = changed_prs if key == "mutated" else prs
+        name = f"re-run after {mutations} mutations ({changed_prs} PRs)" if key == "mutated" else label
+        out.append(mode_row(name, results[key], minimum[key], n, latency))
+        out.append(mode_row(name, results[f"graphql {key}"], minimum[f"graphql {key}"], n, latency))
+    out.append("")
+    out.append("Requests by endpoint:")
+    for label, key in API_MODE_RUNS:
+        for run in (key, f"graphql {key}"):
+            r = results[run]
+            by = ", ".join(f"{k} {v}" for k, v in sorted(r["emulator"]["by_endpoint"].items()))
+            out.append(f"- {label}, {r['mode']}: {by or 'none'}"
+                       + (f"; GraphQL points counted by the client {r['graphql_points']} for "
+                          f"{r['graphql_pull_requests']} PRs" if r["mode"] == "graphql" else ""))
+    out.append("")
+    out.append(f"Backfill of {BACKFILL_PRS:,} PRs at the measured cold cost per PR, one token "
+               f"({BUDGET_PER_HOUR:,} REST requests/hour and, apart, {BUDGET_PER_HOUR:,} GraphQL "
+               f"points/hour): hours = {BACKFILL_PRS:,} x cost per PR / {BUDGET_PER_HOUR:,} for "
+               "each budget; the two budgets are spent side by side, so the larger figure is the "
+               "backfill's.")
+    out.append("")
+    out.append("| mode | REST cost/PR | GraphQL points/PR | points/PR | h of REST budget | "
+               "h of GraphQL budget | h needed |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for key in ("cold", "graphql cold"):
+        r = results[key]
+        rest_h = BACKFILL_PRS * r["emulator"]["cost"] / prs / BUDGET_PER_HOUR
+        gql_h = BACKFILL_PRS * r["emulator"]["graphql_points"] / prs / BUDGET_PER_HOUR
+        out.append(f"| {r['mode']} | {r['emulator']['cost'] / prs:.3f} | "
+                   f"{r['emulator']['graphql_points'] / prs:.3f} | {points(r) / prs:.3f} | "
+                   f"{rest_h:.1f} | {gql_h:.1f} | {max(rest_h, gql_h):.1f} |")
+    out.append("")
+    return out
+
+
+def api_mode_targets(mutations: int) -> list[str]:
+    """The graphql-mode targets' names (also for their SKIP lines)."""
+    info = "" if mutations == TARGET_MUTATIONS else "(info) "
+    return [f"graphql cold sync: points per PR <= {GRAPHQL_COLD_POINTS_PER_PR}",
+            f"graphql cold-sync wall <= {GRAPHQL_WALL_SLACK} x REST cold-sync wall",
+            "graphql no-change re-run: 0 points (REST cost 0, 0 GraphQL points)",
+            f"{info}graphql re-run after {mutations} mutations: points <= {GRAPHQL_MUTATED_POINTS}"
+            + ("" if not info else f" (target defined for {TARGET_MUTATIONS} mutations)"),
+            "(info) graphql cold sync lands as many rows per table as REST",
+            "(info) graphql cold sync points == minimum (every batch at the ceiling)",
+            f"(info) graphql re-run after {mutations} mutations: points == minimum (every batch at the ceiling)"]
+
+
+def api_mode_checks(results: dict[str, dict[str, Any]], prs: int, mutations: int,
+                    cold_min: dict[str, int], mut_min: dict[str, int]) -> list[tuple[str, bool | None, str]]:
+    def against_minimum(name: str, r: dict[str, Any], minimum: dict[str, int]) -> tuple[str, bool, str]:
+        e = r["emulator"]
+        return (name, points(r) == min_points(minimum),
+                f"points {points(r)} vs {min_points(minimum)}: REST cost {e['cost']} vs "
+                f"{minimum['rest_cost']}, GraphQL queries {graphql_queries(r)} vs "
+                f"{minimum['queries']}, GraphQL points {e['graphql_points']} vs {minimum['points']}")
+
+    cold, gcold = results["cold"], results["graphql cold"]
+    gnc, gmut = results["graphql nochange"]["emulator"], results["graphql mutated"]
+    names = api_mode_targets(mutations)
+    per_pr = points(gcold) / prs
+    same_rows = gcold["rows"] == cold["rows"]
+    differ = {t: (n, gcold["rows"].get(t)) for t, n in cold["rows"].items() if gcold["rows"].get(t) != n}
+    return [
+        (names[0], per_pr <= GRAPHQL_COLD_POINTS_PER_PR,
+         f"{points(gcold)} points (REST cost {gcold['emulator']['cost']} + GraphQL points "
+         f"{gcold['emulator']['graphql_points']}) / {prs} PRs = {per_pr:.3f}"),
+        (names[1], gcold["wall"] <= GRAPHQL_WALL_SLACK * cold["wall"],
+         f"{gcold['wall']:.2f} s vs {GRAPHQL_WALL_SLACK} x {cold['wall']:.2f} = "
+         f"{GRAPHQL_WALL_SLACK * cold['wall']:.2f} s"),
+        (names[2], gnc["cost"] == 0 and gnc["graphql_points"] == 0,
+         f"REST cost {gnc['cost']}, GraphQL points {gnc['graphql_points']}, "
+         f"{gnc['requests']} requests"),
+        (names[3], points(gmut) <= GRAPHQL_MUTATED_POINTS,
+         f"{points(gmut)} points (REST cost {gmut['emulator']['cost']} + GraphQL points "
+         f"{gmut['emulator']['graphql_points']})"),
+        (names[4], same_rows, "same counts" if same_rows else
+         "; ".join(f"{t}: rest {a}, graphql {b}" for t, (a, b) in differ.items())),
+        against_minimum(names[5], gcold, cold_min),
+        against_minimum(names[6], gmut, mut_min),
+    ]
+
+
 def describe_run(r: dict[str, Any]) -> str:
     """Chunks, rows, and whether the run extracted at all (dlt only loads the pending packages a
     killed run left, and extracts nothing, when it finds some)."""
@@ -553,7 +783,7 @@ def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: fl
            f"latency {latency * 1000:.0f} ms, concurrency {concurrency}. Requests, 403s, 304s and "
            "cost are the emulator's, summed over every run of the backfill (a 403 that finds the "
            "budget exhausted counts as a request, cost 0). Duplicates: landed Parquet rows beyond "
-           "the first per natural key (PR id; review id; file (pull_request_id, filename); event id).", "",
+           "the first per natural key (PR id; review id; file (pull_request_id, filename); event node_id).", "",
            "| backfill | runs | requests | 403s | 304s | cost | min | cost/min | requests/min | "
            "dup PRs | dup reviews | dup files | dup events |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -658,7 +888,8 @@ def local_run(work: Path, progress: Any) -> dict[str, Any]:
 
     home = work / "local-run-prefect"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "RUNTIME__DLTHUB_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
+           "RUNTIME__DLTHUB_TELEMETRY": "false", "DO_NOT_TRACK": "1",
+           "PR_ANALYTICS_GITHUB_API_MODE": "rest"}  # explicit, as every bench run: the default may change
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "flows/run.py", "--demo", "--data-dir", str(work / "local-run")]
     walls: list[float] = []
@@ -727,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mutations", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-sequential", action="store_true", help="skip the concurrency-1 run")
+    p.add_argument("--skip-graphql", action="store_true",
+                   help="skip the graphql-mode runs (cold, no-change, after the mutations)")
     p.add_argument("--skip-memory", action="store_true", help="skip the 10x PRs memory run")
     p.add_argument("--skip-backfill", action="store_true",
                    help="skip the resumable-backfill runs (stopped at each window; killed)")
@@ -749,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
 
     replica = Dataset.generate({ORG: args.repos}, args.prs, seed=args.seed, edge_cases=False)
     cold_min = cold_minimum(replica)
+    graphql_cold_min = graphql_cold_minimum(replica)  # before the replica replays the mutations
     nochange_min = (math.ceil(args.repos / PER_PAGE) or 1) + args.repos
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     results: dict[str, dict[str, Any]] = {}
@@ -761,12 +995,18 @@ def main(argv: list[str] | None = None) -> int:
         expected = emu.get(f"/_emulator/expected?org={ORG}")
         progress(f"emulator {emu.url}: {expected}")
         progress("cold sync")
-        results["cold"] = run_sync(emu, work / "main", args.concurrency)
+        results["cold"] = run_sync(emu, work / "main", args.concurrency, mode="rest")
         progress("no-change re-run")
-        results["nochange"] = run_sync(emu, work / "main", args.concurrency)
+        results["nochange"] = run_sync(emu, work / "main", args.concurrency, mode="rest")
+        if not args.skip_graphql:
+            progress("cold sync, graphql mode")
+            results["graphql cold"] = run_sync(emu, work / "graphql", args.concurrency, mode="graphql")
+            progress("no-change re-run, graphql mode")
+            results["graphql nochange"] = run_sync(emu, work / "graphql", args.concurrency,
+                                                   mode="graphql")
         if not args.skip_sequential:
             progress("cold sync at concurrency 1")
-            results["seq"] = run_sync(emu, work / "seq", 1)
+            results["seq"] = run_sync(emu, work / "seq", 1, mode="rest")
         mutations = emu.post("/_emulator/mutate", {"count": args.mutations,
                                                    "seed": MUTATION_SEED})["mutations"]
         replayed = replica.mutate_random(args.mutations, MUTATION_SEED)
@@ -779,11 +1019,17 @@ def main(argv: list[str] | None = None) -> int:
         from emulator.data import MUTATION_EPOCH
 
         just_after = MUTATION_EPOCH + 2 * 3600
-        results["mutated"] = run_sync(emu, work / "main", args.concurrency, clock_at=just_after)
+        results["mutated"] = run_sync(emu, work / "main", args.concurrency, mode="rest",
+                                      clock_at=just_after)
         progress("re-run a day later (reconciliation)")
-        results["reconcile"] = run_sync(emu, work / "main", args.concurrency,
+        results["reconcile"] = run_sync(emu, work / "main", args.concurrency, mode="rest",
                                         clock_at=just_after + 86400 + 60)
+        if not args.skip_graphql:
+            progress(f"re-run after {len(mutations)} mutations, graphql mode")
+            results["graphql mutated"] = run_sync(emu, work / "graphql", args.concurrency,
+                                                  mode="graphql", clock_at=just_after)
         rec_min_cost = reconcile_minimum(replica, mutations)
+        graphql_mut_min = graphql_mutation_minimum(replica, mutations)
     if not args.skip_memory:
         with Emulator(args.repos, 10 * args.prs, args.latency, args.seed) as emu10:
             big = Dataset.generate({ORG: args.repos}, 10 * args.prs, seed=args.seed,
@@ -791,7 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
             big_min = cold_minimum(big)
             del big
             progress(f"cold sync with 10x PRs ({args.repos} x {10 * args.prs})")
-            results["big"] = run_sync(emu10, work / "big", args.concurrency)
+            results["big"] = run_sync(emu10, work / "big", args.concurrency, mode="rest")
     BL = args.latency if args.backfill_latency is None else args.backfill_latency
     stopped: dict[str, Any] | None = None
     killed: dict[str, Any] | None = None
@@ -837,6 +1083,12 @@ def main(argv: list[str] | None = None) -> int:
         out.append(row(f"cold sync, 10x PRs ({args.repos}x{10 * args.prs})", results["big"],
                        big_min, big_min, L))
     out.append("")
+    if "graphql cold" in results:
+        minimum_points = {"cold": cold_min, "nochange": 0, "mutated": mut_min_cost,
+                          "graphql cold": min_points(graphql_cold_min), "graphql nochange": 0,
+                          "graphql mutated": min_points(graphql_mut_min)}
+        out.extend(api_mode_report(results, minimum_points, expected["pull_requests"], changed_prs,
+                                   args.mutations, L))
     if report is not None:
         out.append("| report | PRs | `./dev report` wall s (median, imports included) | build s (in process, warm) | HTML KiB |")
         out.append("|---|---:|---:|---:|---:|")
@@ -860,7 +1112,8 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[tuple[str, bool | None, str]] = []
     agree = all(r["emulator"]["requests"] == r["requests"]
                 and r["emulator"]["not_modified"] == r["not_modified"]
-                and r["emulator"]["cost"] == r["cost"] for r in results.values())
+                and r["emulator"]["cost"] == r["cost"]
+                and r["emulator"]["graphql_points"] == r["graphql_points"] for r in results.values())
     checks.append(("emulator and client request counts agree", agree, ""))
     checks.append(("cold-sync requests == minimum",
                    cold["emulator"]["requests"] == cold_min,
@@ -880,6 +1133,11 @@ def main(argv: list[str] | None = None) -> int:
     mu = results["mutated"]["emulator"]
     checks.append(("(info) mutation re-run cost == minimum", mu["cost"] == mut_min_cost,
                    f"cost {mu['cost']} vs {mut_min_cost}, requests {mu['requests']} vs {mut_min}"))
+    if "graphql cold" in results:
+        checks.extend(api_mode_checks(results, expected["pull_requests"], args.mutations,
+                                      graphql_cold_min, graphql_mut_min))
+    else:
+        checks.extend((name, None, "skipped (--skip-graphql)") for name in api_mode_targets(args.mutations))
     if "seq" in results:
         speedup = results["seq"]["wall"] / cold["wall"]
         at_50ms = abs(L - 0.05) < 1e-9  # the target is defined at 50 ms; elsewhere info only
