@@ -64,11 +64,12 @@ _EVENT_FIELDS = "".join(
     f"    ... on {typename} {{ id createdAt actor {{ {_EVENT_ACTOR} }} {extra} }}\n"
     for typename, (_, _, extra) in _EVENT_TYPES.items()
 )
-# Each kind's connection on PullRequest: the timeline only the kinds landed, as REST's are filtered.
+# Each kind's connection on PullRequest and its arguments besides paging: of the timeline, only
+# the kinds landed (REST's other kinds are dropped after the fact).
 _CONNECTION = {
-    "reviews": "reviews",
-    "files": "files",
-    "events": "timelineItems(itemTypes: [{}], ".format(", ".join(t for _, t, _ in _EVENT_TYPES.values())),
+    "reviews": ("reviews", ""),
+    "files": ("files", ""),
+    "events": ("timelineItems", f"itemTypes: [{', '.join(t for _, t, _ in _EVENT_TYPES.values())}], "),
 }
 # GraphQL refuses a document with an unused fragment: a query carries only those it spreads.
 _FRAGMENTS = {
@@ -88,9 +89,8 @@ _FRAGMENT_OF = {"reviews": "reviewPage", "files": "filePage", "events": "eventPa
 
 def _connection(kind: str, first: int, after: str | None = None) -> str:
     """The PullRequest field that reads a page of `kind`, e.g. `files(first: 100, after: $after0)`."""
-    field = _CONNECTION[kind]
-    opened = field if field.endswith(", ") else field + "("
-    return f"{opened}first: {first}" + (f", after: {after}" if after else "") + ")"
+    name, arguments = _CONNECTION[kind]
+    return f"{name}({arguments}first: {first}" + (f", after: {after}" if after else "") + ")"
 
 
 def first_query(kinds: tuple[str, ...] = KINDS) -> str:
@@ -99,6 +99,7 @@ def first_query(kinds: tuple[str, ...] = KINDS) -> str:
     return (f"query($ids: [ID!]!) {{\n  rateLimit {{ cost remaining resetAt }}\n  nodes(ids: $ids) {{\n"
             f"    ... on PullRequest {{\n      id\n{connections}    }}\n  }}\n}}\n"
             + "".join(_FRAGMENTS[kind] for kind in kinds))
+
 
 # REST's `status` of a changed file for GraphQL's `changeType` (PatchStatus).
 _FILE_STATUS = {"ADDED": "added", "DELETED": "removed", "MODIFIED": "modified", "RENAMED": "renamed",
