@@ -26,6 +26,8 @@ Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Run
   backfill killed: a fresh emulator, chunks of minimum/50 requests; 10 runs killed with SIGKILL
             at seeded random moments, then a run to the end, a merge into DuckDB, and a
             comparison of the warehouse's keys with the replica's
+  backfill stopped at each window, graphql mode: the same with the GraphQL points budget as the
+            limit (graphql minimum points / 3.5 per window), info only
   backfill killed, graphql mode: the same in graphql mode (same chunk size), points against
             the graphql minimum
   local run  `flows/run.py --demo` as a user runs it (imports, emulator, Prefect flow, merge):
@@ -465,23 +467,30 @@ def extra_by_endpoint(stats: dict[str, Any], minimum: dict[str, int]) -> str:
 
 
 def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, data_dir: Path,
-                     progress: Any) -> dict[str, Any]:
+                     progress: Any, mode: str = "rest") -> dict[str, Any]:
     """Cold backfill under a rate limit that needs several windows, each run stopped by it.
 
     Every run is a fresh child with max_rate_limit_wait=0 (it commits what it has and stops);
     between runs `POST /_emulator/reset_rate_limit` stands for "an hour later".
+    In graphql mode the limit is the GraphQL points budget (`POST /_emulator/graphql`), set to
+    ceil(graphql minimum points / BACKFILL_WINDOWS); the REST one is left out of reach.
     """
     minimum = cold_minimum(replica)
-    rate = math.ceil(minimum / BACKFILL_WINDOWS)
+    gmin = graphql_cold_minimum(replica) if mode == "graphql" else None
+    rate = math.ceil((minimum if gmin is None else gmin["points"]) / BACKFILL_WINDOWS)
     runs: list[dict[str, Any]] = []
-    with Emulator(args.repos, args.backfill_prs, latency, args.seed, rate_limit=rate) as emu:
+    tag = "" if mode == "rest" else f" ({mode}, GraphQL points)"
+    with Emulator(args.repos, args.backfill_prs, latency, args.seed,
+                  **({"rate_limit": rate} if gmin is None else {})) as emu:
+        if gmin is not None:
+            emu.post("/_emulator/graphql", {"points": rate})
         emu.post("/_emulator/reset_stats")
         before = emu.get("/_emulator/stats")
         for window in range(1, MAX_WINDOWS + 1):
             if window > 1:
                 emu.post("/_emulator/reset_rate_limit")
-            progress(f"backfill stopped at each window: window {window} (limit {rate})")
-            r = run_child(emu, data_dir, args.concurrency, mode="rest", max_rate_limit_wait=0)
+            progress(f"backfill stopped at each window{tag}: window {window} (limit {rate})")
+            r = run_child(emu, data_dir, args.concurrency, mode=mode, max_rate_limit_wait=0)
             assert r is not None
             after = emu.get("/_emulator/stats")
             r["emulator"], before = stats_delta(after, before), after
@@ -495,7 +504,9 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
             "converged": runs[-1]["stopped_early"] is None,
             "duplicates": {t: len(keys) - len(set(keys)) for t, keys in landed.items()},
             "landed": compare_keys(landed, expected_keys(replica)),
-            "min_by_endpoint": cold_minimum_by_endpoint(replica)}
+            "mode": mode, "graphql_minimum": gmin,
+            "min_by_endpoint": (cold_minimum_by_endpoint(replica) if gmin is None
+                                else graphql_minimum_by_endpoint(replica, gmin))}
 
 
 def warehouse_keys(data_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
@@ -941,6 +952,52 @@ def backfill_modes_report(killed: dict[str, Any], killed_graphql: dict[str, Any]
     return out
 
 
+def backfill_stopped_graphql_report(st: dict[str, Any]) -> list[str]:
+    """The stopped-at-each-window backfill in graphql mode: totals, then window by window."""
+    t, gmin = st["total"], st["graphql_minimum"]
+    queries = t["by_endpoint"].get("graphql", 0)
+    pts, least = t["cost"] + t["graphql_points"], min_points(gmin)
+    d = st["duplicates"]
+    missing = sum(x["missing"] for x in st["landed"].values())
+    extra = sum(x["extra"] for x in st["landed"].values())
+    out = [f"Stopped at each window, graphql mode: a fresh emulator whose GraphQL points budget is "
+           f"{st['rate']} per window (ceil of the graphql minimum's {gmin['points']} GraphQL points "
+           f"/ {BACKFILL_WINDOWS}; REST out of reach), max_rate_limit_wait 0, the window reset "
+           f"between runs: K = {len(st['runs'])} windows"
+           + ("" if st["converged"] else " (DID NOT CONVERGE)") + f"; {t['requests'] - queries} "
+           f"REST requests ({t['not_modified']} x 304, {t['by_status'].get('403', 0)} x 403), REST "
+           f"cost {t['cost']}, {queries} GraphQL queries, {t['graphql_points']} GraphQL points: "
+           f"{pts} points / min {least} = {pts / least:.3f}x; landed duplicates: PRs "
+           f"{d['pull_requests']}, reviews {d['pull_request_reviews']}, files "
+           f"{d['pull_request_files']}, events {d['pull_request_events']}; landed keys: {missing} "
+           f"missing, {extra} unexpected. Beyond the minimum by endpoint: "
+           f"{extra_by_endpoint(t, st['min_by_endpoint'])}."]
+    for i, r in enumerate(st["runs"], 1):
+        e = r["emulator"]
+        q = e["by_endpoint"].get("graphql", 0)
+        out.append(f"- window {i}: {e['requests'] - q} REST requests, REST cost {e['cost']}, {q} "
+                   f"GraphQL queries, {e['graphql_points']} GraphQL points, {r['chunks']} chunk(s), "
+                   f"rows {sum(r['rows'].values())}; "
+                   + (f"stopped: {r['stopped_early']}" if r["stopped_early"] else "finished"))
+    out.append("")
+    return out
+
+
+def backfill_stopped_graphql_check(st: dict[str, Any]) -> tuple[str, bool | None, str]:
+    t = st["total"]
+    pts, least = t["cost"] + t["graphql_points"], min_points(st["graphql_minimum"])
+    d = st["duplicates"]
+    child_dups = d["pull_request_reviews"] + d["pull_request_files"] + d["pull_request_events"]
+    wrong = sum(x["missing"] + x["extra"] for x in st["landed"].values())
+    k = len(st["runs"])
+    ok = st["converged"] and k >= 3 and pts <= 1.05 * least and child_dups == 0 and wrong == 0
+    return ("(info) backfill stopped at each of K >= 3 GraphQL windows, graphql mode: points <= "
+            "1.05 x graphql minimum, no duplicate child rows, every expected key landed", ok,
+            f"K = {k}{'' if st['converged'] else ' (DID NOT CONVERGE)'}, {pts} points / min "
+            f"{least} = {pts / least:.3f}x; duplicate child rows {child_dups}; {wrong} keys "
+            "missing or unexpected")
+
+
 def backfill_graphql_checks(killed_graphql: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     g, t = killed_graphql, killed_graphql["total"]
     pts, least = t["cost"] + t["graphql_points"], killed_points_min(g)
@@ -1093,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-sequential", action="store_true", help="skip the concurrency-1 run")
     p.add_argument("--skip-graphql", action="store_true",
                    help="skip the graphql-mode runs (cold, no-change, after the mutations; the "
-                        "graphql killed backfill)")
+                        "graphql backfills)")
     p.add_argument("--skip-memory", action="store_true", help="skip the 10x PRs memory run")
     p.add_argument("--skip-backfill", action="store_true",
                    help="skip the resumable-backfill runs (stopped at each window; killed)")
@@ -1176,9 +1233,13 @@ def main(argv: list[str] | None = None) -> int:
     stopped: dict[str, Any] | None = None
     killed: dict[str, Any] | None = None
     killed_graphql: dict[str, Any] | None = None
+    stopped_graphql: dict[str, Any] | None = None
     if not args.skip_backfill:
         fresh = Dataset.generate({ORG: args.repos}, args.backfill_prs, seed=args.seed, edge_cases=False)
         stopped = backfill_stopped(args, fresh, BL, work / "stopped", progress)
+        if not args.skip_graphql:
+            stopped_graphql = backfill_stopped(args, fresh, BL, work / "stopped-graphql", progress,
+                                               mode="graphql")
         del fresh
         killed = backfill_killed(args, BL, work, progress)
         if not args.skip_graphql:
@@ -1236,6 +1297,8 @@ def main(argv: list[str] | None = None) -> int:
         out.extend(backfill_report(stopped, killed, BL, C))
         if killed_graphql is not None:
             out.extend(backfill_modes_report(killed, killed_graphql))
+        if stopped_graphql is not None:
+            out.extend(backfill_stopped_graphql_report(stopped_graphql))
     out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
                "child:")
     out.append("")
@@ -1302,6 +1365,8 @@ def main(argv: list[str] | None = None) -> int:
                        None, "skipped (--skip-backfill)"))
     if killed_graphql is not None:
         checks.extend(backfill_graphql_checks(killed_graphql))
+    if stopped_graphql is not None:
+        checks.append(backfill_stopped_graphql_check(stopped_graphql))
     else:
         checks.append((f"backfill killed {KILLS} times, graphql mode: points <= 1.2 x graphql "
                        "minimum points, warehouse exact", None,
