@@ -23,9 +23,13 @@ Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Run
   backfill stopped at each window: a fresh emulator whose rate limit makes the cold backfill
             need K >= 3 windows; runs with max_rate_limit_wait=0 until one is not stopped, the
             window reset in between (`POST /_emulator/reset_rate_limit`, "an hour later")
-  backfill killed: a fresh emulator, chunks of minimum/25 requests; 10 runs killed with SIGKILL
+  backfill killed: a fresh emulator, chunks of minimum/50 requests; 10 runs killed with SIGKILL
             at seeded random moments, then a run to the end, a merge into DuckDB, and a
             comparison of the warehouse's keys with the replica's
+  backfill stopped at each window, graphql mode: the same with the GraphQL points budget as the
+            limit (graphql minimum points / 3.5 per window), info only
+  backfill killed, graphql mode: the same in graphql mode (same chunk size), points against
+            the graphql minimum
   local run  `flows/run.py --demo` as a user runs it (imports, emulator, Prefect flow, merge):
             a first run in a fresh data dir and PREFECT_HOME, then the no-change run 3 times
 
@@ -422,7 +426,8 @@ def expected_keys(ds: Any) -> dict[str, set]:
 
 def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     """The emulator's counts between two snapshots (one run's share of a backfill)."""
-    out: dict[str, Any] = {k: after[k] - before[k] for k in ("requests", "not_modified", "cost")}
+    out: dict[str, Any] = {k: after[k] - before[k]
+                           for k in ("requests", "not_modified", "cost", "graphql_points")}
     for key in ("by_status", "by_endpoint"):
         out[key] = {k: v - before[key].get(k, 0) for k, v in after[key].items()
                     if v - before[key].get(k, 0)}
@@ -462,23 +467,30 @@ def extra_by_endpoint(stats: dict[str, Any], minimum: dict[str, int]) -> str:
 
 
 def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, data_dir: Path,
-                     progress: Any) -> dict[str, Any]:
+                     progress: Any, mode: str = "rest") -> dict[str, Any]:
     """Cold backfill under a rate limit that needs several windows, each run stopped by it.
 
     Every run is a fresh child with max_rate_limit_wait=0 (it commits what it has and stops);
     between runs `POST /_emulator/reset_rate_limit` stands for "an hour later".
+    In graphql mode the limit is the GraphQL points budget (`POST /_emulator/graphql`), set to
+    ceil(graphql minimum points / BACKFILL_WINDOWS); the REST one is left out of reach.
     """
     minimum = cold_minimum(replica)
-    rate = math.ceil(minimum / BACKFILL_WINDOWS)
+    gmin = graphql_cold_minimum(replica) if mode == "graphql" else None
+    rate = math.ceil((minimum if gmin is None else gmin["points"]) / BACKFILL_WINDOWS)
     runs: list[dict[str, Any]] = []
-    with Emulator(args.repos, args.backfill_prs, latency, args.seed, rate_limit=rate) as emu:
+    tag = "" if mode == "rest" else f" ({mode}, GraphQL points)"
+    with Emulator(args.repos, args.backfill_prs, latency, args.seed,
+                  **({"rate_limit": rate} if gmin is None else {})) as emu:
+        if gmin is not None:
+            emu.post("/_emulator/graphql", {"points": rate})
         emu.post("/_emulator/reset_stats")
         before = emu.get("/_emulator/stats")
         for window in range(1, MAX_WINDOWS + 1):
             if window > 1:
                 emu.post("/_emulator/reset_rate_limit")
-            progress(f"backfill stopped at each window: window {window} (limit {rate})")
-            r = run_child(emu, data_dir, args.concurrency, mode="rest", max_rate_limit_wait=0)
+            progress(f"backfill stopped at each window{tag}: window {window} (limit {rate})")
+            r = run_child(emu, data_dir, args.concurrency, mode=mode, max_rate_limit_wait=0)
             assert r is not None
             after = emu.get("/_emulator/stats")
             r["emulator"], before = stats_delta(after, before), after
@@ -492,7 +504,9 @@ def backfill_stopped(args: argparse.Namespace, replica: Any, latency: float, dat
             "converged": runs[-1]["stopped_early"] is None,
             "duplicates": {t: len(keys) - len(set(keys)) for t, keys in landed.items()},
             "landed": compare_keys(landed, expected_keys(replica)),
-            "min_by_endpoint": cold_minimum_by_endpoint(replica)}
+            "mode": mode, "graphql_minimum": gmin,
+            "min_by_endpoint": (cold_minimum_by_endpoint(replica) if gmin is None
+                                else graphql_minimum_by_endpoint(replica, gmin))}
 
 
 def warehouse_keys(data_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
@@ -514,8 +528,13 @@ def warehouse_keys(data_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
 
 
 def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
-                    progress: Any) -> dict[str, Any]:
+                    progress: Any, mode: str = "rest") -> dict[str, Any]:
     """Cold backfill in chunks, killed with SIGKILL at KILLS random moments, then run to the end.
+
+    `mode`: the `github_api_mode` of every run ("rest" or "graphql"). The chunk size is the same
+    in both (REST minimum / CHUNKS): `commit_every_requests` counts a pull request's child lists
+    as 3 requests in either mode, so a chunk holds as many pull requests. In graphql mode the
+    result also carries the graphql minimum (`graphql_cold_minimum`) and its own data dirs.
 
     A fresh emulator and replica (no mutations). An uninterrupted run with the same chunk size
     first measures the landing's wall time W; the kill moments are KILLS uniform draws over
@@ -527,28 +546,33 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
 
     replica = Dataset.generate({ORG: args.repos}, args.backfill_prs, seed=args.seed, edge_cases=False)
     minimum = cold_minimum(replica)
+    gmin = graphql_cold_minimum(replica) if mode == "graphql" else None
     expected = expected_keys(replica)
     chunk = max(1, minimum // CHUNKS)
     C = args.concurrency
     runs: list[dict[str, Any]] = []
+    tag = "" if mode == "rest" else f" ({mode})"
+    sub = "" if mode == "rest" else f"-{mode}"
     with Emulator(args.repos, args.backfill_prs, latency, args.seed) as emu:
-        progress(f"killed backfill: uninterrupted reference run (commit_every_requests {chunk})")
+        if mode == "graphql":  # no GraphQL rate limit here, as no REST one
+            emu.post("/_emulator/graphql", {"points": 1_000_000})
+        progress(f"killed backfill{tag}: uninterrupted reference run (commit_every_requests {chunk})")
         emu.post("/_emulator/reset_stats")
-        ref = run_child(emu, work / "kill-ref", C, mode="rest", commit_every_requests=chunk)
+        ref = run_child(emu, work / f"kill-ref{sub}", C, mode=mode, commit_every_requests=chunk)
         assert ref is not None
         ref["emulator"] = emu.get("/_emulator/stats")
         rng = random.Random(KILL_SEED + args.seed)
         moments = sorted(rng.uniform(0.1, 0.9) * ref["wall"] for _ in range(KILLS))
         emu.post("/_emulator/reset_stats")  # only here: the total covers every run below
         before = emu.get("/_emulator/stats")
-        data_dir = work / "killed"
+        data_dir = work / f"killed{sub}"
         for i, moment in enumerate(moments):
             delay = moment - (moments[i - 1] if i else 0.0)
             # A run that ends before its kill (e.g. one that only loads the packages the last
             # kill left) is an ordinary run: counted, and the kill goes to the next run.
             for _ in range(KILL_ATTEMPTS):
-                progress(f"killed backfill: kill {i + 1}, SIGKILL after {delay:.2f} s of landing")
-                r = run_child(emu, data_dir, C, mode="rest", kill_after=delay,
+                progress(f"killed backfill{tag}: kill {i + 1}, SIGKILL after {delay:.2f} s of landing")
+                r = run_child(emu, data_dir, C, mode=mode, kill_after=delay,
                               commit_every_requests=chunk)
                 after = emu.get("/_emulator/stats")
                 runs.append({"kill_after": delay, "killed": r is None, "result": r,
@@ -557,8 +581,8 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
                 if r is None:
                     break
         for _ in range(MAX_WINDOWS):  # to the end (no rate limit here: one run should do)
-            progress("killed backfill: run to the end")
-            r = run_child(emu, data_dir, C, mode="rest", commit_every_requests=chunk)
+            progress(f"killed backfill{tag}: run to the end")
+            r = run_child(emu, data_dir, C, mode=mode, commit_every_requests=chunk)
             assert r is not None
             after = emu.get("/_emulator/stats")
             runs.append({"kill_after": None, "killed": False, "result": r,
@@ -567,13 +591,13 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
             if r["stopped_early"] is None:
                 break
         total = emu.get("/_emulator/stats")
-        progress("killed backfill: merge into DuckDB and compare with the replica")
+        progress(f"killed backfill{tag}: merge into DuckDB and compare with the replica")
         keys, merged = warehouse_keys(data_dir)
         landed_dups = landed_duplicates(data_dir)
         # Not counted: after the end, a further run should be a free no-change run; if it lands
         # rows, the backfill was not finished when the last run said it was.
-        progress("killed backfill: one further run (should cost nothing)")
-        further = run_child(emu, data_dir, C, mode="rest", commit_every_requests=chunk)
+        progress(f"killed backfill{tag}: one further run (should cost nothing)")
+        further = run_child(emu, data_dir, C, mode=mode, commit_every_requests=chunk)
         assert further is not None
         further["emulator"] = stats_delta(emu.get("/_emulator/stats"), total)
         further_keys, _ = warehouse_keys(data_dir)  # merges what the further run landed
@@ -583,8 +607,33 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
             "converged": runs[-1]["result"] is not None and runs[-1]["result"]["stopped_early"] is None,
             "warehouse": diff, "merged": merged, "exact": is_exact(diff),
             "exact_after_further": is_exact(compare_keys(further_keys, expected)),
-            "landed_duplicates": landed_dups,
-            "min_by_endpoint": cold_minimum_by_endpoint(replica)}
+            "landed_duplicates": landed_dups, "mode": mode, "graphql_minimum": gmin,
+            "missing_keys": missing_keys(keys, expected),
+            "min_by_endpoint": (cold_minimum_by_endpoint(replica) if gmin is None
+                                else graphql_minimum_by_endpoint(replica, gmin))}
+
+
+def graphql_minimum_by_endpoint(ds: Any, gmin: dict[str, int]) -> dict[str, int]:
+    """As cold_minimum_by_endpoint for a graphql-mode cold sync: the list pages, the REST pages of
+    the child kinds the source does not fetch over GraphQL, and the least GraphQL queries."""
+    from sources.github.graphql import KINDS
+
+    rest = cold_minimum_by_endpoint(ds)
+    over_graphql = {"reviews": "reviews", "files": "files", "timeline": "events"}
+    out = {k: v for k, v in rest.items() if over_graphql.get(k) not in KINDS}
+    out["graphql"] = gmin["queries"]
+    return out
+
+
+def missing_keys(keys: dict[str, list], expected: dict[str, set], show: int = 5) -> dict[str, list]:
+    """Per table with a difference: a few missing and extra keys (for the report)."""
+    out: dict[str, list] = {}
+    for t in NATURAL_KEYS:
+        got = set(keys[t])
+        missing, extra = sorted(expected[t] - got, key=str), sorted(got - expected[t], key=str)
+        if missing or extra:
+            out[t] = [f"missing {k!r}" for k in missing[:show]] + [f"extra {k!r}" for k in extra[:show]]
+    return out
 
 
 def compare_keys(keys: dict[str, list], expected: dict[str, set]) -> dict[str, dict[str, int]]:
@@ -831,6 +880,147 @@ def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: fl
     return out
 
 
+def killed_points_min(killed: dict[str, Any]) -> int:
+    """The least points of the killed backfill's mode: REST's cold minimum cost, or for graphql
+    the graphql minimum points (graphql_cold_minimum of the backfill's dataset)."""
+    gmin = killed["graphql_minimum"]
+    return killed["minimum"] if gmin is None else min_points(gmin)
+
+
+def backfill_modes_report(killed: dict[str, Any], killed_graphql: dict[str, Any]) -> list[str]:
+    """The killed backfill in both modes side by side, and the graphql runs one by one."""
+    def cells(k: dict[str, Any]) -> str:
+        t = k["total"]
+        queries = t["by_endpoint"].get("graphql", 0)
+        pts, least = t["cost"] + t["graphql_points"], killed_points_min(k)
+        d = k["landed_duplicates"]
+        missing = sum(x["missing"] for x in k["warehouse"].values())
+        extra = sum(x["extra"] for x in k["warehouse"].values())
+        dup = sum(x["duplicates"] for x in k["warehouse"].values())
+        return (f"| {k['mode']} | {k['kills']} | {len(k['runs'])} | {t['requests'] - queries} | "
+                f"{t['not_modified']} | {t['cost']} | {queries} | {t['graphql_points']} | {pts} | "
+                f"{least} | {pts / least:.3f} | {d['pull_requests']} | {d['pull_request_reviews']} | "
+                f"{d['pull_request_files']} | {d['pull_request_events']} | "
+                + ("exact" if k["exact"] else f"NOT exact: {missing} missing, {extra} extra, {dup} duplicate")
+                + " |")
+
+    g, gref = killed_graphql, killed_graphql["ref"]
+    gmin = g["graphql_minimum"]
+    out = ["Killed backfill in both API modes (the rest row is the killed backfill above): same "
+           "dataset, chunk size (commit_every_requests "
+           f"{g['chunk']}: a pull request's child lists count as 3 requests in either mode, so a "
+           "chunk holds as many pull requests) and kill procedure; the kill moments are drawn "
+           "over each mode's own reference run. Points = REST cost + GraphQL points, over every "
+           "run; min points: REST's cold minimum cost, and for graphql the least points with every "
+           "batch at the source's ceiling (graphql_minimum). Warehouse: DuckDB after the merge "
+           "against the replica's keys (missing, extra, duplicate).", "",
+           "| mode | kills | runs | REST requests | 304s | REST cost | GraphQL queries | "
+           "GraphQL points | points | min points | points/min | dup PRs | dup reviews | dup files | "
+           "dup events | warehouse |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+           cells(killed), cells(g), ""]
+    out.append(f"Killed, graphql: graphql minimum REST cost {gmin['rest_cost']}, GraphQL queries "
+               f"{gmin['queries']}, GraphQL points {gmin['points']}. The uninterrupted reference "
+               f"run (its own data dir, not counted) took W = {gref['wall']:.2f} s of landing in "
+               f"{gref['chunks']} chunks, {gref['emulator']['requests']} requests, "
+               f"{points(gref)} points (REST cost {gref['emulator']['cost']} + GraphQL points "
+               f"{gref['emulator']['graphql_points']} in {graphql_queries(gref)} queries) = "
+               f"{points(gref) / min_points(gmin):.3f} x min points; kill moments (s of landing): "
+               + ", ".join(f"{m:.2f}" for m in g["moments"]) + ".")
+    out.append(f"Requests beyond the minimum by endpoint: "
+               f"{extra_by_endpoint(g['total'], g['min_by_endpoint'])}.")
+    for i, run in enumerate(g["runs"], 1):
+        e, r = run["emulator"], run["result"]
+        queries = e["by_endpoint"].get("graphql", 0)
+        how = (f"SIGKILL after {run['kill_after']:.2f} s" if run["killed"] else
+               (f"not killed: ended before {run['kill_after']:.2f} s" if run["kill_after"]
+                else "run to the end"))
+        out.append(f"- run {i}: {how}; {e['requests'] - queries} REST requests "
+                   f"({e['not_modified']} x 304), REST cost {e['cost']}, {queries} GraphQL queries, "
+                   f"{e['graphql_points']} GraphQL points" + (f"; {describe_run(r)}" if r else ""))
+    f = g["further"]
+    out.append(f"- a further run after the merge (not counted; should be a free no-change run): "
+               f"{f['emulator']['requests']} requests, REST cost {f['emulator']['cost']}, GraphQL "
+               f"points {f['emulator']['graphql_points']}; {describe_run(f)}")
+    out.append(f"Warehouse (DuckDB in the data dir, {g['merged']['loads']} loads merged) "
+               "against the replica's keys:")
+    for table, d in g["warehouse"].items():
+        out.append(f"- {table}: {d['rows']} rows, expected {d['expected']}, missing "
+                   f"{d['missing']}, extra {d['extra']}, duplicate keys {d['duplicates']}"
+                   + (f" (e.g. {', '.join(g['missing_keys'][table])})" if table in g["missing_keys"] else ""))
+    out.append("")
+    return out
+
+
+def backfill_stopped_graphql_report(st: dict[str, Any]) -> list[str]:
+    """The stopped-at-each-window backfill in graphql mode: totals, then window by window."""
+    t, gmin = st["total"], st["graphql_minimum"]
+    queries = t["by_endpoint"].get("graphql", 0)
+    pts, least = t["cost"] + t["graphql_points"], min_points(gmin)
+    d = st["duplicates"]
+    missing = sum(x["missing"] for x in st["landed"].values())
+    extra = sum(x["extra"] for x in st["landed"].values())
+    out = [f"Stopped at each window, graphql mode: a fresh emulator whose GraphQL points budget is "
+           f"{st['rate']} per window (ceil of the graphql minimum's {gmin['points']} GraphQL points "
+           f"/ {BACKFILL_WINDOWS}; REST out of reach), max_rate_limit_wait 0, the window reset "
+           f"between runs: K = {len(st['runs'])} windows"
+           + ("" if st["converged"] else " (DID NOT CONVERGE)") + f"; {t['requests'] - queries} "
+           f"REST requests ({t['not_modified']} x 304, {t['by_status'].get('403', 0)} x 403), REST "
+           f"cost {t['cost']}, {queries} GraphQL queries, {t['graphql_points']} GraphQL points: "
+           f"{pts} points / min {least} = {pts / least:.3f}x; landed duplicates: PRs "
+           f"{d['pull_requests']}, reviews {d['pull_request_reviews']}, files "
+           f"{d['pull_request_files']}, events {d['pull_request_events']}; landed keys: {missing} "
+           f"missing, {extra} unexpected. Beyond the minimum by endpoint: "
+           f"{extra_by_endpoint(t, st['min_by_endpoint'])}."]
+    for i, r in enumerate(st["runs"], 1):
+        e = r["emulator"]
+        q = e["by_endpoint"].get("graphql", 0)
+        out.append(f"- window {i}: {e['requests'] - q} REST requests, REST cost {e['cost']}, {q} "
+                   f"GraphQL queries, {e['graphql_points']} GraphQL points, {r['chunks']} chunk(s), "
+                   f"rows {sum(r['rows'].values())}; "
+                   + (f"stopped: {r['stopped_early']}" if r["stopped_early"] else "finished"))
+    out.append("")
+    return out
+
+
+def backfill_stopped_graphql_check(st: dict[str, Any]) -> tuple[str, bool | None, str]:
+    t = st["total"]
+    pts, least = t["cost"] + t["graphql_points"], min_points(st["graphql_minimum"])
+    d = st["duplicates"]
+    child_dups = d["pull_request_reviews"] + d["pull_request_files"] + d["pull_request_events"]
+    wrong = sum(x["missing"] + x["extra"] for x in st["landed"].values())
+    k = len(st["runs"])
+    ok = st["converged"] and k >= 3 and pts <= 1.05 * least and child_dups == 0 and wrong == 0
+    return ("(info) backfill stopped at each of K >= 3 GraphQL windows, graphql mode: points <= "
+            "1.05 x graphql minimum, no duplicate child rows, every expected key landed", ok,
+            f"K = {k}{'' if st['converged'] else ' (DID NOT CONVERGE)'}, {pts} points / min "
+            f"{least} = {pts / least:.3f}x; duplicate child rows {child_dups}; {wrong} keys "
+            "missing or unexpected")
+
+
+def backfill_graphql_checks(killed_graphql: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    g, t = killed_graphql, killed_graphql["total"]
+    pts, least = t["cost"] + t["graphql_points"], killed_points_min(g)
+    missing = sum(d["missing"] for d in g["warehouse"].values())
+    extra = sum(d["extra"] + d["duplicates"] for d in g["warehouse"].values())
+    ok = g["converged"] and g["kills"] == KILLS and pts <= 1.2 * least and g["exact"]
+    detail = (f"{g['kills']} kills{'' if g['converged'] else ', DID NOT CONVERGE'}, {pts} points "
+              f"(REST cost {t['cost']} + GraphQL points {t['graphql_points']}) / min {least} = "
+              f"{pts / least:.3f}x, {t['by_endpoint'].get('graphql', 0)} GraphQL queries (min "
+              f"{g['graphql_minimum']['queries']}); warehouse "
+              + ("exact" if g["exact"] else
+                 f"NOT exact: {missing} missing, {extra} extra or duplicate keys"))
+    fe = g["further"]["emulator"]
+    with_further = pts + fe["cost"] + fe["graphql_points"]
+    ok2 = with_further <= 1.2 * least and g["exact_after_further"]
+    detail2 = (f"{with_further} points / min {least} = {with_further / least:.3f}x; warehouse "
+               + ("exact" if g["exact_after_further"] else "NOT exact") + " after merging it")
+    return [(f"backfill killed {KILLS} times, graphql mode: points <= 1.2 x graphql minimum "
+             "points, warehouse exact", ok, detail),
+            ("(info) graphql killed backfill counting the further run: points <= 1.2 x minimum, "
+             "warehouse exact", ok2, detail2)]
+
+
 def backfill_checks(stopped: dict[str, Any],
                     killed: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     st, kt = stopped["total"], killed["total"]
@@ -959,7 +1149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-sequential", action="store_true", help="skip the concurrency-1 run")
     p.add_argument("--skip-graphql", action="store_true",
-                   help="skip the graphql-mode runs (cold, no-change, after the mutations)")
+                   help="skip the graphql-mode runs (cold, no-change, after the mutations; the "
+                        "graphql backfills)")
     p.add_argument("--skip-memory", action="store_true", help="skip the 10x PRs memory run")
     p.add_argument("--skip-backfill", action="store_true",
                    help="skip the resumable-backfill runs (stopped at each window; killed)")
@@ -1041,11 +1232,18 @@ def main(argv: list[str] | None = None) -> int:
     BL = args.latency if args.backfill_latency is None else args.backfill_latency
     stopped: dict[str, Any] | None = None
     killed: dict[str, Any] | None = None
+    killed_graphql: dict[str, Any] | None = None
+    stopped_graphql: dict[str, Any] | None = None
     if not args.skip_backfill:
         fresh = Dataset.generate({ORG: args.repos}, args.backfill_prs, seed=args.seed, edge_cases=False)
         stopped = backfill_stopped(args, fresh, BL, work / "stopped", progress)
+        if not args.skip_graphql:
+            stopped_graphql = backfill_stopped(args, fresh, BL, work / "stopped-graphql", progress,
+                                               mode="graphql")
         del fresh
         killed = backfill_killed(args, BL, work, progress)
+        if not args.skip_graphql:
+            killed_graphql = backfill_killed(args, BL, work, progress, mode="graphql")
 
     local = None if args.skip_local_run else local_run(work, progress)
     report = None if args.skip_report else report_build(work / "main", progress)
@@ -1097,6 +1295,10 @@ def main(argv: list[str] | None = None) -> int:
         out.append("")
     if stopped is not None and killed is not None:
         out.extend(backfill_report(stopped, killed, BL, C))
+        if killed_graphql is not None:
+            out.extend(backfill_modes_report(killed, killed_graphql))
+        if stopped_graphql is not None:
+            out.extend(backfill_stopped_graphql_report(stopped_graphql))
     out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
                "child:")
     out.append("")
@@ -1161,6 +1363,14 @@ def main(argv: list[str] | None = None) -> int:
                        "no duplicate child rows", None, "skipped (--skip-backfill)"))
         checks.append(("backfill killed 10 times: requests <= 1.2 x minimum, warehouse exact",
                        None, "skipped (--skip-backfill)"))
+    if killed_graphql is not None:
+        checks.extend(backfill_graphql_checks(killed_graphql))
+    if stopped_graphql is not None:
+        checks.append(backfill_stopped_graphql_check(stopped_graphql))
+    else:
+        checks.append((f"backfill killed {KILLS} times, graphql mode: points <= 1.2 x graphql "
+                       "minimum points, warehouse exact", None,
+                       "skipped (--skip-backfill)" if args.skip_backfill else "skipped (--skip-graphql)"))
     if local is not None:
         checks.append((f"local no-change run of the demo organisations <= {LOCAL_RUN_TARGET_S:.0f} s wall",
                        local["median"] <= LOCAL_RUN_TARGET_S,
