@@ -132,9 +132,12 @@ class SyncContext:
         A page of at most half the budget is always whole: its listing found the chunk not full
         before reading it, and only other repositories' pages, charged concurrently since, could
         make it look too big (they did, in 1 of 6 runs, and cut a page to one row).
+        In GraphQL mode a page is never cut: its child lists cost a few points, and a cut would
+        cost a second read of the page and smaller, dearer batches (the bench measured 1.65x the
+        least points with cuts).
         """
         with self.lock:
-            if self.chunk_requests is None:
+            if self.chunk_requests is None or self.graphql_url is not None:
                 return rows
             cost = rows * per_row
             if cost <= 0.5 * self.chunk_requests or self._charged + cost <= 1.5 * self.chunk_requests:
