@@ -102,10 +102,13 @@ def test_auto_with_a_token_is_graphql(dataset: Dataset, fake: FakeClock, tmp_pat
 
 
 @pytest.mark.parametrize("refused", ["no_graphql", "token_refused"])
-def test_auto_falls_back_to_rest_when_graphql_refuses(refused: str, dataset: Dataset, fake: FakeClock, tmp_path: Path,
+def test_auto_falls_back_to_rest_when_graphql_refuses(refused: str, fake: FakeClock, tmp_path: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     """404 on /graphql (an old GHES, a proxy) or a 403 GraphQL gives the token and REST does not:
     one warning naming why and where, every list over REST, the warehouse of a REST run."""
+    # Two pull-request pages in the first repository: GraphQL mode takes a page whole, so the
+    # second page is what puts the run (REST by then) in more than one chunk.
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[120, 5], seed=1, edge_cases=False)
     with GitHubEmulator(dataset, clock=fake.now) as emu:
         run(emu, fake, tmp_path / "rest", mode="rest")
         emu.reset_stats()

@@ -14,7 +14,10 @@ import pytest
 
 from emulator import Dataset, Fault, GitHubEmulator
 from fakes import FakeClock
-from flows.extract import LandingReport
+from destinations.merge import merge_landed_loads
+from destinations.warehouse import open_warehouse
+from flows.extract import LandingReport, land
+from flows.settings import Settings, pipeline_name
 from flows.summary import OrgResult, RunSummary, render_summary
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient
@@ -183,4 +186,25 @@ def test_a_truncated_answer_is_retried_and_everything_lands(dataset: Dataset, fa
         stats = emu.stats
     assert stats["faults_served"] == 2 and report.requests.retries >= 2
     assert not report.progress.failed and report.progress.stopped_early is None
+    assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
+
+
+def test_chunks_never_cut_a_page_in_graphql_mode(fake: FakeClock, tmp_path: Path) -> None:
+    """A chunk of 30 requests holds 10 pull requests by the budget's count (3 lists each): REST
+    mode cuts a page there, GraphQL mode takes it whole (its lists cost a point or two), so no
+    pull-request page is read twice and no batch is made smaller."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[250], seed=3, edge_cases=False)
+    with emulator(dataset, fake) as emu:
+        sync(emu, fake, tmp_path / "rest", "rest")
+        emu.reset_stats()
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path / "graphql",
+                            github_api_mode="graphql", commit_every_requests=30)
+        with GitHubClient(emu.url, TokenPool([TOKEN]), clock=fake, max_concurrency=4) as client:
+            report = land(settings, ORG, client)
+        with open_warehouse(settings.warehouse_config) as warehouse:
+            merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG))
+        stats = emu.stats
+    assert report.progress.chunks == 3 and report.progress.stopped_early is None  # a page a chunk
+    assert stats["by_endpoint"]["pulls"] == 3  # each of the 3 pages read once
+    assert stats["by_endpoint"]["graphql"] == 3 + 3 + 2  # 34 + 33 + 33 a page of 100, 25 + 25 the last 50
     assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")
