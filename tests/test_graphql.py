@@ -24,6 +24,7 @@ from sources.github.graphql import (
     GraphQLRefused,
     event_as_rest,
     file_as_rest,
+    first_query,
     graphql_url,
     review_as_rest,
 )
@@ -180,7 +181,11 @@ def test_graphql_timeline_events_make_the_rows_rest_makes_but_the_rest_id() -> N
         rest_item = {"id": 500 + position, "node_id": f"E_{position}", "actor": ada, **at, **rest}
         gql_item = {"id": f"E_{position}", "createdAt": at["created_at"], "actor": gql_ada, **gql}
         want = event_row("o", "r", PR, rest_item, position)
-        assert event_row("o", "r", PR, event_as_rest(gql_item), position) == {**want, "id": None}, rest["event"]
+        got = event_row("o", "r", PR, event_as_rest(gql_item), position)
+        assert got == {**want, "id": None, "requested_team_slug": None}, rest["event"]
+    # A Team's fields need the read:org scope, and GitHub refuses a whole query asking for one
+    # the token lacks: the query names no Team field, so a `repo` token can use GraphQL.
+    assert "on Team" not in first_query() and "Team {" not in first_query(("events",))
     # Other timeline types are named, for the caller to drop as it drops REST's other kinds.
     assert event_as_rest({"__typename": "LabeledEvent", "id": "LE_1"}) == {"event": "LabeledEvent"}
     # An organisation's or a deleted account's action.

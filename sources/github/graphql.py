@@ -7,9 +7,10 @@ follow-up queries on its `endCursor`, batched across pull requests (one alias pe
 Each GraphQL object is mapped into the dict the REST API serves for it, so the REST row builders
 (schema.py) make the same rows.
 
-What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename`, and a
-timeline event's REST `id` (null; events are keyed by `node_id`, which both APIs serve; see
-README, "REST and GraphQL").
+What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename`, a
+timeline event's REST `id` (events are keyed by `node_id`, which both APIs serve), and, without
+the read:org scope, a requested team's slug (not asked for, see _REVIEWER); null, see README,
+"REST and GraphQL".
 
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
 that is too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent again
@@ -46,8 +47,11 @@ _REFUSED_ERRORS = frozenset({"FORBIDDEN", "INSUFFICIENT_SCOPES"})
 _ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
 # The actors of timeline events: an organisation can close a pull request, say.
 _EVENT_ACTOR = _ACTOR + " ... on Organization { databaseId }"
+# A Team's fields (slug, name...) need the read:org scope, and GitHub refuses a whole query that
+# asks for a field the token's scopes do not cover, even when no team is requested: a `repo`
+# token could not use GraphQL. `__typename` needs none, so a team request lands, without its slug.
 _REVIEWER = ("__typename ... on User { login databaseId } ... on Bot { login databaseId } "
-             "... on Mannequin { login databaseId } ... on Team { slug }")
+             "... on Mannequin { login databaseId }")
 # REST's timeline `event` of each GraphQL timeline item type landed (schema.TIMELINE_EVENTS).
 _EVENT_TYPES = {
     "ReviewRequestedEvent": ("review_requested", "REVIEW_REQUESTED_EVENT", f"requestedReviewer {{ {_REVIEWER} }}"),
@@ -187,7 +191,7 @@ def event_as_rest(event: Any) -> Any:
         "actor": _actor(event.get("actor")),
         "created_at": event.get("createdAt"),
         "requested_reviewer": None if is_team else _actor(reviewer),
-        "requested_team": {"slug": reviewer.get("slug")} if is_team else None,
+        "requested_team": {"slug": None} if is_team else None,  # see _REVIEWER
         "commit_id": commit.get("oid") if isinstance(commit, dict) else None,
     }
 
