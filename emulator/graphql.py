@@ -53,6 +53,10 @@ MAX_IDS = 100
 MAX_PAGE = 100
 MAX_NODES = 500_000
 RATE_LIMITED_MESSAGE = "API rate limit exceeded for user ID 1."
+SCOPES_MESSAGE = ("Your token has not been granted the required scopes to execute this query. The '{}' "
+                  "field requires one of the following scopes: ['read:org', 'read:discussion'], but your "
+                  "token has only been granted the: ['repo'] scopes. Please modify your token's scopes at: "
+                  "https://github.com/settings/tokens.")
 HEAVY_MESSAGE = ("Something went wrong while executing your query. This may be the result of a "
                  "timeout, or it could be a GitHub bug. Please include `{}` when reporting this issue.")
 
@@ -450,6 +454,7 @@ class Analysis:
 
     requests: int = 0   # requests its connections need, each assumed full
     nodes: int = 0      # nodes it can return at most
+    org_fields: list[FieldNode] = field(default_factory=list)  # Team fields: they need read:org
     heaviest: tuple[int, str] = (0, "")  # (nodes up to a connection, its name): the node-limit message
 
     @property
@@ -502,6 +507,8 @@ def analyze(document: DocumentNode, operation: OperationDefinitionNode,
             field_def = getattr(parent, "fields", {}).get(name)
             if field_def is None:  # __typename and friends
                 continue
+            if getattr(parent, "name", None) == "Team":
+                out.org_fields.append(sel)
             key = sel.alias.value if sel.alias else name
             here = [*path, key]
             child_multiplier = multiplier
@@ -786,6 +793,9 @@ class GraphQLService:
         self.window = window
         self.clock = clock
         self.heavy_nodes = heavy_nodes
+        # Callers whose token has the read:org scope; everyone else is a `repo`-only token, which
+        # GitHub refuses any Team field (INSUFFICIENT_SCOPES).
+        self.org_readers: set[str] = set()
         self._resolver = _Resolver(dataset)
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
@@ -874,6 +884,12 @@ class GraphQLService:
                 error["locations"] = [_location(exc.node)]
             error["message"] = exc.message
             return self._errors(caller, [error], data_null=exc.gh_type == "ARGUMENT_LIMIT")
+        if analysis.org_fields and caller not in self.org_readers:
+            # GitHub refuses the whole query, before running it, for a field the token's scopes
+            # do not cover, whether or not any node would have had it.
+            return self._errors(caller, [
+                {"type": "INSUFFICIENT_SCOPES", "locations": [_location(node)], "message": SCOPES_MESSAGE.format(
+                    node.name.value)} for node in analysis.org_fields])
         if self.heavy_nodes is not None and analysis.nodes > self.heavy_nodes:
             ref = f"{int(self.clock()) % 65536:04X}:{analysis.nodes % 65536:04X}"
             return Answer(502, {"data": None, "errors": [{"message": HEAVY_MESSAGE.format(ref)}]},

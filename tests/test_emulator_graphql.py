@@ -59,6 +59,7 @@ def dataset() -> Dataset:
 @pytest.fixture
 def emu(dataset: Dataset) -> Iterator[GitHubEmulator]:
     with GitHubEmulator(dataset) as emulator:
+        emulator.graphql.org_readers = {"t0ken"}  # TOKEN has read:org: these queries ask for Team fields
         yield emulator
 
 
@@ -361,6 +362,7 @@ def test_points_budget_exhaustion(dataset: Dataset) -> None:
     ids = [p["node_id"] for p in dataset.pull_requests("demo", "api")][:50]
     with GitHubEmulator(dataset, graphql_points=5, rate_limit_window=3600, clock=clock) as emu, \
             httpx.Client(base_url=emu.url, headers=TOKEN) as c:
+        emu.graphql.org_readers = {"t0ken"}  # NODES asks for Team fields
         used = [int(post(c, emu, NODES, ids=ids).headers["x-ratelimit-used"]) for _ in range(3)]
         assert used == [2, 4, 6]  # the third query is charged whole, past the budget (as GitHub does)
         r = post(c, emu, "{ rateLimit { remaining } }")
@@ -382,6 +384,7 @@ def test_heavy_query_gets_a_502(dataset: Dataset) -> None:
     ids = [p["node_id"] for p in dataset.pull_requests("demo", "api")][:50]
     with GitHubEmulator(dataset, graphql_heavy_nodes=10_000) as emu, \
             httpx.Client(base_url=emu.url, headers=TOKEN) as c:
+        emu.graphql.org_readers = {"t0ken"}  # NODES asks for Team fields
         r = post(c, emu, NODES, ids=ids)  # 15,050 nodes
         assert r.status_code == 502 and r.json()["data"] is None
         assert r.json()["errors"][0]["message"].startswith("Something went wrong while executing your query.")
@@ -524,3 +527,17 @@ def test_malformed_requests(gql: httpx.Client, emu: GitHubEmulator, dataset: Dat
     mutation = post(gql, emu, 'mutation { addStar(input: {starrableId: "x"}) { clientMutationId } }').json()
     assert "data" not in mutation and mutation["errors"]
     assert emu.stats["graphql_points"] == 1  # only the query that ran was charged
+
+
+def test_team_fields_need_read_org(gql: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
+    """As GitHub: a token without read:org is refused a whole query that names a Team field, before
+    it runs (no point charged), whether or not a team is requested; `__typename` needs no scope."""
+    pull = dataset.pull_requests("demo", "api")[0]
+    emu.graphql.org_readers = set()
+    refused = post(gql, emu, NODES, ids=[pull["node_id"]]).json()
+    assert "data" not in refused and {e["type"] for e in refused["errors"]} == {"INSUFFICIENT_SCOPES"}
+    assert {e["message"].split("'")[1] for e in refused["errors"]} == {"slug", "databaseId"}
+    assert "read:org" in refused["errors"][0]["message"] and emu.stats["graphql_points"] == 0
+    untyped = NODES.replace("... on Team {{ slug databaseId }}".replace("{{", "{").replace("}}", "}"), "")
+    answer = post(gql, emu, untyped, ids=[pull["node_id"]]).json()
+    assert "errors" not in answer and answer["data"]["nodes"][0]["id"] == pull["node_id"]
