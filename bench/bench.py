@@ -862,21 +862,33 @@ def backfill_report(stopped: dict[str, Any], killed: dict[str, Any], latency: fl
                f"{extra_by_endpoint(kt, killed['min_by_endpoint'])}.")
     for i, run in enumerate(killed["runs"], 1):
         e, r = run["emulator"], run["result"]
-        how = (f"SIGKILL after {run['kill_after']:.2f} s" if run["killed"] else
-               (f"not killed: ended before {run['kill_after']:.2f} s" if run["kill_after"]
-                else "run to the end"))
-        out.append(f"- run {i}: {how}; {e['requests']} requests ({e['not_modified']} x 304), "
+        out.append(f"- run {i}: {how_it_ended(run)}; {e['requests']} requests ({e['not_modified']} x 304), "
                    f"cost {e['cost']}" + (f"; {describe_run(r)}" if r else ""))
     f = killed["further"]
     out.append(f"- a further run after the merge (not counted; should be a free no-change run): "
                f"{f['emulator']['requests']} requests, cost {f['emulator']['cost']}; "
                f"{describe_run(f)}")
-    out.append(f"Warehouse (DuckDB in the data dir, {killed['merged']['loads']} loads merged) "
-               "against the replica's keys:")
+    out.extend(warehouse_lines(killed))
+    out.append("")
+    return out
+
+
+def how_it_ended(run: dict[str, Any]) -> str:
+    """One run of a killed backfill: killed, ended before its kill, or the last run."""
+    if run["killed"]:
+        return f"SIGKILL after {run['kill_after']:.2f} s"
+    return f"not killed: ended before {run['kill_after']:.2f} s" if run["kill_after"] else "run to the end"
+
+
+def warehouse_lines(killed: dict[str, Any]) -> list[str]:
+    """A killed backfill's warehouse against the replica's keys, a line per table."""
+    out = [f"Warehouse (DuckDB in the data dir, {killed['merged']['loads']} loads merged) "
+           "against the replica's keys:"]
     for table, d in killed["warehouse"].items():
         out.append(f"- {table}: {d['rows']} rows, expected {d['expected']}, missing "
-                   f"{d['missing']}, extra {d['extra']}, duplicate keys {d['duplicates']}")
-    out.append("")
+                   f"{d['missing']}, extra {d['extra']}, duplicate keys {d['duplicates']}"
+                   + (f" (e.g. {', '.join(killed['missing_keys'][table])})"
+                      if table in killed["missing_keys"] else ""))
     return out
 
 
@@ -932,22 +944,14 @@ def backfill_modes_report(killed: dict[str, Any], killed_graphql: dict[str, Any]
     for i, run in enumerate(g["runs"], 1):
         e, r = run["emulator"], run["result"]
         queries = e["by_endpoint"].get("graphql", 0)
-        how = (f"SIGKILL after {run['kill_after']:.2f} s" if run["killed"] else
-               (f"not killed: ended before {run['kill_after']:.2f} s" if run["kill_after"]
-                else "run to the end"))
-        out.append(f"- run {i}: {how}; {e['requests'] - queries} REST requests "
+        out.append(f"- run {i}: {how_it_ended(run)}; {e['requests'] - queries} REST requests "
                    f"({e['not_modified']} x 304), REST cost {e['cost']}, {queries} GraphQL queries, "
                    f"{e['graphql_points']} GraphQL points" + (f"; {describe_run(r)}" if r else ""))
     f = g["further"]
     out.append(f"- a further run after the merge (not counted; should be a free no-change run): "
                f"{f['emulator']['requests']} requests, REST cost {f['emulator']['cost']}, GraphQL "
                f"points {f['emulator']['graphql_points']}; {describe_run(f)}")
-    out.append(f"Warehouse (DuckDB in the data dir, {g['merged']['loads']} loads merged) "
-               "against the replica's keys:")
-    for table, d in g["warehouse"].items():
-        out.append(f"- {table}: {d['rows']} rows, expected {d['expected']}, missing "
-                   f"{d['missing']}, extra {d['extra']}, duplicate keys {d['duplicates']}"
-                   + (f" (e.g. {', '.join(g['missing_keys'][table])})" if table in g["missing_keys"] else ""))
+    out.extend(warehouse_lines(g))
     out.append("")
     return out
 

@@ -14,6 +14,7 @@ import pytest
 from emulator import Dataset, Fault, GitHubEmulator
 from emulator.data import TIMELINE_KEPT
 from emulator.graphql import MAX_NODES
+from test_emulator import walk
 
 TOKEN = {"Authorization": "token t0ken"}
 KEPT_TYPES = {"review_requested": "ReviewRequestedEvent", "review_request_removed": "ReviewRequestRemovedEvent",
@@ -73,16 +74,6 @@ def post(client: httpx.Client, emu: GitHubEmulator, query: str, **variables: obj
     return client.post(emu.graphql_url, json={"query": query, "variables": variables})
 
 
-def rest_all(client: httpx.Client, url: str) -> list[dict]:
-    items: list[dict] = []
-    while url:
-        r = client.get(url)
-        r.raise_for_status()
-        items += r.json()
-        url = r.links.get("next", {}).get("url")
-    return items
-
-
 def page_on(client: httpx.Client, emu: GitHubEmulator, pr_id: str, name: str, conn: dict) -> list[dict]:
     """Every node of `conn` (one PR's connection, first page already fetched), following `after`."""
     nodes = list(conn["nodes"])
@@ -109,7 +100,7 @@ def same_actor(gql_actor: dict | None, rest_user: dict | None) -> None:
 def test_nodes_query_matches_the_rest_endpoints(gql: httpx.Client, emu: GitHubEmulator, dataset: Dataset) -> None:
     open_pr = next(p for p in dataset.pull_requests("demo", "api")[5:40] if p["state"] == "open")
     dataset.request_review("demo", "api", open_pr["number"], team="platform")
-    pulls = sorted(rest_all(gql, "/repos/demo/api/pulls?state=all&per_page=100"), key=lambda p: p["number"])[:40]
+    pulls = sorted(walk(gql, "/repos/demo/api/pulls?state=all&per_page=100"), key=lambda p: p["number"])[:40]
     r = post(gql, emu, NODES, ids=[p["node_id"] for p in pulls])
     assert r.status_code == 200 and "errors" not in r.json()
     assert r.headers["x-ratelimit-resource"] == "graphql"
@@ -121,7 +112,7 @@ def test_nodes_query_matches_the_rest_endpoints(gql: httpx.Client, emu: GitHubEm
             (pull["node_id"], pull["id"], pull["number"], pull["updated_at"])
         base = f"/repos/demo/api/pulls/{pull['number']}"
 
-        reviews = rest_all(gql, f"{base}/reviews?per_page=100")
+        reviews = walk(gql, f"{base}/reviews?per_page=100")
         got = page_on(gql, emu, node["id"], "reviews", node["reviews"])
         assert node["reviews"]["totalCount"] == len(reviews) == len(got)
         for rest, g in zip(reviews, got):
@@ -134,14 +125,14 @@ def test_nodes_query_matches_the_rest_endpoints(gql: httpx.Client, emu: GitHubEm
             checked["deleted"] += rest["user"] is None
         checked["reviews"] += len(got)
 
-        files = rest_all(gql, f"{base}/files?per_page=100")
+        files = walk(gql, f"{base}/files?per_page=100")
         got = page_on(gql, emu, node["id"], "files", node["files"])
         assert node["files"]["totalCount"] == len(files) == len(got)
         assert [(g["path"], g["additions"], g["deletions"], g["changeType"]) for g in got] == \
             [(f["filename"], f["additions"], f["deletions"], CHANGE_TYPES[f["status"]]) for f in files]
         checked["files"] += len(got)
 
-        events = [e for e in rest_all(gql, f"/repos/demo/api/issues/{pull['number']}/timeline?per_page=100")
+        events = [e for e in walk(gql, f"/repos/demo/api/issues/{pull['number']}/timeline?per_page=100")
                   if e["event"] in TIMELINE_KEPT]
         got = page_on(gql, emu, node["id"], "timelineItems", node["timelineItems"])
         assert node["timelineItems"]["totalCount"] == len(events) == len(got)

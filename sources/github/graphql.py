@@ -33,12 +33,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .client import GitHubClient, GraphQLTooHeavy
 from .errors import AuthenticationError, GitHubClientError, GitHubError, RateLimitExhausted
-from .schema import FILES_CAP, TIMELINE_EVENTS
+from .schema import CHILD_KINDS, FILES_CAP, TIMELINE_EVENTS
 
 logger = logging.getLogger(__name__)
 
 PAGE = 100  # `first:` of every connection (GitHub's maximum)
-KINDS = ("reviews", "files", "events")  # the child lists fetched over GraphQL
+KINDS = CHILD_KINDS  # every child list comes over GraphQL
 _HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"})
 # GraphQL error types that refuse the credential for what REST serves it (see GraphQLRefused).
 _REFUSED_ERRORS = frozenset({"FORBIDDEN", "INSUFFICIENT_SCOPES"})
