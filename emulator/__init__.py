@@ -2,7 +2,7 @@
 the tests and the benchmark."""
 
 from emulator.data import DROP_KEY, MAX_SERVED_FILES, Dataset
-from emulator.faults import Fault, FaultSet
+from emulator.faults import Fault, FaultMix, FaultSet
 from emulator.server import GitHubEmulator
 
-__all__ = ["DROP_KEY", "MAX_SERVED_FILES", "Dataset", "Fault", "FaultSet", "GitHubEmulator"]
+__all__ = ["DROP_KEY", "MAX_SERVED_FILES", "Dataset", "Fault", "FaultMix", "FaultSet", "GitHubEmulator"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from dataclasses import asdict, dataclass, field, fields
@@ -48,12 +49,47 @@ class Fault:
         return self.served >= self.times
 
 
+@dataclass
+class FaultMix:
+    """Random faults at given rates, as a flaky network and a busy GitHub serve them: each request
+    whose path matches `path_regex` gets fault kind K with probability `rates[K]` (seeded, so a
+    run can be replayed), after the scripted faults. `seconds` is a `slow` answer's delay."""
+
+    rates: dict[str, float]
+    path_regex: str = ".*"
+    seed: int = 0
+    seconds: float = 0.05
+    served: dict[str, int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - KINDS
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; expected some of {sorted(KINDS)}")
+        if sum(self.rates.values()) > 1:
+            raise ValueError("fault rates add up to more than 1")
+        self._pattern = re.compile(self.path_regex)
+        self._random = random.Random(self.seed)
+
+    def draw(self, path: str) -> Fault | None:
+        """The fault this request gets, if any (the caller holds the FaultSet's lock)."""
+        if not self._pattern.search(path):
+            return None
+        roll = self._random.random()
+        for kind, rate in sorted(self.rates.items()):
+            if roll < rate:
+                self.served[kind] = self.served.get(kind, 0) + 1
+                return Fault(kind, seconds=self.seconds if kind == "slow" else None)
+            roll -= rate
+        return None
+
+
 class FaultSet:
-    """Thread-safe queue of pending faults; the first matching live fault wins."""
+    """Thread-safe queue of pending faults; the first matching live fault wins, then the mix."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self.mix: FaultMix | None = None
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -63,6 +99,11 @@ class FaultSet:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self.mix = None
+
+    def set_mix(self, mix: FaultMix | None) -> None:
+        with self._lock:
+            self.mix = mix
 
     def pending(self) -> list[Fault]:
         with self._lock:
@@ -81,4 +122,4 @@ class FaultSet:
                 if fault.exhausted:
                     self._faults.remove(fault)
                 return fault
-        return None
+            return self.mix.draw(path) if self.mix is not None else None

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from emulator.data import MAX_SERVED_FILES, Dataset, iso
-from emulator.faults import Fault, FaultSet
+from emulator.faults import Fault, FaultMix, FaultSet
 from emulator.graphql import GraphQLService
 
 logger = logging.getLogger(__name__)
@@ -547,6 +547,11 @@ class GitHubEmulator:
             if method == "POST" and path == "/_emulator/faults":
                 fault = self.faults.add(Fault.from_dict(body))
                 return _Answer(201, _json(fault.to_dict()))
+            if method == "POST" and path == "/_emulator/fault_mix":
+                # {"rates": {kind: probability}, "path_regex": ..., "seed": n, "seconds": slow delay}
+                mix = FaultMix(**body) if body.get("rates") else None
+                self.faults.set_mix(mix)
+                return _Answer(200, _json({"rates": mix.rates if mix else {}}))
             if method == "POST" and path == "/_emulator/clear_faults":
                 self.faults.clear()
                 return _Answer(200, _json({"ok": True}))

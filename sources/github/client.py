@@ -234,15 +234,17 @@ class GitHubClient:
             error = GitHubClientError(f"GET {url} failed: {type(exc).__name__}: {self._redact(str(exc))}", url=url)
         raise error  # outside `except`: no chained original that could still hold a secret
 
-    def post_graphql(self, url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def post_graphql(self, url: str, query: str, variables: dict[str, Any], *, splittable: bool = True) -> dict[str, Any]:
         """POST one GraphQL query to `url`; its answer's JSON object (`data`, `errors`).
 
-        Faults are retried as for GET, except a 502/504 or a read timeout, which a smaller query
-        may avoid: those raise GraphQLTooHeavy at once, for the caller to split the query.
+        Faults are retried as for GET. A 502/504 or a read timeout is GitHub's answer both to a
+        query too heavy to finish and to a plain blip: a `splittable` query raises GraphQLTooHeavy
+        at once, for the caller to send it again in smaller parts; one that cannot be split (a
+        single pull request) is retried with the same budget and backoff as a REST request.
         Rate limits (RATE_LIMITED, secondary limits) wait at the credential's gates, as for GET.
         """
         try:
-            page = self._request(url, None, None, body={"query": query, "variables": variables})
+            page = self._request(url, None, None, body={"query": query, "variables": variables}, split_heavy=splittable)
             answer = page.items[0] if page.items else None
             if not isinstance(answer, dict):
                 raise GitHubClientError(f"POST {url}: the answer is not a GraphQL JSON object", url=url)
@@ -289,8 +291,10 @@ class GitHubClient:
     def _get_page(self, url: str, params: dict | None, etag: str | None) -> Page:
         return self._request(url, params, etag)
 
-    def _request(self, url: str, params: dict | None, etag: str | None, body: dict | None = None) -> Page:
-        """GET `url`, or POST the GraphQL `body` to it, through the retry loop."""
+    def _request(self, url: str, params: dict | None, etag: str | None, body: dict | None = None,
+                 split_heavy: bool = False) -> Page:
+        """GET `url`, or POST the GraphQL `body` to it, through the retry loop; `split_heavy`
+        raises GraphQLTooHeavy on a 502/504 or read timeout instead of retrying."""
         faults = limited = 0
         method = "GET" if body is None else "POST"
         while True:
@@ -305,7 +309,7 @@ class GitHubClient:
             if outcome.error is not None:
                 raise outcome.error
             cause = self._redact(outcome.cause)
-            if body is not None and outcome.heavy:
+            if split_heavy and outcome.heavy:
                 raise GraphQLTooHeavy(f"POST {url}: {cause}", url=url)
             if outcome.next is Next.PRIMARY_LIMIT:
                 continue  # the credential's gate holds the next attempt until the reset, or moves on

@@ -13,8 +13,10 @@ the read:org scope, a requested team's slug (not asked for, see _REVIEWER); null
 "REST and GraphQL".
 
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
-that is too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent again
-with half the pull requests; the batch grows back after successes in a row.
+that may be too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent
+again with half the pull requests, and the halves are retried; the batch grows back after
+successes in a row. GitHub answers 502 to plain blips too: a query of one pull request, which
+cannot be split, is retried by the client like any REST request before its lists fail.
 
 A query the endpoint refuses for a reason REST would not give (no GraphQL API there, the
 credential refused for GraphQL only) raises GraphQLRefused, the one place that tells those apart:
@@ -334,7 +336,7 @@ class GraphQLChildren:
 
     def fetch(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS) -> BatchResult:
         """The complete `kinds` lists of `node_ids`: one query, then follow-up queries."""
-        data, messages = self._query(first_query(kinds), {"ids": node_ids})
+        data, messages = self._query(first_query(kinds), {"ids": node_ids}, splittable=len(node_ids) > 1)
         nodes = data.get("nodes")
         if not isinstance(nodes, list) or len(nodes) != len(node_ids):
             raise GitHubClientError(f"POST {self.url}: `nodes` is not a list of {len(node_ids)}", url=self.url)
@@ -356,10 +358,11 @@ class GraphQLChildren:
 
     # -- one query ---------------------------------------------------------------------------
 
-    def _query(self, query: str, variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def _query(self, query: str, variables: dict[str, Any], splittable: bool
+               ) -> tuple[dict[str, Any], dict[str, str]]:
         """The answer's data, and GitHub's NOT_FOUND message per node id; raises on other errors."""
         try:
-            answer = self.client.post_graphql(self.url, query, variables)
+            answer = self.client.post_graphql(self.url, query, variables, splittable=splittable)
         except GitHubError as exc:
             raise refusal(exc) or exc
         data = answer.get("data")
@@ -422,7 +425,7 @@ class GraphQLChildren:
         for i, p in enumerate(pending):
             variables[f"id{i}"], variables[f"after{i}"] = p.node_id, p.cursor
         try:
-            data, messages = self._query(query, variables)
+            data, messages = self._query(query, variables, splittable=len(pending) > 1)
         except (GraphQLTooHeavy, TooHeavy):
             if self.batch.shrink(len(pending)):
                 return pending  # sent again, fewer at a time
