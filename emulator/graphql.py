@@ -59,6 +59,8 @@ SCOPES_MESSAGE = ("Your token has not been granted the required scopes to execut
                   "https://github.com/settings/tokens.")
 HEAVY_MESSAGE = ("Something went wrong while executing your query. This may be the result of a "
                  "timeout, or it could be a GitHub bug. Please include `{}` when reporting this issue.")
+BROKEN_MESSAGE = ("Something went wrong while executing your query. Please include `0C1A:B0B0` when "
+                  "reporting this issue.")
 
 SDL = '''
 scalar BigInt
@@ -698,6 +700,9 @@ class _Resolver:
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        # Pull requests (node ids) whose reviews fail to resolve: a partial answer, the error's
+        # `path` into that pull request, the other nodes whole (a malformed row on GitHub's side).
+        self.broken: set[str] = set()
 
     def node(self, node_id: str) -> dict:
         found = self.dataset.locate_pull(node_id)
@@ -721,6 +726,8 @@ class _Resolver:
         def reviews(info: Any, first: int | None = None, after: str | None = None, last: int | None = None,
                     before: str | None = None, states: list[str] | None = None,
                     author: str | None = None) -> dict:
+            if pr.get("node_id") in self.broken:
+                raise RuntimeError(BROKEN_MESSAGE)
             rows = list(ds.reviews(org, repo, number))
             if states is not None:
                 rows = [r for r in rows if r.get("state") in states]
@@ -797,6 +804,7 @@ class GraphQLService:
         # GitHub refuses any Team field (INSUFFICIENT_SCOPES).
         self.org_readers: set[str] = set()
         self._resolver = _Resolver(dataset)
+        self.broken = self._resolver.broken  # see _Resolver
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
 

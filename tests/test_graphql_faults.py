@@ -90,3 +90,50 @@ def test_harsh_fault_mix_lands_exactly_in_one_run(fake: FakeClock, tmp_path: Pat
     assert served.get("502", 0) >= 3, served
     assert not report.progress.failed, report.progress.failed
     assert_landed_exactly_once(settings, dataset)
+
+
+def test_one_bad_pull_request_never_sinks_its_batch(fake: FakeClock, tmp_path: Path) -> None:
+    """Issue 17.3: an error whose `path` points into one pull request (a partial answer) fails
+    only that pull request's lists; its 29 neighbours land. On later runs it is asked for on its
+    own, with the next attempt in the summary (17.6), and once GitHub answers it, it lands."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
+    bad = dataset.pull_requests(ORG, "api")[7]
+    settings = Settings(orgs=[ORG], data_dir=tmp_path)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.graphql.broken.add(bad["node_id"])
+        report = run(emu, fake, tmp_path)
+        failed = report.progress.failed
+        assert {(item.kind, item.name) for item in failed} == {
+            (kind, f"{ORG}/api#{bad['number']}") for kind in ("reviews", "files", "events")}
+        assert [item.retry_at for item in failed] == [pytest.approx(fake.now() + 3600, abs=60)] * 3  # 17.6
+        assert all("Something went wrong" in item.reason for item in failed)
+        reviews = landed_keys(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path))["pull_request_reviews"]
+        expected = {r["id"] for pr in dataset.pull_requests(ORG, "api") if pr["number"] != bad["number"]
+                    for r in dataset.reviews(ORG, "api", pr["number"])}
+        assert set(reviews) == expected
+
+        fake.advance(3601)  # due again, still broken: asked for alone, one query
+        emu.reset_stats()
+        report = run(emu, fake, tmp_path)
+        assert emu.stats["by_endpoint"]["graphql"] == 1
+        assert [item.retry_at for item in report.progress.failed] == [pytest.approx(fake.now() + 7200)] * 3
+
+        emu.graphql.broken.clear()
+        fake.advance(7201)
+        report = run(emu, fake, tmp_path)
+        assert not report.progress.failed
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+def test_a_failed_list_shows_its_next_attempt(fake: FakeClock, tmp_path: Path) -> None:
+    """Issue 17.6: a child list that failed has its next attempt in the summary, in REST mode too."""
+    from flows.summary import OrgResult, RunSummary, render_summary
+
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[5], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(Fault("451", path_regex=r"/pulls/2/files", times=1))
+        report = run(emu, fake, tmp_path, "rest")
+    [item] = report.progress.failed
+    assert item.kind == "files" and item.retry_at == pytest.approx(fake.now() + 3600)
+    text = render_summary(RunSummary([OrgResult(ORG, landing=report)]))
+    assert f"NOT SYNCED files `{ORG}/api#2`" in text and "next attempt" in text

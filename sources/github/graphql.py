@@ -27,6 +27,7 @@ underlying error as any other.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -280,11 +281,17 @@ class Children:
 
 @dataclass
 class BatchResult:
-    """What one batch of pull requests came to: the children of each, and the ones GitHub no
-    longer has (NOT_FOUND, or null)."""
+    """What one batch of pull requests came to: the children of each, the ones GitHub no longer
+    has (NOT_FOUND, or null), and the ones whose part of the answer was an error (a partial
+    answer: GitHub's error `path` points into that pull request, the others are whole)."""
 
     children: dict[str, Children] = field(default_factory=dict)
     gone: dict[str, str] = field(default_factory=dict)  # node id -> GitHub's message
+    failed: dict[str, str] = field(default_factory=dict)  # node id -> what went wrong
+
+    def fail(self, node_id: str, why: str) -> None:
+        self.children.pop(node_id, None)
+        self.failed.setdefault(node_id, why)
 
 
 @dataclass
@@ -336,38 +343,54 @@ class GraphQLChildren:
 
     def fetch(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS) -> BatchResult:
         """The complete `kinds` lists of `node_ids`: one query, then follow-up queries."""
-        data, messages = self._query(first_query(kinds), {"ids": node_ids}, splittable=len(node_ids) > 1)
+        data, errors = self._query(first_query(kinds), {"ids": node_ids}, splittable=len(node_ids) > 1)
         nodes = data.get("nodes")
         if not isinstance(nodes, list) or len(nodes) != len(node_ids):
             raise GitHubClientError(f"POST {self.url}: `nodes` is not a list of {len(node_ids)}", url=self.url)
         result = BatchResult()
         pending: list[_Pending] = []
         for node_id, node in zip(node_ids, nodes):
-            if node is None:
-                result.gone[node_id] = messages.get(node_id, "null node")
+            if not self._usable(result, node_id, node, errors.get(node_id)):
                 continue
             if not isinstance(node, dict) or kinds[0] not in node:
-                raise GitHubClientError(f"POST {self.url}: {node_id} is not a pull request", url=self.url)
+                result.fail(node_id, f"POST {self.url}: {node_id} is not a pull request")
+                continue
             children = result.children[node_id] = Children(node_id, {kind: [] for kind in kinds})
-            for kind in kinds:
-                pending.extend(self._take(children, kind, node.get(kind)))
+            try:
+                pending.extend(p for kind in kinds for p in self._take(children, kind, node.get(kind)))
+            except GitHubClientError as exc:
+                result.fail(node_id, str(exc))
         while pending:
             size = self.batch.current()
             pending = self._follow(result, pending[:size]) + pending[size:]
         return result
 
+    def _usable(self, result: BatchResult, node_id: str, node: Any, error: tuple[str | None, str] | None) -> bool:
+        """False when the node is gone (null, NOT_FOUND) or its part of the answer is an error."""
+        if node is None and (error is None or error[0] == "NOT_FOUND"):
+            result.children.pop(node_id, None)
+            result.gone[node_id] = error[1] if error else "null node"
+            return False
+        if error is not None:
+            kind, message = error
+            result.fail(node_id, f"POST {self.url}: GraphQL error {kind or '(no type)'} for {node_id}: {message}")
+            return False
+        return True
+
     # -- one query ---------------------------------------------------------------------------
 
     def _query(self, query: str, variables: dict[str, Any], splittable: bool
-               ) -> tuple[dict[str, Any], dict[str, str]]:
-        """The answer's data, and GitHub's NOT_FOUND message per node id; raises on other errors."""
+               ) -> tuple[dict[str, Any], dict[str, tuple[str | None, str]]]:
+        """The answer's data, and the first error (GitHub's type and message) of each node id an
+        error's path points into: a partial answer, whose other nodes are whole. Raises on an
+        error about the whole query."""
         try:
             answer = self.client.post_graphql(self.url, query, variables, splittable=splittable)
         except GitHubError as exc:
             raise refusal(exc) or exc
         data = answer.get("data")
         errors = answer.get("errors") or []
-        messages: dict[str, str] = {}
+        by_node: dict[str, tuple[str | None, str]] = {}
         if isinstance(data, dict):
             cost = (data.get("rateLimit") or {}).get("cost")
             if isinstance(cost, int) and self.on_points:
@@ -377,23 +400,27 @@ class GraphQLChildren:
             message = str(error.get("message") if isinstance(error, dict) else error)
             if kind in _HEAVY_ERRORS or "node limit" in message.lower():
                 raise TooHeavy(f"POST {self.url}: {kind}: {message}", url=self.url)
+            node_id = self._node_of(error, variables) if isinstance(data, dict) and isinstance(error, dict) else ""
+            if node_id:
+                by_node.setdefault(node_id, (kind, message))
+                continue
             if kind == "NOT_FOUND" and isinstance(data, dict):
-                messages[self._node_of(error, variables)] = message
                 continue
             failure = GitHubClientError(f"POST {self.url}: GraphQL error {kind}: {message}", url=self.url)
             raise refusal(failure, kind) or failure
         if not isinstance(data, dict):
             raise GitHubClientError(f"POST {self.url}: an answer without data", url=self.url)
-        return data, messages
+        return data, by_node
 
     @staticmethod
     def _node_of(error: dict[str, Any], variables: dict[str, Any]) -> str:
-        """The node id a NOT_FOUND error is about, from its path (["nodes", i] or [alias])."""
+        """The node id an error's `path` points into (["nodes", i, ...] or [alias, ...]), or ""
+        (a path into the query document, as validation errors have, or none)."""
         path = error.get("path") or []
         if len(path) >= 2 and path[0] == "nodes" and isinstance(path[1], int):
             ids = variables.get("ids") or []
-            return ids[path[1]] if path[1] < len(ids) else ""
-        if path and isinstance(path[0], str) and path[0].startswith("c"):
+            return str(ids[path[1]]) if 0 <= path[1] < len(ids) else ""
+        if path and isinstance(path[0], str) and re.fullmatch(r"c\d+", path[0]):
             return str(variables.get(f"id{path[0][1:]}", ""))
         return ""
 
@@ -425,7 +452,7 @@ class GraphQLChildren:
         for i, p in enumerate(pending):
             variables[f"id{i}"], variables[f"after{i}"] = p.node_id, p.cursor
         try:
-            data, messages = self._query(query, variables, splittable=len(pending) > 1)
+            data, errors = self._query(query, variables, splittable=len(pending) > 1)
         except (GraphQLTooHeavy, TooHeavy):
             if self.batch.shrink(len(pending)):
                 return pending  # sent again, fewer at a time
@@ -434,12 +461,13 @@ class GraphQLChildren:
         for i, p in enumerate(pending):
             children = result.children.get(p.node_id)
             if children is None:
-                continue  # gone in an earlier follow-up
+                continue  # gone or failed in an earlier follow-up, or another alias of this one
             node = data.get(f"c{i}")
-            if node is None:
-                result.gone[p.node_id] = messages.get(p.node_id, "null node")
-                del result.children[p.node_id]
+            if not self._usable(result, p.node_id, node, errors.get(p.node_id)):
                 continue
             children.pages += 1
-            left.extend(self._take(children, p.kind, node.get(p.kind) if isinstance(node, dict) else None))
-        return left
+            try:
+                left.extend(self._take(children, p.kind, node.get(p.kind) if isinstance(node, dict) else None))
+            except GitHubClientError as exc:
+                result.fail(p.node_id, str(exc))
+        return [p for p in left if p.node_id in result.children]

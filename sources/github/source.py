@@ -26,7 +26,13 @@ import dlt
 import pyarrow as pa
 
 from sources.github.client import GitHubClient
-from sources.github.errors import AuthenticationError, GitHubError, NotFoundError, RateLimitExhausted
+from sources.github.errors import (
+    AuthenticationError,
+    GitHubClientError,
+    GitHubError,
+    NotFoundError,
+    RateLimitExhausted,
+)
 from sources.github.graphql import KINDS as GRAPHQL_KINDS
 from sources.github.graphql import GraphQLChildren, GraphQLRefused
 from sources.github.progress import FailedItem, SyncProgress
@@ -84,6 +90,7 @@ class SyncContext:
     # Repository id -> the oldest `updated_at` this chunk lands rows of (see Manifest.repositories).
     covered: dict[int, str] = field(default_factory=dict)
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
+    failed_this_run: set[tuple[str, str]] = field(default_factory=set)  # (repo id, PR id): backoff grown once
     # GraphQL mode: the endpoint that fetches listed pull requests' child lists (None: REST).
     graphql_url: str | None = None
     # `auto` mode: once GraphQL refuses for a reason REST would not, REST for the rest of the run.
@@ -164,6 +171,10 @@ def _is_repository_failure(exc: GitHubError) -> bool:
     if isinstance(exc, (NotFoundError, RateLimitExhausted)):
         return False
     return not (isinstance(exc, AuthenticationError) and exc.status == 401)
+
+
+def _local_time(epoch: float | None) -> str:
+    return "the next run" if epoch is None else str(iso(datetime.fromtimestamp(epoch).astimezone()))
 
 
 def _label(ctx: SyncContext, repo: str, number: int | None = None) -> str:
@@ -251,7 +262,7 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
         retry_at = ctx.now() + retry_delay(failures)
         saved["failure"] = {"reason": str(exc), "failures": failures, "retry_at": retry_at}
         logger.warning("%s: failed (%s); the rest of the organisation goes on, retried after %s",
-                       label, exc, iso(datetime.fromtimestamp(retry_at).astimezone()))
+                       label, exc, _local_time(retry_at))
         ctx.progress.add_failed(FailedItem("repository", label, str(exc), retry_at))
         return
     if unchanged is None:
@@ -501,8 +512,9 @@ def _adopt_pending_children(state: dict[str, Any]) -> None:
 
 
 def _add_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str,
-               reason: str | None, failed: bool) -> None:
-    """Put (pull request, kind) on the retry list: at once when stopped, with a backoff when failing."""
+               reason: str | None, failed: bool) -> float | None:
+    """Put (pull request, kind) on the retry list: at once when stopped, with a backoff when
+    failing; the time of its next attempt (None: the next run)."""
     repo_id = pr.get("repo_id") or _repo_key(ctx, state, pr["repo"])
     with ctx.lock:
         entry = state.setdefault("retry", {}).setdefault(str(repo_id), {}).setdefault(
@@ -515,8 +527,11 @@ def _add_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind
         if kind not in entry["kinds"]:
             entry["kinds"].append(kind)
         if failed:
-            entry["failures"] = max(entry["failures"], pr.get("failures", 0)) + 1
+            if (str(repo_id), str(pr["id"])) not in ctx.failed_this_run:  # once a run, whatever kinds fail
+                ctx.failed_this_run.add((str(repo_id), str(pr["id"])))
+                entry["failures"] = max(entry["failures"], pr.get("failures", 0)) + 1
             entry["reason"], entry["retry_at"] = reason, ctx.now() + retry_delay(entry["failures"])
+        return entry["retry_at"]
 
 
 def _clear_retry(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str) -> None:
@@ -634,9 +649,9 @@ def _fetch_children(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any],
     except GitHubError as exc:
         if not _is_repository_failure(exc):
             raise
-        _add_retry(ctx, state, pr, kind, str(exc), failed=True)
-        logger.warning("%s: %s failed (%s); retried on a later run", label, kind, exc)
-        ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
+        retry_at = _add_retry(ctx, state, pr, kind, str(exc), failed=True)
+        logger.warning("%s: %s failed (%s); retried after %s", label, kind, exc, _local_time(retry_at))
+        ctx.progress.add_failed(FailedItem(kind, label, str(exc), retry_at))
         return [], [], None
     return _fetched(ctx, state, pr, kind, items, pages)
 
@@ -700,14 +715,21 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
         return []
     fetched: list[_Fetched] = []
     done: set[str] = set()
+    # A pull request whose lists failed before is asked for on its own: if it fails again, it
+    # holds no healthy neighbour back.
+    healthy = [node_id for node_id, pr in by_node.items() if not pr.get("failures")]
+    groups = [healthy] + [[node_id] for node_id, pr in by_node.items() if pr.get("failures")]
     try:
-        for ids, result in ctx.graphql_children().batches(list(by_node), kinds) if ctx.graphql_url else ():
+        for ids, result in (batch for group in groups if group and ctx.graphql_url
+                            for batch in ctx.graphql_children().batches(group, kinds)):
             if _fell_back_to_rest(ctx, result):
                 break  # this batch and the rest over REST, below
             done.update(ids)
             if isinstance(result, GitHubError):
                 _graphql_failed(ctx, state, [by_node[i] for i in ids], result)
                 continue
+            for node_id, why in result.failed.items():  # a partial answer: only these are retried
+                _graphql_failed(ctx, state, [by_node[node_id]], GitHubClientError(why))
             for node_id, message in result.gone.items():
                 pr = by_node[node_id]
                 for kind in kinds:  # as REST, which finds each list gone
@@ -754,9 +776,10 @@ def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str,
     for pr in prs:
         label = _label(ctx, pr["repo"], pr["number"])
         for kind in pr["kinds"]:
-            _add_retry(ctx, state, pr, kind, str(exc), failed=True)
-            ctx.progress.add_failed(FailedItem(kind, label, str(exc)))
-        logger.warning("%s: %s failed over GraphQL (%s); retried on a later run", label, " and ".join(pr["kinds"]), exc)
+            retry_at = _add_retry(ctx, state, pr, kind, str(exc), failed=True)
+            ctx.progress.add_failed(FailedItem(kind, label, str(exc), retry_at))
+        logger.warning("%s: %s failed over GraphQL (%s); retried after %s", label, " and ".join(pr["kinds"]), exc,
+                       _local_time(retry_at))
 
 
 def _child_tables(ctx: SyncContext, fetched: list[_Fetched]) -> Iterator[Any]:
