@@ -23,6 +23,11 @@ class Fault:
     after: int = 0
     retry_after: float | None = None
     seconds: float | None = None
+    # On /graphql, `primary` and `secondary` answer in GraphQL's shape: `{"errors": [{"type":
+    # error_type, ...}]}` (primary: RATE_LIMITED unless told; secondary: REST's body unless told)
+    # with HTTP `status` (primary: 200, secondary: 403 unless told).
+    error_type: str | None = None
+    status: int | None = None
     matched: int = field(default=0, init=False)
     served: int = field(default=0, init=False)
 

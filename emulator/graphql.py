@@ -843,8 +843,8 @@ class GraphQLService:
         with self._lock:
             self._buckets.clear()
 
-    def rate_limited(self, caller: str) -> Answer:
-        return Answer(200, {"errors": [{"type": "RATE_LIMITED", "message": RATE_LIMITED_MESSAGE}]},
+    def rate_limited(self, caller: str, error_type: str = "RATE_LIMITED") -> Answer:
+        return Answer(200, {"errors": [{"type": error_type, "message": RATE_LIMITED_MESSAGE}]},
                       self.headers(caller))
 
     # requests

@@ -473,8 +473,11 @@ class GitHubEmulator:
         points = 0
         if kind == "graphql" and fault.kind == "primary":  # GraphQL's budget: 200 with RATE_LIMITED
             self.graphql.exhaust(caller, fault.seconds)
-            gql = self.graphql.rate_limited(caller)
-            answer = _Answer(gql.status, _json(gql.body))
+            gql = self.graphql.rate_limited(caller, fault.error_type or "RATE_LIMITED")
+            answer = _Answer(fault.status or gql.status, _json(gql.body), retry)
+        elif kind == "graphql" and fault.kind == "secondary" and fault.error_type:
+            body = {"errors": [{"type": fault.error_type, "message": SECONDARY}]}
+            answer = _Answer(fault.status or 403, _json(body), retry)
         elif kind == "graphql" and fault.kind == "truncated":
             gql = self.graphql.answer(caller, raw_body)  # executed and charged, cut in transit
             full, points = _json(gql.body), gql.points

@@ -137,3 +137,29 @@ def test_a_failed_list_shows_its_next_attempt(fake: FakeClock, tmp_path: Path) -
     assert item.kind == "files" and item.retry_at == pytest.approx(fake.now() + 3600)
     text = render_summary(RunSummary([OrgResult(ORG, landing=report)]))
     assert f"NOT SYNCED files `{ORG}/api#2`" in text and "next attempt" in text
+
+
+@pytest.mark.parametrize("fault", [
+    Fault("primary", path_regex="^/graphql", error_type="RATE_LIMIT", seconds=600),
+    Fault("primary", path_regex="^/graphql", error_type="RATE_LIMIT", status=403, seconds=600),
+    Fault("primary", path_regex="^/graphql", error_type="RATE_LIMITED", status=403, seconds=600),
+    Fault("secondary", path_regex="^/graphql", error_type="RATE_LIMITED", status=403, times=2),
+    Fault("secondary", path_regex="^/graphql", error_type="RATE_LIMIT", status=200),
+], ids=["RATE_LIMIT-200", "RATE_LIMIT-403", "RATE_LIMITED-403", "secondary-403-RATE_LIMITED", "secondary-200-RATE_LIMIT"])
+def test_every_graphql_rate_limit_shape_waits(fault: Fault, fake: FakeClock, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17.4: a GraphQL rate limit, typed RATE_LIMITED or RATE_LIMIT, answered with HTTP 200
+    or 403, waits under the credential's gate and lands everything in the run: never a failure on
+    the retry list, never a refusal that sends `auto` to REST."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
+    start = fake.now()
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(fault)
+        with caplog.at_level(logging.WARNING):
+            report = run(emu, fake, tmp_path, secondary_backoff=60.0)
+        stats = emu.stats
+    assert not report.progress.failed and report.progress.graphql_fallback is None
+    assert "reviews" not in stats["by_endpoint"]  # no REST child request: GraphQL kept
+    assert fake.now() - start >= 60  # waited (virtual time)
+    assert any("rate limit" in r.getMessage().lower() for r in caplog.records)
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)

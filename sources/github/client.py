@@ -39,7 +39,7 @@ from .errors import (
     RateLimitExhausted,
     redact,
 )
-from .ratelimit import Clock, SystemClock, github_message, is_graphql, rate_limit_of
+from .ratelimit import Clock, SystemClock, github_message, graphql_errors_limited, is_graphql, rate_limit_of
 
 logger = logging.getLogger("sources.github.client")
 
@@ -55,11 +55,10 @@ class GraphQLTooHeavy(GitHubServerError):
 
 
 def graphql_limited(page: Page) -> bool:
-    """A GraphQL answer that is RATE_LIMITED: the credential's gate was closed by the auth flow
-    (budget spent until its reset, or a secondary limit); the query is sent again after it."""
-    answer = page.items[0] if page.items else None
-    errors = answer.get("errors") if isinstance(answer, dict) else None
-    return isinstance(errors, list) and any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors)
+    """A GraphQL answer that is rate limited (RATE_LIMITED or RATE_LIMIT): the credential's gate
+    was closed by the auth flow (budget spent until its reset, or a secondary limit); the query
+    is sent again after it."""
+    return graphql_errors_limited(page.items[0] if page.items else None)
 
 
 class GitHubUnreachable(GitHubServerError):
@@ -241,7 +240,7 @@ class GitHubClient:
         query too heavy to finish and to a plain blip: a `splittable` query raises GraphQLTooHeavy
         at once, for the caller to send it again in smaller parts; one that cannot be split (a
         single pull request) is retried with the same budget and backoff as a REST request.
-        Rate limits (RATE_LIMITED, secondary limits) wait at the credential's gates, as for GET.
+        Rate limits (RATE_LIMITED or RATE_LIMIT, secondary limits, whatever the HTTP status) wait at the credential's gates, as for GET.
         """
         try:
             page = self._request(url, None, None, body={"query": query, "variables": variables}, split_heavy=splittable)
@@ -303,7 +302,7 @@ class GitHubClient:
                 if body is not None and graphql_limited(outcome.page):
                     # The gate holds the next attempt (until the reset, or a secondary pause that
                     # lengthens with each strike) or raises RateLimitExhausted past max wait.
-                    outcome = Outcome(Next.PRIMARY_LIMIT, cause=f"POST {url}: GraphQL RATE_LIMITED")
+                    outcome = Outcome(Next.PRIMARY_LIMIT, cause=f"POST {url}: GraphQL rate limited")
                 else:
                     return outcome.page
             if outcome.error is not None:

@@ -63,6 +63,7 @@ def rate_limit_of(response: httpx.Response) -> RateLimit | None:
         or retry_after is not None
         or remaining == 0
         or "secondary rate limit" in github_message(response).lower()
+        or graphql_rate_limited(response)  # GraphQL's error body on a 403: a limit, never a refusal
     ):
         return RateLimit(primary=False, retry_after=None if retry_after is None else float(retry_after))
     return None
@@ -140,26 +141,45 @@ def is_graphql(request: httpx.Request) -> bool:
     return request.method == "POST" and request.url.path.rstrip("/").endswith("/graphql")
 
 
+# GraphQL error types of a rate limit: GitHub documents RATE_LIMITED; RATE_LIMIT is seen too.
+GRAPHQL_RATE_LIMIT_TYPES = frozenset({"RATE_LIMITED", "RATE_LIMIT"})
+
+
+def graphql_errors_limited(body: object) -> bool:
+    """A GraphQL answer's body whose errors include a rate limit (either type, or a message that
+    says so, as a secondary limit may)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(error, dict) and (error.get("type") in GRAPHQL_RATE_LIMIT_TYPES
+                                     or "rate limit" in str(error.get("message", "")).lower())
+        for error in errors
+    )
+
+
 def graphql_rate_limited(response: httpx.Response) -> bool:
-    """A GraphQL answer whose errors say RATE_LIMITED (GitHub answers it with 200 or 403)."""
+    """A GraphQL answer whose errors say it is rate limited (GitHub answers that with 200 or 403)."""
     try:
         body = response.json()
     except ValueError:
         return False
-    errors = body.get("errors") if isinstance(body, dict) else None
-    return isinstance(errors, list) and any(
-        isinstance(error, dict) and error.get("type") == "RATE_LIMITED" for error in errors
-    )
+    return graphql_errors_limited(body)
 
 
 def github_message(response: httpx.Response) -> str:
-    """GitHub's own explanation from an error body, or the start of the raw text."""
+    """GitHub's own explanation from an error body (REST's `message`, or a GraphQL answer's
+    errors), or the start of the raw text."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:200] or response.reason_phrase
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors:
+        return "; ".join(
+            f"{e.get('type')}: {e.get('message')}" if e.get("type") else str(e.get("message"))
+            for e in errors[:3] if isinstance(e, dict)
+        ) or response.reason_phrase
     return response.reason_phrase
 
 
