@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -412,6 +413,21 @@ enum PullRequestTimelineItemsItemType {
 
 SCHEMA: GraphQLSchema = build_schema(SDL)
 
+
+def _ghes_3_9(sdl: str) -> str:
+    """GitHub Enterprise Server 3.9's schema, as far as the pipeline's queries reach: no
+    `PullRequestReview.fullDatabaseId` (github.com since February 2024) and no `Bot` among the
+    `RequestedReviewer`s."""
+    start = sdl.index("type PullRequestReview implements Node {")
+    end = sdl.index("}", start)
+    sdl = sdl[:start] + sdl[start:end].replace("  fullDatabaseId: BigInt\n", "") + sdl[end:]
+    return sdl.replace("union RequestedReviewer = Bot | Mannequin | Team | User",
+                       "union RequestedReviewer = Mannequin | Team | User")
+
+
+# The schemas the emulator can serve: github.com's (the default) and an older GHES's.
+SCHEMAS: dict[str, GraphQLSchema] = {"github.com": SCHEMA, "ghes-3.9": build_schema(_ghes_3_9(SDL))}
+
 # REST timeline `event` -> (GraphQL type, PullRequestTimelineItemsItemType)
 _TIMELINE_TYPES = {
     "review_requested": ("ReviewRequestedEvent", "REVIEW_REQUESTED_EVENT"),
@@ -633,7 +649,7 @@ def _timeline_item(e: dict, pr_url: str, reviews: dict[int, dict]) -> dict:
             "createdAt": e.get("created_at"), "url": f"{pr_url}#event-{e.get('id')}"}
     if kind in ("review_requested", "review_request_removed"):
         if e.get("requested_reviewer") is not None:
-            item["requestedReviewer"] = _actor(e["requested_reviewer"])
+            item["requestedReviewer"] = _served_reviewer(_actor(e["requested_reviewer"]))
         elif e.get("requested_team") is not None:
             item["requestedReviewer"] = _team(e["requested_team"])
         else:
@@ -644,6 +660,16 @@ def _timeline_item(e: dict, pr_url: str, reviews: dict[int, dict]) -> dict:
     elif kind == "closed":
         item["closer"] = _commit(e.get("commit_id"))  # closed by a commit: REST's commit_id
     return item
+
+
+def _served_reviewer(reviewer: dict | None) -> Callable[[Any], dict | None]:
+    """A requested reviewer as the served schema has it: null where its union lacks the type (no
+    bot can be requested as a reviewer on a GHES whose RequestedReviewer has no Bot)."""
+    def resolve(info: Any) -> dict | None:
+        union = get_named_type(info.return_type)
+        possible = {t.name for t in info.schema.get_possible_types(union)}
+        return reviewer if reviewer is None or reviewer.get("__typename") in possible else None
+    return resolve
 
 
 def _cursor(key: object) -> str:
@@ -795,7 +821,9 @@ class GraphQLService:
     """The `/graphql` endpoint's logic, independent of HTTP: budgets per caller, limits, execution."""
 
     def __init__(self, dataset: Dataset, *, points: int = 5000, window: float = 3600,
-                 clock: Callable[[], float] = time.time, heavy_nodes: int | None = None) -> None:
+                 clock: Callable[[], float] = time.time, heavy_nodes: int | None = None,
+                 schema: str = "github.com") -> None:
+        self.schema = SCHEMAS[schema]  # a key of SCHEMAS; settable later by name with use_schema
         self.points = points
         self.window = window
         self.clock = clock
@@ -843,6 +871,12 @@ class GraphQLService:
         with self._lock:
             self._buckets.clear()
 
+    def use_schema(self, name: str) -> None:
+        """Serve one of SCHEMAS from now on (an older GitHub Enterprise Server's, say)."""
+        if name not in SCHEMAS:
+            raise ValueError(f"unknown schema {name!r}; expected one of {sorted(SCHEMAS)}")
+        self.schema = SCHEMAS[name]
+
     def rate_limited(self, caller: str, error_type: str = "RATE_LIMITED") -> Answer:
         return Answer(200, {"errors": [{"type": error_type, "message": RATE_LIMITED_MESSAGE}]},
                       self.headers(caller))
@@ -869,9 +903,10 @@ class GraphQLService:
             document = parse(query)
         except GraphQLError as exc:
             return self._errors(caller, [_format(exc)])
-        errors = validate(SCHEMA, document)
+        schema = self.schema
+        errors = validate(schema, document)
         if errors:
-            return self._errors(caller, [_format(e) for e in errors])
+            return self._errors(caller, [_validation_error(e) for e in errors])
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             return self._errors(caller, [{"message": "An operation name is required" if operation_name is None
@@ -879,11 +914,11 @@ class GraphQLService:
         if operation.operation != OperationType.QUERY:  # the emulator serves reads only
             return self._errors(caller, [{"locations": [_location(operation)], "message":
                                           f"The emulator does not serve {operation.operation.value}s."}])
-        coerced = get_variable_values(SCHEMA, operation.variable_definitions or (), variables)
+        coerced = get_variable_values(schema, operation.variable_definitions or (), variables)
         if isinstance(coerced, list):
             return self._errors(caller, [_format(e) for e in coerced])
         try:
-            analysis = analyze(document, operation, coerced)
+            analysis = analyze(document, operation, coerced, schema)
         except _LimitError as exc:
             error: dict[str, Any] = {"type": exc.gh_type}
             if exc.path:
@@ -912,7 +947,7 @@ class GraphQLService:
         root = {"node": lambda info, id: self._resolver.node(id),  # noqa: A006
                 "nodes": lambda info, ids: self._resolver.nodes(ids),
                 "rateLimit": lambda info: rate_limit}
-        result = execute(SCHEMA, document, root_value=root, variable_values=variables,
+        result = execute(schema, document, root_value=root, variable_values=variables,
                          operation_name=operation_name)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
@@ -929,6 +964,26 @@ def _location(node: Any) -> dict[str, int]:
     line = loc.source.body.count("\n", 0, loc.start) + 1
     column = loc.start - (loc.source.body.rfind("\n", 0, loc.start) + 1) + 1
     return {"line": line, "column": column}
+
+
+_UNDEFINED_FIELD = re.compile(r"Cannot query field '(\w+)' on type '(\w+)'")
+_SPREAD_MISMATCH = re.compile(r"objects of type '(\w+)' can never be of type '(\w+)'")
+
+
+def _validation_error(error: GraphQLError) -> dict:
+    """A validation error as GitHub (graphql-ruby) words it: its message, `extensions.code` and
+    a `path` into the query document, for the two kinds an older schema gives the pipeline."""
+    out = _format(error)
+    out["path"] = ["query"]
+    if match := _UNDEFINED_FIELD.search(error.message):
+        field_name, type_name = match.groups()
+        out["extensions"] = {"code": "undefinedField", "typeName": type_name, "fieldName": field_name}
+        out["message"] = f"Field '{field_name}' doesn't exist on type '{type_name}'"
+    elif match := _SPREAD_MISMATCH.search(error.message):
+        parent, fragment = match.groups()
+        out["extensions"] = {"code": "fragmentSpreadTypeMismatch", "typeName": parent, "fragmentName": fragment}
+        out["message"] = f"Fragment on {fragment} can't be spread inside {parent}"
+    return out
 
 
 def _format(error: GraphQLError) -> dict:

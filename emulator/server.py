@@ -121,7 +121,7 @@ class GitHubEmulator:
                  tokens: set[str] | None = None, port: int = 0,
                  clock: Callable[[], float] = time.time, graphql_points: int = 5000,
                  graphql_heavy_nodes: int | None = None, graphql: bool = True,
-                 graphql_refused: set[str] | None = None) -> None:
+                 graphql_refused: set[str] | None = None, graphql_schema: str = "github.com") -> None:
         self.dataset = dataset
         self.latency = latency
         self.base_path = base_path.rstrip("/")
@@ -132,7 +132,7 @@ class GitHubEmulator:
         self.faults = FaultSet()
         # POST /graphql: its own points budget per token (same window), see emulator/graphql.py
         self.graphql = GraphQLService(dataset, points=graphql_points, window=rate_limit_window,
-                                      clock=clock, heavy_nodes=graphql_heavy_nodes)
+                                      clock=clock, heavy_nodes=graphql_heavy_nodes, schema=graphql_schema)
         self.graphql_enabled = graphql  # False: POST /graphql answers 404
         self.graphql_refused = set(graphql_refused or ())  # tokens GraphQL answers 403, REST serves
         self._port = port
@@ -527,8 +527,9 @@ class GitHubEmulator:
                 return _Answer(200, _json({"ok": True}))
             if method == "POST" and path == "/_emulator/graphql":
                 # {"points": budget per token, "heavy_nodes": 502 above this many nodes, or null,
-                #  "enabled": false for a 404 (no GraphQL), "refused": tokens answered 403}
-                unknown = set(body) - {"points", "heavy_nodes", "enabled", "refused"}
+                #  "enabled": false for a 404 (no GraphQL), "refused": tokens answered 403,
+                #  "schema": "github.com" or "ghes-3.9"}
+                unknown = set(body) - {"points", "heavy_nodes", "enabled", "refused", "schema"}
                 if unknown:
                     raise ValueError(f"unknown fields {sorted(unknown)}")
                 if "points" in body:
@@ -540,6 +541,8 @@ class GitHubEmulator:
                     self.graphql_enabled = bool(body["enabled"])
                 if "refused" in body:
                     self.graphql_refused = {str(token) for token in body["refused"]}
+                if "schema" in body:
+                    self.graphql.use_schema(str(body["schema"]))
                 return _Answer(200, _json({"points": self.graphql.points,
                                            "heavy_nodes": self.graphql.heavy_nodes,
                                            "enabled": self.graphql_enabled,

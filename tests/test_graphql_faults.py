@@ -163,3 +163,68 @@ def test_every_graphql_rate_limit_shape_waits(fault: Fault, fake: FakeClock, tmp
     assert fake.now() - start >= 60  # waited (virtual time)
     assert any("rate limit" in r.getMessage().lower() for r in caplog.records)
     assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+def test_an_older_enterprise_schema_keeps_graphql(fake: FakeClock, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17.2: GHES 3.9 has no `PullRequestReview.fullDatabaseId` and no `Bot` among requested
+    reviewers, and rejects the github.com query as a document. The source reads the server's
+    schema once, asks for `databaseId` instead, and every list lands over GraphQL, in one run,
+    with one warning naming what the server lacks. Today's code put every list on the retry list."""
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[30, 10], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now, graphql_schema="ghes-3.9") as emu:
+        with caplog.at_level(logging.WARNING):
+            report = run(emu, fake, tmp_path)
+        stats = emu.stats
+    assert not report.progress.failed and report.progress.graphql_fallback is None
+    assert "reviews" not in stats["by_endpoint"]
+    warnings = [r.getMessage() for r in caplog.records if "schema has no" in r.getMessage()]
+    assert len(warnings) == 1 and "PullRequestReview.fullDatabaseId" in warnings[0] and "Bot" in warnings[0]
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+def rejecting_schema(emu: GitHubEmulator) -> None:
+    """A server whose schema the source cannot adapt to: PullRequestReview without any id."""
+    from graphql import build_schema
+
+    from emulator.graphql import SCHEMAS, SDL, _ghes_3_9
+
+    sdl = _ghes_3_9(SDL)
+    start = sdl.index("type PullRequestReview implements Node {")
+    end = sdl.index("}", start)
+    SCHEMAS["no-review-ids"] = build_schema(sdl[:start] + sdl[start:end].replace("  databaseId: Int\n", "") + sdl[end:])
+    emu.graphql.use_schema("no-review-ids")
+
+
+def test_a_rejected_document_falls_back_to_rest_in_auto(fake: FakeClock, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17.2: a query the server rejects even in its own schema's terms is a refusal in
+    `auto`: one warning naming GitHub's code, the field and the server, then REST, exact."""
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[30, 10], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        rejecting_schema(emu)
+        with caplog.at_level(logging.WARNING):
+            report = run(emu, fake, tmp_path)
+        stats = emu.stats
+    assert not report.progress.failed
+    fallback = report.progress.graphql_fallback
+    assert fallback and "undefinedField" in fallback and "fullDatabaseId" in fallback and emu.graphql_url in fallback
+    # The rejected query (one per repository listed at the same time) and the schema's, once.
+    assert 2 <= stats["by_endpoint"]["graphql"] <= 3
+    warnings = [r.getMessage() for r in caplog.records if "child lists over REST" in r.getMessage()]
+    assert len(warnings) == 1
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+def test_a_rejected_document_is_a_configuration_error_in_graphql_mode(fake: FakeClock, tmp_path: Path) -> None:
+    """Issue 17.2: explicit `graphql` mode fails at once with one error naming GitHub's code, the
+    field and the setting to change; nothing goes on the retry list."""
+    from sources.github.graphql import GraphQLDocumentRejected
+
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        rejecting_schema(emu)
+        with pytest.raises(GraphQLDocumentRejected) as raised:
+            run(emu, fake, tmp_path, "graphql")
+    text = str(raised.value)
+    assert "undefinedField" in text and "fullDatabaseId" in text and "PR_ANALYTICS_GITHUB_API_MODE=rest" in text

@@ -9,7 +9,7 @@ Each GraphQL object is mapped into the dict the REST API serves for it, so the R
 
 What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename`, a
 timeline event's REST `id` (events are keyed by `node_id`, which both APIs serve), and, without
-the read:org scope, a requested team's slug (not asked for, see _REVIEWER); null, see README,
+the read:org scope, a requested team's slug (not asked for, see ServerSchema.reviewer); null, see README,
 "REST and GraphQL".
 
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
@@ -18,10 +18,16 @@ again with half the pull requests, and the halves are retried; the batch grows b
 successes in a row. GitHub answers 502 to plain blips too: a query of one pull request, which
 cannot be split, is retried by the client like any REST request before its lists fail.
 
+A query the server rejects as a document (validation errors, no data: its schema is older than
+github.com's, as a GitHub Enterprise Server's may be) makes GraphQLChildren read the server's
+schema once (ServerSchema, one introspection query) and ask only for what it has. An error whose
+`path` points into one pull request fails only that pull request (a partial answer).
+
 A query the endpoint refuses for a reason REST would not give (no GraphQL API there, the
-credential refused for GraphQL only) raises GraphQLRefused, the one place that tells those apart:
-`auto` mode fetches over REST from then on (source.py), explicit `graphql` mode handles the
-underlying error as any other.
+credential refused for GraphQL only, a document the server rejects even in its own schema's
+terms) raises GraphQLRefused, the one place that tells those apart: `auto` mode fetches over REST
+from then on (source.py), explicit `graphql` mode handles the underlying error (a rejected
+document fails the organisation at once, naming the setting to change).
 """
 
 from __future__ import annotations
@@ -50,16 +56,12 @@ _REFUSED_ERRORS = frozenset({"FORBIDDEN", "INSUFFICIENT_SCOPES"})
 _ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
 # The actors of timeline events: an organisation can close a pull request, say.
 _EVENT_ACTOR = _ACTOR + " ... on Organization { databaseId }"
-# A Team's fields (slug, name...) need the read:org scope, and GitHub refuses a whole query that
-# asks for a field the token's scopes do not cover, even when no team is requested: a `repo`
-# token could not use GraphQL. `__typename` needs none, so a team request lands, without its slug.
-_REVIEWER = ("__typename ... on User { login databaseId } ... on Bot { login databaseId } "
-             "... on Mannequin { login databaseId }")
-# REST's timeline `event` of each GraphQL timeline item type landed (schema.TIMELINE_EVENTS).
+# REST's timeline `event` of each GraphQL timeline item type landed (schema.TIMELINE_EVENTS), its
+# PullRequestTimelineItemsItemType, and what is asked of it besides id, time and actor ("reviewer":
+# the requested reviewer, see ServerSchema.reviewer).
 _EVENT_TYPES = {
-    "ReviewRequestedEvent": ("review_requested", "REVIEW_REQUESTED_EVENT", f"requestedReviewer {{ {_REVIEWER} }}"),
-    "ReviewRequestRemovedEvent": ("review_request_removed", "REVIEW_REQUEST_REMOVED_EVENT",
-                                  f"requestedReviewer {{ {_REVIEWER} }}"),
+    "ReviewRequestedEvent": ("review_requested", "REVIEW_REQUESTED_EVENT", "reviewer"),
+    "ReviewRequestRemovedEvent": ("review_request_removed", "REVIEW_REQUEST_REMOVED_EVENT", "reviewer"),
     "ReadyForReviewEvent": ("ready_for_review", "READY_FOR_REVIEW_EVENT", ""),
     "ConvertToDraftEvent": ("convert_to_draft", "CONVERT_TO_DRAFT_EVENT", ""),
     "ClosedEvent": ("closed", "CLOSED_EVENT", "closer { ... on Commit { oid } }"),
@@ -67,10 +69,6 @@ _EVENT_TYPES = {
     "MergedEvent": ("merged", "MERGED_EVENT", "commit { oid }"),
 }
 assert {event for event, _, _ in _EVENT_TYPES.values()} == TIMELINE_EVENTS
-_EVENT_FIELDS = "".join(
-    f"    ... on {typename} {{ id createdAt actor {{ {_EVENT_ACTOR} }} {extra} }}\n"
-    for typename, (_, _, extra) in _EVENT_TYPES.items()
-)
 # Each kind's connection on PullRequest and its arguments besides paging: of the timeline, only
 # the kinds landed (REST's other kinds are dropped after the fact).
 _CONNECTION = {
@@ -78,20 +76,52 @@ _CONNECTION = {
     "files": ("files", ""),
     "events": ("timelineItems", f"itemTypes: [{', '.join(t for _, t, _ in _EVENT_TYPES.values())}], "),
 }
-# GraphQL refuses a document with an unused fragment: a query carries only those it spreads.
-_FRAGMENTS = {
-    "reviews": "fragment reviewPage on PullRequestReviewConnection {\n"
-               "  pageInfo { hasNextPage endCursor }\n"
-               f"  nodes {{ id fullDatabaseId author {{ {_ACTOR} }} authorAssociation state body commit {{ oid }} "
-               "url submittedAt }\n}\n",
-    "files": "fragment filePage on PullRequestChangedFileConnection {\n"
-             "  pageInfo { hasNextPage endCursor }\n"
-             "  nodes { path additions deletions changeType }\n}\n",
-    "events": "fragment eventPage on PullRequestTimelineItemsConnection {\n"
-              "  pageInfo { hasNextPage endCursor }\n"
-              f"  nodes {{\n    __typename\n{_EVENT_FIELDS}  }}\n}}\n",
-}
 _FRAGMENT_OF = {"reviews": "reviewPage", "files": "filePage", "events": "eventPage"}
+
+
+@dataclass(frozen=True)
+class ServerSchema:
+    """What the server's GraphQL schema offers of what the queries ask: github.com's by default.
+    An older GitHub Enterprise Server lacks some of it; GraphQLChildren asks the server's schema
+    (introspection) when it rejects a query, and asks for what the server has."""
+
+    review_id: str = "fullDatabaseId"  # PullRequestReview's numeric id (github.com since 2024-02); else databaseId
+    reviewer_types: tuple[str, ...] = ("User", "Bot", "Mannequin")  # RequestedReviewer members with a login
+
+    @property
+    def reviewer(self) -> str:
+        """A requested reviewer. A Team's fields (slug, name...) need the read:org scope, and
+        GitHub refuses a whole query that asks for a field the token's scopes do not cover, even
+        when no team is requested: a `repo` token could not use GraphQL. `__typename` needs none,
+        so a team request lands, without its slug."""
+        members = " ".join(f"... on {kind} {{ login databaseId }}" for kind in self.reviewer_types)
+        return f"requestedReviewer {{ __typename {members} }}"
+
+    def fragment(self, kind: str) -> str:
+        """The fragment that reads one page of `kind`."""
+        if kind == "reviews":
+            return ("fragment reviewPage on PullRequestReviewConnection {\n"
+                    "  pageInfo { hasNextPage endCursor }\n"
+                    f"  nodes {{ id {self.review_id} author {{ {_ACTOR} }} authorAssociation state body "
+                    "commit { oid } url submittedAt }\n}\n")
+        if kind == "files":
+            return ("fragment filePage on PullRequestChangedFileConnection {\n"
+                    "  pageInfo { hasNextPage endCursor }\n"
+                    "  nodes { path additions deletions changeType }\n}\n")
+        events = "".join(
+            f"    ... on {typename} {{ id createdAt actor {{ {_EVENT_ACTOR} }} "
+            f"{self.reviewer if extra == 'reviewer' else extra} }}\n"
+            for typename, (_, _, extra) in _EVENT_TYPES.items()
+        )
+        return ("fragment eventPage on PullRequestTimelineItemsConnection {\n"
+                "  pageInfo { hasNextPage endCursor }\n"
+                f"  nodes {{\n    __typename\n{events}  }}\n}}\n")
+
+
+GITHUB_COM = ServerSchema()
+# What the queries need to know of the server's schema, in one introspection query.
+SCHEMA_QUERY = ('query { review: __type(name: "PullRequestReview") { fields { name } } '
+                'reviewer: __type(name: "RequestedReviewer") { possibleTypes { name } } }')
 
 
 def _connection(kind: str, first: int, after: str | None = None) -> str:
@@ -100,12 +130,13 @@ def _connection(kind: str, first: int, after: str | None = None) -> str:
     return f"{name}({arguments}first: {first}" + (f", after: {after}" if after else "") + ")"
 
 
-def first_query(kinds: tuple[str, ...] = KINDS) -> str:
-    """The first page of each of `kinds` (an alias per kind) of the pull requests `$ids`."""
+def first_query(kinds: tuple[str, ...] = KINDS, schema: ServerSchema = GITHUB_COM) -> str:
+    """The first page of each of `kinds` (an alias per kind) of the pull requests `$ids`.
+    (GraphQL refuses a document with an unused fragment: a query carries only those it spreads.)"""
     connections = "".join(f"      {kind}: {_connection(kind, PAGE)} {{ ...{_FRAGMENT_OF[kind]} }}\n" for kind in kinds)
     return (f"query($ids: [ID!]!) {{\n  rateLimit {{ cost remaining resetAt }}\n  nodes(ids: $ids) {{\n"
             f"    ... on PullRequest {{\n      id\n{connections}    }}\n  }}\n}}\n"
-            + "".join(_FRAGMENTS[kind] for kind in kinds))
+            + "".join(schema.fragment(kind) for kind in kinds))
 
 
 # REST's `status` of a changed file for GraphQL's `changeType` (PatchStatus).
@@ -148,7 +179,7 @@ def review_as_rest(review: Any) -> Any:
         return review
     commit = review.get("commit")
     return {
-        "id": _big_int(review.get("fullDatabaseId")),
+        "id": _big_int(review.get("fullDatabaseId", review.get("databaseId"))),
         "node_id": review.get("id"),
         "user": _actor(review.get("author")),
         "author_association": review.get("authorAssociation"),
@@ -194,7 +225,7 @@ def event_as_rest(event: Any) -> Any:
         "actor": _actor(event.get("actor")),
         "created_at": event.get("createdAt"),
         "requested_reviewer": None if is_team else _actor(reviewer),
-        "requested_team": {"slug": None} if is_team else None,  # see _REVIEWER
+        "requested_team": {"slug": None} if is_team else None,  # see ServerSchema.reviewer
         "commit_id": commit.get("oid") if isinstance(commit, dict) else None,
     }
 
@@ -245,6 +276,36 @@ class TooHeavy(GitHubError):
     """GitHub refused a query as too large (RESOURCE_LIMITS_EXCEEDED, a node limit)."""
 
 
+class GraphQLDocumentRejected(GitHubClientError):
+    """The server rejected the query as a document (HTTP 200, validation errors, no data): its
+    GraphQL schema lacks a field, type or argument the query names, as an older GitHub
+    Enterprise Server's does. The same query fails the same way every time."""
+
+
+# GraphQL validation errors: GitHub gives them an `extensions.code` (undefinedField,
+# undefinedType, argumentNotAccepted...) and no `type`; these messages tell them apart otherwise.
+_INVALID_DOCUMENT = re.compile(
+    r"doesn't exist on type|no such type|can't be a fragment condition|can't be spread inside|"
+    r"doesn't accept argument|cannot query field|unknown type|unknown argument|parse error", re.IGNORECASE)
+
+
+def _document_rejection(answer: dict[str, Any]) -> str | None:
+    """What the server found wrong with the query document (code and message of each error), or
+    None when the answer is no validation failure."""
+    errors = answer.get("errors")
+    if answer.get("data") is not None or not isinstance(errors, list):
+        return None
+    found = []
+    for error in errors:
+        if not isinstance(error, dict) or error.get("type"):
+            continue
+        code = (error.get("extensions") or {}).get("code") if isinstance(error.get("extensions"), dict) else None
+        message = str(error.get("message", ""))
+        if code or _INVALID_DOCUMENT.search(message):
+            found.append(f"{code}: {message}" if code else message)
+    return "; ".join(dict.fromkeys(found)) or None
+
+
 class GraphQLRefused(GitHubError):
     """The GraphQL endpoint refused a query for a reason REST would not: 404/410 (no GraphQL API
     at that URL: an old GHES, a proxy), 401/403 that is no rate limit, or a FORBIDDEN /
@@ -267,6 +328,8 @@ def refusal(error: GitHubError, graphql_type: str | None = None) -> GraphQLRefus
         return GraphQLRefused("the credential is refused for GraphQL", error)
     if graphql_type in _REFUSED_ERRORS or "resource not accessible" in str(error).lower():
         return GraphQLRefused("the credential is refused for GraphQL", error)
+    if isinstance(error, GraphQLDocumentRejected):
+        return GraphQLRefused("the server's GraphQL schema lacks what the query asks for", error)
     return None
 
 
@@ -310,6 +373,9 @@ class GraphQLChildren:
         self.url = url
         self.batch = batch or BatchSize()
         self.on_points = on_points
+        self.schema = GITHUB_COM  # what the server offers; learnt when it rejects a query (_adapt)
+        self._schema_asked = False
+        self._schema_lock = threading.Lock()
 
     def batches(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS
                 ) -> Iterator[tuple[list[str], BatchResult | GitHubError]]:
@@ -342,8 +408,52 @@ class GraphQLChildren:
             start += len(ids)
 
     def fetch(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS) -> BatchResult:
-        """The complete `kinds` lists of `node_ids`: one query, then follow-up queries."""
-        data, errors = self._query(first_query(kinds), {"ids": node_ids}, splittable=len(node_ids) > 1)
+        """The complete `kinds` lists of `node_ids`: one query, then follow-up queries. A query
+        the server rejects as a document is asked again in what its schema offers, once; then
+        it is a GraphQLRefused."""
+        while True:
+            schema = self.schema
+            try:
+                return self._fetch(node_ids, kinds, schema)
+            except GraphQLDocumentRejected as exc:
+                if not self._adapt(schema):
+                    raise refusal(exc) or exc from None
+
+    def _adapt(self, rejected: ServerSchema) -> bool:
+        """Ask the server's schema (one introspection query, once per run) after it rejected a
+        query built for `rejected`; True when there is a query it may accept."""
+        with self._schema_lock:
+            if self.schema != rejected:
+                return True  # another thread learnt it meanwhile
+            if self._schema_asked:
+                return False
+            self._schema_asked = True
+            try:
+                answer = self.client.post_graphql(self.url, SCHEMA_QUERY, {}, splittable=False)
+            except GitHubError as exc:
+                logger.warning("GraphQL at %s: cannot read its schema (%s)", self.url, exc)
+                return False
+            data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+            review = {f.get("name") for f in ((data.get("review") or {}).get("fields") or []) if isinstance(f, dict)}
+            members = {t.get("name") for t in ((data.get("reviewer") or {}).get("possibleTypes") or [])
+                       if isinstance(t, dict)}
+            review_id = next((name for name in ("fullDatabaseId", "databaseId") if name in review), None)
+            if review_id is None:
+                return False
+            learnt = ServerSchema(review_id, tuple(t for t in GITHUB_COM.reviewer_types if t in members))
+            if learnt == rejected:
+                return False
+            missing = [f"PullRequestReview.{rejected.review_id}"] if review_id != rejected.review_id else []
+            missing += [f"{t} among RequestedReviewer's types" for t in rejected.reviewer_types
+                        if t not in learnt.reviewer_types]
+            logger.warning("GraphQL at %s: the server's schema has no %s (an older GitHub Enterprise Server); "
+                           "the queries ask for what it has (reviews' id from %s)",
+                           self.url, ", ".join(missing), review_id)
+            self.schema = learnt
+            return True
+
+    def _fetch(self, node_ids: list[str], kinds: tuple[str, ...], schema: ServerSchema) -> BatchResult:
+        data, errors = self._query(first_query(kinds, schema), {"ids": node_ids}, splittable=len(node_ids) > 1)
         nodes = data.get("nodes")
         if not isinstance(nodes, list) or len(nodes) != len(node_ids):
             raise GitHubClientError(f"POST {self.url}: `nodes` is not a list of {len(node_ids)}", url=self.url)
@@ -388,6 +498,9 @@ class GraphQLChildren:
             answer = self.client.post_graphql(self.url, query, variables, splittable=splittable)
         except GitHubError as exc:
             raise refusal(exc) or exc
+        rejected = _document_rejection(answer)
+        if rejected is not None:
+            raise GraphQLDocumentRejected(f"POST {self.url}: the server rejects the query: {rejected}", url=self.url)
         data = answer.get("data")
         errors = answer.get("errors") or []
         by_node: dict[str, tuple[str | None, str]] = {}
@@ -406,7 +519,8 @@ class GraphQLChildren:
                 continue
             if kind == "NOT_FOUND" and isinstance(data, dict):
                 continue
-            failure = GitHubClientError(f"POST {self.url}: GraphQL error {kind}: {message}", url=self.url)
+            code = kind or (error.get("extensions") or {}).get("code") if isinstance(error, dict) else None
+            failure = GitHubClientError(f"POST {self.url}: GraphQL error {code or '(no type)'}: {message}", url=self.url)
             raise refusal(failure, kind) or failure
         if not isinstance(data, dict):
             raise GitHubClientError(f"POST {self.url}: an answer without data", url=self.url)
@@ -446,7 +560,7 @@ class GraphQLChildren:
             f"{{ ...{_FRAGMENT_OF[p.kind]} }} }} }}"
             for i, p in enumerate(pending)
         )
-        fragments = "".join(_FRAGMENTS[kind] for kind in KINDS if any(p.kind == kind for p in pending))
+        fragments = "".join(self.schema.fragment(kind) for kind in KINDS if any(p.kind == kind for p in pending))
         query = f"query({params}) {{\n  rateLimit {{ cost remaining resetAt }}\n{fields}\n}}\n{fragments}"
         variables: dict[str, Any] = {}
         for i, p in enumerate(pending):

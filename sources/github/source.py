@@ -34,7 +34,7 @@ from sources.github.errors import (
     RateLimitExhausted,
 )
 from sources.github.graphql import KINDS as GRAPHQL_KINDS
-from sources.github.graphql import GraphQLChildren, GraphQLRefused
+from sources.github.graphql import GraphQLChildren, GraphQLDocumentRejected, GraphQLRefused
 from sources.github.progress import FailedItem, SyncProgress
 from sources.github.schema import (
     CHILD_FETCHES,
@@ -771,6 +771,11 @@ def _graphql_failed(ctx: SyncContext, state: dict[str, Any], prs: list[dict[str,
     """A batch that failed after the client's retries: its lists go on the retry list, as in REST."""
     if isinstance(exc, GraphQLRefused):  # explicit `graphql` mode: no fallback, the error as it is
         exc = exc.error
+    if isinstance(exc, GraphQLDocumentRejected):  # every query would fail alike: a configuration error
+        raise GraphQLDocumentRejected(
+            f"{exc}. This GitHub's GraphQL schema lacks what the pipeline asks for, even in the queries "
+            "made for its schema: set PR_ANALYTICS_GITHUB_API_MODE=rest (or auto, which then uses REST)",
+            url=exc.url)
     if not _is_repository_failure(exc):
         raise exc
     for pr in prs:
