@@ -155,16 +155,20 @@ def land(
     client: GitHubClient,
     progress: SyncProgress | None = None,
     full_refresh: bool = False,
+    retry_now: bool = False,
 ) -> LandingReport:
     """Extract the organisation's changes since its cursors and land them as Parquet, in chunks.
 
     Each chunk is one `pipeline.run`: its rows and the source state that says how far it got are
     committed together, so a run that dies loses at most the chunk in flight and the next run
     resumes where the last committed chunk stopped. Packages a crashed earlier run left behind are
-    landed first, then the extraction goes on from the state they carry.
+    landed first, then the extraction goes on from the state they carry. `full_refresh` starts
+    each repository's listing over once (its chunks then resume it); `retry_now` makes every
+    item on the retry list due in this run.
     """
     org = normalise_org(org)
     progress = progress or SyncProgress()
+    progress.retry_now = retry_now
     pipeline = landing_pipeline(settings, org)
     sync = SyncContext(
         org,
@@ -172,6 +176,7 @@ def land(
         progress,
         since=iso(settings.since),
         full_refresh=full_refresh,
+        retry_now=retry_now,
         chunk_requests=settings.commit_every_requests,
         reconcile_days=settings.reconcile_days,
         graphql_url=graphql_endpoint(settings, client),

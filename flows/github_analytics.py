@@ -205,7 +205,7 @@ def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
 
 
 @task(name="extract-and-land", task_run_name="extract-and-land-{org}", tags=[GITHUB_TAG], **_RETRIES)
-def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -> LandingReport:
+def extract_and_land(settings: Settings, org: str, full_refresh: bool = False, retry_now: bool = False) -> LandingReport:
     log = get_run_logger()
     token = read_github_token(settings)
     with github_client(settings, token=token) as client:
@@ -213,7 +213,7 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False) -
         # One slot per extract across all runs; a missing limit only logs a warning.
         limit = settings.github_concurrency_limit
         with concurrency(limit, occupy=1, strict=False) if limit else nullcontext():
-            report = land(settings, org, client, progress, full_refresh=full_refresh)
+            report = land(settings, org, client, progress, full_refresh=full_refresh, retry_now=retry_now)
     log.info(
         "%s: landed %s with %d requests (%d answered 304, %s left in the rate limit)",
         org, report.rows, report.requests.requests, report.requests.not_modified,
@@ -347,12 +347,15 @@ def github_analytics(
     full_refresh: bool = False,
     github_url: str | None = None,
     data_dir: Path | None = None,
+    retry_now: bool = False,
 ) -> Any:
     """Land and merge each organisation's pull requests, reviews, files and timeline events.
 
     orgs: organisation logins (default: the setting `orgs`, env PR_ANALYTICS_ORGS or .env).
     since: the first backfill reaches back only to this date.
     full_refresh: ignore saved cursors and ETags and read everything again.
+    retry_now: every repository and pull request on the retry list is due in this run, whatever
+    its backoff (after fixing what made it fail).
     github_url: API base URL (GitHub Enterprise: https://HOST/api/v3). data_dir: landing,
     warehouse and dlt pipelines (default ./data). Credentials are never parameters.
 
@@ -360,7 +363,7 @@ def github_analytics(
     in a Completed state named "Partial" whose message names them.
     """
     with logs_reach_the_flow_run():
-        return _run(orgs, since, full_refresh, github_url, data_dir)
+        return _run(orgs, since, full_refresh, github_url, data_dir, retry_now)
 
 
 def _run(
@@ -369,6 +372,7 @@ def _run(
     full_refresh: bool,
     github_url: str | None,
     data_dir: Path | None,
+    retry_now: bool = False,
 ) -> Any:
     """The body of `github_analytics`."""
     overrides: dict[str, Any] = {}
@@ -385,7 +389,7 @@ def _run(
         raise ConfigurationError("no organisation given: pass `orgs` or set PR_ANALYTICS_ORGS")
 
     summary = RunSummary()
-    landings = {org: extract_and_land.submit(settings, org, full_refresh) for org in settings.orgs}
+    landings = {org: extract_and_land.submit(settings, org, full_refresh, retry_now) for org in settings.orgs}
     bootstrapped = bootstrap_warehouse.submit(settings, [pipeline_name(org) for org in settings.orgs])
     merges = {
         org: merge.submit(settings, org, pipeline_name(org), wait_for=[allow_failure(landed), bootstrapped])

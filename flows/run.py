@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="landing folder, warehouse and dlt pipelines (default ./data)")
     parser.add_argument("--since", type=date.fromisoformat, help="first backfill only reaches back to this date (YYYY-MM-DD)")
     parser.add_argument("--full-refresh", action="store_true", help="ignore saved cursors and ETags: re-read everything")
+    parser.add_argument("--retry-now", action="store_true",
+                        help="retry every repository and pull request on the retry list in this run, whatever its backoff")
     parser.add_argument("--demo", action="store_true", help="run against the bundled GitHub emulator")
     parser.add_argument("--demo-latency", type=float, default=0.0, help="emulator latency per request, seconds")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             orgs=orgs,
             since=args.since,
             full_refresh=args.full_refresh,
+            retry_now=args.retry_now,
             github_url=github_url,
             data_dir=args.data_dir,
             return_state=True,

@@ -107,6 +107,11 @@ def render_summary(summary: RunSummary) -> str:
                 )
             if progress.graphql_fallback:
                 notes.append(f"  - GraphQL refused ({progress.graphql_fallback}): child lists over REST")
+            if progress.retry_now:
+                notes.append(
+                    f"  - --retry-now: every item on the retry list was due; {progress.retried_now} "
+                    "retried ahead of its backoff"
+                )
             if progress.chunks > 1:
                 notes.append(f"  - committed in {progress.chunks} chunks")
             if progress.reconciled_pull_requests:

@@ -284,7 +284,7 @@ def test_flow_lands_and_merges_with_the_token_from_a_gcp_secret_block(
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id(state))
     assert SECRET not in repr(flow_run.parameters)
-    assert set(flow_run.parameters) <= {"orgs", "since", "full_refresh", "github_url", "data_dir"}
+    assert set(flow_run.parameters) <= {"orgs", "since", "full_refresh", "github_url", "data_dir", "retry_now"}
 
 
 def test_transient_failure_is_retried_by_prefect(emulator, dataset, count_land, tmp_path, monkeypatch):
@@ -376,7 +376,7 @@ def test_deployments_from_prefect_yaml(prefect_api):
         assert env_vars["PREFECT_LOGGING_EXTRA_LOGGERS"].split(",")[0] == "dlt"
         assert env_vars["PR_ANALYTICS_GITHUB_TOKEN_SECRET_BLOCK"] == ""  # none: the worker's environment
         assert set(deployment.parameter_openapi_schema["properties"]) == {
-            "orgs", "since", "full_refresh", "github_url", "data_dir"
+            "orgs", "since", "full_refresh", "github_url", "data_dir", "retry_now"
         }
     assert hourly.parameters == {"full_refresh": False}
     assert [s.schedule.cron for s in hourly.schedules] == ["5 * * * *"]

@@ -228,3 +228,66 @@ def test_a_rejected_document_is_a_configuration_error_in_graphql_mode(fake: Fake
             run(emu, fake, tmp_path, "graphql")
     text = str(raised.value)
     assert "undefinedField" in text and "fullDatabaseId" in text and "PR_ANALYTICS_GITHUB_API_MODE=rest" in text
+
+
+@pytest.mark.parametrize("mode", [None, "rest"])
+def test_full_refresh_of_a_repository_bigger_than_a_chunk_ends(mode: str | None, fake: FakeClock,
+                                                                tmp_path: Path) -> None:
+    """Issue 17.5: a full refresh resets each repository's listing once, at the start of the run,
+    then its chunks resume it like any backfill: it ends, and lands each pull request and child
+    list once. Today's code restarted the listing from page 1 in every chunk, without end."""
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[250, 20], seed=3, edge_cases=False)
+    settings = Settings(orgs=[ORG], github_url="http://unused", data_dir=tmp_path)
+
+    def chunked(data_dir: Path, full_refresh: bool) -> tuple[LandingReport, dict[str, int]]:
+        emu.reset_stats()
+        config = Settings(orgs=[ORG], github_url=emu.url, data_dir=data_dir, commit_every_requests=60,
+                          **({"github_api_mode": mode} if mode else {}))
+        with GitHubClient(emu.url, TokenPool([TOKEN]), clock=fake, max_concurrency=4) as client:
+            report = land(config, ORG, client, full_refresh=full_refresh)
+        return report, emu.stats["by_endpoint"]
+
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        cold, cold_requests = chunked(tmp_path / "cold", False)  # a backfill in the same chunks
+        run(emu, fake, tmp_path, mode)
+        before = landed_keys(settings)
+        report, requests = chunked(tmp_path, True)
+    assert report.progress.stopped_early is None and not report.progress.failed
+    assert report.progress.chunks == cold.progress.chunks > 1
+    assert report.rows == cold.rows and report.rows["pull_requests"] == 270  # each pull request once
+    # The requests of a backfill: each child list once; the pull-request pages as a backfill in
+    # the same chunks reads them (in REST mode a chunk may cut a page, and where depends on which
+    # repository's page was charged first: one page either way).
+    assert {k: v for k, v in requests.items() if k not in ("repos", "pulls")} == {
+        k: v for k, v in cold_requests.items() if k not in ("repos", "pulls")}
+    assert abs(requests["pulls"] - cold_requests["pulls"]) <= (1 if mode == "rest" else 0)
+    after = landed_keys(settings)
+    for table, keys in after.items():  # every row again, once more: twice in all
+        assert sorted(keys) == sorted(before[table] * 2), table
+
+
+def test_retry_now_retries_what_the_retry_list_holds(fake: FakeClock, tmp_path: Path) -> None:
+    """Issue 17.7: a repository answering 451 is skipped for an hour (growing to a day); after
+    it was unblocked, `retry_now` makes it and every pull request on the retry list due in this
+    run, and the summary says so."""
+    from flows.summary import OrgResult, RunSummary, render_summary
+
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[10, 10], seed=3, edge_cases=False)
+    settings = Settings(orgs=[ORG], github_url="http://unused", data_dir=tmp_path)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(Fault("451", path_regex=r"/repos/acme/web/pulls\?", times=1))
+        emu.faults.add(Fault("451", path_regex=r"/repos/acme/api/pulls/3/files", times=1))
+        first = run(emu, fake, tmp_path, "rest")
+        assert {(item.kind, item.name) for item in first.progress.failed} == {
+            ("repository", f"{ORG}/web"), ("files", f"{ORG}/api#3")}
+        fake.advance(60)
+        later = run(emu, fake, tmp_path, "rest")  # still waiting out its backoff
+        assert len(later.progress.failed) == 2 and later.rows["pull_requests"] == 0
+        config = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, github_api_mode="rest")
+        with GitHubClient(emu.url, TokenPool([TOKEN]), clock=fake, max_concurrency=4) as client:
+            now = land(config, ORG, client, retry_now=True)
+    assert not now.progress.failed and now.progress.retried_now == 2
+    assert now.rows["pull_requests"] == 10
+    assert_landed_exactly_once(settings, dataset)
+    text = render_summary(RunSummary([OrgResult(ORG, landing=now)]))
+    assert "--retry-now" in text and "2 retried ahead of its backoff" in text

@@ -42,6 +42,8 @@ class SyncProgress:
     graphql_points: int = 0  # GraphQL points spent (its budget is apart from REST's requests)
     graphql_pull_requests: int = 0  # pull requests whose child lists came over GraphQL
     graphql_fallback: str | None = None  # `auto` mode: why and where GraphQL was refused (REST since)
+    retry_now: bool = False  # the run was asked to retry every item on the retry list at once
+    retried_now: int = 0  # items on the retry list that were due only because of retry_now
     on_repository_done: Callable[[SyncProgress], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -58,6 +60,10 @@ class SyncProgress:
     def add_graphql_points(self, points: int) -> None:
         with self._lock:
             self.graphql_points += points
+
+    def add_retried_now(self, count: int) -> None:
+        with self._lock:
+            self.retried_now += count
 
     def add_graphql_pull_requests(self, count: int) -> None:
         with self._lock:

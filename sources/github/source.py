@@ -91,6 +91,8 @@ class SyncContext:
     covered: dict[int, str] = field(default_factory=dict)
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
     failed_this_run: set[tuple[str, str]] = field(default_factory=set)  # (repo id, PR id): backoff grown once
+    seen: set[int] = field(default_factory=set)  # repositories whose saved state this run has looked at
+    retry_now: bool = False  # every item on the retry list is due in this run, whatever its backoff
     # GraphQL mode: the endpoint that fetches listed pull requests' child lists (None: REST).
     graphql_url: str | None = None
     # `auto` mode: once GraphQL refuses for a reason REST would not, REST for the rest of the run.
@@ -238,14 +240,24 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
     state = dlt.current.source_state()
     with ctx.lock:
         saved = repo_state(state, repo_id, repo)
+        first_sight = repo_id not in ctx.seen
+        ctx.seen.add(repo_id)
+    if ctx.full_refresh and first_sight:
+        # Once a run, not once a chunk: its later chunks resume the new listing like any backfill
+        # (and a run killed halfway leaves a backfill that the next run finishes).
+        for key in ("cursor", "at_cursor", "etag", "since", "listing"):
+            saved.pop(key, None)
     label = _label(ctx, repo)
     synced_before = saved.get("cursor") is not None or saved.get("listing") is not None
-    if ctx.full_refresh or not synced_before:
+    if not synced_before:
         saved["child_kinds"] = list(CHILD_KINDS)  # every pull request it lands gets every child list
     failure = saved.get("failure")
-    if failure and not ctx.full_refresh and failure["retry_at"] > ctx.now():
-        ctx.progress.add_failed(FailedItem("repository", label, failure["reason"], failure["retry_at"]))
-        return
+    due_now = first_sight and (ctx.full_refresh or ctx.retry_now)  # a failure of this run still waits
+    if failure and failure["retry_at"] > ctx.now():
+        if not due_now:
+            ctx.progress.add_failed(FailedItem("repository", label, failure["reason"], failure["retry_at"]))
+            return
+        ctx.progress.add_retried_now(1)
     try:
         unchanged = yield from _list_pull_requests(ctx, state, repo_id, repo, saved)
     except NotFoundError as exc:
@@ -290,15 +302,15 @@ def _list_pull_requests(
     chunk can end inside a page: the next chunk reads that page again (one request) and goes on
     after the frontier.
     """
-    cursor = None if ctx.full_refresh else saved.get("cursor")
-    at_cursor: dict[str, str | None] = {} if ctx.full_refresh else saved.get("at_cursor", {})
+    cursor = saved.get("cursor")
+    at_cursor: dict[str, str | None] = saved.get("at_cursor", {})
     floor = cursor or ctx.since  # the first pull request older than this ends the listing
-    listing: dict[str, Any] | None = None if ctx.full_refresh else saved.get("listing")
+    listing: dict[str, Any] | None = saved.get("listing")
     if listing is not None:
         url, params, etag = listing["next_url"], None, None
     else:
         url, params = f"/repos/{ctx.org}/{repo}/pulls", dict(_PULLS_PARAMS)
-        etag = None if ctx.full_refresh or saved.get("since") != ctx.since and cursor is None else saved.get("etag")
+        etag = None if saved.get("since") != ctx.since and cursor is None else saved.get("etag")
     while url:
         if ctx.chunk_full():
             return None
@@ -484,10 +496,12 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                 if repo is None:
                     continue
                 if entry.get("retry_at") and entry["retry_at"] > now:
-                    label = _label(ctx, repo, entry["number"])
-                    for kind in entry["kinds"]:
-                        ctx.progress.add_failed(FailedItem(kind, label, entry.get("reason") or "", entry["retry_at"]))
-                    continue
+                    if not ctx.retry_now or (repo_id, pr_id) in ctx.failed_this_run:
+                        label = _label(ctx, repo, entry["number"])
+                        for kind in entry["kinds"]:
+                            ctx.progress.add_failed(FailedItem(kind, label, entry.get("reason") or "", entry["retry_at"]))
+                        continue
+                    ctx.progress.add_retried_now(1)
                 if ctx.chunk_full():
                     ctx.progress.more_to_do = True  # the rest goes to the next chunk
                     break
