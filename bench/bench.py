@@ -83,6 +83,8 @@ def child_main(spec_path: str, out_path: str) -> None:
 
     # Optional overrides of the backfill runs: stop at once on the rate limit, chunk size.
     extra = {k: spec[k] for k in ("max_rate_limit_wait", "commit_every_requests") if k in spec}
+    # The fault-mix runs scale the client's waits down (a secondary limit's minute, fault backoff).
+    waits = {k: spec[k] for k in ("secondary_backoff", "backoff_base") if k in spec}
     settings = Settings(
         orgs=[spec["org"]],
         github_url=spec["url"],
@@ -95,7 +97,7 @@ def child_main(spec_path: str, out_path: str) -> None:
     clock = _ShiftedClock(spec["clock_at"]) if spec.get("clock_at") else None
     client = GitHubClient(settings.github_url, github_auth(settings), max_concurrency=settings.max_concurrency,
                           timeout=settings.request_timeout,
-                          max_rate_limit_wait=settings.max_rate_limit_wait, clock=clock)
+                          max_rate_limit_wait=settings.max_rate_limit_wait, clock=clock, **waits)
     if spec.get("started"):
         Path(spec["started"]).touch()  # the parent times a SIGKILL from here
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -133,6 +135,8 @@ def child_main(spec_path: str, out_path: str) -> None:
         "chunks": report.progress.chunks,
         "graphql_points": report.progress.graphql_points,
         "graphql_pull_requests": report.progress.graphql_pull_requests,
+        "failed": [f"{item.kind} {item.name}: {item.reason}" for item in report.progress.failed],
+        "graphql_fallback": report.progress.graphql_fallback,
     })
     # Written whole or not at all: a child killed by SIGKILL leaves no out.json behind.
     tmp = Path(out_path + ".tmp")
@@ -397,6 +401,65 @@ def graphql_mutation_minimum(ds: Any, mutations: list[str]) -> dict[str, int]:
                     for repo, numbers in changed.items())
     return graphql_minimum(ds, {repo: [numbers[i:i + PER_PAGE] for i in range(0, len(numbers), PER_PAGE)]
                                 for repo, numbers in changed.items()}, list_cost)
+
+
+# ---- under faults
+# The fault mix of issue 17: on every request (REST and GraphQL) 5% 502, 2% 429, 2% secondary
+# limits (403), 1% dropped connections, 1% slow answers, 1% truncated JSON.
+FAULT_MIX = {"502": 0.05, "429": 0.02, "secondary": 0.02, "drop": 0.01, "slow": 0.01, "truncated": 0.01}
+FAULT_MIX_PRS = 40  # pull requests per repository of the fault-mix runs
+FAULT_MIX_WAITS = {"secondary_backoff": 1.0, "backoff_base": 0.05}  # the client's waits, scaled down
+
+
+def fault_mix_runs(args: argparse.Namespace, work: Path, progress: Any) -> dict[str, Any]:
+    """A cold sync of `--repos` x 40 PRs under FAULT_MIX, in the default mode (`auto`) and in
+    `rest`, each on a fresh emulator: one run each, compared with the dataset exactly."""
+    from emulator.data import Dataset
+
+    replica = Dataset.generate({ORG: args.repos}, FAULT_MIX_PRS, seed=args.seed, edge_cases=False)
+    expected = expected_keys(replica)
+    minimum = {"rest": cold_minimum(replica), "auto": min_points(graphql_cold_minimum(replica))}
+    out: dict[str, Any] = {}
+    for mode in ("auto", "rest"):
+        with Emulator(args.repos, FAULT_MIX_PRS, args.latency, args.seed) as emu:
+            emu.post("/_emulator/fault_mix", {"rates": FAULT_MIX, "seed": args.seed + 17})
+            progress(f"cold sync under the fault mix, {mode} mode")
+            r = run_sync(emu, work / f"faults-{mode}", args.concurrency, mode=mode, **FAULT_MIX_WAITS)
+        r["diff"] = compare_keys(landed_keys(work / f"faults-{mode}"), expected)
+        r["minimum_points"] = minimum[mode]
+        out[mode] = r
+    return out
+
+
+def fault_mix_report(runs: dict[str, Any]) -> list[str]:
+    lines = ["Cold sync under the fault mix (" + ", ".join(f"{rate:.0%} {kind}" for kind, rate in FAULT_MIX.items())
+             + f" of every request; {FAULT_MIX_PRS} PRs a repository; the client's secondary-limit pause and "
+             "fault backoff scaled down to 1 s and 0.05 s), one run each, on a fresh emulator:", "",
+             "| mode | faults served | REST requests | GraphQL queries | points | min points | points/min | "
+             "retries | failed items | rows | warehouse | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for mode, r in runs.items():
+        emu = r["emulator"]
+        rest_requests = emu["requests"] - graphql_queries(r)
+        exact = "exact" if is_exact(r["diff"]) else "NOT EXACT " + json.dumps(
+            {t: d for t, d in r["diff"].items() if d["missing"] or d["extra"] or d["duplicates"]})
+        lines.append(f"| {'default (auto)' if mode == 'auto' else mode} | {emu['faults_served']} | {rest_requests} | "
+                     f"{graphql_queries(r)} | {points(r)} | {r['minimum_points']} | "
+                     f"{points(r) / r['minimum_points']:.2f} | {r['retries']} | {len(r['failed'])} | "
+                     f"{sum(r['rows'].values())} | {exact} | {r['wall']:.2f} |")
+    lines.append("")
+    return lines
+
+
+def fault_mix_checks(runs: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    checks = []
+    for mode, r in runs.items():
+        ok = is_exact(r["diff"]) and not r["failed"] and not r["stopped_early"]
+        checks.append((f"{mode} mode under the fault mix: exact in one run, nothing on the retry list", ok,
+                       f"{r['emulator']['faults_served']} faults served, {len(r['failed'])} failed items"
+                       + (f" ({'; '.join(r['failed'][:3])})" if r["failed"] else "")
+                       + f", points {points(r)} vs min {r['minimum_points']}"))
+    return checks
 
 
 # ---- resumable backfills
@@ -1175,6 +1238,8 @@ def main(argv: list[str] | None = None) -> int:
                         "a backfill worth chunking)")
     p.add_argument("--backfill-latency", type=float, default=None,
                    help="emulator latency of the backfill runs, s (default: --latency)")
+    p.add_argument("--skip-faults", action="store_true",
+                   help="skip the cold syncs under the fault mix (default mode and rest)")
     p.add_argument("--skip-local-run", action="store_true",
                    help="skip the wall time of a local no-change `flows/run.py --demo`")
     p.add_argument("--skip-report", action="store_true",
@@ -1261,6 +1326,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_graphql:
             killed_graphql = backfill_killed(args, BL, work, progress, mode="graphql")
 
+    faults = None if args.skip_faults else fault_mix_runs(args, work, progress)
     local = None if args.skip_local_run else local_run(work, progress)
     report = None if args.skip_report else report_build(work / "main", progress)
 
@@ -1315,6 +1381,8 @@ def main(argv: list[str] | None = None) -> int:
             out.extend(backfill_modes_report(killed, killed_graphql))
         if stopped_graphql is not None:
             out.extend(backfill_stopped_graphql_report(stopped_graphql))
+    if faults is not None:
+        out.extend(fault_mix_report(faults))
     out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
                "child:")
     out.append("")
@@ -1387,6 +1455,10 @@ def main(argv: list[str] | None = None) -> int:
                        "skipped (--skip-backfill)" if args.skip_backfill else "skipped (--skip-graphql)"))
     if stopped_graphql is not None:
         checks.append(backfill_stopped_graphql_check(stopped_graphql))
+    if faults is not None:
+        checks.extend(fault_mix_checks(faults))
+    else:
+        checks.append(("default and rest mode under the fault mix: exact in one run", None, "skipped (--skip-faults)"))
     if local is not None:
         checks.append((f"local no-change run of the demo organisations <= {LOCAL_RUN_TARGET_S:.0f} s wall",
                        local["median"] <= LOCAL_RUN_TARGET_S,

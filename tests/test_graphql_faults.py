@@ -178,6 +178,7 @@ def test_an_older_enterprise_schema_keeps_graphql(fake: FakeClock, tmp_path: Pat
         stats = emu.stats
     assert not report.progress.failed and report.progress.graphql_fallback is None
     assert "reviews" not in stats["by_endpoint"]
+    assert report.progress.graphql_points == stats["graphql_points"]  # the schema's query counted too
     warnings = [r.getMessage() for r in caplog.records if "schema has no" in r.getMessage()]
     assert len(warnings) == 1 and "PullRequestReview.fullDatabaseId" in warnings[0] and "Bot" in warnings[0]
     assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)

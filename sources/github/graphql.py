@@ -120,7 +120,7 @@ class ServerSchema:
 
 GITHUB_COM = ServerSchema()
 # What the queries need to know of the server's schema, in one introspection query.
-SCHEMA_QUERY = ('query { review: __type(name: "PullRequestReview") { fields { name } } '
+SCHEMA_QUERY = ('query { rateLimit { cost } review: __type(name: "PullRequestReview") { fields { name } } '
                 'reviewer: __type(name: "RequestedReviewer") { possibleTypes { name } } }')
 
 
@@ -434,6 +434,9 @@ class GraphQLChildren:
                 logger.warning("GraphQL at %s: cannot read its schema (%s)", self.url, exc)
                 return False
             data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+            cost = (data.get("rateLimit") or {}).get("cost")
+            if isinstance(cost, int) and self.on_points:
+                self.on_points(cost)
             review = {f.get("name") for f in ((data.get("review") or {}).get("fields") or []) if isinstance(f, dict)}
             members = {t.get("name") for t in ((data.get("reviewer") or {}).get("possibleTypes") or [])
                        if isinstance(t, dict)}
