@@ -244,9 +244,10 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands() -> None:
     fetched = {node for _, r in results for node in r.children}
     assert fetched == set(prs) and not [r for _, r in results if isinstance(r, Exception)]
     sizes = [len(q["variables"]["ids"]) for q in fake.queries]
-    # 40 at 25 a query is 2 equal queries of 20: a 502 halves the batch to 10, and the 40 go in
-    # 4 queries of 10 (the batch grew to 12 after 3 successes: the last 10 still fit in one).
-    assert sizes == [20, 10, 10, 10, 10] and batch.current() == 12
+    # 40 at 25 a query is 2 equal queries of 20: a 502 sends that one again in halves of 10 (one
+    # 502 may be a blip); the next query (15 of the 30 left) is heavy too, so the batch halves to
+    # 7 and the 30 go in 5 equal queries of 6; it grew to 8 after 3 successes.
+    assert sizes == [20, 10, 15, 6, 6, 6, 6, 6] and batch.current() == 8
     assert client.stats.retries == 0  # a 502 on GraphQL is not re-sent as it was
 
 
@@ -258,13 +259,15 @@ def test_one_pull_request_too_heavy_fails_its_batch_only() -> None:
     assert ids == ["A"] and isinstance(error, GitHubServerError)
 
 
-def test_batch_grows_back_gradually() -> None:
+def test_batch_halves_at_the_second_heavy_answer_and_grows_back_gradually() -> None:
     batch = BatchSize(size=8, ceiling=50, grow_after=3)
-    assert batch.shrink(8) and batch.size == 4
+    assert batch.too_heavy(8) == 4 and batch.size == 8  # one 502 may be a blip: that query alone
+    batch.succeeded()
+    assert batch.too_heavy(8) == 4 and batch.size == 4  # the second since the size changed
     for _ in range(3):
         batch.succeeded()
     assert batch.size == 5
-    assert not batch.shrink(1)
+    assert batch.too_heavy(1) == 0
 
 
 def test_a_node_github_no_longer_has_is_reported_gone() -> None:

@@ -239,8 +239,12 @@ _AS_REST: dict[str, Callable[[Any], Any]] = {"reviews": review_as_rest, "files":
 
 @dataclass
 class BatchSize:
-    """How many pull requests (or follow-up connections) one query asks for: halved when a query
-    is too heavy, grown by a quarter after `grow_after` successes in a row. Shared by threads."""
+    """How many pull requests (or follow-up connections) one query asks for, shared by threads.
+
+    A query that may be too heavy (502/504, a timeout, a resource limit) is sent again in halves.
+    GitHub answers 502 to plain blips too, so one such answer halves only that query; the shared
+    size halves at the second since it last changed (the queries are heavy, not unlucky). It
+    grows by a quarter after `grow_after` successes in a row."""
 
     size: int = 34  # a page of 100 pull requests in 3 queries of one point each
     # The most that still costs one point: 1 + 3 x 49 = 148 connection requests round to 1 point,
@@ -248,28 +252,31 @@ class BatchSize:
     ceiling: int = 49
     grow_after: int = 3
     _successes: int = 0
+    _heavy: int = 0  # heavy answers since the size last changed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def current(self) -> int:
         with self._lock:
             return self.size
 
-    def shrink(self, sent: int) -> bool:
-        """Half of what a too heavy query of `sent` asked for; False when it asked for one (the
-        query cannot be made smaller)."""
+    def too_heavy(self, sent: int) -> int:
+        """A query of `sent` was answered as too heavy: how many to send next (half of `sent`),
+        or 0 when it asked for one (it cannot be made smaller)."""
         with self._lock:
             self._successes = 0
+            self._heavy += 1
             if sent <= 1:
-                return False
-            self.size = max(1, min(self.size, sent) // 2)
-            return True
+                return 0
+            if self._heavy >= 2:
+                self.size, self._heavy = max(1, min(self.size, sent) // 2), 0
+            return sent // 2
 
     def succeeded(self) -> None:
         with self._lock:
             self._successes += 1
             if self._successes >= self.grow_after and self.size < self.ceiling:
                 self.size = min(self.ceiling, self.size + max(1, self.size // 4))
-                self._successes = 0
+                self._successes = self._heavy = 0
 
 
 class TooHeavy(GitHubError):
@@ -382,18 +389,20 @@ class GraphQLChildren:
         """Each batch of `node_ids` with its result (their `kinds` lists), or the error that failed
         it (the caller decides per pull request). RateLimitExhausted propagates: the caller stops."""
         start = 0
+        half: int | None = None  # after a heavy answer: the size of its halves
         while start < len(node_ids):
             # As few queries as the batch size allows, of equal size: a page of 100 at 49 is
             # 34 + 33 + 33, not 49 + 49 + 2 (the same 3 points, lighter queries).
             left = len(node_ids) - start
             queries = -(-left // self.batch.current())
-            ids = node_ids[start : start + -(-left // queries)]
+            ids = node_ids[start : start + min(half or left, -(-left // queries))]
             try:
                 result = self.fetch(ids, kinds)
             except (GraphQLTooHeavy, TooHeavy) as exc:
-                if self.batch.shrink(len(ids)):
-                    logger.warning("GraphQL query of %d pull requests too heavy (%s); batch halved to %d",
-                                   len(ids), exc, self.batch.current())
+                half = self.batch.too_heavy(len(ids))
+                if half:
+                    logger.warning("GraphQL query of %d pull requests too heavy or failed (%s); sent again in "
+                                   "halves of %d", len(ids), exc, half)
                     continue
                 yield ids, exc
             except RateLimitExhausted:
@@ -405,6 +414,7 @@ class GraphQLChildren:
             else:
                 self.batch.succeeded()
                 yield ids, result
+            half = None
             start += len(ids)
 
     def fetch(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS) -> BatchResult:
@@ -473,9 +483,18 @@ class GraphQLChildren:
                 pending.extend(p for kind in kinds for p in self._take(children, kind, node.get(kind)))
             except GitHubClientError as exc:
                 result.fail(node_id, str(exc))
+        half: int | None = None  # after a heavy answer: the size of its halves
         while pending:
-            size = self.batch.current()
-            pending = self._follow(result, pending[:size]) + pending[size:]
+            size = min(half or len(pending), self.batch.current())
+            try:
+                left = self._follow(result, pending[:size])
+            except (GraphQLTooHeavy, TooHeavy):
+                half = self.batch.too_heavy(size)
+                if not half:
+                    raise
+                continue
+            half = None
+            pending = left + pending[size:]
         return result
 
     def _usable(self, result: BatchResult, node_id: str, node: Any, error: tuple[str | None, str] | None) -> bool:
@@ -568,12 +587,7 @@ class GraphQLChildren:
         variables: dict[str, Any] = {}
         for i, p in enumerate(pending):
             variables[f"id{i}"], variables[f"after{i}"] = p.node_id, p.cursor
-        try:
-            data, errors = self._query(query, variables, splittable=len(pending) > 1)
-        except (GraphQLTooHeavy, TooHeavy):
-            if self.batch.shrink(len(pending)):
-                return pending  # sent again, fewer at a time
-            raise
+        data, errors = self._query(query, variables, splittable=len(pending) > 1)
         left: list[_Pending] = []
         for i, p in enumerate(pending):
             children = result.children.get(p.node_id)
