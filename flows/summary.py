@@ -27,7 +27,10 @@ class OrgResult:
         if self.landing is None:
             return unsynced
         progress = self.landing.progress
-        return unsynced + [f"{item.kind} {item.name}: {item.reason}" for item in progress.failed] + [
+        return unsynced + [
+            f"{item.kind} {item.name}: {item.reason}" + (f" (next attempt {_when(item.retry_at)})" if item.retry_at else "")
+            for item in progress.failed
+        ] + [
             f"rejected {label}" for label in progress.rejected
         ]
 

@@ -135,8 +135,10 @@ def test_a_failed_list_shows_its_next_attempt(fake: FakeClock, tmp_path: Path) -
         report = run(emu, fake, tmp_path, "rest")
     [item] = report.progress.failed
     assert item.kind == "files" and item.retry_at == pytest.approx(fake.now() + 3600)
-    text = render_summary(RunSummary([OrgResult(ORG, landing=report)]))
+    summary = RunSummary([OrgResult(ORG, landing=report)])
+    text = render_summary(summary)  # the printed summary and the Prefect artifact
     assert f"NOT SYNCED files `{ORG}/api#2`" in text and "next attempt" in text
+    assert "next attempt" in summary.partial_message()  # the flow run's Partial state message
 
 
 @pytest.mark.parametrize("fault", [
