@@ -60,6 +60,7 @@ SCOPES_MESSAGE = ("Your token has not been granted the required scopes to execut
                   "https://github.com/settings/tokens.")
 HEAVY_MESSAGE = ("Something went wrong while executing your query. This may be the result of a "
                  "timeout, or it could be a GitHub bug. Please include `{}` when reporting this issue.")
+FORBIDDEN_MESSAGE = "Resource not accessible by integration"
 BROKEN_MESSAGE = ("Something went wrong while executing your query. Please include `0C1A:B0B0` when "
                   "reporting this issue.")
 
@@ -729,6 +730,10 @@ class _Resolver:
         # Pull requests (node ids) whose reviews fail to resolve: a partial answer, the error's
         # `path` into that pull request, the other nodes whole (a malformed row on GitHub's side).
         self.broken: set[str] = set()
+        # PullRequest connections ("reviews", "files", "timelineItems") the caller may not read:
+        # each resolves to FORBIDDEN "Resource not accessible by integration", field by field, in
+        # an otherwise whole answer (a GitHub App without the permission, say).
+        self.forbidden: set[str] = set()
 
     def node(self, node_id: str) -> dict:
         found = self.dataset.locate_pull(node_id)
@@ -797,9 +802,16 @@ class _Resolver:
             "author": _actor(pr.get("user")), "authorAssociation": pr.get("author_association"),
             "createdAt": pr.get("created_at"), "updatedAt": pr.get("updated_at"),
             "closedAt": pr.get("closed_at"), "mergedAt": pr.get("merged_at"), "url": url,
-            "changedFiles": changed_files, "reviews": reviews, "files": files,
-            "timelineItems": timeline_items,
+            "changedFiles": changed_files, **{name: self._guarded(name, resolve) for name, resolve in (
+                ("reviews", reviews), ("files", files), ("timelineItems", timeline_items))},
         }
+
+    def _guarded(self, name: str, resolve: Callable[..., dict]) -> Callable[..., dict]:
+        def guarded(info: Any, **arguments: Any) -> dict:
+            if name in self.forbidden:
+                raise GitHubGraphQLError("FORBIDDEN", FORBIDDEN_MESSAGE)
+            return resolve(info, **arguments)
+        return guarded
 
 
 # ---------------------------------------------------------------------------------------- service
@@ -833,6 +845,7 @@ class GraphQLService:
         self.org_readers: set[str] = set()
         self._resolver = _Resolver(dataset)
         self.broken = self._resolver.broken  # see _Resolver
+        self.forbidden = self._resolver.forbidden
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
 

@@ -298,3 +298,117 @@ def test_retry_now_retries_what_the_retry_list_holds(fake: FakeClock, tmp_path: 
     assert_landed_exactly_once(settings, dataset)
     text = render_summary(RunSummary([OrgResult(ORG, landing=now)]))
     assert "--retry-now" in text and "2 retried ahead of its backoff" in text
+
+
+# -- found by the adversarial review of this change -------------------------------------------
+
+
+def land_with(emu: GitHubEmulator, fake: FakeClock, data_dir: Path, mode: str | None = None,
+              full_refresh: bool = False, retry_now: bool = False, client_options: dict | None = None,
+              **settings: Any) -> LandingReport:
+    if mode:
+        settings["github_api_mode"] = mode
+    config = Settings(orgs=[ORG], github_url=emu.url, data_dir=data_dir, **settings)
+    options = {"max_concurrency": 4, **(client_options or {})}
+    with GitHubClient(emu.url, TokenPool([TOKEN]), clock=fake, **options) as client:
+        return land(config, ORG, client, full_refresh=full_refresh, retry_now=retry_now)
+
+
+@pytest.mark.parametrize("option", ["retry_now", "full_refresh"])
+@pytest.mark.parametrize("mode", [None, "rest"])
+def test_a_repository_made_due_now_is_synced_in_every_chunk(option: str, mode: str | None,
+                                                            fake: FakeClock, tmp_path: Path) -> None:
+    """A repository on the retry list (451, backoff 1 h), made due by --retry-now (or
+    --full-refresh) and bigger than one chunk, is listed in every chunk of the run, not skipped
+    after the first as still failing."""
+    dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[20, 250], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(Fault("451", path_regex=r"/repos/acme/web/pulls\?", times=1))
+        first = land_with(emu, fake, tmp_path, mode)
+        assert [(i.kind, i.name) for i in first.progress.failed] == [("repository", f"{ORG}/web")]
+        fake.advance(60)  # unblocked; its backoff has 59 minutes to go
+        report = land_with(emu, fake, tmp_path, mode, commit_every_requests=60, **{option: True})
+    assert report.progress.chunks > 1
+    assert not report.progress.failed, [(i.kind, i.name, i.reason[:60]) for i in report.progress.failed]
+    assert report.rows["pull_requests"] == (250 if option == "retry_now" else 270)  # a full refresh re-reads api
+    assert report.progress.retried_now == 1
+    if option == "retry_now":
+        assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+@pytest.mark.parametrize("fault", ["rate-limit", "502-storm"])
+@pytest.mark.parametrize("mode", [None, "graphql"])
+def test_a_failed_schema_query_is_no_refusal(mode: str | None, fault: str, fake: FakeClock,
+                                             tmp_path: Path) -> None:
+    """GHES 3.9 rejects the first query; the schema query that follows meets a rate limit (or a
+    502 storm past the client's retries). That is no answer about the schema: neither a fallback
+    to REST in `auto` nor a configuration error in `graphql`; the schema is asked again."""
+    faults = {"rate-limit": Fault("primary", path_regex="^/graphql", after=1, times=1, seconds=7200),
+              "502-storm": Fault("502", path_regex="^/graphql", after=1, times=7)}
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[10], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now, graphql_schema="ghes-3.9") as emu:
+        emu.faults.add(faults[fault])  # the second GraphQL request: the schema query
+        report = land_with(emu, fake, tmp_path, mode, client_options={"max_rate_limit_wait": 600})
+        stats = emu.stats
+        assert report.progress.graphql_fallback is None, report.progress.graphql_fallback
+        assert "reviews" not in stats["by_endpoint"]
+        fake.advance(7201)
+        land_with(emu, fake, tmp_path, mode)  # later: the schema is read, every list lands
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+def test_a_forbidden_partial_answer_is_a_refusal_in_auto(fake: FakeClock, tmp_path: Path) -> None:
+    """FORBIDDEN / "Resource not accessible" refuses the credential for GraphQL even when GitHub
+    says so field by field in a partial answer (the error's path into a node): `auto` uses REST,
+    which serves the lists, instead of putting every pull request on the retry list."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.graphql.forbidden.add("timelineItems")
+        report = land_with(emu, fake, tmp_path)
+    assert not report.progress.failed, f"{len(report.progress.failed)} lists failed"
+    assert report.progress.graphql_fallback and "Resource not accessible" in report.progress.graphql_fallback
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+
+
+def test_a_batch_that_failed_as_a_whole_is_retried_as_a_batch(fake: FakeClock, tmp_path: Path) -> None:
+    """A query of 30 pull requests fails as a whole (a 500 outlasting the client's retries: no
+    pull request is to blame): the next run asks for them in one batch again, not one by one."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(Fault("500", path_regex="^/graphql", times=7))
+        first = land_with(emu, fake, tmp_path)
+        assert len(first.progress.failed) == 90
+        fake.advance(3601)
+        emu.reset_stats()
+        second = land_with(emu, fake, tmp_path)
+        stats = emu.stats
+    assert not second.progress.failed
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path), dataset)
+    assert stats["by_endpoint"]["graphql"] <= 2, stats["by_endpoint"]
+    assert second.progress.graphql_points <= 2, second.progress.graphql_points
+
+
+def test_a_failed_follow_up_query_fails_only_its_pull_requests(fake: FakeClock, tmp_path: Path) -> None:
+    """Of 30 pull requests answered whole by the first query, one has 150 files, and the query
+    for its second page fails (a 500 outlasting the client's retries): only that pull request's
+    lists go on the retry list, the 29 others land."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
+    for i in range(150):
+        dataset.add_file(ORG, "api", 5, filename=f"big/{i}.py")
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(Fault("500", path_regex="^/graphql", after=1, times=7))  # the follow-up query
+        report = land_with(emu, fake, tmp_path)
+    failed = {(item.kind, item.name) for item in report.progress.failed}
+    assert failed == {(kind, f"{ORG}/api#5") for kind in ("reviews", "files", "events")}, f"{len(failed)} lists failed"
+
+
+def test_retried_now_counts_each_item_once_across_chunks(fake: FakeClock, tmp_path: Path) -> None:
+    """An entry taken ahead of its backoff is counted once, not again when a chunk ends at it."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[40], seed=3, edge_cases=False)
+    with GitHubEmulator(dataset, clock=fake.now) as emu:
+        emu.faults.add(Fault("451", path_regex=r"/pulls/\d+/files", times=40))
+        first = land_with(emu, fake, tmp_path, "rest")
+        assert len(first.progress.failed) == 40
+        report = land_with(emu, fake, tmp_path, "rest", retry_now=True, commit_every_requests=15)
+    assert report.progress.chunks > 1 and not report.progress.failed
+    assert report.progress.retried_now == 40

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .client import GitHubClient, GraphQLTooHeavy
-from .errors import AuthenticationError, GitHubClientError, GitHubError, RateLimitExhausted
+from .errors import AuthenticationError, GitHubClientError, GitHubError, GitHubServerError, RateLimitExhausted
 from .schema import CHILD_KINDS, FILES_CAP, TIMELINE_EVENTS
 
 logger = logging.getLogger(__name__)
@@ -340,6 +340,13 @@ def refusal(error: GitHubError, graphql_type: str | None = None) -> GraphQLRefus
     return None
 
 
+def _concerns_the_run(error: GitHubError) -> bool:
+    """An error that no single pull request is to blame for: a rate limit, a refusal of GraphQL,
+    a rejected document, no credential left (401)."""
+    return isinstance(error, (RateLimitExhausted, GraphQLRefused, GraphQLDocumentRejected)) or (
+        isinstance(error, AuthenticationError) and error.status == 401)
+
+
 @dataclass
 class Children:
     """One pull request's child lists (the kinds asked for), REST-shaped, complete."""
@@ -440,6 +447,9 @@ class GraphQLChildren:
             self._schema_asked = True
             try:
                 answer = self.client.post_graphql(self.url, SCHEMA_QUERY, {}, splittable=False)
+            except (RateLimitExhausted, GitHubServerError):
+                self._schema_asked = False  # no answer about the schema: asked again later
+                raise
             except GitHubError as exc:
                 logger.warning("GraphQL at %s: cannot read its schema (%s)", self.url, exc)
                 return False
@@ -486,15 +496,28 @@ class GraphQLChildren:
         half: int | None = None  # after a heavy answer: the size of its halves
         while pending:
             size = min(half or len(pending), self.batch.current())
+            asked, rest = pending[:size], pending[size:]
             try:
-                left = self._follow(result, pending[:size])
-            except (GraphQLTooHeavy, TooHeavy):
+                left = self._follow(result, asked)
+            except (GraphQLTooHeavy, TooHeavy) as exc:
                 half = self.batch.too_heavy(size)
-                if not half:
+                if half:
+                    continue
+                failure: GitHubError = exc
+            except GitHubError as exc:
+                if _concerns_the_run(exc):
                     raise
+                failure = exc
+            else:
+                half = None
+                pending = left + rest
                 continue
+            # A follow-up page that cannot be had fails only the pull requests it was for: the
+            # others of the batch are complete, or still have pages to come.
+            for p in asked:
+                result.fail(p.node_id, str(failure))
             half = None
-            pending = left + pending[size:]
+            pending = [p for p in rest if p.node_id in result.children]
         return result
 
     def _usable(self, result: BatchResult, node_id: str, node: Any, error: tuple[str | None, str] | None) -> bool:
@@ -535,8 +558,11 @@ class GraphQLChildren:
             message = str(error.get("message") if isinstance(error, dict) else error)
             if kind in _HEAVY_ERRORS or "node limit" in message.lower():
                 raise TooHeavy(f"POST {self.url}: {kind}: {message}", url=self.url)
+            # A refusal of the credential is one, wherever its path points (GitHub refuses it
+            # field by field in an otherwise partial answer).
+            refused = kind in _REFUSED_ERRORS or "resource not accessible" in message.lower()
             node_id = self._node_of(error, variables) if isinstance(data, dict) and isinstance(error, dict) else ""
-            if node_id:
+            if node_id and not refused:
                 by_node.setdefault(node_id, (kind, message))
                 continue
             if kind == "NOT_FOUND" and isinstance(data, dict):

@@ -92,6 +92,7 @@ class SyncContext:
     listed: set[int] = field(default_factory=set)  # pull requests this run landed with every child list
     failed_this_run: set[tuple[str, str]] = field(default_factory=set)  # (repo id, PR id): backoff grown once
     seen: set[int] = field(default_factory=set)  # repositories whose saved state this run has looked at
+    due_now: set[int] = field(default_factory=set)  # repositories retried ahead of their backoff this run
     retry_now: bool = False  # every item on the retry list is due in this run, whatever its backoff
     # GraphQL mode: the endpoint that fetches listed pull requests' child lists (None: REST).
     graphql_url: str | None = None
@@ -252,12 +253,15 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
     if not synced_before:
         saved["child_kinds"] = list(CHILD_KINDS)  # every pull request it lands gets every child list
     failure = saved.get("failure")
-    due_now = first_sight and (ctx.full_refresh or ctx.retry_now)  # a failure of this run still waits
+    # Due in every chunk of this run once taken ahead of its backoff; a failure of this run waits.
+    due_now = repo_id in ctx.due_now or (first_sight and (ctx.full_refresh or ctx.retry_now))
     if failure and failure["retry_at"] > ctx.now():
         if not due_now:
             ctx.progress.add_failed(FailedItem("repository", label, failure["reason"], failure["retry_at"]))
             return
-        ctx.progress.add_retried_now(1)
+        if first_sight:
+            ctx.progress.add_retried_now(1)
+            ctx.due_now.add(repo_id)
     try:
         unchanged = yield from _list_pull_requests(ctx, state, repo_id, repo, saved)
     except NotFoundError as exc:
@@ -270,6 +274,7 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
     except GitHubError as exc:
         if not _is_repository_failure(exc):
             raise
+        ctx.due_now.discard(repo_id)  # a failure of this run waits
         failures = (failure or {}).get("failures", 0) + 1
         retry_at = ctx.now() + retry_delay(failures)
         saved["failure"] = {"reason": str(exc), "failures": failures, "retry_at": retry_at}
@@ -501,10 +506,11 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                         for kind in entry["kinds"]:
                             ctx.progress.add_failed(FailedItem(kind, label, entry.get("reason") or "", entry["retry_at"]))
                         continue
-                    ctx.progress.add_retried_now(1)
                 if ctx.chunk_full():
                     ctx.progress.more_to_do = True  # the rest goes to the next chunk
                     break
+                if entry.get("retry_at") and entry["retry_at"] > now:
+                    ctx.progress.add_retried_now(1)  # taken ahead of its backoff
                 ctx.charge(len(entry["kinds"]))
                 del prs[pr_id]
                 due.append({
@@ -729,10 +735,10 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
         return []
     fetched: list[_Fetched] = []
     done: set[str] = set()
-    # A pull request whose lists failed before is asked for on its own: if it fails again, it
-    # holds no healthy neighbour back.
-    healthy = [node_id for node_id, pr in by_node.items() if not pr.get("failures")]
-    groups = [healthy] + [[node_id] for node_id, pr in by_node.items() if pr.get("failures")]
+    # A pull request whose lists keep failing (twice or more: once may have been its whole batch's
+    # fault) is asked for on its own, so that it holds no healthy neighbour back.
+    alone = [node_id for node_id, pr in by_node.items() if pr.get("failures", 0) >= 2]
+    groups = [[node_id for node_id in by_node if node_id not in alone]] + [[node_id] for node_id in alone]
     try:
         for ids, result in (batch for group in groups if group and ctx.graphql_url
                             for batch in ctx.graphql_children().batches(group, kinds)):
