@@ -94,8 +94,9 @@ def test_harsh_fault_mix_lands_exactly_in_one_run(fake: FakeClock, tmp_path: Pat
 
 def test_one_bad_pull_request_never_sinks_its_batch(fake: FakeClock, tmp_path: Path) -> None:
     """Issue 17.3: an error whose `path` points into one pull request (a partial answer) fails
-    only that pull request's lists; its 29 neighbours land. On later runs it is asked for on its
-    own, with the next attempt in the summary (17.6), and once GitHub answers it, it lands."""
+    only that pull request's lists; its 29 neighbours land. The next attempt is in the summary
+    (17.6); later runs ask for it again (alone once it failed twice), and once GitHub answers it,
+    it lands."""
     dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[30], seed=3, edge_cases=False)
     bad = dataset.pull_requests(ORG, "api")[7]
     settings = Settings(orgs=[ORG], data_dir=tmp_path)
