@@ -10,6 +10,7 @@ import logging
 import threading
 
 from emulator.data import Dataset
+from emulator.faults import FaultMix
 from emulator.server import GitHubEmulator
 
 logger = logging.getLogger("emulator")
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-graphql", action="store_true",
                         help="serve no GraphQL API: POST /graphql answers 404 (an old GHES, a proxy)")
     parser.add_argument("--token", action="append", help="accepted token (repeatable); default: any")
+    parser.add_argument("--fault-mix", default="",
+                        help="random faults on every request, kind=rate, e.g. 502=0.05,429=0.02,drop=0.01")
+    parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument("--fault-retry-after", type=float, default=None,
+                        help="the retry-after header of the mix's 429s and secondary limits, s")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -55,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
                               graphql_points=args.graphql_points,
                               graphql_heavy_nodes=args.graphql_heavy_nodes,
                               graphql=not args.no_graphql)
+    if args.fault_mix:
+        rates = {kind: float(rate) for kind, _, rate in (item.partition("=") for item in args.fault_mix.split(","))}
+        emulator.faults.set_mix(FaultMix(rates, seed=args.fault_seed, retry_after=args.fault_retry_after))
     with emulator:  # start() logs the URL
         try:
             threading.Event().wait()

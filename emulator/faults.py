@@ -57,13 +57,15 @@ class Fault:
 @dataclass
 class FaultMix:
     """Random faults at given rates, as a flaky network and a busy GitHub serve them: each request
-    whose path matches `path_regex` gets fault kind K with probability `rates[K]` (seeded, so a
-    run can be replayed), after the scripted faults. `seconds` is a `slow` answer's delay."""
+    whose path matches `path_regex` gets fault kind K with probability `rates[K]` (seeded; the
+    order in which concurrent requests draw varies), after the scripted faults. `seconds` is a
+    `slow` answer's delay."""
 
     rates: dict[str, float]
     path_regex: str = ".*"
     seed: int = 0
     seconds: float = 0.05
+    retry_after: float | None = None  # the `retry-after` of its 429s and secondary limits (None: none)
     served: dict[str, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -83,7 +85,8 @@ class FaultMix:
         for kind, rate in sorted(self.rates.items()):
             if roll < rate:
                 self.served[kind] = self.served.get(kind, 0) + 1
-                return Fault(kind, seconds=self.seconds if kind == "slow" else None)
+                return Fault(kind, seconds=self.seconds if kind == "slow" else None,
+                             retry_after=self.retry_after if kind in ("429", "secondary") else None)
             roll -= rate
         return None
 

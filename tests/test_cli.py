@@ -46,8 +46,10 @@ def test_cli_loads_exactly_what_the_server_serves(tmp_path):
             assert first.returncode == 0, first.stderr[-3000:]
             assert "Starting a local Prefect server" in first.stderr
             # The no-change run reuses that server, and Prefect still records every task's state.
-            second = run_cli(*args, env=env)
+            # `--retry-now` reaches the flow (the retry list is empty: nothing ahead of its backoff).
+            second = run_cli(*args, "--retry-now", env=env)
             assert second.returncode == 0, second.stderr[-3000:]
+            assert "--retry-now: every item on the retry list was due; 0 retried" in second.stdout
             assert "Using the local Prefect server" in second.stderr
         api_url = second.stderr.split("Using the local Prefect server at ")[1].split()[0]
         task_runs = httpx.post(f"{api_url}/task_runs/filter", json={}).json()
