@@ -168,7 +168,7 @@ def land(
     """
     org = normalise_org(org)
     progress = progress or SyncProgress()
-    progress.retry_now = retry_now
+    progress.retry_now, progress.full_refresh = retry_now, full_refresh
     pipeline = landing_pipeline(settings, org)
     sync = SyncContext(
         org,

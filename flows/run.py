@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--github-url", help="API base URL (GitHub Enterprise: https://HOST/api/v3); env GITHUB_API_URL")
     parser.add_argument("--data-dir", type=Path, help="landing folder, warehouse and dlt pipelines (default ./data)")
     parser.add_argument("--since", type=date.fromisoformat, help="first backfill only reaches back to this date (YYYY-MM-DD)")
-    parser.add_argument("--full-refresh", action="store_true", help="ignore saved cursors and ETags: re-read everything")
+    parser.add_argument("--full-refresh", action="store_true",
+                        help="ignore saved cursors and ETags: re-read everything (in chunks; a refresh stopped "
+                             "halfway is finished by the next run)")
     parser.add_argument("--retry-now", action="store_true",
                         help="retry every repository and pull request on the retry list in this run, whatever its backoff")
     parser.add_argument("--demo", action="store_true", help="run against the bundled GitHub emulator")

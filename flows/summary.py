@@ -110,10 +110,13 @@ def render_summary(summary: RunSummary) -> str:
                 )
             if progress.graphql_fallback:
                 notes.append(f"  - GraphQL refused ({progress.graphql_fallback}): child lists over REST")
-            if progress.retry_now:
+            if progress.full_refresh:
+                notes.append("  - full refresh: every repository's listing started over (a refresh stopped "
+                             "halfway is finished by the next run, with or without --full-refresh)")
+            if progress.retry_now or (progress.full_refresh and progress.retried_now):
                 notes.append(
-                    f"  - --retry-now: every item on the retry list was due; {progress.retried_now} "
-                    "retried ahead of its backoff"
+                    f"  - {'--retry-now' if progress.retry_now else 'full refresh'}: every item on the retry "
+                    f"list was due; {progress.retried_now} retried ahead of its backoff"
                 )
             if progress.chunks > 1:
                 notes.append(f"  - committed in {progress.chunks} chunks")

@@ -413,3 +413,22 @@ def test_retried_now_counts_each_item_once_across_chunks(fake: FakeClock, tmp_pa
         report = land_with(emu, fake, tmp_path, "rest", retry_now=True, commit_every_requests=15)
     assert report.progress.chunks > 1 and not report.progress.failed
     assert report.progress.retried_now == 40
+
+
+@pytest.mark.parametrize("mode", [None, "rest"])
+def test_an_unfinished_listing_resumes_at_the_new_address(mode: str | None, fake: FakeClock, tmp_path: Path) -> None:
+    """A listing that stopped halfway (here the rate limit; a kill or a refresh in chunks alike)
+    keeps its place relative to the API's base URL: resumed against the same API at another
+    address (a new `github_url`, the demo's emulator on a new port), it goes on there and lands
+    exactly, instead of retrying the old address until the repository fails."""
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[250], seed=3, edge_cases=False)
+    # REST's budget runs out in the second pull-request page (GraphQL mode spends REST's only on
+    # the list pages: the repository list and the first page).
+    with GitHubEmulator(dataset, clock=fake.now, rate_limit=150 if mode == "rest" else 2) as first:
+        stopped = land_with(first, fake, tmp_path, mode, client_options={"max_rate_limit_wait": 0})
+    assert stopped.progress.stopped_early and stopped.rows["pull_requests"] < 250
+    with GitHubEmulator(dataset, clock=fake.now) as second:
+        assert second.url != first.url
+        report = land_with(second, fake, tmp_path, mode)
+    assert not report.progress.failed and report.progress.stopped_early is None
+    assert_landed_exactly_once(Settings(orgs=[ORG], github_url=second.url, data_dir=tmp_path), dataset)

@@ -409,7 +409,7 @@ class GraphQLChildren:
                 half = self.batch.too_heavy(len(ids))
                 if half:
                     logger.warning("GraphQL query of %d pull requests too heavy or failed (%s); sent again in "
-                                   "halves of %d", len(ids), exc, half)
+                                   "smaller queries, %d of them first", len(ids), exc, half)
                     continue
                 yield ids, exc
             except RateLimitExhausted:

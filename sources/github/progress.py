@@ -43,6 +43,7 @@ class SyncProgress:
     graphql_pull_requests: int = 0  # pull requests whose child lists came over GraphQL
     graphql_fallback: str | None = None  # `auto` mode: why and where GraphQL was refused (REST since)
     retry_now: bool = False  # the run was asked to retry every item on the retry list at once
+    full_refresh: bool = False  # the run started every repository's listing over
     retried_now: int = 0  # items on the retry list that were due only because of retry_now
     on_repository_done: Callable[[SyncProgress], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

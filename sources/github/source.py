@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
 import pyarrow as pa
@@ -312,7 +313,7 @@ def _list_pull_requests(
     floor = cursor or ctx.since  # the first pull request older than this ends the listing
     listing: dict[str, Any] | None = saved.get("listing")
     if listing is not None:
-        url, params, etag = listing["next_url"], None, None
+        url, params, etag = _under_base(ctx, listing["next_url"]), None, None
     else:
         url, params = f"/repos/{ctx.org}/{repo}/pulls", dict(_PULLS_PARAMS)
         etag = None if saved.get("since") != ctx.since and cursor is None else saved.get("etag")
@@ -339,16 +340,29 @@ def _list_pull_requests(
             ctx.progress.add_rows(PULL_REQUESTS.name, len(rows))
             yield to_table(PULL_REQUESTS, rows)
         if len(rows) < len(candidates):  # the chunk is full: the next one reads this page again
-            listing["next_url"] = page.url
+            listing["next_url"] = _under_base(ctx, page.url)
             saved["listing"] = listing
             return None
         url, params, etag = page.next_url, None, None
         if reached or not url:
             break
-        listing["next_url"] = url
+        listing["next_url"] = _under_base(ctx, url)
         saved["listing"] = listing
     _complete_listing(saved, listing, cursor, at_cursor, ctx.since)
     return False
+
+
+def _under_base(ctx: SyncContext, url: str) -> str:
+    """`url` (a Link header's, absolute) relative to the client's base URL, as saved in state: a
+    listing resumed against another address of the same API (a new `github_url`, the demo's
+    emulator on a new port) goes on there, not to the old one. Also rebases a saved absolute URL."""
+    parts, base = urlsplit(url), urlsplit(ctx.client.base_url)
+    if not parts.scheme:
+        return url
+    path = parts.path
+    if base.path and (path == base.path or path.startswith(base.path.rstrip("/") + "/")):
+        path = path[len(base.path.rstrip("/")):]
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _backfill_child_kinds(
