@@ -246,8 +246,9 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands() -> None:
     sizes = [len(q["variables"]["ids"]) for q in fake.queries]
     # 40 at 25 a query is 2 equal queries of 20: a 502 sends that one again in halves of 10 (one
     # 502 may be a blip); the next query (15 of the 30 left) is heavy too, so the batch halves to
-    # 7 and the 30 go in 5 equal queries of 6; it grew to 8 after 3 successes.
-    assert sizes == [20, 10, 15, 6, 6, 6, 6, 6] and batch.current() == 8
+    # 10 (half the larger of the two heavy queries), that query's first 7 go, then the 23 left in
+    # 3 equal queries; the batch grew to 12 after 3 successes.
+    assert sizes == [20, 10, 15, 7, 8, 8, 7] and batch.current() == 12
     assert client.stats.retries == 0  # a 502 on GraphQL is not re-sent as it was
 
 

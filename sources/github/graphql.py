@@ -253,6 +253,7 @@ class BatchSize:
     grow_after: int = 3
     _successes: int = 0
     _heavy: int = 0  # heavy answers since the size last changed
+    _heavy_sent: int = 0  # the largest query of those: a blip on a small one does not drag the size to 1
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def current(self) -> int:
@@ -265,10 +266,10 @@ class BatchSize:
         with self._lock:
             self._successes = 0
             self._heavy += 1
-            if sent <= 1:
-                return 0
+            self._heavy_sent = max(self._heavy_sent, sent)
             if self._heavy >= 2:
-                self.size, self._heavy = max(1, min(self.size, sent) // 2), 0
+                self.size = max(1, min(self.size, self._heavy_sent) // 2)
+                self._heavy = self._heavy_sent = 0
             return sent // 2
 
     def succeeded(self) -> None:
@@ -276,7 +277,8 @@ class BatchSize:
             self._successes += 1
             if self._successes >= self.grow_after and self.size < self.ceiling:
                 self.size = min(self.ceiling, self.size + max(1, self.size // 4))
-                self._successes = self._heavy = 0
+            if self._successes >= self.grow_after:  # at the ceiling too: old heavy answers are forgotten
+                self._successes = self._heavy = self._heavy_sent = 0
 
 
 class TooHeavy(GitHubError):

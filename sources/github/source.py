@@ -194,10 +194,24 @@ def repositories(ctx: SyncContext) -> Iterator[dict[str, Any]]:
     ETag. Listed once per run: later chunks reuse the list."""
     if ctx.repositories is None:
         ctx.repositories = _list_repositories(ctx)
+        if ctx.full_refresh and ctx.repositories is not None:
+            _start_listings_over(ctx, ctx.repositories)
     if ctx.repositories is None:
         return
     ctx.progress.repositories_total = len(ctx.repositories)
     yield from (repo for repo in ctx.repositories if repo["id"] not in ctx.finished)
+
+
+def _start_listings_over(ctx: SyncContext, listed: list[dict[str, Any]]) -> None:
+    """A full refresh: every repository's pull-request listing starts over, once a run, in the
+    state its first chunk commits; later chunks, and the next run if this one stops or dies
+    halfway, resume the new listings like any backfill."""
+    state = dlt.current.source_state()
+    with ctx.lock:
+        for repo in listed:
+            saved = repo_state(state, int(repo["id"]), repo["name"])
+            for key in ("cursor", "at_cursor", "etag", "since", "listing"):
+                saved.pop(key, None)
 
 
 def _list_repositories(ctx: SyncContext) -> list[dict[str, Any]] | None:
@@ -209,15 +223,17 @@ def _list_repositories(ctx: SyncContext) -> list[dict[str, Any]] | None:
     try:
         while url:
             cached = old_pages[len(new_pages)] if len(new_pages) < len(old_pages) else None
-            usable = cached is not None and cached["url"] == url and "repositories" in cached
+            usable = cached is not None and _under_base(ctx, cached["url"]) == url and "repositories" in cached
             page = ctx.client.get_page(url, params=params, etag=cached["etag"] if usable else None)
             if page.not_modified:
                 assert cached is not None
                 new_pages.append(cached)
             else:
                 listed = [{"id": repo["id"], "name": repo["name"]} for repo in page.items]
-                new_pages.append({"url": url, "etag": page.etag, "next_url": page.next_url, "repositories": listed})
+                next_url = _under_base(ctx, page.next_url) if page.next_url else None  # see _under_base
+                new_pages.append({"url": url, "etag": page.etag, "next_url": next_url, "repositories": listed})
             url, params = new_pages[-1]["next_url"], None
+            url = _under_base(ctx, url) if url else None  # pages saved by older versions: absolute
     except RateLimitExhausted as exc:
         ctx.progress.stop(f"rate limit exhausted while listing repositories: {exc}")
         return None
@@ -244,11 +260,6 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
         saved = repo_state(state, repo_id, repo)
         first_sight = repo_id not in ctx.seen
         ctx.seen.add(repo_id)
-    if ctx.full_refresh and first_sight:
-        # Once a run, not once a chunk: its later chunks resume the new listing like any backfill
-        # (and a run killed halfway leaves a backfill that the next run finishes).
-        for key in ("cursor", "at_cursor", "etag", "since", "listing"):
-            saved.pop(key, None)
     label = _label(ctx, repo)
     synced_before = saved.get("cursor") is not None or saved.get("listing") is not None
     if not synced_before:
