@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
+import uuid
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -37,6 +39,10 @@ LOADS_FOLDER = "_dlt_loads"
 MANIFESTS_FOLDER = "_manifests"
 MANIFEST_FORMAT = 1
 SET_ASIDE_SUFFIX = ".set_aside.json"
+
+
+class UnreadableHandoff(ValueError):
+    """A handoff file (a manifest) that exists but cannot be read; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -189,17 +195,21 @@ class Landing:
 
     def write_manifest(self, manifest: Manifest) -> None:
         folder = self._manifests(manifest.pipeline_name)
-        self.fs.makedirs(folder, exist_ok=True)
-        with self.fs.open(posixpath.join(folder, f"{manifest.load_id}.json"), "w", encoding="utf-8") as handle:
-            handle.write(manifest.to_json())
+        self._write_whole(posixpath.join(folder, f"{manifest.load_id}.json"), manifest.to_json())
 
     def manifest(self, pipeline_name: str, load_id: str) -> Manifest | None:
+        """The load's manifest; None when it has none. Raises UnreadableHandoff, naming the file,
+        when it cannot be read (an empty file an earlier version's crashed write left)."""
         path = posixpath.join(self._manifests(pipeline_name), f"{sql.check_load_id(load_id)}.json")
         try:
             with self.fs.open(path, "r", encoding="utf-8") as handle:
-                return Manifest.from_json(handle.read())
+                text = handle.read()
         except FileNotFoundError:
             return None
+        try:
+            return Manifest.from_json(text)
+        except (ValueError, KeyError, TypeError) as error:
+            raise UnreadableHandoff(f"manifest {path} is unreadable ({type(error).__name__}: {error})") from None
 
     def manifested_loads(self, pipeline_name: str) -> set[str]:
         names = (posixpath.basename(p) for p in self._ls(self._manifests(pipeline_name)))
@@ -239,30 +249,57 @@ class Landing:
 
     def set_aside(self, pipeline_name: str, load_id: str, reason: str) -> None:
         """Mark a load the merge could not take; the landing step re-fetches what it held."""
-        folder = self._manifests(pipeline_name)
-        self.fs.makedirs(folder, exist_ok=True)
         marker = {"load_id": sql.check_load_id(load_id), "reason": reason, "rewound": False,
                   "set_aside_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        with self.fs.open(posixpath.join(folder, load_id + SET_ASIDE_SUFFIX), "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(marker, indent=1))
+        self._write_whole(posixpath.join(self._manifests(pipeline_name), load_id + SET_ASIDE_SUFFIX),
+                          json.dumps(marker, indent=1))
 
     def set_aside_loads(self, pipeline_name: str) -> dict[str, dict]:
-        """Load id -> its marker (reason, rewound) for every load set aside."""
+        """Load id -> its marker (reason, rewound) for every load set aside. A marker that cannot
+        be read (an empty file an earlier version's crashed write left) still sets its load aside,
+        not yet rewound: its name says which load, and the landing step fetches it again."""
         markers: dict[str, dict] = {}
         for path in self._ls(self._manifests(pipeline_name)):
-            if path.endswith(SET_ASIDE_SUFFIX):
+            if not path.endswith(SET_ASIDE_SUFFIX):
+                continue
+            load_id = sql.check_load_id(posixpath.basename(path).removesuffix(SET_ASIDE_SUFFIX))
+            try:
                 with self.fs.open(path, "r", encoding="utf-8") as handle:
                     marker = json.loads(handle.read())
-                markers[sql.check_load_id(marker["load_id"])] = marker
+                if not isinstance(marker, dict) or marker.get("load_id") != load_id:
+                    raise ValueError("not a set-aside marker of this load")
+            except ValueError as error:
+                logger.warning("%s: set-aside marker %s is unreadable (%s); load %s stays set aside",
+                               pipeline_name, path, error, load_id)
+                marker = {"load_id": load_id, "reason": f"set aside (marker unreadable: {error})", "rewound": False}
+            markers[load_id] = marker
         return markers
 
     def mark_rewound(self, pipeline_name: str, load_id: str) -> None:
+        marker = self.set_aside_loads(pipeline_name).get(load_id) or {"load_id": load_id, "reason": ""}
         path = posixpath.join(self._manifests(pipeline_name), load_id + SET_ASIDE_SUFFIX)
-        with self.fs.open(path, "r", encoding="utf-8") as handle:
-            marker = json.loads(handle.read())
-        marker["rewound"] = True
-        with self.fs.open(path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(marker, indent=1))
+        self._write_whole(path, json.dumps({**marker, "rewound": True}, indent=1))
+
+    def _write_whole(self, path: str, text: str) -> None:
+        """Write a handoff file whole or not at all: a process killed halfway leaves the old
+        file (or none), never a part. Locally: a temporary name in the same folder, then an
+        atomic rename; on object storage one object write is atomic already."""
+        data = text.encode("utf-8")
+        if not self.is_local:
+            self.fs.pipe_file(path, data)
+            return
+        folder = posixpath.dirname(path)
+        self.fs.makedirs(folder, exist_ok=True)
+        temporary = posixpath.join(folder, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
 
     # -- plumbing -----------------------------------------------------------------------------
 

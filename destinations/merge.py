@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from destinations import sql
-from destinations.landing import Landing, LandedFile
+from destinations.landing import Landing, LandedFile, UnreadableHandoff
 from destinations.warehouse import Warehouse
 from sources.github.schema import CHILD_FETCHES, TABLES, TableSpec
 
@@ -163,7 +163,10 @@ def _files_of(
     landing: Landing, org: str, pipeline_name: str, load_id: str
 ) -> tuple[dict[str, list[LandedFile]], dict[str, int] | None]:
     """The load's files per table, and the row counts its manifest promises (None: unknown)."""
-    manifest = landing.manifest(pipeline_name, load_id)
+    try:
+        manifest = landing.manifest(pipeline_name, load_id)
+    except UnreadableHandoff as error:  # set aside, never blocking the loads behind it
+        raise DamagedLoad(str(error)) from None
     if manifest is None:
         # Landed before manifests existed (or the landing died before writing it): take what is
         # near its date; nothing there is damage, never an empty load.

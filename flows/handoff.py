@@ -17,7 +17,7 @@ import dlt
 import pyarrow.parquet as pq
 from dlt.destinations import path_utils
 
-from destinations.landing import Landing, Manifest, ManifestFile
+from destinations.landing import Landing, Manifest, ManifestFile, UnreadableHandoff
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,23 @@ def write_manifests(
     package an earlier, interrupted run left behind gets none, and cannot be re-fetched selectively
     if it is ever lost.
     """
+    rebuilt: set[str] = set()
     if fresh is None:
         have = landing.manifested_loads(pipeline.pipeline_name)
-        todo = [load_id for load_id in pipeline.list_completed_load_packages() if load_id not in have]
+        todo = []
+        for load_id in pipeline.list_completed_load_packages():
+            if load_id in have and _readable(landing, pipeline.pipeline_name, load_id):
+                continue
+            todo.append(load_id)
+            if load_id in have:
+                rebuilt.add(load_id)
     else:
         todo = list(fresh)
     written = []
     for load_id in todo:
         created_at = pipeline.get_load_package_state(load_id)["created_at"]
         files = []
+        local: dict[str, list[str]] = {}
         for job in pipeline.get_load_package_info(load_id).jobs["completed_jobs"]:
             table = job.job_file_info.table_name
             if table.startswith("_dlt"):
@@ -59,10 +67,48 @@ def write_manifests(
                 load_package_timestamp=created_at, extra_placeholders={"org": org},
             )
             files.append(ManifestFile(table, path, _rows(job.file_path, landing, path)))
-        repositories = {str(k): v for k, v in (covered or {}).items()}
+            local.setdefault(table, []).append(job.file_path)
+        if load_id in rebuilt:
+            load_covered: dict = _covered_by(pipeline, local)
+            logger.warning("%s: the manifest of load %s was unreadable; rebuilt from the load's package",
+                           pipeline.pipeline_name, load_id)
+        else:
+            load_covered = covered or {}
+        repositories = {str(k): v for k, v in load_covered.items()}
         landing.write_manifest(Manifest(pipeline.pipeline_name, org, load_id, tuple(files), repositories))
         written.append(load_id)
     return written
+
+
+def _readable(landing: Landing, pipeline_name: str, load_id: str) -> bool:
+    try:
+        return landing.manifest(pipeline_name, load_id) is not None
+    except UnreadableHandoff:
+        return False
+
+
+def _covered_by(pipeline: dlt.Pipeline, local: dict[str, list[str]]) -> dict[str, str]:
+    """Repository id -> the oldest `updated_at` of the load's rows, read from dlt's local copies
+    of its files (what a manifest records, when it has to be rebuilt)."""
+    repos = pipeline.state.get("sources", {}).get(pipeline.pipeline_name, {}).get("repos", {})
+    id_of = {entry.get("name"): repo_id for repo_id, entry in repos.items()}
+    oldest: dict[str, str] = {}
+    for table, paths in local.items():
+        for path in paths:
+            try:
+                if table == "pull_requests":
+                    rows = pq.read_table(path, columns=["repo_id", "updated_at"]).to_pylist()
+                    pairs = [(str(r["repo_id"]), r["updated_at"]) for r in rows]
+                else:
+                    rows = pq.read_table(path, columns=["repo", "pull_request_updated_at"]).to_pylist()
+                    pairs = [(id_of.get(r["repo"]), r["pull_request_updated_at"]) for r in rows]
+            except (OSError, KeyError, ValueError):
+                continue  # a table without those columns (rejected_items) or a file gone
+            for repo_id, updated in pairs:
+                if repo_id and updated is not None:
+                    text = updated.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    oldest[repo_id] = min(oldest.get(repo_id, text), text)
+    return oldest
 
 
 def _rows(local_path: str, landing: Landing, path: str) -> int:
@@ -84,7 +130,11 @@ def rewind_set_aside_loads(pipeline: dlt.Pipeline, landing: Landing) -> list[str
     with pipeline.managed_state() as state:
         repos = state.setdefault("sources", {}).setdefault(name, {}).setdefault("repos", {})
         for load_id in todo:
-            manifest = landing.manifest(name, load_id)
+            try:
+                manifest = landing.manifest(name, load_id)
+            except UnreadableHandoff as error:
+                logger.error("%s: %s", name, error)
+                manifest = None
             covered = manifest.repositories if manifest else {}
             if not covered:
                 logger.error(

@@ -155,3 +155,84 @@ def test_a_child_list_that_drops_to_zero_replaces_the_old_rows_with_none(setting
     con.close()
     events = len(dataset.events(ORG, repo, pr["number"]))  # the timeline's kept kinds only
     assert fetched == [("events", events), ("files", 0), ("reviews", len(dataset.reviews(ORG, repo, pr["number"])))]
+
+
+# -- issue 18.1: handoff files appear whole or not at all; an unreadable one never blocks -------
+
+
+_WRITER = """
+import sys
+from destinations.landing import Landing, Manifest, ManifestFile
+landing = Landing(sys.argv[1])
+files = tuple(ManifestFile("pull_requests", f"pull_requests/org=acme/date=2026-01-01/{i}.parquet", i)
+              for i in range(20000))  # about 2 MB: a write takes a while
+print("ready", flush=True)
+i = 0
+while True:
+    landing.write_manifest(Manifest("github_acme", "acme", "1700000000.5", files, {"1": f"x{i}"}))
+    i += 1
+"""
+
+
+def test_a_manifest_killed_while_written_is_whole_or_absent(tmp_path):
+    """SIGKILL a process that writes a 2 MB manifest over and over, at 8 moments: the file is
+    always the old or the new one, never a part (open + write left an empty or cut file)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    path = tmp_path / "github" / "_manifests" / "github_acme" / "1700000000.5.json"
+    for kill in range(8):
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=root,
+                                 stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+        assert child.stdout.readline().strip() == b"ready"
+        time.sleep(0.05 + 0.037 * kill)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if path.exists():
+            manifest = Landing(str(tmp_path)).manifest("github_acme", "1700000000.5")
+            assert manifest is not None and len(manifest.files) == 20000
+
+
+def test_an_empty_manifest_left_by_a_crash_is_rebuilt_and_never_blocks(settings, dataset):
+    """A manifest an earlier version's crashed write left empty: the merge sets that load aside,
+    naming the file, and merges the loads behind it; the next landing rebuilds the manifest from
+    the load's package (with the repositories it covers) and fetches again what it held: exact."""
+    first = land_only(settings)
+    repo = dataset.repositories(ORG)[0]["name"]
+    dataset.add_review(ORG, repo, 2)
+    second = land_only(settings)
+    folder = Path(settings.landing, "github", "_manifests", pipeline_name(ORG))
+    (folder / f"{first.load_ids[0]}.json").write_text("")
+
+    report = merge_only(settings)
+    [(load_id, reason)] = report.loads_set_aside.items()
+    assert load_id == first.load_ids[0] and f"{first.load_ids[0]}.json" in reason and "unreadable" in reason
+    assert report.loads_merged == second.load_ids
+
+    again = land_only(settings)
+    manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+    assert manifest is not None and len(manifest.repositories) == 2  # rebuilt, with what it covers
+    assert again.loads_refetched == first.load_ids and sum(again.rows.values()) > 0
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+
+
+def test_an_empty_set_aside_marker_never_fails_a_run(settings, dataset):
+    """A set-aside marker left empty by a crashed write: the load stays set aside, its rows are
+    fetched again, and every later run works (it used to fail on JSONDecodeError)."""
+    first = land_only(settings)
+    folder = Path(settings.landing, "github", "_manifests", pipeline_name(ORG))
+    (folder / f"{first.load_ids[0]}.set_aside.json").write_text("")
+
+    report = merge_only(settings)
+    assert report.loads_merged == [] and first.load_ids[0] not in report.loads_set_aside  # already aside
+    again = land_only(settings)
+    assert again.loads_refetched == first.load_ids
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+    marker = json.loads((folder / f"{first.load_ids[0]}.set_aside.json").read_text())
+    assert marker["rewound"] is True
