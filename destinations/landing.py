@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import posixpath
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Collection
@@ -39,6 +40,15 @@ LOADS_FOLDER = "_dlt_loads"
 MANIFESTS_FOLDER = "_manifests"
 MANIFEST_FORMAT = 1
 SET_ASIDE_SUFFIX = ".set_aside.json"
+# Reading a landed file's footer: attempts and the first backoff (doubled), against a storage
+# fault (a timeout, a dropped connection; gcsfs raises OSError after its own retries).
+READ_ATTEMPTS = 4
+READ_BACKOFF = 1.0
+
+
+class StorageUnavailable(OSError):
+    """The landing could not be read, after retries: a fault of the storage, not damage of the
+    load. The merge stops (and is retried) instead of setting the load aside."""
 
 
 class UnreadableHandoff(ValueError):
@@ -235,17 +245,36 @@ class Landing:
         for entry in manifest.files:
             path = posixpath.join(self.root, entry.path)
             try:
-                with self.fs.open(path, "rb") as handle:
-                    rows = pq.ParquetFile(handle).metadata.num_rows
+                rows = self._footer_rows(path)
             except FileNotFoundError:
                 found.append(f"{path} is missing")
                 continue
-            except (OSError, pa.ArrowException) as error:
+            except pa.ArrowException as error:  # a footer that is not Parquet's: the file is damaged
                 found.append(f"{path} is unreadable ({error})")
                 continue
             if rows != entry.rows:
                 found.append(f"{path} holds {rows} rows, the manifest says {entry.rows}")
         return found
+
+    def _footer_rows(self, path: str) -> int:
+        """The row count in a landed file's footer; a storage fault (any OSError but a missing
+        file) is retried READ_ATTEMPTS times with backoff, then raises StorageUnavailable."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                with self.fs.open(path, "rb") as handle:
+                    return pq.ParquetFile(handle).metadata.num_rows
+            except FileNotFoundError:
+                raise
+            except OSError as error:
+                if attempt == READ_ATTEMPTS:
+                    raise StorageUnavailable(
+                        f"cannot read {path} after {attempt} attempts ({type(error).__name__}: {error}); "
+                        "the load is merged on a later run") from None
+                delay = READ_BACKOFF * 2 ** (attempt - 1)
+                logger.warning("reading %s failed (%s: %s); retry %d/%d in %.0f s",
+                               path, type(error).__name__, error, attempt, READ_ATTEMPTS - 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def set_aside(self, pipeline_name: str, load_id: str, reason: str) -> None:
         """Mark a load the merge could not take; the landing step re-fetches what it held."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from destinations.landing import Landing
 from emulator import Dataset, GitHubEmulator
@@ -236,3 +237,54 @@ def test_an_empty_set_aside_marker_never_fails_a_run(settings, dataset):
     assert_warehouse_matches(settings, dataset)
     marker = json.loads((folder / f"{first.load_ids[0]}.set_aside.json").read_text())
     assert marker["rewound"] is True
+
+
+# -- issue 18.2: a storage fault is retried, never taken for damage ------------------------------
+
+
+class FlakyFileSystem(LocalFileSystem):
+    """A local file system whose first `failures` opens of a landed Parquet file time out."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def open(self, path, mode="rb", **kwargs):  # noqa: A003 - fsspec's name
+        if str(path).endswith(".parquet") and "r" in mode and self.failures > 0:
+            self.failures -= 1
+            raise TimeoutError("The read operation timed out")
+        return super().open(path, mode, **kwargs)
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    import destinations.landing as landing_module
+
+    monkeypatch.setattr(landing_module, "READ_BACKOFF", 0.0, raising=False)
+
+
+def merge_with(settings: Settings, fs: LocalFileSystem):
+    from destinations.merge import merge_landed_loads
+    from destinations.warehouse import open_warehouse
+
+    with open_warehouse(settings.warehouse_config) as warehouse:
+        return merge_landed_loads(warehouse, settings.landing, ORG, pipeline_name(ORG), fs=fs)
+
+
+def test_a_storage_blip_while_footers_are_read_is_retried(settings, dataset, no_backoff):
+    land_only(settings)
+    report = merge_with(settings, FlakyFileSystem(failures=3))
+    assert report.loads_set_aside == {} and len(report.loads_merged) == 1
+    assert_warehouse_matches(settings, dataset)
+
+
+def test_a_storage_outage_stops_the_merge_and_never_sets_an_intact_load_aside(settings, dataset, no_backoff):
+    from destinations.landing import StorageUnavailable
+
+    first = land_only(settings)
+    with pytest.raises(StorageUnavailable, match="after 4 attempts"):
+        merge_with(settings, FlakyFileSystem(failures=1000))
+    assert landing(settings).set_aside_loads(pipeline_name(ORG)) == {}
+    report = merge_only(settings)  # storage healthy again
+    assert report.loads_merged == first.load_ids
+    assert_warehouse_matches(settings, dataset)
