@@ -154,8 +154,11 @@ def rewind_set_aside_loads(pipeline: dlt.Pipeline, landing: Landing) -> list[str
 
 def _rewind(entry: dict, oldest: str) -> None:
     """Everything updated at or after `oldest` is listed again, from page 1 (no ETag, no listing
-    in progress: its frontier may lie above what is to be fetched again)."""
-    if entry.get("cursor") is None or oldest <= entry["cursor"]:
+    in progress: its frontier may lie above what is to be fetched again). A repository still in
+    its first backfill (no cursor yet) keeps none: its listing starts over and goes down to where
+    the backfill was to end, so the rest of it is fetched too, not cut off at `oldest`."""
+    backfilling = entry.get("cursor") is None and entry.get("listing") is not None
+    if not backfilling and (entry.get("cursor") is None or oldest <= entry["cursor"]):
         entry["cursor"], entry["at_cursor"] = oldest, {}
     entry.pop("etag", None)
     entry.pop("listing", None)

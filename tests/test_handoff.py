@@ -288,3 +288,33 @@ def test_a_storage_outage_stops_the_merge_and_never_sets_an_intact_load_aside(se
     report = merge_only(settings)  # storage healthy again
     assert report.loads_merged == first.load_ids
     assert_warehouse_matches(settings, dataset)
+
+
+# -- issue 18.3: a rewind keeps an unfinished backfill's place ------------------------------------
+
+
+def test_a_load_set_aside_during_a_first_backfill_loses_nothing(tmp_path):
+    """A repository of 250 pull requests, its first backfill stopped by the rate limit after the
+    first page; that load is set aside (a file lost). The rewind fetches what the load held and
+    the rest of the backfill: later runs converge to the exact warehouse (the rewind used to set
+    the cursor to the load's oldest row and drop the listing: 100 of 250 ever landed)."""
+    from emulator.faults import Fault
+
+    dataset = Dataset.generate(orgs={ORG: 1}, prs_per_repo=[250], seed=11)
+    with GitHubEmulator(dataset) as emu:
+        settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, github_token="x",
+                            github_api_mode="rest", max_rate_limit_wait=0)
+        emu.faults.add(Fault("primary", path_regex=r"/pulls\?.*page=2", seconds=1))
+        first = land_only(settings)
+        assert first.progress.stopped_early and first.rows["pull_requests"] == 100
+        manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+        lost = next(f for f in manifest.files if f.table == "pull_requests")
+        Path(settings.landing, "github", lost.path).unlink()
+        assert list(merge_only(settings).loads_set_aside) == first.load_ids
+        import time
+
+        time.sleep(1.5)  # the emulator's rate-limit window reopens
+        for _ in range(3):
+            land_only(settings)
+            merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
