@@ -222,7 +222,16 @@ class Landing:
             raise UnreadableHandoff(f"manifest {path} is unreadable ({type(error).__name__}: {error})") from None
 
     def manifested_loads(self, pipeline_name: str) -> set[str]:
-        names = (posixpath.basename(p) for p in self._ls(self._manifests(pipeline_name)))
+        """Loads with a manifest. An empty one (what an earlier version's write, killed between
+        open and write, left) counts as none, so the landing step writes it again; the sizes come
+        with the one listing, no manifest is read."""
+        folder = self._manifests(pipeline_name)
+        self.fs.invalidate_cache(folder)
+        try:
+            entries = self.fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return set()
+        names = (posixpath.basename(str(e["name"])) for e in entries if e.get("size"))
         return {n.removesuffix(".json") for n in names if n.endswith(".json") and not n.endswith(SET_ASIDE_SUFFIX)}
 
     def landed_files(self, manifest: Manifest, tables: Collection[str]) -> dict[str, list[LandedFile]]:
@@ -284,30 +293,32 @@ class Landing:
                           json.dumps(marker, indent=1))
 
     def set_aside_loads(self, pipeline_name: str) -> dict[str, dict]:
-        """Load id -> its marker (reason, rewound) for every load set aside. A marker that cannot
-        be read (an empty file an earlier version's crashed write left) still sets its load aside,
-        not yet rewound: its name says which load, and the landing step fetches it again."""
+        """Load id -> its marker (reason, rewound) for every load set aside."""
         markers: dict[str, dict] = {}
         for path in self._ls(self._manifests(pipeline_name)):
-            if not path.endswith(SET_ASIDE_SUFFIX):
-                continue
-            load_id = sql.check_load_id(posixpath.basename(path).removesuffix(SET_ASIDE_SUFFIX))
-            try:
-                with self.fs.open(path, "r", encoding="utf-8") as handle:
-                    marker = json.loads(handle.read())
-                if not isinstance(marker, dict) or marker.get("load_id") != load_id:
-                    raise ValueError("not a set-aside marker of this load")
-            except ValueError as error:
-                logger.warning("%s: set-aside marker %s is unreadable (%s); load %s stays set aside",
-                               pipeline_name, path, error, load_id)
-                marker = {"load_id": load_id, "reason": f"set aside (marker unreadable: {error})", "rewound": False}
-            markers[load_id] = marker
+            if path.endswith(SET_ASIDE_SUFFIX):
+                load_id = sql.check_load_id(posixpath.basename(path).removesuffix(SET_ASIDE_SUFFIX))
+                markers[load_id] = self._marker(pipeline_name, path, load_id)
         return markers
 
     def mark_rewound(self, pipeline_name: str, load_id: str) -> None:
-        marker = self.set_aside_loads(pipeline_name).get(load_id) or {"load_id": load_id, "reason": ""}
         path = posixpath.join(self._manifests(pipeline_name), load_id + SET_ASIDE_SUFFIX)
-        self._write_whole(path, json.dumps({**marker, "rewound": True}, indent=1))
+        self._write_whole(path, json.dumps({**self._marker(pipeline_name, path, load_id), "rewound": True}, indent=1))
+
+    def _marker(self, pipeline_name: str, path: str, load_id: str) -> dict:
+        """A set-aside marker. One that cannot be read (an empty file an earlier version's
+        crashed write left) still sets its load aside, not yet rewound: its name says which
+        load, and the landing step fetches it again."""
+        try:
+            with self.fs.open(path, "r", encoding="utf-8") as handle:
+                marker = json.loads(handle.read())
+            if not isinstance(marker, dict) or marker.get("load_id") != load_id:
+                raise ValueError("not a set-aside marker of this load")
+            return marker
+        except (FileNotFoundError, ValueError) as error:
+            logger.warning("%s: set-aside marker %s is unreadable (%s); load %s stays set aside",
+                           pipeline_name, path, error, load_id)
+            return {"load_id": load_id, "reason": f"set aside (marker unreadable: {error})", "rewound": False}
 
     def _write_whole(self, path: str, text: str) -> None:
         """Write a handoff file whole or not at all: a process killed halfway leaves the old

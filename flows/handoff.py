@@ -34,80 +34,61 @@ def write_manifests(
 ) -> list[str]:
     """A manifest for each load in `fresh` (the loads a chunk just landed), or, without `fresh`,
     for every load this pipeline completed that has none yet (a landing that died before writing
-    it); return their ids.
+    it, or an empty manifest an earlier version's crashed write left); return their ids.
 
-    `covered` (repository id -> oldest `updated_at` landed) belongs to the loads in `fresh`; a
-    package an earlier, interrupted run left behind gets none, and cannot be re-fetched selectively
-    if it is ever lost.
+    `covered` (repository id -> oldest `updated_at` landed) belongs to the loads in `fresh`; for
+    a package an earlier, interrupted run left behind it is read from the package's files.
     """
-    rebuilt: set[str] = set()
     if fresh is None:
         have = landing.manifested_loads(pipeline.pipeline_name)
-        todo = []
-        for load_id in pipeline.list_completed_load_packages():
-            if load_id in have and _readable(landing, pipeline.pipeline_name, load_id):
-                continue
-            todo.append(load_id)
-            if load_id in have:
-                rebuilt.add(load_id)
+        todo = [load_id for load_id in pipeline.list_completed_load_packages() if load_id not in have]
     else:
         todo = list(fresh)
     written = []
     for load_id in todo:
         created_at = pipeline.get_load_package_state(load_id)["created_at"]
         files = []
-        local: dict[str, list[str]] = {}
-        for job in pipeline.get_load_package_info(load_id).jobs["completed_jobs"]:
-            table = job.job_file_info.table_name
-            if table.startswith("_dlt"):
-                continue
-            name = Path(job.file_path).name
+        jobs = _jobs(pipeline, load_id)
+        for table, local_path in jobs:
             path = path_utils.create_path(
-                LAYOUT, name, pipeline.default_schema_name, load_id,
+                LAYOUT, Path(local_path).name, pipeline.default_schema_name, load_id,
                 load_package_timestamp=created_at, extra_placeholders={"org": org},
             )
-            files.append(ManifestFile(table, path, _rows(job.file_path, landing, path)))
-            local.setdefault(table, []).append(job.file_path)
-        if load_id in rebuilt:
-            load_covered: dict = _covered_by(pipeline, local)
-            logger.warning("%s: the manifest of load %s was unreadable; rebuilt from the load's package",
-                           pipeline.pipeline_name, load_id)
-        else:
-            load_covered = covered or {}
-        repositories = {str(k): v for k, v in load_covered.items()}
+            files.append(ManifestFile(table, path, _rows(local_path, landing, path)))
+        load_covered = covered if fresh is not None else _covered_by(pipeline, jobs)
+        repositories = {str(k): v for k, v in (load_covered or {}).items()}
         landing.write_manifest(Manifest(pipeline.pipeline_name, org, load_id, tuple(files), repositories))
         written.append(load_id)
     return written
 
 
-def _readable(landing: Landing, pipeline_name: str, load_id: str) -> bool:
-    try:
-        return landing.manifest(pipeline_name, load_id) is not None
-    except UnreadableHandoff:
-        return False
+def _jobs(pipeline: dlt.Pipeline, load_id: str) -> list[tuple[str, str]]:
+    """(table, dlt's local copy of the file) of each data file the load package wrote."""
+    return [(job.job_file_info.table_name, job.file_path)
+            for job in pipeline.get_load_package_info(load_id).jobs["completed_jobs"]
+            if not job.job_file_info.table_name.startswith("_dlt")]
 
 
-def _covered_by(pipeline: dlt.Pipeline, local: dict[str, list[str]]) -> dict[str, str]:
+def _covered_by(pipeline: dlt.Pipeline, jobs: list[tuple[str, str]]) -> dict[str, str]:
     """Repository id -> the oldest `updated_at` of the load's rows, read from dlt's local copies
-    of its files (what a manifest records, when it has to be rebuilt)."""
+    of its files (what a manifest records, when the chunk that landed it could not say)."""
     repos = pipeline.state.get("sources", {}).get(pipeline.pipeline_name, {}).get("repos", {})
     id_of = {entry.get("name"): repo_id for repo_id, entry in repos.items()}
     oldest: dict[str, str] = {}
-    for table, paths in local.items():
-        for path in paths:
-            try:
-                if table == "pull_requests":
-                    rows = pq.read_table(path, columns=["repo_id", "updated_at"]).to_pylist()
-                    pairs = [(str(r["repo_id"]), r["updated_at"]) for r in rows]
-                else:
-                    rows = pq.read_table(path, columns=["repo", "pull_request_updated_at"]).to_pylist()
-                    pairs = [(id_of.get(r["repo"]), r["pull_request_updated_at"]) for r in rows]
-            except (OSError, KeyError, ValueError):
-                continue  # a table without those columns (rejected_items) or a file gone
-            for repo_id, updated in pairs:
-                if repo_id and updated is not None:
-                    text = updated.strftime("%Y-%m-%dT%H:%M:%SZ")
-                    oldest[repo_id] = min(oldest.get(repo_id, text), text)
+    for table, path in jobs:
+        try:
+            if table == "pull_requests":
+                rows = pq.read_table(path, columns=["repo_id", "updated_at"]).to_pylist()
+                pairs = [(str(r["repo_id"]), r["updated_at"]) for r in rows]
+            else:
+                rows = pq.read_table(path, columns=["repo", "pull_request_updated_at"]).to_pylist()
+                pairs = [(id_of.get(r["repo"]), r["pull_request_updated_at"]) for r in rows]
+        except (OSError, KeyError, ValueError):
+            continue  # a table without those columns (rejected_items) or a file gone
+        for repo_id, updated in pairs:
+            if repo_id and updated is not None:
+                text = updated.strftime("%Y-%m-%dT%H:%M:%SZ")
+                oldest[repo_id] = min(oldest.get(repo_id, text), text)
     return oldest
 
 

@@ -52,6 +52,11 @@ _HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"
 # GraphQL error types that refuse the credential for what REST serves it (see GraphQLRefused).
 _REFUSED_ERRORS = frozenset({"FORBIDDEN", "INSUFFICIENT_SCOPES"})
 
+
+def _refuses_credential(graphql_type: str | None, message: str) -> bool:
+    """A GraphQL error that refuses the credential for what REST serves it."""
+    return graphql_type in _REFUSED_ERRORS or "resource not accessible" in message.lower()
+
 # The actors that author reviews (an Organization does not).
 _ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
 # The actors of timeline events: an organisation can close a pull request, say.
@@ -335,7 +340,7 @@ def refusal(error: GitHubError, graphql_type: str | None = None) -> GraphQLRefus
         return GraphQLRefused("no GraphQL API at this URL", error)
     if isinstance(error, AuthenticationError) and error.status in (401, 403):  # never a rate limit
         return GraphQLRefused("the credential is refused for GraphQL", error)
-    if graphql_type in _REFUSED_ERRORS or "resource not accessible" in str(error).lower():
+    if _refuses_credential(graphql_type, str(error)):
         return GraphQLRefused("the credential is refused for GraphQL", error)
     if isinstance(error, GraphQLDocumentRejected):
         return GraphQLRefused("the server's GraphQL schema lacks what the query asks for", error)
@@ -562,9 +567,8 @@ class GraphQLChildren:
                 raise TooHeavy(f"POST {self.url}: {kind}: {message}", url=self.url)
             # A refusal of the credential is one, wherever its path points (GitHub refuses it
             # field by field in an otherwise partial answer).
-            refused = kind in _REFUSED_ERRORS or "resource not accessible" in message.lower()
             node_id = self._node_of(error, variables) if isinstance(data, dict) and isinstance(error, dict) else ""
-            if node_id and not refused:
+            if node_id and not _refuses_credential(kind, message):
                 by_node.setdefault(node_id, (kind, message))
                 continue
             if kind == "NOT_FOUND" and isinstance(data, dict):
