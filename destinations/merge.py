@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import fsspec
 
 from destinations import sql
-from destinations.landing import Landing, LandedFile, UnreadableHandoff
+from destinations.handoff import DamagedLoad, Handoff
+from destinations.landing import Landing, LandedFile
 from destinations.warehouse import Warehouse
 from sources.github.schema import CHILD_FETCHES, TABLES, TableSpec
 
@@ -135,54 +136,24 @@ def merge_landed_loads(
     report = MergeReport(warehouse.location(), pipeline_name, org)
     ledger = warehouse.table(LEDGER)
     merged = {str(row[0]) for row in warehouse.execute(sql.merged_load_ids(ledger), [pipeline_name])}
-    set_aside = landing.set_aside_loads(pipeline_name)
-    pending = landing.completed_loads(pipeline_name, exclude=merged | set(set_aside))
+    handoff = Handoff(landing, pipeline_name)
+    pending = handoff.ready(merged)
     if not pending:
         logger.info("%s: no new loads to merge into %s", pipeline_name, report.warehouse)
     for load_id in pending:
         try:
-            load_files, expected = _files_of(landing, org, pipeline_name, load_id)
+            load_files, expected = handoff.take(load_id, org, TABLES)
             _merge_load(warehouse, landing, pipeline_name, load_id, load_files, report, expected)
         except DamagedLoad as damage:
             # Never ledgered, never blocking the loads after it: set aside, and the landing step
-            # fetches again what it held (see flows/handoff.py).
+            # fetches again what it held (see destinations/handoff.py).
             logger.error("%s: load %s set aside, its rows are fetched again: %s", pipeline_name, load_id, damage)
-            landing.set_aside(pipeline_name, load_id, str(damage))
+            handoff.set_aside(load_id, str(damage))
             report.loads_set_aside[load_id] = str(damage)
     created = ensure_metric_views(warehouse)
     if created:
         logger.info("%s: created the missing metric views: %s", pipeline_name, ", ".join(created))
     return report
-
-
-class DamagedLoad(Exception):
-    """A landed load whose files are missing, unreadable or not what its manifest says."""
-
-
-def _files_of(
-    landing: Landing, org: str, pipeline_name: str, load_id: str
-) -> tuple[dict[str, list[LandedFile]], dict[str, int] | None]:
-    """The load's files per table, and the row counts its manifest promises (None: unknown)."""
-    try:
-        manifest = landing.manifest(pipeline_name, load_id)
-    except UnreadableHandoff as error:  # set aside, never blocking the loads behind it
-        raise DamagedLoad(str(error)) from None
-    if manifest is None:
-        # Landed before manifests existed (or the landing died before writing it): take what is
-        # near its date; nothing there is damage, never an empty load.
-        files = {name: landing.files_by_load(name, org, [load_id], near_load_dates=True).get(load_id, [])
-                 for name in TABLES}
-        files = {name: found for name, found in files.items() if found}
-        if not files:
-            raise DamagedLoad(f"load {load_id} has no manifest and no files near its date")
-        logger.warning("%s: load %s has no manifest; merging the files found next to its date", pipeline_name, load_id)
-        return files, None
-    if manifest.org != org:
-        raise DamagedLoad(f"load {load_id} belongs to organisation {manifest.org!r}, not {org!r}")
-    problems = landing.problems(manifest)
-    if problems:
-        raise DamagedLoad("; ".join(problems))
-    return landing.landed_files(manifest, TABLES), {name: manifest.rows(name) for name in TABLES}
 
 
 def _merge_load(

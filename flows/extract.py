@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +20,9 @@ from dlt.common.configuration.specs import GcpServiceAccountCredentials
 from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from destinations.landing import DATASET, Landing
+from destinations.handoff import Handoff
+from destinations.landing import DATASET, LAYOUT, Landing
 from flows.credentials import gcs_emulator_options, landing_filesystem, service_account_json
-from flows.handoff import LAYOUT, rewind_set_aside_loads, write_manifests
 from flows.settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.client import GitHubClient, RequestStats
@@ -116,6 +117,10 @@ def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
     """The organisation's dlt pipeline; a corrupt state file or an unwritable folder raises a
     ConfigurationError naming it (dlt's JSONDecodeError names no file)."""
     folder = settings.pipelines_dir / pipeline_name(org)
+    # Once a package has landed its files are on the landing and its manifest says what they
+    # are: dlt's local copy of each would be a second copy of everything, growing without end.
+    # (LOAD__DELETE_COMPLETED_JOBS=false keeps them.)
+    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
     problem: ConfigurationError | None = None
     try:
         settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +187,7 @@ def land(
         graphql_url=graphql_endpoint(settings, client),
         graphql_fallback=settings.github_api_mode == "auto",
     )
-    landing = Landing(settings.landing, landing_filesystem(settings))
+    handoff = Handoff(Landing(settings.landing, landing_filesystem(settings)), pipeline.pipeline_name)
     load_ids: list[str] = []
     rows = {table: 0 for table in DATA_TABLES}
 
@@ -192,7 +197,7 @@ def land(
         counts = normalize.row_counts if normalize else {}
         for table in DATA_TABLES:
             rows[table] += int(counts.get(table, 0))
-        write_manifests(pipeline, landing, org, covered, fresh=info.loads_ids)
+        handoff.record(pipeline, info, org, covered)
 
     if pipeline.has_pending_data:
         # dlt's `run` would load these and extract nothing: land them first, on their own. (dlt
@@ -201,8 +206,8 @@ def land(
         info = _run(pipeline, None)
         if info is not None:
             landed(info)
-    write_manifests(pipeline, landing, org)  # loads whose landing died before their manifest
-    rewound = rewind_set_aside_loads(pipeline, landing)
+    handoff.recover(pipeline, org)  # loads whose landing died before their manifest
+    rewound = handoff.rewind(pipeline)
     try:
         while True:
             sync.start_chunk()

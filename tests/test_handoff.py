@@ -10,6 +10,7 @@ import duckdb
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from destinations.handoff import Handoff
 from destinations.landing import Landing
 from emulator import Dataset, GitHubEmulator
 from flows.settings import Settings, pipeline_name
@@ -36,8 +37,8 @@ def settings(emulator: GitHubEmulator, tmp_path: Path) -> Settings:
     return make_settings(emulator, tmp_path)
 
 
-def landing(settings: Settings) -> Landing:
-    return Landing(settings.landing)
+def handoff(settings: Settings) -> Handoff:
+    return Handoff(Landing(settings.landing), pipeline_name(ORG))
 
 
 def parquet_rows(path: Path) -> int:
@@ -47,7 +48,7 @@ def parquet_rows(path: Path) -> int:
 def test_each_load_has_a_manifest_of_its_files_and_rows(settings, dataset):
     report = land_only(settings)
     [load_id] = report.load_ids
-    manifest = landing(settings).manifest(pipeline_name(ORG), load_id)
+    manifest = handoff(settings).manifest(load_id)
     assert manifest is not None and manifest.org == ORG and manifest.load_id == load_id
     root = Path(settings.landing, "github")
     on_disk = {str(p.relative_to(root)) for t in TABLES for p in (root / t).rglob(f"{load_id}.*.parquet")}
@@ -65,7 +66,7 @@ def test_a_load_whose_file_was_deleted_is_set_aside_and_fetched_again(settings, 
     repo = dataset.repositories(ORG)[0]["name"]
     dataset.add_review(ORG, repo, 2)
     second = land_only(settings)  # a later load, which must not be blocked
-    manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+    manifest = handoff(settings).manifest(first.load_ids[0])
     lost = next(f for f in manifest.files if f.table == "pull_request_files")
     Path(settings.landing, "github", lost.path).unlink()
 
@@ -90,7 +91,7 @@ def test_a_load_whose_file_was_deleted_is_set_aside_and_fetched_again(settings, 
 
 def test_a_truncated_file_sets_its_load_aside_instead_of_blocking_the_others(settings, dataset):
     first = land_only(settings)
-    manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+    manifest = handoff(settings).manifest(first.load_ids[0])
     cut = Path(settings.landing, "github", next(f for f in manifest.files if f.table == "pull_requests").path)
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
 
@@ -163,14 +164,15 @@ def test_a_child_list_that_drops_to_zero_replaces_the_old_rows_with_none(setting
 
 _WRITER = """
 import sys
-from destinations.landing import Landing, Manifest, ManifestFile
-landing = Landing(sys.argv[1])
+from destinations.handoff import Handoff, Manifest, ManifestFile
+from destinations.landing import Landing
+handoff = Handoff(Landing(sys.argv[1]), "github_acme")
 files = tuple(ManifestFile("pull_requests", f"pull_requests/org=acme/date=2026-01-01/{i}.parquet", i)
               for i in range(20000))  # about 2 MB: a write takes a while
 print("ready", flush=True)
 i = 0
 while True:
-    landing.write_manifest(Manifest("github_acme", "acme", "1700000000.5", files, {"1": f"x{i}"}))
+    handoff.write_manifest(Manifest("github_acme", "acme", "1700000000.5", files, {"1": f"x{i}"}))
     i += 1
 """
 
@@ -194,14 +196,14 @@ def test_a_manifest_killed_while_written_is_whole_or_absent(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
         if path.exists():
-            manifest = Landing(str(tmp_path)).manifest("github_acme", "1700000000.5")
+            manifest = Handoff(Landing(str(tmp_path)), "github_acme").manifest("1700000000.5")
             assert manifest is not None and len(manifest.files) == 20000
 
 
 def test_an_empty_manifest_left_by_a_crash_is_rebuilt_and_never_blocks(settings, dataset):
     """A manifest an earlier version's crashed write left empty: the merge sets that load aside,
     naming the file, and merges the loads behind it; the next landing rebuilds the manifest from
-    the load's package (with the repositories it covers) and fetches again what it held: exact."""
+    the load's landed files (with the repositories it covers) and fetches again what it held."""
     first = land_only(settings)
     repo = dataset.repositories(ORG)[0]["name"]
     dataset.add_review(ORG, repo, 2)
@@ -215,7 +217,7 @@ def test_an_empty_manifest_left_by_a_crash_is_rebuilt_and_never_blocks(settings,
     assert report.loads_merged == second.load_ids
 
     again = land_only(settings)
-    manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+    manifest = handoff(settings).manifest(first.load_ids[0])
     assert manifest is not None and len(manifest.repositories) == 2  # rebuilt, with what it covers
     assert again.loads_refetched == first.load_ids and sum(again.rows.values()) > 0
     merge_only(settings)
@@ -258,9 +260,9 @@ class FlakyFileSystem(LocalFileSystem):
 
 @pytest.fixture
 def no_backoff(monkeypatch):
-    import destinations.landing as landing_module
+    import destinations.handoff as handoff_module
 
-    monkeypatch.setattr(landing_module, "READ_BACKOFF", 0.0, raising=False)
+    monkeypatch.setattr(handoff_module, "READ_BACKOFF", 0.0)
 
 
 def merge_with(settings: Settings, fs: LocalFileSystem):
@@ -279,12 +281,12 @@ def test_a_storage_blip_while_footers_are_read_is_retried(settings, dataset, no_
 
 
 def test_a_storage_outage_stops_the_merge_and_never_sets_an_intact_load_aside(settings, dataset, no_backoff):
-    from destinations.landing import StorageUnavailable
+    from destinations.handoff import StorageUnavailable
 
     first = land_only(settings)
     with pytest.raises(StorageUnavailable, match="after 4 attempts"):
         merge_with(settings, FlakyFileSystem(failures=1000))
-    assert landing(settings).set_aside_loads(pipeline_name(ORG)) == {}
+    assert handoff(settings).set_aside_loads() == {}
     report = merge_only(settings)  # storage healthy again
     assert report.loads_merged == first.load_ids
     assert_warehouse_matches(settings, dataset)
@@ -307,7 +309,7 @@ def test_a_load_set_aside_during_a_first_backfill_loses_nothing(tmp_path):
         emu.faults.add(Fault("primary", path_regex=r"/pulls\?.*page=2", seconds=1))
         first = land_only(settings)
         assert first.progress.stopped_early and first.rows["pull_requests"] == 100
-        manifest = landing(settings).manifest(pipeline_name(ORG), first.load_ids[0])
+        manifest = handoff(settings).manifest(first.load_ids[0])
         lost = next(f for f in manifest.files if f.table == "pull_requests")
         Path(settings.landing, "github", lost.path).unlink()
         assert list(merge_only(settings).loads_set_aside) == first.load_ids
@@ -317,4 +319,62 @@ def test_a_load_set_aside_during_a_first_backfill_loses_nothing(tmp_path):
         for _ in range(3):
             land_only(settings)
             merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+
+
+# -- issue 18.4: no second copy of what landed ----------------------------------------------------
+
+
+def test_no_local_copy_of_landed_files_is_kept_and_dlt_info_still_works(settings, dataset):
+    """dlt kept each completed package's job files under the pipelines folder: a second copy of
+    everything ever landed. Once a load is landed and its manifest written, only the landing
+    holds its files; the state and `dlt pipeline info` are intact."""
+    import subprocess
+    import sys
+
+    first = land_only(settings)
+    dataset.add_review(ORG, dataset.repositories(ORG)[0]["name"], 2)
+    second = land_only(settings)
+    kept = [p for p in Path(settings.pipelines_dir).rglob("*") if p.suffix in (".parquet", ".gz", ".jsonl")]
+    assert kept == []
+    landed_files = list(Path(settings.landing, "github").rglob("*.parquet"))
+    assert landed_files and all(f.stat().st_size for f in landed_files)
+    for load_id in first.load_ids + second.load_ids:  # the manifests came from dlt's record
+        manifest = handoff(settings).manifest(load_id)
+        assert manifest is not None and manifest.files and len(manifest.repositories) >= 1
+    info = subprocess.run(
+        [sys.executable, "-m", "dlt", "pipeline", "--pipelines-dir", str(settings.pipelines_dir),
+         pipeline_name(ORG), "info"], capture_output=True, text=True, check=True).stdout
+    assert "Has 2 completed load packages" in info and "github_acme" in info
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+
+
+def test_a_run_killed_before_its_manifest_is_recovered_from_the_landed_files(settings, dataset, monkeypatch):
+    """The run dies after dlt landed a load (and deleted its local copies) but before the
+    manifest is written: the next landing writes it from the landed files and their footers,
+    with the repositories they cover, and the warehouse ends exact."""
+    calls = []
+
+    def dies(self, manifest):
+        calls.append(manifest.load_id)
+        raise KeyboardInterrupt  # what a kill at this moment leaves: the load landed, no manifest
+
+    monkeypatch.setattr(Handoff, "write_manifest", dies)
+    with pytest.raises(KeyboardInterrupt):
+        land_only(settings)
+    monkeypatch.undo()
+    [load_id] = calls
+    assert handoff(settings).manifest(load_id) is None
+    assert not list(Path(settings.pipelines_dir).rglob("*.parquet"))
+
+    again = land_only(settings)
+    manifest = handoff(settings).manifest(load_id)
+    assert manifest is not None and len(manifest.repositories) == 2
+    root = Path(settings.landing, "github")
+    for entry in manifest.files:
+        assert parquet_rows(root / entry.path) == entry.rows
+    assert {t: manifest.rows(t) for t in TABLES} == {t: len(dataset.expected(ORG)[t]) for t in TABLES}
+    assert sum(again.rows.values()) == 0  # nothing fetched twice
+    merge_only(settings)
     assert_warehouse_matches(settings, dataset)

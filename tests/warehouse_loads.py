@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from destinations import Warehouse, merge, merge_landed_loads
-from destinations.landing import Landing, Manifest, ManifestFile
+from destinations.handoff import Handoff, Manifest, ManifestFile
+from destinations.landing import Landing
 from sources.github.schema import TABLES, file_row, pull_request_row, review_row, to_table
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
@@ -75,12 +76,12 @@ def land(
         pq.write_table(data, folder / name)
         entries.append(ManifestFile(table, f"{table}/org={org}/date={date}/{name}", data.num_rows))
     pipeline_name = pipeline_name or f"github_{org}"
-    landing = Landing(str(root))
-    earlier = landing.manifest(pipeline_name, load_id)  # another file of the same load
+    handoff = Handoff(Landing(str(root)), pipeline_name)
+    earlier = handoff.manifest(load_id)  # another file of the same load
     # (Without the _dlt_loads record the merge never looks at a load, manifest or not.)
     if earlier is not None:
         entries = [*earlier.files, *entries]
-    landing.write_manifest(Manifest(pipeline_name, org, load_id, tuple(entries)))
+    handoff.write_manifest(Manifest(pipeline_name, org, load_id, tuple(entries)))
     if complete:
         mark_complete(root, load_id, pipeline_name)
 

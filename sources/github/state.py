@@ -84,3 +84,16 @@ def _adopt_name_keyed(state: dict[str, Any], name: str) -> dict[str, Any]:
         "at_cursor": {str(pr_id): None for pr_id in saved.get("at_cursor", [])},  # hash unknown
         "etag": saved.get("etag"),
     }
+
+
+def rewind_repository(entry: dict[str, Any], oldest: str) -> None:
+    """Make a repository list again everything updated at or after `oldest` (the rows of a
+    landing that was lost), from page 1: no ETag, no listing in progress, whose frontier may lie
+    above what is to be fetched again. A repository still in its first backfill (no cursor yet)
+    keeps none: its listing starts over and goes down to where the backfill was to end, so the
+    rest of it is fetched too, not cut off at `oldest`."""
+    backfilling = entry.get("cursor") is None and entry.get("listing") is not None
+    if not backfilling and (entry.get("cursor") is None or oldest <= entry["cursor"]):
+        entry["cursor"], entry["at_cursor"] = oldest, {}
+    entry.pop("etag", None)
+    entry.pop("listing", None)

@@ -1,0 +1,414 @@
+"""The handoff from the landing step to the merge, in one place: its files, and what a crash or
+a storage fault at any moment leaves behind.
+
+Files, next to the landed data: `{landing}/github/_manifests/{pipeline_name}/`
+    {load_id}.json              the manifest: organisation, files and their row counts, and the
+                                repositories it covers (with the oldest `updated_at` of each)
+    {load_id}.set_aside.json    the merge could not take the load: why, and whether the landing
+                                step has rewound the cursors to fetch its rows again
+
+The API: the landing step `record`s the manifests of what `pipeline.run` just landed, `recover`s
+those a crash left unwritten and `rewind`s what loads set aside held; the merge asks what is
+`ready`, `take`s a load's checked files and `set_aside`s one it cannot take.
+
+Crash behaviour:
+- Every file is written whole or not at all (`_write_whole`): a kill leaves the old file or none.
+- dlt writes a load's record in `_dlt_loads` after all its files, and the manifest follows. A kill
+  between leaves a load without a manifest; `recover` writes it from the landed files (the record
+  says they are all there), and so does `take` if the merge comes first.
+- A manifest that cannot be read sets its load aside, naming the file, and never blocks the loads
+  behind it; a marker that cannot be read keeps its load aside, and its rows are fetched again.
+- A storage fault while a landed file is read is retried with backoff (`_footer_rows`), then stops
+  the merge (`StorageUnavailable`): an intact load is never set aside for a blip.
+- A rewind is saved in the pipeline's state before its marker says so: a kill between rewinds
+  again, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dlt.destinations import path_utils
+
+from destinations import sql
+from destinations.landing import LAYOUT, Landing, LandedFile
+from sources.github.state import rewind_repository
+
+logger = logging.getLogger("destinations.handoff")
+
+MANIFESTS_FOLDER = "_manifests"
+MANIFEST_FORMAT = 1
+SET_ASIDE_SUFFIX = ".set_aside.json"
+# Reading a landed file's footer: attempts and the first backoff (doubled), against a storage
+# fault (a timeout, a dropped connection; gcsfs raises OSError after its own retries).
+READ_ATTEMPTS = 4
+READ_BACKOFF = 1.0
+
+
+class StorageUnavailable(OSError):
+    """The landing could not be read, after retries: a fault of the storage, not damage of the
+    load. The merge stops (and is retried) instead of setting the load aside."""
+
+
+class UnreadableHandoff(ValueError):
+    """A handoff file (a manifest) that exists but cannot be read; the message names it."""
+
+
+class DamagedLoad(Exception):
+    """A landed load whose files are missing, unreadable or not what its manifest says."""
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    table: str
+    path: str  # relative to the dataset folder: {table}/org={org}/date={date}/{load_id}.{file_id}.parquet
+    rows: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one load landed: the merge takes exactly these files and checks their row counts."""
+
+    pipeline_name: str
+    org: str
+    load_id: str
+    files: tuple[ManifestFile, ...]
+    # Repository id -> the oldest `updated_at` of a pull request whose rows the load carries:
+    # where to rewind each repository's cursor if the load is lost.
+    repositories: dict[str, str] = field(default_factory=dict)
+
+    def rows(self, table: str) -> int:
+        return sum(f.rows for f in self.files if f.table == table)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": MANIFEST_FORMAT,
+            "pipeline_name": self.pipeline_name,
+            "org": self.org,
+            "load_id": self.load_id,
+            "files": [{"table": f.table, "path": f.path, "rows": f.rows} for f in self.files],
+            "repositories": self.repositories,
+        }, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        if raw.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {raw.get('format')!r}")
+        return cls(
+            pipeline_name=sql.check_pipeline_name(raw["pipeline_name"]),
+            org=sql.check_org(raw["org"]),
+            load_id=sql.check_load_id(raw["load_id"]),
+            files=tuple(ManifestFile(f["table"], f["path"], int(f["rows"])) for f in raw["files"]),
+            repositories={str(k): str(v) for k, v in raw.get("repositories", {}).items()},
+        )
+
+
+class Handoff:
+    """The handoff files of one pipeline on one landing."""
+
+    def __init__(self, landing: Landing, pipeline_name: str) -> None:
+        self.landing = landing
+        self.pipeline_name = sql.check_pipeline_name(pipeline_name)
+        self.folder = posixpath.join(landing.root, MANIFESTS_FOLDER, self.pipeline_name)
+
+    # -- the landing step ---------------------------------------------------------------------
+
+    def record(self, pipeline: dlt.Pipeline, info: Any, org: str, covered: dict[int, str] | None) -> list[str]:
+        """Write the manifest of each load `info` (what `pipeline.run` returned) landed, from
+        dlt's record of its jobs: gathered before dlt deletes its local copies of the files.
+        Row counts are the normalizer's; a package normalized by an earlier, interrupted run has
+        none in this trace, and its files' footers are read. `covered` is what the chunk covered
+        (repository id -> oldest `updated_at`); None reads it from the files."""
+        normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+        written = []
+        for package in info.load_packages:
+            load_id = package.load_id
+            counted = {job_id: metrics.items_count
+                       for metrics_of_step in (normalize.metrics.get(load_id, []) if normalize else [])
+                       for job_id, metrics in metrics_of_step["job_metrics"].items()}
+            created_at = pipeline.get_load_package_state(load_id)["created_at"]
+            files = []
+            for job in package.jobs["completed_jobs"]:
+                table = job.job_file_info.table_name
+                if table.startswith("_dlt"):
+                    continue
+                path = path_utils.create_path(
+                    LAYOUT, Path(job.file_path).name, pipeline.default_schema_name, load_id,
+                    load_package_timestamp=created_at, extra_placeholders={"org": org},
+                )
+                rows = counted.get(job.job_file_info.job_id())
+                if rows is None:
+                    rows = self._footer_rows(posixpath.join(self.landing.root, path))
+                files.append(ManifestFile(table, path, rows))
+            manifest = Manifest(self.pipeline_name, org, load_id, tuple(files))
+            repositories = covered if covered is not None else self._covered_by(pipeline, manifest)
+            self.write_manifest(_with_repositories(manifest, repositories))
+            written.append(load_id)
+        return written
+
+    def recover(self, pipeline: dlt.Pipeline, org: str) -> list[str]:
+        """Write the manifests that crashed runs left unwritten (or empty, by an earlier version's
+        plain write): of each load this pipeline completed, from the files it landed."""
+        have = self._manifested()
+        written = []
+        for load_id in pipeline.list_completed_load_packages():
+            if load_id in have:
+                continue
+            manifest = self._from_landed_files(load_id, org, pipeline.default_schema.data_table_names())
+            if manifest is None:
+                continue  # never landed here (another landing, or dlt's record is gone)
+            self.write_manifest(_with_repositories(manifest, self._covered_by(pipeline, manifest)))
+            logger.info("%s: wrote the manifest of load %s from its landed files", self.pipeline_name, load_id)
+            written.append(load_id)
+        return written
+
+    def rewind(self, pipeline: dlt.Pipeline) -> list[str]:
+        """Rewind the cursors of the repositories that loads set aside by the merge covered, so
+        this run fetches their rows again; return the ids of the loads handled."""
+        todo = [load_id for load_id, marker in self.set_aside_loads().items() if not marker.get("rewound")]
+        if not todo:
+            return []
+        name = self.pipeline_name
+        with pipeline.managed_state() as state:
+            repos = state.setdefault("sources", {}).setdefault(name, {}).setdefault("repos", {})
+            for load_id in todo:
+                try:
+                    manifest = self.manifest(load_id)
+                except UnreadableHandoff as error:
+                    logger.error("%s: %s", name, error)
+                    manifest = None
+                covered = manifest.repositories if manifest else {}
+                if not covered:
+                    logger.error(
+                        "%s: load %s was set aside and its repositories are unknown; run once with "
+                        "--full-refresh to fetch everything again", name, load_id,
+                    )
+                for repo_id, oldest in covered.items():
+                    entry = repos.get(repo_id)
+                    if entry is not None:
+                        rewind_repository(entry, oldest)
+                logger.warning("%s: load %s was set aside by the merge; fetching its %d repositories again",
+                               name, load_id, len(covered))
+        for load_id in todo:
+            self._mark_rewound(load_id)
+        return todo
+
+    # -- the merge ----------------------------------------------------------------------------
+
+    def ready(self, merged: Collection[str]) -> list[str]:
+        """Loads fully landed, neither merged nor set aside, oldest first."""
+        return self.landing.completed_loads(self.pipeline_name, exclude=set(merged) | set(self.set_aside_loads()))
+
+    def take(self, load_id: str, org: str, tables: Collection[str]) -> tuple[dict[str, list[LandedFile]], dict[str, int]]:
+        """The load's files of `tables`, and the rows each table must stage. Raises DamagedLoad
+        when the files are missing or not what the manifest says, StorageUnavailable when the
+        landing cannot be read."""
+        try:
+            manifest = self.manifest(load_id)
+        except UnreadableHandoff as error:  # set aside, never blocking the loads behind it
+            raise DamagedLoad(str(error)) from None
+        if manifest is None:
+            # Landed before manifests existed, or the landing died before writing it.
+            manifest = self._from_landed_files(load_id, org, tables)
+            if manifest is None:
+                raise DamagedLoad(f"load {load_id} has no manifest and no files near its date")
+            logger.warning("%s: load %s has no manifest; merging the files found next to its date",
+                           self.pipeline_name, load_id)
+        if manifest.org != org:
+            raise DamagedLoad(f"load {load_id} belongs to organisation {manifest.org!r}, not {org!r}")
+        problems = self._problems(manifest)
+        if problems:
+            raise DamagedLoad("; ".join(problems))
+        return self._landed_files(manifest, tables), {name: manifest.rows(name) for name in tables}
+
+    def set_aside(self, load_id: str, reason: str) -> None:
+        """Mark a load the merge could not take; the landing step re-fetches what it held."""
+        marker = {"load_id": sql.check_load_id(load_id), "reason": reason, "rewound": False,
+                  "set_aside_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._write_whole(self._marker_path(load_id), json.dumps(marker, indent=1))
+
+    # -- the files ----------------------------------------------------------------------------
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self._write_whole(posixpath.join(self.folder, f"{manifest.load_id}.json"), manifest.to_json())
+
+    def manifest(self, load_id: str) -> Manifest | None:
+        """The load's manifest; None when it has none. Raises UnreadableHandoff, naming the file,
+        when it cannot be read (an empty file an earlier version's crashed write left)."""
+        path = posixpath.join(self.folder, f"{sql.check_load_id(load_id)}.json")
+        try:
+            with self.landing.fs.open(path, "r", encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            return Manifest.from_json(text)
+        except (ValueError, KeyError, TypeError) as error:
+            raise UnreadableHandoff(f"manifest {path} is unreadable ({type(error).__name__}: {error})") from None
+
+    def set_aside_loads(self) -> dict[str, dict]:
+        """Load id -> its marker (reason, rewound) for every load set aside."""
+        markers: dict[str, dict] = {}
+        for path in self.landing.ls(self.folder):
+            if path.endswith(SET_ASIDE_SUFFIX):
+                load_id = sql.check_load_id(posixpath.basename(path).removesuffix(SET_ASIDE_SUFFIX))
+                markers[load_id] = self._marker(load_id)
+        return markers
+
+    def _manifested(self) -> set[str]:
+        """Loads with a manifest. An empty one (an earlier version's write, killed between open
+        and write) counts as none, so `recover` writes it again; the sizes come with the one
+        listing, no manifest is read."""
+        fs = self.landing.fs
+        fs.invalidate_cache(self.folder)
+        try:
+            entries = fs.ls(self.folder, detail=True)
+        except FileNotFoundError:
+            return set()
+        names = (posixpath.basename(str(e["name"])) for e in entries if e.get("size"))
+        return {n.removesuffix(".json") for n in names if n.endswith(".json") and not n.endswith(SET_ASIDE_SUFFIX)}
+
+    def _marker_path(self, load_id: str) -> str:
+        return posixpath.join(self.folder, sql.check_load_id(load_id) + SET_ASIDE_SUFFIX)
+
+    def _marker(self, load_id: str) -> dict:
+        """A set-aside marker. One that cannot be read (an empty file an earlier version's
+        crashed write left) still sets its load aside, not yet rewound: its name says which
+        load, and the landing step fetches it again."""
+        path = self._marker_path(load_id)
+        try:
+            with self.landing.fs.open(path, "r", encoding="utf-8") as handle:
+                marker = json.loads(handle.read())
+            if not isinstance(marker, dict) or marker.get("load_id") != load_id:
+                raise ValueError("not a set-aside marker of this load")
+            return marker
+        except (FileNotFoundError, ValueError) as error:
+            logger.warning("%s: set-aside marker %s is unreadable (%s); load %s stays set aside",
+                           self.pipeline_name, path, error, load_id)
+            return {"load_id": load_id, "reason": f"set aside (marker unreadable: {error})", "rewound": False}
+
+    def _mark_rewound(self, load_id: str) -> None:
+        self._write_whole(self._marker_path(load_id), json.dumps({**self._marker(load_id), "rewound": True}, indent=1))
+
+    def _write_whole(self, path: str, text: str) -> None:
+        """Write a handoff file whole or not at all: a process killed halfway leaves the old
+        file (or none), never a part. Locally: a temporary name in the same folder, fsync, then
+        an atomic rename; on object storage one object write is atomic already."""
+        data = text.encode("utf-8")
+        if not self.landing.is_local:
+            self.landing.fs.pipe_file(path, data)
+            return
+        folder = posixpath.dirname(path)
+        self.landing.fs.makedirs(folder, exist_ok=True)
+        temporary = posixpath.join(folder, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+    # -- landed files -------------------------------------------------------------------------
+
+    def _from_landed_files(self, load_id: str, org: str, tables: Collection[str]) -> Manifest | None:
+        """A manifest of what the load landed, from a listing near its date and the footers;
+        None when nothing of it is there."""
+        files = []
+        for table in sorted(tables):
+            for landed in self.landing.files_by_load(table, org, [load_id], near_load_dates=True).get(load_id, []):
+                files.append(ManifestFile(table, f"{landed.folder}/{landed.name}", self._footer_rows(landed.path)))
+        return Manifest(self.pipeline_name, org, load_id, tuple(files)) if files else None
+
+    def _landed_files(self, manifest: Manifest, tables: Collection[str]) -> dict[str, list[LandedFile]]:
+        """The manifest's files of `tables`, validated like any name that reaches SQL."""
+        files: dict[str, list[LandedFile]] = {}
+        for entry in manifest.files:
+            if entry.table not in tables:
+                continue
+            table, org_part, date_part, name = entry.path.split("/")
+            if (table, org_part) != (entry.table, f"org={manifest.org}") or not date_part.startswith("date="):
+                raise DamagedLoad(f"manifest of load {manifest.load_id} names a file outside its table/org: {entry.path}")
+            date = sql.check_date(date_part.removeprefix("date="))
+            files.setdefault(table, []).append(self.landing.landed(table, manifest.org, date, sql.check_file_name(name)))
+        return files
+
+    def _problems(self, manifest: Manifest) -> list[str]:
+        """What is wrong with the landed files of a manifest: missing, unreadable, or holding
+        another number of rows than the manifest says (a file cut short). Reads only footers."""
+        found: list[str] = []
+        for entry in manifest.files:
+            path = posixpath.join(self.landing.root, entry.path)
+            try:
+                rows = self._footer_rows(path)
+            except FileNotFoundError:
+                found.append(f"{path} is missing")
+                continue
+            except pa.ArrowException as error:  # a footer that is not Parquet's: the file is damaged
+                found.append(f"{path} is unreadable ({error})")
+                continue
+            if rows != entry.rows:
+                found.append(f"{path} holds {rows} rows, the manifest says {entry.rows}")
+        return found
+
+    def _footer_rows(self, path: str) -> int:
+        """The row count in a landed file's footer; a storage fault (any OSError but a missing
+        file) is retried READ_ATTEMPTS times with backoff, then raises StorageUnavailable."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                with self.landing.fs.open(path, "rb") as handle:
+                    return pq.ParquetFile(handle).metadata.num_rows
+            except FileNotFoundError:
+                raise
+            except OSError as error:
+                if attempt == READ_ATTEMPTS:
+                    raise StorageUnavailable(
+                        f"cannot read {path} after {attempt} attempts ({type(error).__name__}: {error}); "
+                        "the load is merged on a later run") from None
+                delay = READ_BACKOFF * 2 ** (attempt - 1)
+                logger.warning("reading %s failed (%s: %s); retry %d/%d in %.0f s",
+                               path, type(error).__name__, error, attempt, READ_ATTEMPTS - 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _covered_by(self, pipeline: dlt.Pipeline, manifest: Manifest) -> dict[str, str]:
+        """Repository id -> the oldest `updated_at` of the load's rows, read from its landed
+        files (what a manifest records, when the chunk that landed it could not say)."""
+        repos = pipeline.state.get("sources", {}).get(self.pipeline_name, {}).get("repos", {})
+        id_of = {entry.get("name"): repo_id for repo_id, entry in repos.items()}
+        oldest: dict[str, str] = {}
+        for entry in manifest.files:
+            columns = ["repo_id", "updated_at"] if entry.table == "pull_requests" else ["repo", "pull_request_updated_at"]
+            try:
+                with self.landing.fs.open(posixpath.join(self.landing.root, entry.path), "rb") as handle:
+                    rows = pq.read_table(handle, columns=columns).to_pylist()
+            except (OSError, KeyError, ValueError, pa.ArrowException):
+                continue  # a table without those columns (rejected_items) or a file gone
+            for row in rows:
+                repo_id = str(row["repo_id"]) if "repo_id" in row else id_of.get(row["repo"])
+                updated = row.get("updated_at", row.get("pull_request_updated_at"))
+                if repo_id and updated is not None:
+                    text = updated.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    oldest[repo_id] = min(oldest.get(repo_id, text), text)
+        return oldest
+
+
+def _with_repositories(manifest: Manifest, repositories: dict) -> Manifest:
+    return Manifest(manifest.pipeline_name, manifest.org, manifest.load_id, manifest.files,
+                    {str(k): v for k, v in repositories.items()})
