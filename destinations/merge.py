@@ -78,13 +78,21 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
                 warehouse.execute(sql.add_column(warehouse.table(spec.name), name, type_))
         ensured.append(f"table {warehouse.table(spec.name)}")
         for pipeline_name in pipeline_names:
-            stage = warehouse.table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
+            name = stage_table_name(pipeline_name, spec.name)
+            stage = warehouse.table(name, pipeline_name=True)
             warehouse.execute(sql.create_stage_table(stage, columns, warehouse.dialect))
+            existing = warehouse.columns(name, pipeline_name=True)
+            for field_, (column, type_) in zip(spec.schema, columns):
+                if field_.name not in existing:
+                    warehouse.execute(sql.add_column(stage, column, type_))
+            warehouse.keep_no_history(stage)
             ensured.append(f"stage table {stage}")
     warehouse.execute(sql.create_ledger(warehouse.table(LEDGER)))
     ensured.append(f"ledger {warehouse.table(LEDGER)}")
     locks = warehouse.table(MERGE_LOCKS)
     warehouse.execute(sql.create_merge_locks(locks))
+    if "merged_through" not in warehouse.columns(MERGE_LOCKS):  # created by an earlier version
+        warehouse.execute(sql.add_column(locks, "merged_through", "NUMBER(38, 9)"))
     with warehouse.transaction():
         for pipeline_name in pipeline_names:
             warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
@@ -135,7 +143,12 @@ def merge_landed_loads(
 
     report = MergeReport(warehouse.location(), pipeline_name, org)
     ledger = warehouse.table(LEDGER)
-    merged = {str(row[0]) for row in warehouse.execute(sql.merged_load_ids(ledger), [pipeline_name])}
+    ledgered = {str(load_id): int(rows) for load_id, rows in warehouse.execute(sql.ledger_rows(ledger), [pipeline_name])}
+    for load_id in sorted(load_id for load_id, rows in ledgered.items() if rows > 1):
+        logger.warning("%s: load %s has %d rows in %s: two runs merged it (its rows are merged once, "
+                       "MERGE keeps one copy of each); report it, the claim should prevent this",
+                       pipeline_name, load_id, ledgered[load_id], ledger)
+    merged = set(ledgered)
     handoff = Handoff(landing, pipeline_name)
     pending = handoff.ready(merged)
     if not pending:
@@ -166,12 +179,9 @@ def _merge_load(
     expected: dict[str, int] | None = None,
 ) -> None:
     with warehouse.exclusive():
-        # Schema changes first: DDL commits implicitly in Snowflake, so it must not sit inside the
-        # load's transaction. An added column is harmless if the load then fails.
-        columns = {
-            name: _sync_columns(warehouse, landing, TABLES[name], pipeline_name, files)
-            for name, files in load_files.items()
-        }
+        # No DDL here: it would commit implicitly in Snowflake and race with other runs'
+        # transactions. Tables get their columns from the bootstrap, which runs first.
+        columns = {name: _columns(warehouse, landing, TABLES[name], files) for name, files in load_files.items()}
         ledger = warehouse.table(LEDGER)
         try:
             with warehouse.transaction():
@@ -194,34 +204,46 @@ def _merge_load(
 
 
 def _claim_load(warehouse: Warehouse, pipeline_name: str, load_id: str) -> None:
-    """Lock the pipeline, then insert the load's ledger row unless one is committed already; the
-    first statements of the load's transaction. Raises _MergedElsewhere if another run has it.
+    """Decide, by a write, whether this transaction merges the load; the first statements of the
+    load's transaction. Raises _MergedElsewhere if another run has merged it, DamagedLoad (set
+    aside, fetched again) if it cannot tell.
 
-    Why this holds on Snowflake, which enforces no PRIMARY KEY (so the ledger cannot refuse a second
-    row by itself), under its only isolation level, READ COMMITTED:
-    1. The first statement UPDATEs the pipeline's row in MERGE_LOCKS. UPDATE (like DELETE and MERGE)
-       locks the table until the transaction commits or rolls back; a second transaction's UPDATE
-       waits for that (at most the LOCK_TIMEOUT parameter, 12 h by default), then goes on.
-    2. The claim is a new statement, started only once the lock was granted, i.e. after the other
-       transaction ended; a statement sees all data committed before it began, so it sees the
-       other's ledger row and inserts nothing: this transaction rolls back before touching anything.
-    The claim alone would not do: INSERTs take no such lock, so two could each see no row and both
-    insert. Every load takes this lock first and no other, so no deadlock. The lock is held for the
-    whole load, so loads of all pipelines serialise on MERGE_LOCKS, as their MERGEs into the shared
-    targets would anyway.
+    Why this holds on Snowflake, which enforces no PRIMARY KEY (so the ledger cannot refuse a
+    second row) and whose reads may miss a row another session committed a moment earlier (the
+    account's default READ_CONSISTENCY_MODE = 'SESSION'; Transactions, "Read consistency across
+    sessions"): the decision is never such a read. The claim UPDATEs the pipeline's row in
+    MERGE_LOCKS, moving its watermark `merged_through` up to the load only if it lies below.
+    UPDATE locks the table until the transaction ends; a rival's UPDATE waits for it (at most
+    LOCK_TIMEOUT) and then changes the row as that transaction left it, so of two runs claiming one
+    load exactly one updates a row; the other updates none. A run merges the pending loads oldest
+    first, so a load above the watermark has never been merged.
+    A load at or below the watermark is not claimed. Under the lock the ledger then tells whether
+    another run merged it (skipped); if the ledger does not show it, it either landed late (two
+    runs landing one organisation at once) or was merged a moment ago by a session whose commit
+    this read misses: it is set aside and its rows are fetched again, as a newer load. Either way
+    nothing is lost and nothing is merged twice; the worst case is one unneeded re-fetch.
+    Every load takes this lock first and no other, so no deadlock; loads of all pipelines
+    serialise on MERGE_LOCKS, as their MERGEs into the shared targets would anyway.
     On DuckDB one process writes a file and `Warehouse.exclusive` serialises its loads; a rival's
     UPDATE of the lock row (DuckDB, or fakesnow with DuckDB inside) fails at once instead of waiting.
     """
-    locked = _affected(warehouse.execute(sql.lock_pipeline(warehouse.table(MERGE_LOCKS)), [pipeline_name]))
-    if locked == 0:
+    locks, ledger = warehouse.table(MERGE_LOCKS), warehouse.table(LEDGER)
+    if _affected(warehouse.execute(sql.claim_load(locks), [load_id, pipeline_name, load_id])) == 1:
+        warehouse.execute(sql.record_load(ledger), [pipeline_name, load_id])
+        return
+    if _affected(warehouse.execute(sql.lock_pipeline(locks), [pipeline_name])) == 0:
         raise RuntimeError(
-            f"{pipeline_name} has no row in {warehouse.table(MERGE_LOCKS)}: bootstrap the warehouse "
+            f"{pipeline_name} has no row in {locks}: bootstrap the warehouse "
             "for it first (merge_landed_loads does unless bootstrap_first=False)"
         )
-    ledger = warehouse.table(LEDGER)
-    claimed = _affected(warehouse.execute(sql.claim_load(ledger), [pipeline_name, load_id, pipeline_name, load_id]))
-    if claimed == 0:
+    [(rows,)] = warehouse.execute(sql.load_in_ledger(ledger), [pipeline_name, load_id])
+    if int(rows) > 0:
         raise _MergedElsewhere(load_id)
+    raise DamagedLoad(
+        f"load {load_id} is older than the newest load merged for {pipeline_name} and not in the "
+        "ledger: it landed after that one (two runs landing one organisation at once) or another "
+        "run has just merged it; its rows are fetched again as a newer load"
+    )
 
 
 def _merge_tables(
@@ -250,7 +272,12 @@ def _merge_tables(
         staged = warehouse.load_stage(stage, load_files[name], quoted)
         if expected is not None and staged != expected[name]:
             raise DamagedLoad(f"load {load_id}: {staged} rows of {name} staged, its manifest says {expected[name]}")
-        merge = sql.merge_from_stage(warehouse.table(name), stage, quoted, warehouse.q(spec.key), warehouse.q(spec.version))
+        q = warehouse.q
+        newer_fetch = None
+        if spec.child_kind is not None:  # never bring back a row a newer fetch of the list dropped
+            newer_fetch = (warehouse.table(CHILD_FETCHES.name), q(spec.replace_scope or "pull_request_id"),
+                           q("kind"), q(CHILD_FETCHES.version), spec.child_kind)
+        merge = sql.merge_from_stage(warehouse.table(name), stage, quoted, q(spec.key), q(spec.version), newer_fetch)
         counts[name] = {"staged": staged, "merged": _affected(warehouse.execute(merge)), "deleted": 0}
     for spec in TABLES.values():
         if spec.child_kind is None:
@@ -286,15 +313,10 @@ def _affected(rows: list[tuple]) -> int:
     return sum(int(v) for v in rows[0] if isinstance(v, int)) if rows else 0
 
 
-def _sync_columns(
-    warehouse: Warehouse, landing: Landing, spec: TableSpec, pipeline_name: str, files: list[LandedFile]
-) -> list[str]:
-    """Add landed columns the target or stage lacks; refuse a type change. Return the columns to merge."""
-    target_name = spec.name
-    stage_name = stage_table_name(pipeline_name, spec.name)
-    target_columns = {n: sql.warehouse_family(t) for n, t in warehouse.columns(target_name).items()}
-    stage_columns = warehouse.columns(stage_name, pipeline_name=True)
-
+def _columns(warehouse: Warehouse, landing: Landing, spec: TableSpec, files: list[LandedFile]) -> list[str]:
+    """The landed columns to merge; refuses a type change, and a column the table lacks (the
+    bootstrap adds every declared column before any merge: a load never runs DDL)."""
+    target_columns = {n: sql.warehouse_family(t) for n, t in warehouse.columns(spec.name).items()}
     landed: dict[str, object] = {}
     for landed_file in files:
         for arrow_field in landing.read_schema(landed_file):
@@ -307,35 +329,15 @@ def _sync_columns(
                         f"{landed_file.path}, warehouse has {target_columns[name]}"
                     )
             elif family == "null":
-                continue  # an all-null column of unknown type: nothing to add or merge yet
+                continue  # an all-null column of unknown type: nothing to merge
             else:
-                type_ = sql.column_type(arrow_field.type, warehouse.dialect)
-                logger.info("%s: new column %s.%s %s", pipeline_name, spec.name, name, type_)
-                warehouse.execute(sql.add_column(warehouse.table(target_name), warehouse.q(name), type_))
-                target_columns[name] = sql.warehouse_family(type_)
+                raise ValueError(
+                    f"landed column {spec.name}.{name} ({arrow_field.type}, in {landed_file.path}) is not in "
+                    f"{warehouse.table(spec.name)}: run the bootstrap of the version that landed it "
+                    "(./dev bootstrap) before merging"
+                )
             landed.setdefault(name, arrow_field.type)
-
-    for name in target_columns:
-        if name not in stage_columns:
-            type_ = _declared_type(warehouse, target_name, name)
-            warehouse.execute(
-                sql.add_column(warehouse.table(stage_name, pipeline_name=True), warehouse.q(name), type_)
-            )
     for required in (spec.key, spec.version):
         if required not in landed:
             raise ValueError(f"landed files of {spec.name} lack the {required!r} column: {[f.path for f in files]}")
     return list(landed)
-
-
-def _declared_type(warehouse: Warehouse, table: str, column: str) -> str:
-    """The target column's type, re-declared for the stage table."""
-    data_type = warehouse.columns(table)[column]
-    family = sql.warehouse_family(data_type)
-    if family == "array" or family == "variant":
-        return "ARRAY" if warehouse.dialect == sql.SNOWFLAKE else "VARCHAR[]"
-    if family == "timestamp":
-        with_zone = data_type.upper() in ("TIMESTAMP_TZ", "TIMESTAMP_LTZ", "TIMESTAMP WITH TIME ZONE")
-        return "TIMESTAMP_TZ" if with_zone else "TIMESTAMP_NTZ"
-    return {"text": "VARCHAR", "number": "BIGINT", "float": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE"}.get(
-        family, data_type
-    )

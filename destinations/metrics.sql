@@ -115,11 +115,19 @@ draft_spans AS (
     FROM draft_changes
 ),
 
--- A span still open ends when the pull request was closed, or now while it is open.
+-- A span still open ends when the pull request was closed, or now while it is open. In UTC wall
+-- time: CURRENT_TIMESTAMP() is in the reader's session time zone.
 drafts AS (
     SELECT
         s.pull_request_id,
-        SUM(DATEDIFF('second', s.started_at, COALESCE(s.ended_at, p.closed_at, CURRENT_TIMESTAMP()))) AS draft_seconds
+        SUM(DATEDIFF(
+            'second',
+            CONVERT_TIMEZONE('UTC', s.started_at)::TIMESTAMP_NTZ,
+            COALESCE(
+                CONVERT_TIMEZONE('UTC', COALESCE(s.ended_at, p.closed_at))::TIMESTAMP_NTZ,
+                CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ
+            )
+        )) AS draft_seconds
     FROM draft_spans AS s
     JOIN prs AS p ON p.id = s.pull_request_id
     WHERE s.to_draft

@@ -56,19 +56,26 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
     for spec in TABLES.values():
         columns = [(q(f.name), sql.column_type(f.type, _DIALECT)) for f in spec.schema]
         bootstrap += [sql.create_table(table(spec.name), columns), sql.table_columns()]
+        if spec.name == "pull_requests":
+            bootstrap.append(sql.add_column(table(spec.name), q(_NEW_COLUMN), "VARCHAR"))
         for pipeline_name in pipelines.values():
             stage_table = table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
-            bootstrap.append(sql.create_stage_table(stage_table, columns, _DIALECT))
+            bootstrap += [sql.create_stage_table(stage_table, columns, _DIALECT), sql.table_columns()]
+            if spec.name == "pull_requests":
+                bootstrap.append(sql.add_column(stage_table, q(_NEW_COLUMN), "VARCHAR"))
+            bootstrap.append(sql.keep_no_history(stage_table))
     bootstrap.append(sql.create_ledger(ledger))
     locks = table(MERGE_LOCKS)
-    bootstrap.append(sql.create_merge_locks(locks))
+    bootstrap += [sql.create_merge_locks(locks), sql.table_columns(),
+                  sql.add_column(locks, "merged_through", "NUMBER(38, 9)")]
     bootstrap += [sql.ensure_merge_lock_row(locks) for _ in pipelines]
     sections.append((
-        "Bootstrap (`./dev bootstrap`, and each merge first): all IF NOT EXISTS. After each target table,\n"
-        "-- its columns: a declared column a table created by an earlier version lacks is added (ALTER TABLE\n"
-        "-- ... ADD COLUMN IF NOT EXISTS, as below). SHOW STAGES checks that\n"
-        "-- an existing stage points at the landing. An existing file format keeps its options: every COPY\n"
-        "-- below names its Parquet options itself.",
+        "Bootstrap (`./dev bootstrap`, and each run once before its merges): all IF NOT EXISTS. After\n"
+        "-- each table, its columns: a declared column that a table created by an earlier version lacks\n"
+        "-- is added (ALTER TABLE ... ADD COLUMN IF NOT EXISTS, as for \"<NEW_COLUMN>\" below); this is the\n"
+        "-- only DDL: a merge never alters a table. Stage tables keep no Time Travel (also set on those an\n"
+        "-- earlier version created). SHOW STAGES checks that an existing stage points at the landing. An\n"
+        "-- existing file format keeps its options: every COPY below names its Parquet options itself.",
         bootstrap,
     ))
 
@@ -80,32 +87,27 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
     ))
 
     for org, pipeline_name in pipelines.items():
-        spec = TABLES["pull_requests"]
-        target = table(spec.name)
-        stage_table = table(stage_table_name(pipeline_name, spec.name), pipeline_name=True)
         sections.append((
-            f"[{org}] Before each load's transaction: columns of target and stage table, then, for a column\n"
-            "-- new in the landed Parquet, one ADD COLUMN per table (DDL commits implicitly in Snowflake, so\n"
-            "-- it never sits inside the load's transaction). The type follows the landed column: VARCHAR,\n"
-            "-- BIGINT, DOUBLE, BOOLEAN, TIMESTAMP_TZ, TIMESTAMP_NTZ, DATE or ARRAY.",
-            [
-                sql.merged_load_ids(ledger),
-                sql.table_columns(),
-                sql.add_column(target, q(_NEW_COLUMN), "VARCHAR"),
-                sql.add_column(stage_table, q(_NEW_COLUMN), "VARCHAR"),
-            ],
+            f"[{org}] Before its loads: the loads the ledger holds (a load with two rows is warned about),\n"
+            "-- then per table of a load the target's columns (a landed column the table lacks stops the merge:\n"
+            "-- run the bootstrap).",
+            [sql.ledger_rows(ledger), sql.table_columns()],
         ))
         stages = {name: table(stage_table_name(pipeline_name, name), pipeline_name=True) for name in TABLES}
-        load: list[str] = [sql.lock_pipeline(locks), sql.claim_load(ledger)]
+        load: list[str] = [sql.claim_load(locks), sql.record_load(ledger)]
         load += [sql.truncate(stages[name]) for name in TABLES]
         for spec in TABLES.values():
             fields = [(q(f.name), f.name, sql.column_type(f.type, _DIALECT)) for f in spec.schema]
             folder = f"{spec.name}/org={org}/date={_EXAMPLE_DATE}"
+            newer_fetch = None
+            if spec.child_kind is not None:
+                newer_fetch = (table(CHILD_FETCHES.name), q(spec.replace_scope or "pull_request_id"), q("kind"),
+                               q(CHILD_FETCHES.version), spec.child_kind)
             load += [
                 sql.table_columns(),
                 sql.copy_into_stage(stages[spec.name], stage, folder, list(_EXAMPLE_FILES), fields),
                 sql.merge_from_stage(table(spec.name), stages[spec.name], [c for c, _, _ in fields],
-                                     q(spec.key), q(spec.version)),
+                                     q(spec.key), q(spec.version), newer_fetch),
             ]
         for spec in TABLES.values():
             if spec.child_kind is not None:
@@ -117,11 +119,14 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
         load += [sql.truncate(stages[name]) for name in TABLES]
         load += [sql.set_ledger_row_counts(ledger), "COMMIT"]
         sections.append((
-            f"[{org}] The merge of one load, in one transaction (autocommit off): lock the pipeline's row\n"
-            "-- (a rival run of the pipeline waits here), claim the load in the ledger (no row inserted: it\n"
-            "-- was merged already, ROLLBACK), empty the stage tables; per table: read its column types,\n"
+            f"[{org}] The merge of one load, in one transaction (autocommit off). The claim is a write: it\n"
+            "-- moves the pipeline's watermark in MERGE_LOCKS up to the load (a rival run waits for this row\n"
+            "-- and then updates nothing); no row updated: ROLLBACK, then under the lock alone (UPDATE ...\n"
+            "-- SET locked_at) the ledger says whether another run merged it (skipped) or it landed late (set\n"
+            "-- aside, fetched again). Then the ledger row, empty the stage tables; per table: read its column types,\n"
             "-- COPY each date folder's files (at most 1,000 names per COPY; more files, more COPY\n"
-            "-- statements), MERGE; then replace the child sets the load fetched (a list that came back\n"
+            "-- statements), MERGE (a child row of a list a newer load fetched is left out); then replace the\n"
+            "-- child sets the load fetched (a list that came back\n"
             "-- empty deletes the old rows), empty the stage tables, the ledger row counts and COMMIT.",
             load,
         ))

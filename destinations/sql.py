@@ -205,11 +205,18 @@ def create_ledger(ledger: str) -> str:
 
 
 def create_stage_table(table: str, columns: list[tuple[str, str]], dialect: str) -> str:
-    """Snowflake: TRANSIENT, since a stage table holds nothing between loads (no Fail-safe storage to pay).
+    """Snowflake: TRANSIENT with no Time Travel, since a stage table holds nothing between loads:
+    no Fail-safe storage to pay, and no day-long copy of what each TRUNCATE removed.
 
-    DuckDB has no TRANSIENT: there it is a plain table.
+    DuckDB has neither: there it is a plain table.
     """
-    return create_table(table, columns, transient=dialect == SNOWFLAKE)
+    statement = create_table(table, columns, transient=dialect == SNOWFLAKE)
+    return f"{statement} DATA_RETENTION_TIME_IN_DAYS = 0" if dialect == SNOWFLAKE else statement
+
+
+def keep_no_history(table: str) -> str:
+    """A stage table an earlier version created kept a day of Time Travel (Snowflake only)."""
+    return f"ALTER TABLE {table} SET DATA_RETENTION_TIME_IN_DAYS = 0"
 
 
 def add_column(table: str, column: str, type_: str) -> str:
@@ -367,18 +374,35 @@ def insert_parquet_into_stage(stage_table: str, columns: list[str]) -> str:
     )
 
 
-def merge_from_stage(target: str, stage_table: str, columns: list[str], key: str, version: str) -> str:
+def merge_from_stage(
+    target: str, stage_table: str, columns: list[str], key: str, version: str,
+    newer_fetch: tuple[str, str, str, str, str] | None = None,
+) -> str:
     """Newest copy per key wins, within the load (QUALIFY) and against the target (version >=).
 
     NULLS LAST: Snowflake puts NULLs first in a DESC order, so a copy without a version would win.
+    Two copies of one version are told apart by a hash of all their columns, so the same one wins
+    every time. `newer_fetch` (fetch table, scope, kind column, fetch version column, kind), for a
+    child table: a staged row of a pull request whose list a newer load fetched is left out, so an
+    older load merged late never brings back a row the newer fetch no longer had.
     """
     updates = ",\n        ".join(f"{c} = s.{c}" for c in columns if c != key)
     names = ", ".join(columns)
     values = ", ".join(f"s.{c}" for c in columns)
+    where = ""
+    if newer_fetch is not None:
+        fetches, scope, kind_column, fetch_version, kind = newer_fetch
+        if kind not in CHILD_KINDS:
+            raise ValueError(f"invalid child kind {kind!r}")
+        where = f"""
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {fetches} AS f
+        WHERE f.{scope} = c.{scope} AND f.{kind_column} = '{kind}' AND f.{fetch_version} > c.{version}
+    )"""
     return f"""MERGE INTO {target} AS t
 USING (
-    SELECT {names} FROM {stage_table}
-    QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC NULLS LAST) = 1
+    SELECT {names} FROM {stage_table} AS c{where}
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC NULLS LAST, HASH({names}) DESC) = 1
 ) AS s
 ON t.{key} = s.{key}
 WHEN MATCHED AND (t.{version} IS NULL OR s.{version} >= t.{version}) THEN
@@ -421,18 +445,22 @@ WHERE t.{scope} IN (SELECT f.{scope} FROM {fetch_stage} AS f WHERE f.{fetch_kind
   )"""
 
 
-def merged_load_ids(ledger: str) -> str:
-    return f"SELECT load_id FROM {ledger} WHERE pipeline_name = ?"
+def ledger_rows(ledger: str) -> str:
+    """Each load the ledger holds for a pipeline, with its number of rows (parameter: pipeline):
+    more than one means two runs merged it (harmless to the data, but the claim failed)."""
+    return f"SELECT load_id, COUNT(*) FROM {ledger} WHERE pipeline_name = ? GROUP BY load_id"
 
 
 # --- Exactly once under concurrency (see merge._claim_load for why this is safe on Snowflake) ---
 
 
 def create_merge_locks(table: str) -> str:
-    """One row per pipeline, which each load's transaction updates first to serialise its merges."""
+    """One row per pipeline, which each load's transaction writes first: the write that decides
+    which run merges a load (`merged_through`, the newest load merged) and serialises the merges."""
     return f"""CREATE TABLE IF NOT EXISTS {table} (
     pipeline_name VARCHAR NOT NULL,
     locked_at TIMESTAMP_TZ,
+    merged_through NUMBER(38, 9),
     PRIMARY KEY (pipeline_name)
 )"""
 
@@ -445,22 +473,33 @@ def ensure_merge_lock_row(table: str) -> str:
     )
 
 
-def lock_pipeline(table: str) -> str:
-    """The first statement of a load's transaction (parameter: pipeline name).
+def claim_load(table: str) -> str:
+    """The claim, the first statement of a load's transaction (parameters: load id, pipeline,
+    load id): moves the pipeline's watermark up to the load if it lies below. One row updated:
+    this transaction merges the load; none: a load at or below the watermark (merged by another
+    run, or landed late) or no lock row. A rival's UPDATE of the row waits for this transaction."""
+    return (
+        f"UPDATE {table} SET locked_at = CURRENT_TIMESTAMP(), merged_through = CAST(? AS NUMBER(38, 9))"
+        " WHERE pipeline_name = ? AND (merged_through IS NULL OR merged_through < CAST(? AS NUMBER(38, 9)))"
+    )
 
-    Snowflake: an UPDATE locks the table until COMMIT or ROLLBACK; a rival transaction's UPDATE
-    waits here. DuckDB (and fakesnow, DuckDB inside): a rival's UPDATE of the row fails at once.
-    """
+
+def lock_pipeline(table: str) -> str:
+    """The lock alone (parameter: pipeline name), when the claim updated nothing: to read the
+    ledger under it, or to tell that the pipeline has no lock row."""
     return f"UPDATE {table} SET locked_at = CURRENT_TIMESTAMP() WHERE pipeline_name = ?"
 
 
-def claim_load(ledger: str) -> str:
-    """The ledger row, inserted only if no committed one exists (parameters: pipeline, load id,
-    pipeline, load id); one row affected means this transaction merges the load."""
+def load_in_ledger(ledger: str) -> str:
+    """Rows of one load in the ledger (parameters: pipeline, load id)."""
+    return f"SELECT COUNT(*) FROM {ledger} WHERE pipeline_name = ? AND load_id = ?"
+
+
+def record_load(ledger: str) -> str:
+    """The claimed load's ledger row (parameters: pipeline, load id), in the claim's transaction."""
     return (
         f"INSERT INTO {ledger} (pipeline_name, load_id, merged_at, row_counts)"
         " SELECT ?, ?, CURRENT_TIMESTAMP(), NULL"
-        f" WHERE NOT EXISTS (SELECT 1 FROM {ledger} WHERE pipeline_name = ? AND load_id = ?)"
     )
 
 

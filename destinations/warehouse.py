@@ -80,6 +80,9 @@ class Warehouse(ABC):
         """Create the warehouse-specific objects `bootstrap` needs besides schema and tables; name them."""
         return []
 
+    def keep_no_history(self, stage_table: str) -> None:
+        """Make a stage table keep no copies of what it held (Snowflake's Time Travel)."""
+
     def qualified_schema(self) -> str:
         """The schema as the metric views name it: fully qualified wherever a reader's session could
         resolve a shorter name elsewhere."""
@@ -304,6 +307,12 @@ class SnowflakeWarehouse(Warehouse):
     def _file_format_name(self) -> str:
         # FORMAT_NAME takes a string; both parts are strict identifiers, folded like unquoted names.
         return sql.literal(f"{sql.fold(self.schema_name, self.dialect)}.{sql.fold(self.config.file_format, self.dialect)}")
+
+    def keep_no_history(self, stage_table: str) -> None:
+        # A stage table an earlier version created kept a day of Time Travel. fakesnow (the
+        # local stand-in, reached over plain HTTP) has no ALTER TABLE ... SET.
+        if self.config.protocol != "http":
+            self.execute(sql.keep_no_history(stage_table))
 
     def qualified_schema(self) -> str:
         # "GITHUB".T would be looked up in the reader's current database.

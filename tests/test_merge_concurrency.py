@@ -258,11 +258,37 @@ def test_two_runs_of_one_pipeline_at_once_on_fakesnow_leave_one_copy(
     setup.close()
 
 
-def test_snowflake_claim_takes_the_lock_before_reading_the_ledger() -> None:
-    """The order that makes the claim safe under READ COMMITTED (see merge._claim_load)."""
-    assert sql.lock_pipeline('"S"."MERGE_LOCKS"').startswith('UPDATE "S"."MERGE_LOCKS" SET')
-    claim = sql.claim_load('"S"."MERGED_LOADS"')
-    assert claim.startswith('INSERT INTO "S"."MERGED_LOADS"') and "WHERE NOT EXISTS" in claim
+def test_the_claim_is_a_write_on_the_pipelines_lock_row() -> None:
+    """Issue 18.5: the decision is the row count of an UPDATE of the lock row, never a read of the
+    ledger, which under Snowflake's default READ_CONSISTENCY_MODE may miss a fresh commit."""
+    claim = sql.claim_load('"S"."MERGE_LOCKS"')
+    assert claim.startswith('UPDATE "S"."MERGE_LOCKS" SET') and "merged_through < CAST(? AS NUMBER(38, 9))" in claim
+    assert "NOT EXISTS" not in sql.record_load('"S"."MERGED_LOADS"')
+
+
+@pytest.mark.parametrize("one_after_the_other", [True, False], ids=["waiting", "at-once"])
+def test_a_run_whose_ledger_reads_miss_fresh_commits_never_merges_a_load_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_after_the_other: bool
+) -> None:
+    """Both runs see the loads pending; every ledger read inside a claim misses what the other
+    run committed (what READ_CONSISTENCY_MODE = 'SESSION' allows). Each load is merged once,
+    with one ledger row: the write decides; a load the write refused is skipped or set aside."""
+    landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
+    land_two_loads(landing)
+    setup = DuckDBWarehouse(DuckDBConfig(path=path))
+    bootstrap(setup, ["github_demo"])
+    setup.close()
+    blind = sql.load_in_ledger
+    monkeypatch.setattr(sql, "load_in_ledger", lambda ledger: blind(ledger).replace("WHERE", "WHERE 1 = 0 AND"))
+    race_after_reading_the_ledger(monkeypatch, one_after_the_other=one_after_the_other)
+    reports, errors = run_in_threads(two_runs(lambda: DuckDBWarehouse(DuckDBConfig(path=path)), landing))
+    assert errors == {}
+    check = DuckDBWarehouse(DuckDBConfig(path=path))
+    check_each_load_merged_once(check, reports)  # one ledger row per load, rows once
+    check.close()
+    # What the loser could not confirm in the ledger is set aside (fetched again), never merged.
+    loser = next(report for report in reports.values() if not report.loads_merged)
+    assert sorted(loser.loads_set_aside) == ["1000.25", "999.5"]
 
 
 # --- A gs:// landing read by two merges of one process --------------------------------------------

@@ -508,6 +508,8 @@ def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> 
                 operand = cast.this
                 assert not isinstance(operand, exp.CurrentTimestamp), cast.sql("snowflake")
                 assert not (isinstance(operand, exp.Column) and operand.name.lower() in TIMESTAMP_TZ_COLUMNS), cast.sql("snowflake")
+        for now in tree.find_all(exp.CurrentTimestamp):  # in the reader's time zone otherwise
+            assert isinstance(now.parent, exp.ConvertTimezone), now.parent.sql("snowflake")
         for convert in tree.find_all(exp.ConvertTimezone):
             assert convert.args["target_tz"].name == "UTC" and convert.args.get("source_tz") is None
 

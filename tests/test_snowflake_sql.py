@@ -83,11 +83,17 @@ def test_copy_location_with_equals_signs_is_quoted(printed: str) -> None:
             assert location.this.startswith('@"GITHUB"."GITHUB_LANDING"/') and "/org=acme/date=" in location.this
 
 
-def test_added_columns_say_if_not_exists(printed: str) -> None:
-    alters = [tree for _, tree in parsed(printed) if isinstance(tree, exp.Alter) and tree.args.get("kind") == "TABLE"]
-    assert len(alters) == 2  # target and stage table
+def test_added_columns_say_if_not_exists_and_only_the_bootstrap_alters(printed: str) -> None:
+    """Issue 18.6: DDL commits an open transaction implicitly in Snowflake and races other runs'
+    loads: columns are added by the bootstrap only; nothing after it alters or creates a table."""
+    cut = printed.index("-- [acme] Before its loads")
+    bootstrap_part, merge_part = printed[:cut], printed[cut:]
+    alters = [tree for _, tree in parsed(bootstrap_part)
+              if isinstance(tree, exp.Alter) and any(isinstance(a, exp.ColumnDef) for a in tree.args["actions"])]
+    assert len(alters) == 3  # a target table, its stage table, the lock table's watermark
     for tree in alters:
         assert all(isinstance(a, exp.ColumnDef) and a.args.get("exists") for a in tree.args["actions"])
+    assert not [s for s in statements(merge_part) if s.startswith(("ALTER", "CREATE", "DROP"))]
 
 
 def test_stage_tables_are_transient_and_the_rest_are_not(printed: str) -> None:
@@ -97,9 +103,28 @@ def test_stage_tables_are_transient_and_the_rest_are_not(printed: str) -> None:
     assert all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in creates if s not in stage_tables)
 
 
-def test_deduplication_puts_nulls_last(printed: str) -> None:
+def test_stage_tables_keep_no_time_travel(printed: str) -> None:
+    """Issue 18.8: every TRUNCATE of a stage table would keep a day of Time Travel copies."""
+    stage_tables = [s for s in statements(printed) if s.startswith("CREATE TRANSIENT TABLE")]
+    assert stage_tables and all(s.endswith(") DATA_RETENTION_TIME_IN_DAYS = 0") for s in stage_tables)
+    retention = [s for s in statements(printed) if s.endswith("SET DATA_RETENTION_TIME_IN_DAYS = 0")]
+    assert len(retention) == len(TABLES) and all('"STG_' in s for s in retention)  # those made earlier
+
+
+def test_deduplication_puts_nulls_last_and_breaks_ties_the_same_way_every_time(printed: str) -> None:
     merges = [s for s in statements(printed) if s.startswith("MERGE")]
-    assert len(merges) == len(TABLES) and all(" DESC NULLS LAST) = 1" in s for s in merges)
+    assert len(merges) == len(TABLES) and all(" DESC NULLS LAST, HASH(" in s for s in merges)
+
+
+def test_the_claim_is_a_write_and_child_rows_of_a_newer_fetch_stay_out(printed: str) -> None:
+    """Issues 18.5 and 18.7, in the printed load: the first statement is the claim (an UPDATE of
+    the lock row's watermark), no ledger INSERT reads first, and each child MERGE leaves out rows
+    of a list a newer load fetched."""
+    load = statements(printed[printed.index("-- [acme] The merge of one load"):])
+    assert load[0].startswith('UPDATE "GITHUB"."MERGE_LOCKS" SET') and "merged_through <" in load[0]
+    assert load[1].startswith('INSERT INTO "GITHUB"."MERGED_LOADS"') and "NOT EXISTS" not in load[1]
+    children = [s for s in load if s.startswith("MERGE") and "PULL_REQUEST_CHILD_FETCHES\" AS f" in s]
+    assert len(children) == 3  # reviews, files, events
 
 
 def test_copy_files_stay_within_the_limit(printed: str) -> None:

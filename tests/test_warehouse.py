@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from destinations import DuckDBConfig, DuckDBWarehouse, bootstrap, merge_landed_loads
+from destinations import sql
 from destinations.warehouse import DuckDBWarehouse as _DuckDB
 from sources.github.schema import TABLES, to_table
+from sources.github.schema import child_fetch_row
 from warehouse_loads import (
     T0,
     check_new_columns,
@@ -25,7 +28,9 @@ from warehouse_loads import (
     land_two_loads,
     ledger,
     mark_complete,
+    org_base,
     pr,
+    reviews,
     rows_by,
     snapshot,
 )
@@ -76,9 +81,10 @@ def test_repeating_everything_gives_identical_tables(tmp_path: Path) -> None:
     land_two_loads(tmp_path / "landing")
     one = DuckDBWarehouse(DuckDBConfig(path=tmp_path / "one.duckdb"))
     merge_landed_loads(one, str(tmp_path / "landing"), "demo", "github_demo")
-    # Replaying every load into the same warehouse (ledger emptied) changes nothing.
+    # Replaying every load into the same warehouse (ledger emptied, watermark reset) changes nothing.
     first = snapshot(one)
     one.execute(f"DELETE FROM {one.table('MERGED_LOADS')}")
+    one.execute(f"UPDATE {one.table('MERGE_LOCKS')} SET merged_through = NULL")
     assert merge_landed_loads(one, str(tmp_path / "landing"), "demo", "github_demo").loads_merged == ["999.5", "1000.25"]
     assert snapshot(one) == first
     # A fresh warehouse ends up the same.
@@ -202,17 +208,97 @@ def test_two_organisations_merge_concurrently(tmp_path: Path) -> None:
     setup.close()
 
 
-def test_new_column_is_added_to_target_and_stage(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+def test_a_declared_column_is_added_by_the_bootstrap_and_a_merge_runs_no_ddl(
+    tmp_path: Path, duck: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18.6: ALTER TABLE in the merge path raced other runs' transactions (and committed
+    an open one on Snowflake). A column declared since the tables were made is added by the
+    bootstrap, to target and stage table; the merge itself runs no DDL at all."""
     land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "old")]})
     merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
 
+    spec = TABLES["pull_requests"]
+    monkeypatch.setitem(TABLES, "pull_requests", dataclasses.replace(
+        spec, schema=spec.schema.append(pa.field("mergeable_state", pa.string()))))
+    newer = to_table(TABLES["pull_requests"], [{**pr("demo", 2, T0, "new"), "mergeable_state": "clean"}])
+    land(tmp_path, "demo", "2.0", {"pull_requests": newer})
+    bootstrap(duck, ["github_demo"])
+    assert "mergeable_state" in duck.columns("stg_github_demo_pull_requests", pipeline_name=True)
+
+    executed: list[str] = []
+    run = duck._run
+    monkeypatch.setattr(duck, "_run", lambda statement, params=(): executed.append(statement) or run(statement, params))
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo", bootstrap_first=False)
+    assert executed and not [s for s in executed if s.lstrip().upper().startswith(("ALTER", "CREATE", "DROP"))]
+    assert rows_by(duck, "pull_requests", "number", "mergeable_state") == [(1, None), (2, "clean")]
+
+
+def test_a_landed_column_the_table_lacks_stops_the_merge_naming_it(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    """A column no declared schema has (landed by another version): named, nothing merged, never
+    added behind the bootstrap's back."""
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "old")]})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
     newer = to_table(TABLES["pull_requests"], [pr("demo", 2, T0, "new")])
     newer = newer.append_column("mergeable_state", pa.array(["clean"], pa.string()))
     land(tmp_path, "demo", "2.0", {"pull_requests": newer})
-    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    with pytest.raises(ValueError, match=r"landed column pull_requests\.mergeable_state .* run the bootstrap"):
+        merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert "mergeable_state" not in duck.columns("pull_requests")
+    assert ledger(duck) == [("github_demo", "1.0")]
 
-    assert rows_by(duck, "pull_requests", "number", "mergeable_state") == [(1, None), (2, "clean")]
-    assert "mergeable_state" in duck.columns("stg_github_demo_pull_requests", pipeline_name=True)
+
+def test_an_older_fetch_merged_later_never_brings_back_a_child_the_newer_fetch_dropped(
+    tmp_path: Path, duck: DuckDBWarehouse
+) -> None:
+    """Issue 18.7: load 2.0 carries the pull request as it was before load 1.0's fetch (two runs
+    fetched it at once; the slower one landed later). Its reviews 11 and 12 are older than load
+    1.0's list, which held 11 only: review 12 must not come back (the insert had no guard)."""
+    newer, older = pr("demo", 1, T0 + timedelta(hours=1), "newer"), pr("demo", 1, T0, "older")
+    land(tmp_path, "demo", "1.0", {
+        "pull_requests": [newer],
+        "pull_request_child_fetches": [child_fetch_row("demo", "repo", newer, "reviews", 1, T0)],
+        "pull_request_reviews": reviews("demo", newer, 11),
+    })
+    land(tmp_path, "demo", "2.0", {
+        "pull_requests": [older],
+        "pull_request_child_fetches": [child_fetch_row("demo", "repo", older, "reviews", 2, T0)],
+        "pull_request_reviews": reviews("demo", older, 11, 12),
+    })
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == ["1.0", "2.0"]
+    assert rows_by(duck, "pull_requests", "number", "title") == [(1, "newer")]
+    assert rows_by(duck, "pull_request_reviews", "id") == [(org_base("demo") + 11,)]
+
+
+def test_a_load_landed_after_a_newer_one_was_merged_is_set_aside_and_fetched_again(
+    tmp_path: Path, duck: DuckDBWarehouse
+) -> None:
+    """Issue 18.5: the claim moves a watermark; a load below it that the ledger does not hold
+    (two runs landing one organisation at once) is neither merged on a read's word nor lost."""
+    land(tmp_path, "demo", "2.0", {"pull_requests": [pr("demo", 2, T0, "two")]})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "one")]})
+    report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == [] and list(report.loads_set_aside) == ["1.0"]
+    assert "older than the newest load merged" in report.loads_set_aside["1.0"]
+    marker = tmp_path / "github" / "_manifests" / "github_demo" / "1.0.set_aside.json"
+    assert marker.exists()  # the landing step fetches its rows again
+    assert ledger(duck) == [("github_demo", "2.0")]
+
+
+def test_two_ledger_rows_for_one_load_are_warned_about(
+    tmp_path: Path, duck: DuckDBWarehouse, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0)]})
+    merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    # Snowflake enforces no PRIMARY KEY, so it can hold two rows of a load; DuckDB refuses them:
+    # the count is doubled instead, as Snowflake would report it.
+    counted = sql.ledger_rows
+    monkeypatch.setattr(sql, "ledger_rows", lambda ledger: counted(ledger).replace("COUNT(*)", "COUNT(*) * 2"))
+    with caplog.at_level("WARNING", logger="destinations.merge"):
+        report = merge_landed_loads(duck, str(tmp_path), "demo", "github_demo")
+    assert report.loads_merged == []
+    assert "load 1.0 has 2 rows in" in caplog.text
 
 
 def test_new_list_bool_and_int_columns_reach_an_older_warehouse(

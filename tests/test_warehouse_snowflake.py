@@ -6,6 +6,8 @@ file:// URL; the GCS leg lands through a local GCS emulator whose objects are pl
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -63,8 +65,9 @@ def test_two_loads_merge_then_second_run_is_a_no_op(tmp_path: Path, snow: Snowfl
 
     # Second run: nothing to merge, and COPY's load history is never asked to decide that.
     assert merge_landed_loads(snow, str(tmp_path), "demo", "github_demo").loads_merged == []
-    # Replaying every load (ledger emptied) gives identical tables: FORCE reloads the files.
+    # Replaying every load (ledger emptied, watermark reset) gives identical tables: FORCE reloads the files.
     snow.execute(f"DELETE FROM {snow.table('MERGED_LOADS')}")
+    snow.execute(f"UPDATE {snow.table('MERGE_LOCKS')} SET merged_through = NULL")
     snow._commit()
     assert merge_landed_loads(snow, str(tmp_path), "demo", "github_demo").loads_merged == ["999.5", "1000.25"]
     assert snapshot(snow) == first
@@ -204,13 +207,19 @@ def test_two_organisations_merge_concurrently(
     check.close()
 
 
-def test_new_column_is_added(tmp_path: Path, snow: SnowflakeWarehouse) -> None:
+def test_a_declared_column_is_added_by_the_bootstrap_only(
+    tmp_path: Path, snow: SnowflakeWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
     land(tmp_path, "demo", "1.0", {"pull_requests": [pr("demo", 1, T0, "old")]})
     merge_landed_loads(snow, str(tmp_path), "demo", "github_demo")
-    newer = to_table(TABLES["pull_requests"], [pr("demo", 2, T0, "new")])
-    newer = newer.append_column("mergeable_state", pa.array(["clean"], pa.string()))
+    spec = TABLES["pull_requests"]
+    monkeypatch.setitem(TABLES, "pull_requests", dataclasses.replace(
+        spec, schema=spec.schema.append(pa.field("mergeable_state", pa.string()))))
+    newer = to_table(TABLES["pull_requests"], [{**pr("demo", 2, T0, "new"), "mergeable_state": "clean"}])
     land(tmp_path, "demo", "2.0", {"pull_requests": newer})
-    merge_landed_loads(snow, str(tmp_path), "demo", "github_demo")
+    with pytest.raises(ValueError, match=r"mergeable_state .* run the bootstrap"):
+        merge_landed_loads(snow, str(tmp_path), "demo", "github_demo", bootstrap_first=False)
+    merge_landed_loads(snow, str(tmp_path), "demo", "github_demo")  # bootstraps first
     assert rows_by(snow, "pull_requests", "number", "mergeable_state") == [(1, None), (2, "clean")]
 
 
