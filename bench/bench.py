@@ -2,7 +2,7 @@
 
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
                 [--skip-sequential] [--skip-graphql] [--skip-memory] [--skip-backfill]
-                [--backfill-latency L] [--skip-local-run]
+                [--backfill-latency L] [--skip-faults] [--skip-crash-loop] [--skip-local-run]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
@@ -30,6 +30,9 @@ Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Run
             limit (graphql minimum points / 3.5 per window), info only
   backfill killed, graphql mode: the same in graphql mode (same chunk size), points against
             the graphql minimum
+  crash loop  land and merge in chunks, SIGKILLed at random moments and in the middle of handoff
+            file writes, a landed file of an unmerged load lost midway; then to the end, and the
+            warehouse compared with the replica (rest mode: the handoff is the same in both)
   local run  `flows/run.py --demo` as a user runs it (imports, emulator, Prefect flow, merge):
             a first run in a fresh data dir and PREFECT_HOME, then the no-change run 3 times
 
@@ -98,12 +101,14 @@ def child_main(spec_path: str, out_path: str) -> None:
     client = GitHubClient(settings.github_url, github_auth(settings), max_concurrency=settings.max_concurrency,
                           timeout=settings.request_timeout,
                           max_rate_limit_wait=settings.max_rate_limit_wait, clock=clock, **waits)
+    handoff_writes = _count_handoff_writes(spec.get("kill_at_handoff_write"))
     if spec.get("started"):
         Path(spec["started"]).touch()  # the parent times a SIGKILL from here
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     report = land(settings, spec["org"], client)
+    merged = _merge(settings, spec["org"]) if spec.get("merge") else None
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -137,11 +142,48 @@ def child_main(spec_path: str, out_path: str) -> None:
         "graphql_pull_requests": report.progress.graphql_pull_requests,
         "failed": [f"{item.kind} {item.name}: {item.reason}" for item in report.progress.failed],
         "graphql_fallback": report.progress.graphql_fallback,
+        "handoff_writes": handoff_writes[0],
+        "loads_refetched": report.loads_refetched,
+        "merged": merged,
     })
     # Written whole or not at all: a child killed by SIGKILL leaves no out.json behind.
     tmp = Path(out_path + ".tmp")
     tmp.write_text(figures)
     os.replace(tmp, out_path)
+
+
+def _count_handoff_writes(kill_at: int | None) -> list[int]:
+    """Count the handoff's file writes (manifests, set-aside markers); with `kill_at`, SIGKILL
+    this process in the middle of that write: its temporary file written, not yet renamed (where
+    an open + write left a part of a file)."""
+    import destinations.handoff as handoff
+
+    count = [0]
+
+    class _Os:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def replace(self, source: str, target: str) -> None:
+            count[0] += 1
+            if count[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            os.replace(source, target)
+
+    handoff.os = _Os()  # type: ignore[assignment]
+    return count
+
+
+def _merge(settings: Any, org: str) -> dict[str, Any]:
+    """The flow's merge of the organisation into the data dir's DuckDB file."""
+    from destinations.merge import merge_landed_loads
+    from destinations.warehouse import open_warehouse
+    from flows.settings import Settings, pipeline_name
+
+    local = Settings(orgs=[org], data_dir=settings.data_dir, warehouse="duckdb", duckdb=None)
+    with open_warehouse(local.warehouse_config) as warehouse:
+        report = merge_landed_loads(warehouse, local.landing, org, pipeline_name(org))
+    return {"loads": report.loads_merged, "set_aside": report.loads_set_aside}
 
 
 class _ShiftedClock:
@@ -674,6 +716,121 @@ def backfill_killed(args: argparse.Namespace, latency: float, work: Path,
             "missing_keys": missing_keys(keys, expected),
             "min_by_endpoint": (cold_minimum_by_endpoint(replica) if gmin is None
                                 else graphql_minimum_by_endpoint(replica, gmin))}
+
+
+# ---- the handoff under a crash loop
+CRASH_LOOP_PRS = 150  # pull requests per repository
+CRASH_LOOP_KILLS = 12  # half at random moments, half in the middle of a handoff file's write
+CRASH_LOOP_CHUNKS = 40  # commit_every_requests = minimum / CRASH_LOOP_CHUNKS
+CRASH_LOOP_DAMAGE_AFTER = 5  # from this kill on, after the first that leaves an unmerged load, a landed file is lost
+
+
+def crash_loop(args: argparse.Namespace, work: Path, progress: Any, mode: str = "rest") -> dict[str, Any]:
+    """Land and merge (what the flow does per organisation) in chunks, SIGKILLed again and again:
+    at seeded random moments of the run (landing, manifests, merge) and in the middle of a handoff
+    file's write (its temporary file written, not renamed: where an open + write left a part of a
+    file). Midway one landed file of a load not yet merged is deleted, so that load is set aside
+    and its rows fetched again under the same kills. Then runs to the end, and the warehouse is
+    compared with the replica."""
+    from emulator.data import Dataset
+
+    replica = Dataset.generate({ORG: args.repos}, CRASH_LOOP_PRS, seed=args.seed, edge_cases=False)
+    expected = expected_keys(replica)
+    chunk = max(1, cold_minimum(replica) // CRASH_LOOP_CHUNKS)
+    rng = random.Random(KILL_SEED + 100 + args.seed)
+    C = args.concurrency
+    runs: list[dict[str, Any]] = []
+    damage: str | None = None
+    with Emulator(args.repos, CRASH_LOOP_PRS, args.latency, args.seed) as emu:
+        if mode == "graphql":
+            emu.post("/_emulator/graphql", {"points": 1_000_000})
+        progress(f"crash loop ({mode}): uninterrupted reference run (commit_every_requests {chunk})")
+        ref = run_child(emu, work / f"crash-ref-{mode}", C, mode=mode, commit_every_requests=chunk, merge=True)
+        assert ref is not None
+        moments = sorted(rng.uniform(0.1, 0.9) * ref["wall"] for _ in range(CRASH_LOOP_KILLS // 2))
+        data_dir = work / f"crash-{mode}"
+        for i in range(CRASH_LOOP_KILLS):
+            if i % 2 == 0:
+                k = i // 2
+                plan: dict[str, Any] = {"kill_after": moments[k] - (moments[k - 1] if k else 0.0)}
+            else:
+                plan = {"kill_at_handoff_write": rng.randint(1, 2)}
+            for _ in range(KILL_ATTEMPTS):
+                progress(f"crash loop ({mode}): kill {i + 1}, {plan}")
+                r = run_child(emu, data_dir, C, mode=mode, commit_every_requests=chunk, merge=True, **plan)
+                runs.append({**plan, "killed": r is None, "result": r})
+                if r is None:
+                    break
+            if i >= CRASH_LOOP_DAMAGE_AFTER and runs[-1]["killed"] and not (damage or "").startswith("lost"):
+                damage = _lose_a_file_of_an_unmerged_load(data_dir)
+                progress(f"crash loop ({mode}): {damage}")
+        for _ in range(4):
+            progress(f"crash loop ({mode}): run to the end")
+            r = run_child(emu, data_dir, C, mode=mode, commit_every_requests=chunk, merge=True)
+            assert r is not None
+            runs.append({"killed": False, "result": r})
+            if r["stopped_early"] is None and not r["merged"]["set_aside"] and not r["loads_refetched"]:
+                break
+    keys, _ = warehouse_keys(data_dir)
+    diff = compare_keys(keys, expected)
+    results = [run["result"] for run in runs if run["result"]]
+    temporaries = [p.name for p in (data_dir / "landing" / "github" / "_manifests").rglob(".*.tmp")]
+    return {
+        "mode": mode, "chunk": chunk, "runs": len(runs), "kills": sum(run["killed"] for run in runs),
+        "kills_in_handoff": sum(run["killed"] and "kill_at_handoff_write" in run for run in runs),
+        "damage": damage,  # set aside by any run, also one killed afterwards: the markers say
+        "set_aside": sorted(p.name.split(".set_aside")[0]
+                            for p in (data_dir / "landing" / "github" / "_manifests").rglob("*.set_aside.json")),
+        "refetched": sorted({load for r in results for load in r["loads_refetched"]}),
+        "warehouse": diff, "exact": is_exact(diff), "missing_keys": missing_keys(keys, expected),
+        "temporaries": temporaries,
+        "converged": runs[-1]["result"]["stopped_early"] is None and not runs[-1]["result"]["merged"]["set_aside"],
+    }
+
+
+def _lose_a_file_of_an_unmerged_load(data_dir: Path) -> str:
+    """Delete one landed file of the newest fully landed load that is not in the ledger."""
+    import duckdb
+
+    ledgered: set[str] = set()
+    database = data_dir / "warehouse.duckdb"
+    if database.exists():
+        with duckdb.connect(str(database), read_only=True) as con:
+            ledgered = {row[0] for row in con.execute("SELECT load_id FROM github.merged_loads").fetchall()}
+    dataset = data_dir / "landing" / "github"
+    landed = sorted((p.stem.split("__", 1)[1] for p in (dataset / "_dlt_loads").glob("*.jsonl")), key=float)
+    for load_id in reversed([load_id for load_id in landed if load_id not in ledgered]):
+        files = sorted(dataset.glob(f"pull_request*/org={ORG}/date=*/{load_id}.*.parquet"))
+        if files:
+            files[0].unlink()
+            return f"lost {files[0].relative_to(dataset)} of unmerged load {load_id}"
+    return "no unmerged load to damage at that moment"
+
+
+def crash_loop_report(loops: list[dict[str, Any]]) -> list[str]:
+    lines = [f"The handoff under a crash loop: land and merge (as the flow does per organisation) of {CRASH_LOOP_PRS} "
+             f"PRs a repository in chunks of minimum/{CRASH_LOOP_CHUNKS} requests, SIGKILLed {CRASH_LOOP_KILLS} times "
+             "(half at seeded random moments of the run, half in the middle of a handoff file's write: temporary "
+             f"file written, not renamed); after kill {CRASH_LOOP_DAMAGE_AFTER + 1} or the first later one, a landed file "
+             "of a load not yet merged is deleted; then runs to the end:", "",
+             "| mode | runs | SIGKILLs | in a handoff write | damage | loads set aside | fetched again | "
+             "leftover temporaries | warehouse |", "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+    for loop in loops:
+        exact = "exact" if loop["exact"] else "NOT EXACT " + json.dumps(loop["missing_keys"])
+        lines.append(f"| {loop['mode']} | {loop['runs']} | {loop['kills']} | {loop['kills_in_handoff']} | "
+                     f"{loop['damage']} | {len(loop['set_aside'])} | {len(loop['refetched'])} | "
+                     f"{len(loop['temporaries'])} | {exact} |")
+    lines.append("")
+    return lines
+
+
+def crash_loop_checks(loops: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
+    return [(f"crash loop, {loop['mode']} mode: {loop['kills']} SIGKILLs ({loop['kills_in_handoff']} in a handoff "
+             "write) and a lost file, then to the end: warehouse exact",
+             loop["exact"] and loop["converged"] and loop["kills_in_handoff"] > 0
+             and loop["damage"].startswith("lost") and bool(loop["set_aside"]) and bool(loop["refetched"]),
+             f"{loop['runs']} runs; {loop['damage']}; set aside {loop['set_aside']}, fetched again {loop['refetched']}")
+            for loop in loops]
 
 
 def graphql_minimum_by_endpoint(ds: Any, gmin: dict[str, int]) -> dict[str, int]:
@@ -1240,6 +1397,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="emulator latency of the backfill runs, s (default: --latency)")
     p.add_argument("--skip-faults", action="store_true",
                    help="skip the cold syncs under the fault mix (default mode and rest)")
+    p.add_argument("--skip-crash-loop", action="store_true",
+                   help="skip the land-and-merge crash loop (SIGKILLs, also in handoff writes; a lost file)")
     p.add_argument("--skip-local-run", action="store_true",
                    help="skip the wall time of a local no-change `flows/run.py --demo`")
     p.add_argument("--skip-report", action="store_true",
@@ -1327,6 +1486,10 @@ def main(argv: list[str] | None = None) -> int:
             killed_graphql = backfill_killed(args, BL, work, progress, mode="graphql")
 
     faults = None if args.skip_faults else fault_mix_runs(args, work, progress)
+    # REST only: the handoff and the merge do not depend on the API mode, and REST's chunks are
+    # fine-grained (GraphQL lands a listing page per chunk at least: too few chunks to kill in);
+    # killed GraphQL fetches are the "backfill killed, graphql mode" run's.
+    loops = None if args.skip_crash_loop else [crash_loop(args, work, progress)]
     local = None if args.skip_local_run else local_run(work, progress)
     report = None if args.skip_report else report_build(work / "main", progress)
 
@@ -1383,6 +1546,8 @@ def main(argv: list[str] | None = None) -> int:
             out.extend(backfill_stopped_graphql_report(stopped_graphql))
     if faults is not None:
         out.extend(fault_mix_report(faults))
+    if loops is not None:
+        out.extend(crash_loop_report(loops))
     out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
                "child:")
     out.append("")
@@ -1459,6 +1624,11 @@ def main(argv: list[str] | None = None) -> int:
         checks.extend(fault_mix_checks(faults))
     else:
         checks.append(("default and rest mode under the fault mix: exact in one run", None, "skipped (--skip-faults)"))
+    if loops is not None:
+        checks.extend(crash_loop_checks(loops))
+    else:
+        checks.append(("crash loop: SIGKILLs (also in handoff writes) and a lost file, then to the end: "
+                       "warehouse exact", None, "skipped (--skip-crash-loop)"))
     if local is not None:
         checks.append((f"local no-change run of the demo organisations <= {LOCAL_RUN_TARGET_S:.0f} s wall",
                        local["median"] <= LOCAL_RUN_TARGET_S,

@@ -26,10 +26,12 @@ Crash behaviour:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import posixpath
+import shutil
 import time
 import uuid
 from collections.abc import Collection
@@ -41,6 +43,8 @@ from typing import Any
 import dlt
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dlt.common.storages import LoadStorage
+from dlt.common.storages.load_package import PackageStorage
 from dlt.destinations import path_utils
 
 from destinations import sql
@@ -56,6 +60,8 @@ SET_ASIDE_SUFFIX = ".set_aside.json"
 # fault (a timeout, a dropped connection; gcsfs raises OSError after its own retries).
 READ_ATTEMPTS = 4
 READ_BACKOFF = 1.0
+# A temporary file of a handoff write older than this was left by a killed process.
+TEMPORARY_MAX_AGE = 3600.0
 
 
 class StorageUnavailable(OSError):
@@ -128,53 +134,64 @@ class Handoff:
     # -- the landing step ---------------------------------------------------------------------
 
     def record(self, pipeline: dlt.Pipeline, info: Any, org: str, covered: dict[int, str] | None) -> list[str]:
-        """Write the manifest of each load `info` (what `pipeline.run` returned) landed, from
-        dlt's record of its jobs: gathered before dlt deletes its local copies of the files.
-        Row counts are the normalizer's; a package normalized by an earlier, interrupted run has
-        none in this trace, and its files' footers are read. `covered` is what the chunk covered
-        (repository id -> oldest `updated_at`); None reads it from the files."""
-        normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+        """Write the manifest of each load `info` (what `pipeline.run` returned) landed, then drop
+        dlt's local copy of its files. `covered` is what the chunk covered (repository id ->
+        oldest `updated_at`); None reads it from the files."""
         written = []
         for package in info.load_packages:
-            load_id = package.load_id
-            counted = {job_id: metrics.items_count
-                       for metrics_of_step in (normalize.metrics.get(load_id, []) if normalize else [])
-                       for job_id, metrics in metrics_of_step["job_metrics"].items()}
-            created_at = pipeline.get_load_package_state(load_id)["created_at"]
-            files = []
-            for job in package.jobs["completed_jobs"]:
-                table = job.job_file_info.table_name
-                if table.startswith("_dlt"):
-                    continue
-                path = path_utils.create_path(
-                    LAYOUT, Path(job.file_path).name, pipeline.default_schema_name, load_id,
-                    load_package_timestamp=created_at, extra_placeholders={"org": org},
-                )
-                rows = counted.get(job.job_file_info.job_id())
-                if rows is None:
-                    rows = self._footer_rows(posixpath.join(self.landing.root, path))
-                files.append(ManifestFile(table, path, rows))
-            manifest = Manifest(self.pipeline_name, org, load_id, tuple(files))
-            repositories = covered if covered is not None else self._covered_by(pipeline, manifest)
-            self.write_manifest(_with_repositories(manifest, repositories))
-            written.append(load_id)
+            self._record(pipeline, package.load_id, org, package.jobs["completed_jobs"], covered)
+            written.append(package.load_id)
         return written
 
     def recover(self, pipeline: dlt.Pipeline, org: str) -> list[str]:
         """Write the manifests that crashed runs left unwritten (or empty, by an earlier version's
-        plain write): of each load this pipeline completed, from the files it landed."""
+        plain write), from dlt's record of each package; drop the local copies of loads that have
+        their manifest (a run killed in between, or an earlier version that kept them all)."""
         have = self._manifested()
+        self._sweep_temporaries()
         written = []
         for load_id in pipeline.list_completed_load_packages():
+            copies = _local_copies(pipeline, load_id)
             if load_id in have:
+                if copies.is_dir():
+                    shutil.rmtree(copies, ignore_errors=True)
                 continue
+            jobs = pipeline.get_load_package_info(load_id).jobs["completed_jobs"]
+            if self._record(pipeline, load_id, org, jobs, None):
+                logger.info("%s: wrote the manifest of load %s, which a stopped run left without one",
+                            self.pipeline_name, load_id)
+                written.append(load_id)
+        return written
+
+    def _record(self, pipeline: dlt.Pipeline, load_id: str, org: str, jobs: list[Any],
+                covered: dict[int, str] | None) -> bool:
+        """The manifest of one completed package from its jobs (dlt's record of the files it
+        wrote, so a landed file lost since is noticed), then the local copies go. A package whose
+        record is gone (deleted by dlt's own `delete_completed_jobs`) gets one from its landed
+        files. False when the load never landed here."""
+        created_at = pipeline.get_load_package_state(load_id)["created_at"]
+        files = []
+        for job in jobs:
+            table = job.job_file_info.table_name
+            if table.startswith("_dlt"):
+                continue
+            path = path_utils.create_path(
+                LAYOUT, Path(job.file_path).name, pipeline.default_schema_name, load_id,
+                load_package_timestamp=created_at, extra_placeholders={"org": org},
+            )
+            files.append(ManifestFile(table, path, pq.read_metadata(job.file_path).num_rows))
+        manifest: Manifest | None = Manifest(self.pipeline_name, org, load_id, tuple(files))
+        if not jobs:
+            logger.warning("%s: load %s has no record of its files; its manifest is written from the "
+                           "files found on the landing", self.pipeline_name, load_id)
             manifest = self._from_landed_files(load_id, org, pipeline.default_schema.data_table_names())
             if manifest is None:
-                continue  # never landed here (another landing, or dlt's record is gone)
-            self.write_manifest(_with_repositories(manifest, self._covered_by(pipeline, manifest)))
-            logger.info("%s: wrote the manifest of load %s from its landed files", self.pipeline_name, load_id)
-            written.append(load_id)
-        return written
+                return False
+        assert manifest is not None
+        repositories = covered if covered is not None else self._covered_by(pipeline, manifest)
+        self.write_manifest(_with_repositories(manifest, repositories))
+        shutil.rmtree(_local_copies(pipeline, load_id), ignore_errors=True)
+        return True
 
     def rewind(self, pipeline: dlt.Pipeline) -> list[str]:
         """Rewind the cursors of the repositories that loads set aside by the merge covered, so
@@ -281,6 +298,17 @@ class Handoff:
             return set()
         names = (posixpath.basename(str(e["name"])) for e in entries if e.get("size"))
         return {n.removesuffix(".json") for n in names if n.endswith(".json") and not n.endswith(SET_ASIDE_SUFFIX)}
+
+    def _sweep_temporaries(self) -> None:
+        """Remove the temporary files of writes a kill cut short (local landing only; an hour
+        old, so a write in flight in another process is never touched)."""
+        if not self.landing.is_local or not os.path.isdir(self.folder):
+            return
+        cutoff = time.time() - TEMPORARY_MAX_AGE
+        for entry in os.scandir(self.folder):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
 
     def _marker_path(self, load_id: str) -> str:
         return posixpath.join(self.folder, sql.check_load_id(load_id) + SET_ASIDE_SUFFIX)
@@ -412,3 +440,12 @@ class Handoff:
 def _with_repositories(manifest: Manifest, repositories: dict) -> Manifest:
     return Manifest(manifest.pipeline_name, manifest.org, manifest.load_id, manifest.files,
                     {str(k): v for k, v in repositories.items()})
+
+
+def _local_copies(pipeline: dlt.Pipeline, load_id: str) -> Path:
+    """The folder where dlt keeps a completed package's job files: the second copy of what the
+    load landed. (dlt's `[load] delete_completed_jobs` deletes it as the load completes, before
+    the manifest is written: a run killed in between would leave a load whose file list is gone,
+    and a landed file lost before its manifest is rebuilt would go unnoticed. So the handoff
+    deletes it, once the manifest holds that list.) `load` is where dlt puts its load storage."""
+    return Path(pipeline.working_dir, "load", LoadStorage.LOADED_FOLDER, load_id, PackageStorage.COMPLETED_JOBS_FOLDER)

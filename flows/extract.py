@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,10 +116,6 @@ def landing_pipeline(settings: Settings, org: str) -> dlt.Pipeline:
     """The organisation's dlt pipeline; a corrupt state file or an unwritable folder raises a
     ConfigurationError naming it (dlt's JSONDecodeError names no file)."""
     folder = settings.pipelines_dir / pipeline_name(org)
-    # Once a package has landed its files are on the landing and its manifest says what they
-    # are: dlt's local copy of each would be a second copy of everything, growing without end.
-    # (LOAD__DELETE_COMPLETED_JOBS=false keeps them.)
-    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
     problem: ConfigurationError | None = None
     try:
         settings.pipelines_dir.mkdir(parents=True, exist_ok=True)

@@ -350,10 +350,8 @@ def test_no_local_copy_of_landed_files_is_kept_and_dlt_info_still_works(settings
     assert_warehouse_matches(settings, dataset)
 
 
-def test_a_run_killed_before_its_manifest_is_recovered_from_the_landed_files(settings, dataset, monkeypatch):
-    """The run dies after dlt landed a load (and deleted its local copies) but before the
-    manifest is written: the next landing writes it from the landed files and their footers,
-    with the repositories they cover, and the warehouse ends exact."""
+def kill_before_the_first_manifest(settings, monkeypatch) -> str:
+    """A landing killed after dlt landed its load but before the manifest was written."""
     calls = []
 
     def dies(self, manifest):
@@ -366,7 +364,14 @@ def test_a_run_killed_before_its_manifest_is_recovered_from_the_landed_files(set
     monkeypatch.undo()
     [load_id] = calls
     assert handoff(settings).manifest(load_id) is None
-    assert not list(Path(settings.pipelines_dir).rglob("*.parquet"))
+    return load_id
+
+
+def test_a_run_killed_before_its_manifest_is_recovered_from_dlts_record(settings, dataset, monkeypatch):
+    """The next landing writes the manifest from dlt's record of the package (kept until the
+    manifest holds it), with the repositories its rows cover; then the local copies go."""
+    load_id = kill_before_the_first_manifest(settings, monkeypatch)
+    assert list(Path(settings.pipelines_dir).rglob("*.parquet"))  # dlt's record, still there
 
     again = land_only(settings)
     manifest = handoff(settings).manifest(load_id)
@@ -376,5 +381,36 @@ def test_a_run_killed_before_its_manifest_is_recovered_from_the_landed_files(set
         assert parquet_rows(root / entry.path) == entry.rows
     assert {t: manifest.rows(t) for t in TABLES} == {t: len(dataset.expected(ORG)[t]) for t in TABLES}
     assert sum(again.rows.values()) == 0  # nothing fetched twice
+    assert not list(Path(settings.pipelines_dir).rglob("*.parquet"))
     merge_only(settings)
     assert_warehouse_matches(settings, dataset)
+
+
+def test_a_file_lost_before_the_manifest_is_recovered_is_noticed(settings, dataset, monkeypatch):
+    """Found by the crash-loop bench: with dlt's own delete_completed_jobs the package's file list
+    went with the load, so a manifest rebuilt from the landing left out a file lost meanwhile and
+    the merge took the rest as the whole load. The manifest comes from dlt's record: the loss sets
+    the load aside and its rows are fetched again."""
+    load_id = kill_before_the_first_manifest(settings, monkeypatch)
+    lost = next(Path(settings.landing, "github", "pull_request_reviews").rglob(f"{load_id}.*.parquet"))
+    lost.unlink()
+    land_only(settings)
+    report = merge_only(settings)
+    assert list(report.loads_set_aside) == [load_id] and "is missing" in report.loads_set_aside[load_id]
+    land_only(settings)
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
+
+
+def test_temporaries_of_writes_a_kill_cut_short_are_swept_once_an_hour_old(settings, dataset):
+    import os
+    import time
+
+    land_only(settings)
+    folder = Path(settings.landing, "github", "_manifests", pipeline_name(ORG))
+    old, fresh = folder / ".1.json.aaa.tmp", folder / ".2.json.bbb.tmp"
+    old.write_text("{")
+    fresh.write_text("{")  # perhaps another process's write in flight: never touched
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    land_only(settings)
+    assert not old.exists() and fresh.exists()
