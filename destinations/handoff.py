@@ -143,6 +143,14 @@ class Handoff:
             written.append(package.load_id)
         return written
 
+    def _rows(self, local_path: str, path: str) -> int:
+        """Rows of a landed file: from dlt's local copy, else (deleted by a user's own
+        `delete_completed_jobs`) from the landed file."""
+        try:
+            return pq.read_metadata(local_path).num_rows
+        except FileNotFoundError:
+            return self._footer_rows(posixpath.join(self.landing.root, path))
+
     def recover(self, pipeline: dlt.Pipeline, org: str) -> list[str]:
         """Write the manifests that crashed runs left unwritten (or empty, by an earlier version's
         plain write), from dlt's record of each package; drop the local copies of loads that have
@@ -179,7 +187,7 @@ class Handoff:
                 LAYOUT, Path(job.file_path).name, pipeline.default_schema_name, load_id,
                 load_package_timestamp=created_at, extra_placeholders={"org": org},
             )
-            files.append(ManifestFile(table, path, pq.read_metadata(job.file_path).num_rows))
+            files.append(ManifestFile(table, path, self._rows(job.file_path, path)))
         manifest: Manifest | None = Manifest(self.pipeline_name, org, load_id, tuple(files))
         if not jobs:
             logger.warning("%s: load %s has no record of its files; its manifest is written from the "

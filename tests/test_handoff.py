@@ -414,3 +414,13 @@ def test_temporaries_of_writes_a_kill_cut_short_are_swept_once_an_hour_old(setti
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     land_only(settings)
     assert not old.exists() and fresh.exists()
+
+
+def test_a_user_who_sets_dlts_delete_completed_jobs_still_gets_whole_manifests(settings, dataset, monkeypatch):
+    """dlt deletes the files as the load completes: the rows come from the landed files."""
+    monkeypatch.setenv("LOAD__DELETE_COMPLETED_JOBS", "true")
+    report = land_only(settings)
+    manifest = handoff(settings).manifest(report.load_ids[0])
+    assert {t: manifest.rows(t) for t in TABLES} == {t: len(dataset.expected(ORG)[t]) for t in TABLES}
+    merge_only(settings)
+    assert_warehouse_matches(settings, dataset)
