@@ -49,9 +49,13 @@ from dlt.destinations import path_utils
 
 from destinations import sql
 from destinations.landing import LAYOUT, Landing, LandedFile
+from sources.github.schema import TABLES
 from sources.github.state import rewind_repository
 
 logger = logging.getLogger("destinations.handoff")
+
+# Tables whose rows carry their pull request's repository and version (`repo`, `pull_request_updated_at`).
+CHILD_TABLES = frozenset(name for name, spec in TABLES.items() if name != "pull_requests")
 
 MANIFESTS_FOLDER = "_manifests"
 MANIFEST_FORMAT = 1
@@ -62,6 +66,7 @@ READ_ATTEMPTS = 4
 READ_BACKOFF = 1.0
 # A temporary file of a handoff write older than this was left by a killed process.
 TEMPORARY_MAX_AGE = 3600.0
+PARQUET_MAGIC = b"PAR1"
 
 
 class StorageUnavailable(OSError):
@@ -71,6 +76,10 @@ class StorageUnavailable(OSError):
 
 class UnreadableHandoff(ValueError):
     """A handoff file (a manifest) that exists but cannot be read; the message names it."""
+
+
+class DamagedFile(ValueError):
+    """A landed file whose bytes are not a readable Parquet footer; the message names it."""
 
 
 class DamagedLoad(Exception):
@@ -160,9 +169,10 @@ class Handoff:
         written = []
         for load_id in pipeline.list_completed_load_packages():
             copies = _local_copies(pipeline, load_id)
-            if load_id in have:
-                if copies.is_dir():
-                    shutil.rmtree(copies, ignore_errors=True)
+            if load_id in have and not copies.is_dir():
+                continue
+            if load_id in have and self._readable(load_id):
+                shutil.rmtree(copies, ignore_errors=True)
                 continue
             jobs = pipeline.get_load_package_info(load_id).jobs["completed_jobs"]
             if self._record(pipeline, load_id, org, jobs, None):
@@ -178,7 +188,7 @@ class Handoff:
         record is gone (deleted by dlt's own `delete_completed_jobs`) gets one from its landed
         files. False when the load never landed here."""
         created_at = pipeline.get_load_package_state(load_id)["created_at"]
-        files = []
+        files, local = [], {}
         for job in jobs:
             table = job.job_file_info.table_name
             if table.startswith("_dlt"):
@@ -188,6 +198,7 @@ class Handoff:
                 load_package_timestamp=created_at, extra_placeholders={"org": org},
             )
             files.append(ManifestFile(table, path, self._rows(job.file_path, path)))
+            local[path] = job.file_path
         manifest: Manifest | None = Manifest(self.pipeline_name, org, load_id, tuple(files))
         if not jobs:
             logger.warning("%s: load %s has no record of its files; its manifest is written from the "
@@ -196,41 +207,63 @@ class Handoff:
             if manifest is None:
                 return False
         assert manifest is not None
-        repositories = covered if covered is not None else self._covered_by(pipeline, manifest)
+        repositories = covered if covered is not None else self._covered_by(pipeline, manifest, local)
         self.write_manifest(_with_repositories(manifest, repositories))
         shutil.rmtree(_local_copies(pipeline, load_id), ignore_errors=True)
         return True
 
-    def rewind(self, pipeline: dlt.Pipeline) -> list[str]:
+    def rewind(self, pipeline: dlt.Pipeline, org: str, full_refresh: bool = False) -> list[str]:
         """Rewind the cursors of the repositories that loads set aside by the merge covered, so
-        this run fetches their rows again; return the ids of the loads handled."""
+        this run fetches their rows again; return the ids of the loads handled. A load whose
+        repositories cannot be told (manifest and files unreadable) stays not rewound, and says
+        so every run, until a full refresh fetches everything again."""
         todo = [load_id for load_id, marker in self.set_aside_loads().items() if not marker.get("rewound")]
         if not todo:
             return []
         name = self.pipeline_name
+        handled = []
         with pipeline.managed_state() as state:
             repos = state.setdefault("sources", {}).setdefault(name, {}).setdefault("repos", {})
             for load_id in todo:
-                try:
-                    manifest = self.manifest(load_id)
-                except UnreadableHandoff as error:
-                    logger.error("%s: %s", name, error)
-                    manifest = None
-                covered = manifest.repositories if manifest else {}
-                if not covered:
+                if full_refresh:
+                    handled.append(load_id)  # everything is fetched again anyway
+                    continue
+                covered = self._repositories_of(pipeline, load_id, org)
+                if covered is None:
                     logger.error(
-                        "%s: load %s was set aside and its repositories are unknown; run once with "
-                        "--full-refresh to fetch everything again", name, load_id,
+                        "%s: load %s was set aside and which repositories it held cannot be told (its manifest "
+                        "and its files are unreadable); run once with --full-refresh to fetch everything again",
+                        name, load_id,
                     )
+                    continue
                 for repo_id, oldest in covered.items():
                     entry = repos.get(repo_id)
                     if entry is not None:
                         rewind_repository(entry, oldest)
                 logger.warning("%s: load %s was set aside by the merge; fetching its %d repositories again",
                                name, load_id, len(covered))
-        for load_id in todo:
+                handled.append(load_id)
+        for load_id in handled:
             self._mark_rewound(load_id)
-        return todo
+        return handled
+
+    def _repositories_of(self, pipeline: dlt.Pipeline, load_id: str, org: str) -> dict[str, str] | None:
+        """What a set-aside load covered: from its manifest, else from its landed files; None
+        when neither can say (a file of it unreadable or lost)."""
+        try:
+            manifest = self.manifest(load_id)
+        except UnreadableHandoff as error:
+            logger.error("%s: %s; reading its landed files instead", self.pipeline_name, error)
+            manifest = None
+        if manifest is not None and manifest.repositories:
+            return manifest.repositories
+        try:
+            landed = self._from_landed_files(load_id, org, pipeline.default_schema.data_table_names())
+            if landed is None or (manifest is not None and len(landed.files) != len(manifest.files)):
+                return None
+            return self._covered_by(pipeline, landed)
+        except (FileNotFoundError, DamagedFile, pa.ArrowException):
+            return None
 
     # -- the merge ----------------------------------------------------------------------------
 
@@ -248,7 +281,10 @@ class Handoff:
             raise DamagedLoad(str(error)) from None
         if manifest is None:
             # Landed before manifests existed, or the landing died before writing it.
-            manifest = self._from_landed_files(load_id, org, tables)
+            try:
+                manifest = self._from_landed_files(load_id, org, tables)
+            except DamagedFile as damage:
+                raise DamagedLoad(f"load {load_id} has no manifest and {damage}") from None
             if manifest is None:
                 raise DamagedLoad(f"load {load_id} has no manifest and no files near its date")
             logger.warning("%s: load %s has no manifest; merging the files found next to its date",
@@ -293,6 +329,13 @@ class Handoff:
                 load_id = sql.check_load_id(posixpath.basename(path).removesuffix(SET_ASIDE_SUFFIX))
                 markers[load_id] = self._marker(load_id)
         return markers
+
+    def _readable(self, load_id: str) -> bool:
+        try:
+            return self.manifest(load_id) is not None
+        except UnreadableHandoff as error:
+            logger.warning("%s: %s; writing it again from dlt's record", self.pipeline_name, error)
+            return False
 
     def _manifested(self) -> set[str]:
         """Loads with a manifest. An empty one (an earlier version's write, killed between open
@@ -396,20 +439,35 @@ class Handoff:
             except FileNotFoundError:
                 found.append(f"{path} is missing")
                 continue
-            except pa.ArrowException as error:  # a footer that is not Parquet's: the file is damaged
-                found.append(f"{path} is unreadable ({error})")
+            except DamagedFile as damage:
+                found.append(str(damage))
                 continue
             if rows != entry.rows:
                 found.append(f"{path} holds {rows} rows, the manifest says {entry.rows}")
         return found
 
     def _footer_rows(self, path: str) -> int:
-        """The row count in a landed file's footer; a storage fault (any OSError but a missing
-        file) is retried READ_ATTEMPTS times with backoff, then raises StorageUnavailable."""
+        """The row count in a landed file's footer. Reading is retried: a storage fault (any
+        OSError but a missing file) READ_ATTEMPTS times with backoff, then StorageUnavailable.
+        Parsing is not: bytes that are not a Parquet footer raise DamagedFile."""
+        tail = self._read(path, -8)
+        if len(tail) < 8 or tail[4:] != PARQUET_MAGIC:
+            raise DamagedFile(f"{path} is unreadable (no Parquet footer at its end)")
+        length = int.from_bytes(tail[:4], "little")
+        footer = self._read(path, -(8 + length))
+        if len(footer) != 8 + length:
+            raise DamagedFile(f"{path} is unreadable (its footer claims {length} bytes; the file is shorter)")
+        try:  # the footer alone, framed as a file pyarrow can read
+            return pq.read_metadata(pa.BufferReader(PARQUET_MAGIC + footer)).num_rows
+        except (OSError, ValueError, pa.ArrowException) as error:
+            raise DamagedFile(f"{path} is unreadable ({error})") from None
+
+    def _read(self, path: str, start: int) -> bytes:
+        """Bytes of a landed file from `start` (negative: from its end), retried against storage
+        faults; FileNotFoundError passes."""
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                with self.landing.fs.open(path, "rb") as handle:
-                    return pq.ParquetFile(handle).metadata.num_rows
+                return bytes(self.landing.fs.cat_file(path, start=start))
             except FileNotFoundError:
                 raise
             except OSError as error:
@@ -423,19 +481,27 @@ class Handoff:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _covered_by(self, pipeline: dlt.Pipeline, manifest: Manifest) -> dict[str, str]:
-        """Repository id -> the oldest `updated_at` of the load's rows, read from its landed
-        files (what a manifest records, when the chunk that landed it could not say)."""
+    def _covered_by(self, pipeline: dlt.Pipeline, manifest: Manifest, local: dict[str, str] | None = None) -> dict[str, str]:
+        """Repository id -> the oldest `updated_at` of the load's rows (what a manifest records,
+        when the chunk that landed it could not say), read from dlt's local copies of its files
+        (`local`: landing path -> local path), else from the landed files. A file that cannot be
+        read raises: a repository left out would never be fetched again."""
         repos = pipeline.state.get("sources", {}).get(self.pipeline_name, {}).get("repos", {})
         id_of = {entry.get("name"): repo_id for repo_id, entry in repos.items()}
         oldest: dict[str, str] = {}
         for entry in manifest.files:
-            columns = ["repo_id", "updated_at"] if entry.table == "pull_requests" else ["repo", "pull_request_updated_at"]
-            try:
+            if entry.table == "pull_requests":
+                columns = ["repo_id", "updated_at"]
+            elif entry.table in CHILD_TABLES:
+                columns = ["repo", "pull_request_updated_at"]
+            else:
+                continue  # rejected_items: evidence, not rows of a pull request
+            source = (local or {}).get(entry.path)
+            if source is not None and os.path.exists(source):
+                rows = pq.read_table(source, columns=columns).to_pylist()
+            else:
                 with self.landing.fs.open(posixpath.join(self.landing.root, entry.path), "rb") as handle:
                     rows = pq.read_table(handle, columns=columns).to_pylist()
-            except (OSError, KeyError, ValueError, pa.ArrowException):
-                continue  # a table without those columns (rejected_items) or a file gone
             for row in rows:
                 repo_id = str(row["repo_id"]) if "repo_id" in row else id_of.get(row["repo"])
                 updated = row.get("updated_at", row.get("pull_request_updated_at"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,8 +28,22 @@ LEDGER = "MERGED_LOADS"
 MERGE_LOCKS = "MERGE_LOCKS"
 
 
+# A claim whose snapshot turns out stale is read again; reads that keep missing the newest merge
+# (a session that does not see another's commit yet) are waited for, doubling from CLAIM_BACKOFF.
+CLAIM_STALE_READS = 6
+CLAIM_BACKOFF = 0.1
+
+
 class _MergedElsewhere(Exception):
     """Another transaction claimed the load first: roll this one back and skip the load."""
+
+
+class _ClaimRaced(Exception):
+    """The merge count moved on since the claim's snapshot: roll back and read again."""
+
+    def __init__(self, seen: int) -> None:
+        super().__init__(seen)
+        self.seen = seen
 
 
 @dataclass
@@ -91,8 +106,8 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
     ensured.append(f"ledger {warehouse.table(LEDGER)}")
     locks = warehouse.table(MERGE_LOCKS)
     warehouse.execute(sql.create_merge_locks(locks))
-    if "merged_through" not in warehouse.columns(MERGE_LOCKS):  # created by an earlier version
-        warehouse.execute(sql.add_column(locks, "merged_through", "NUMBER(38, 9)"))
+    if "merge_count" not in warehouse.columns(MERGE_LOCKS):  # created by an earlier version
+        warehouse.execute(sql.add_column(locks, "merge_count", "BIGINT"))
     with warehouse.transaction():
         for pipeline_name in pipeline_names:
             warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
@@ -183,18 +198,35 @@ def _merge_load(
         # transactions. Tables get their columns from the bootstrap, which runs first.
         columns = {name: _columns(warehouse, landing, TABLES[name], files) for name, files in load_files.items()}
         ledger = warehouse.table(LEDGER)
-        try:
-            with warehouse.transaction():
-                _claim_load(warehouse, pipeline_name, load_id)
-                counts = _merge_tables(warehouse, pipeline_name, load_id, load_files, columns, expected)
-                warehouse.execute(
-                    sql.set_ledger_row_counts(ledger),
-                    [json.dumps(counts, sort_keys=True), pipeline_name, load_id],
-                )
-        except _MergedElsewhere:
-            logger.info("%s: load %s was merged into %s by another run meanwhile: skipped",
-                        pipeline_name, load_id, report.warehouse)
-            return
+        seen: int | None = None
+        stale = 0
+        while True:
+            try:
+                with warehouse.transaction():
+                    _claim_load(warehouse, pipeline_name, load_id)
+                    counts = _merge_tables(warehouse, pipeline_name, load_id, load_files, columns, expected)
+                    warehouse.execute(
+                        sql.set_ledger_row_counts(ledger),
+                        [json.dumps(counts, sort_keys=True), pipeline_name, load_id],
+                    )
+                break
+            except _MergedElsewhere:
+                logger.info("%s: load %s was merged into %s by another run meanwhile: skipped",
+                            pipeline_name, load_id, report.warehouse)
+                return
+            except _ClaimRaced as raced:
+                # Moved on since the snapshot: another run merged (read again at once), or the
+                # same count again: this session's reads lag behind a commit (wait, read again).
+                if raced.seen == seen:
+                    stale += 1
+                    if stale > CLAIM_STALE_READS:
+                        raise RuntimeError(
+                            f"{pipeline_name}: load {load_id} not claimed: {CLAIM_STALE_READS + 1} reads of "
+                            f"{warehouse.table(MERGE_LOCKS)} missed the newest merge (set the account's "
+                            "READ_CONSISTENCY_MODE to 'GLOBAL'); the merge is retried on the next run"
+                        ) from None
+                    time.sleep(CLAIM_BACKOFF * 2 ** (stale - 1))
+                seen = raced.seen
     for name, table_counts in counts.items():
         report.rows_staged[name] = report.rows_staged.get(name, 0) + table_counts["staged"]
         report.rows_merged[name] = report.rows_merged.get(name, 0) + table_counts["merged"]
@@ -205,45 +237,39 @@ def _merge_load(
 
 def _claim_load(warehouse: Warehouse, pipeline_name: str, load_id: str) -> None:
     """Decide, by a write, whether this transaction merges the load; the first statements of the
-    load's transaction. Raises _MergedElsewhere if another run has merged it, DamagedLoad (set
-    aside, fetched again) if it cannot tell.
+    load's transaction. Raises _MergedElsewhere if the ledger holds it, _ClaimRaced if the
+    snapshot it read is no longer the newest.
 
     Why this holds on Snowflake, which enforces no PRIMARY KEY (so the ledger cannot refuse a
     second row) and whose reads may miss a row another session committed a moment earlier (the
     account's default READ_CONSISTENCY_MODE = 'SESSION'; Transactions, "Read consistency across
-    sessions"): the decision is never such a read. The claim UPDATEs the pipeline's row in
-    MERGE_LOCKS, moving its watermark `merged_through` up to the load only if it lies below.
-    UPDATE locks the table until the transaction ends; a rival's UPDATE waits for it (at most
-    LOCK_TIMEOUT) and then changes the row as that transaction left it, so of two runs claiming one
-    load exactly one updates a row; the other updates none. A run merges the pending loads oldest
-    first, so a load above the watermark has never been merged.
-    A load at or below the watermark is not claimed. Under the lock the ledger then tells whether
-    another run merged it (skipped); if the ledger does not show it, it either landed late (two
-    runs landing one organisation at once) or was merged a moment ago by a session whose commit
-    this read misses: it is set aside and its rows are fetched again, as a newer load. Either way
-    nothing is lost and nothing is merged twice; the worst case is one unneeded re-fetch.
+    sessions"): a read alone never decides. Every merge of a pipeline adds its ledger row and
+    moves the pipeline's `merge_count` in MERGE_LOCKS on by one, in one transaction. The claim
+    reads the count and the load's ledger rows in one statement, so from one snapshot, then
+    UPDATEs the lock row only where the count is still the one it read. UPDATE locks the table
+    until the transaction ends; a rival's UPDATE waits for it, then finds the count moved on and
+    updates nothing (if two could both update the row, one update would be lost: no engine allows
+    that). So one updated row proves the snapshot held every merge committed so far, and its
+    ledger did not hold the load. A ledger row the snapshot shows is committed: skip. No load
+    order and no clock is assumed: a load landed late merges like any other.
     Every load takes this lock first and no other, so no deadlock; loads of all pipelines
     serialise on MERGE_LOCKS, as their MERGEs into the shared targets would anyway.
     On DuckDB one process writes a file and `Warehouse.exclusive` serialises its loads; a rival's
     UPDATE of the lock row (DuckDB, or fakesnow with DuckDB inside) fails at once instead of waiting.
     """
     locks, ledger = warehouse.table(MERGE_LOCKS), warehouse.table(LEDGER)
-    if _affected(warehouse.execute(sql.claim_load(locks), [load_id, pipeline_name, load_id])) == 1:
-        warehouse.execute(sql.record_load(ledger), [pipeline_name, load_id])
-        return
-    if _affected(warehouse.execute(sql.lock_pipeline(locks), [pipeline_name])) == 0:
+    rows = warehouse.execute(sql.claim_snapshot(locks, ledger), [pipeline_name, load_id, pipeline_name])
+    if not rows:
         raise RuntimeError(
             f"{pipeline_name} has no row in {locks}: bootstrap the warehouse "
             "for it first (merge_landed_loads does unless bootstrap_first=False)"
         )
-    [(rows,)] = warehouse.execute(sql.load_in_ledger(ledger), [pipeline_name, load_id])
-    if int(rows) > 0:
+    [(count, ledgered)] = rows
+    if int(ledgered) > 0:
         raise _MergedElsewhere(load_id)
-    raise DamagedLoad(
-        f"load {load_id} is older than the newest load merged for {pipeline_name} and not in the "
-        "ledger: it landed after that one (two runs landing one organisation at once) or another "
-        "run has just merged it; its rows are fetched again as a newer load"
-    )
+    if _affected(warehouse.execute(sql.claim_load(locks), [pipeline_name, int(count)])) != 1:
+        raise _ClaimRaced(int(count))
+    warehouse.execute(sql.record_load(ledger), [pipeline_name, load_id])
 
 
 def _merge_tables(

@@ -67,7 +67,7 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
     bootstrap.append(sql.create_ledger(ledger))
     locks = table(MERGE_LOCKS)
     bootstrap += [sql.create_merge_locks(locks), sql.table_columns(),
-                  sql.add_column(locks, "merged_through", "NUMBER(38, 9)")]
+                  sql.add_column(locks, "merge_count", "BIGINT")]
     bootstrap += [sql.ensure_merge_lock_row(locks) for _ in pipelines]
     sections.append((
         "Bootstrap (`./dev bootstrap`, and each run once before its merges): all IF NOT EXISTS. After\n"
@@ -94,7 +94,7 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
             [sql.ledger_rows(ledger), sql.table_columns()],
         ))
         stages = {name: table(stage_table_name(pipeline_name, name), pipeline_name=True) for name in TABLES}
-        load: list[str] = [sql.claim_load(locks), sql.record_load(ledger)]
+        load: list[str] = [sql.claim_snapshot(locks, ledger), sql.claim_load(locks), sql.record_load(ledger)]
         load += [sql.truncate(stages[name]) for name in TABLES]
         for spec in TABLES.values():
             fields = [(q(f.name), f.name, sql.column_type(f.type, _DIALECT)) for f in spec.schema]
@@ -119,15 +119,14 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
         load += [sql.truncate(stages[name]) for name in TABLES]
         load += [sql.set_ledger_row_counts(ledger), "COMMIT"]
         sections.append((
-            f"[{org}] The merge of one load, in one transaction (autocommit off). The claim is a write: it\n"
-            "-- moves the pipeline's watermark in MERGE_LOCKS up to the load (a rival run waits for this row\n"
-            "-- and then updates nothing); no row updated: ROLLBACK, then under the lock alone (UPDATE ...\n"
-            "-- SET locked_at) the ledger says whether another run merged it (skipped) or it landed late (set\n"
-            "-- aside, fetched again). Then the ledger row, empty the stage tables; per table: read its column types,\n"
-            "-- COPY each date folder's files (at most 1,000 names per COPY; more files, more COPY\n"
-            "-- statements), MERGE (a child row of a list a newer load fetched is left out); then replace the\n"
-            "-- child sets the load fetched (a list that came back\n"
-            "-- empty deletes the old rows), empty the stage tables, the ledger row counts and COMMIT.",
+            f"[{org}] The merge of one load, in one transaction (autocommit off). The claim: read the\n"
+            "-- pipeline's merge count and the load's ledger rows in one statement (the ledger holds it:\n"
+            "-- ROLLBACK, skipped), then move the count on only if it is still the one read (a rival run\n"
+            "-- waits for this row; no row updated: ROLLBACK and read again). Then the ledger row, empty\n"
+            "-- the stage tables; per table: read its column types, COPY each date folder's files (at most\n"
+            "-- 1,000 names per COPY; more files, more COPY statements), MERGE (a child row of a list a newer\n"
+            "-- load fetched is left out); then replace the child sets the load fetched (a list that came\n"
+            "-- back empty deletes the old rows), empty the stage tables, the ledger row counts and COMMIT.",
             load,
         ))
 

@@ -455,12 +455,12 @@ def ledger_rows(ledger: str) -> str:
 
 
 def create_merge_locks(table: str) -> str:
-    """One row per pipeline, which each load's transaction writes first: the write that decides
-    which run merges a load (`merged_through`, the newest load merged) and serialises the merges."""
+    """One row per pipeline, whose `merge_count` each load's transaction moves on by a
+    compare-and-set: the write that decides which run merges a load."""
     return f"""CREATE TABLE IF NOT EXISTS {table} (
     pipeline_name VARCHAR NOT NULL,
     locked_at TIMESTAMP_TZ,
-    merged_through NUMBER(38, 9),
+    merge_count BIGINT,
     PRIMARY KEY (pipeline_name)
 )"""
 
@@ -468,31 +468,31 @@ def create_merge_locks(table: str) -> str:
 def ensure_merge_lock_row(table: str) -> str:
     """The pipeline's lock row (parameters: pipeline name, twice); a no-op once it exists."""
     return (
-        f"INSERT INTO {table} (pipeline_name, locked_at) SELECT ?, CURRENT_TIMESTAMP()"
+        f"INSERT INTO {table} (pipeline_name, locked_at, merge_count) SELECT ?, CURRENT_TIMESTAMP(), 0"
         f" WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE pipeline_name = ?)"
     )
 
 
-def claim_load(table: str) -> str:
-    """The claim, the first statement of a load's transaction (parameters: load id, pipeline,
-    load id): moves the pipeline's watermark up to the load if it lies below. One row updated:
-    this transaction merges the load; none: a load at or below the watermark (merged by another
-    run, or landed late) or no lock row. A rival's UPDATE of the row waits for this transaction."""
+def claim_snapshot(table: str, ledger: str) -> str:
+    """The pipeline's merge count and the load's rows in the ledger, read by one statement, so
+    from one snapshot (parameters: pipeline, load id, pipeline). No row: no lock row."""
     return (
-        f"UPDATE {table} SET locked_at = CURRENT_TIMESTAMP(), merged_through = CAST(? AS NUMBER(38, 9))"
-        " WHERE pipeline_name = ? AND (merged_through IS NULL OR merged_through < CAST(? AS NUMBER(38, 9)))"
+        f"SELECT COALESCE(l.merge_count, 0),"
+        f" (SELECT COUNT(*) FROM {ledger} AS m WHERE m.pipeline_name = ? AND m.load_id = ?)"
+        f" FROM {table} AS l WHERE l.pipeline_name = ?"
     )
 
 
-def lock_pipeline(table: str) -> str:
-    """The lock alone (parameter: pipeline name), when the claim updated nothing: to read the
-    ledger under it, or to tell that the pipeline has no lock row."""
-    return f"UPDATE {table} SET locked_at = CURRENT_TIMESTAMP() WHERE pipeline_name = ?"
-
-
-def load_in_ledger(ledger: str) -> str:
-    """Rows of one load in the ledger (parameters: pipeline, load id)."""
-    return f"SELECT COUNT(*) FROM {ledger} WHERE pipeline_name = ? AND load_id = ?"
+def claim_load(table: str) -> str:
+    """The claim (parameters: pipeline, the merge count the snapshot read): moves the count on
+    only if no merge of the pipeline committed since that snapshot. One row updated: the
+    snapshot was the newest, its ledger did not hold the load, and this transaction merges it.
+    None: another run merged meanwhile, or the snapshot was stale; read again. A rival's UPDATE
+    of the row waits for this transaction to end."""
+    return (
+        f"UPDATE {table} SET locked_at = CURRENT_TIMESTAMP(), merge_count = COALESCE(merge_count, 0) + 1"
+        " WHERE pipeline_name = ? AND COALESCE(merge_count, 0) = ?"
+    )
 
 
 def record_load(ledger: str) -> str:

@@ -202,7 +202,7 @@ def land(
         if info is not None:
             landed(info)
     handoff.recover(pipeline, org)  # loads whose landing died before their manifest
-    rewound = handoff.rewind(pipeline)
+    rewound = handoff.rewind(pipeline, org, full_refresh)
     try:
         while True:
             sync.start_chunk()

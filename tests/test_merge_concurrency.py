@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from destinations import DuckDBConfig, DuckDBWarehouse, SnowflakeConfig, SnowflakeWarehouse, Warehouse, bootstrap
-from destinations import merge_landed_loads, sql
+from destinations import merge, merge_landed_loads, sql
 from destinations.landing import Landing
 from destinations.merge import MergeReport
 from destinations.warehouse import WarehouseLocked
@@ -258,37 +258,65 @@ def test_two_runs_of_one_pipeline_at_once_on_fakesnow_leave_one_copy(
     setup.close()
 
 
-def test_the_claim_is_a_write_on_the_pipelines_lock_row() -> None:
+def test_the_claim_is_a_compare_and_set_on_the_pipelines_lock_row() -> None:
     """Issue 18.5: the decision is the row count of an UPDATE of the lock row, never a read of the
-    ledger, which under Snowflake's default READ_CONSISTENCY_MODE may miss a fresh commit."""
+    ledger alone, which under Snowflake's default READ_CONSISTENCY_MODE may miss a fresh commit."""
+    snapshot = sql.claim_snapshot('"S"."MERGE_LOCKS"', '"S"."MERGED_LOADS"')
+    assert snapshot.startswith("SELECT COALESCE(l.merge_count, 0)") and '"S"."MERGED_LOADS"' in snapshot
     claim = sql.claim_load('"S"."MERGE_LOCKS"')
-    assert claim.startswith('UPDATE "S"."MERGE_LOCKS" SET') and "merged_through < CAST(? AS NUMBER(38, 9))" in claim
+    assert claim.startswith('UPDATE "S"."MERGE_LOCKS" SET') and "COALESCE(merge_count, 0) = ?" in claim
     assert "NOT EXISTS" not in sql.record_load('"S"."MERGED_LOADS"')
 
 
-@pytest.mark.parametrize("one_after_the_other", [True, False], ids=["waiting", "at-once"])
-def test_a_run_whose_ledger_reads_miss_fresh_commits_never_merges_a_load_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_after_the_other: bool
+def stale_snapshots_for(monkeypatch: pytest.MonkeyPatch, thread: str, times: int) -> None:
+    """The first `times` claim snapshots of `thread` show the warehouse as it was before any merge
+    (merge count 0, an empty ledger): a session that misses what another committed a moment ago."""
+    fresh, served = sql.claim_snapshot, [0]
+
+    def snapshot(table: str, ledger: str) -> str:
+        if threading.current_thread().name == thread and served[0] < times:
+            served[0] += 1
+            return "SELECT 0, 0 WHERE ? IS NOT NULL AND ? IS NOT NULL AND ? IS NOT NULL"
+        return fresh(table, ledger)
+
+    monkeypatch.setattr(sql, "claim_snapshot", snapshot)
+
+
+def test_a_run_whose_reads_miss_fresh_commits_never_merges_a_load_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both runs see the loads pending; every ledger read inside a claim misses what the other
-    run committed (what READ_CONSISTENCY_MODE = 'SESSION' allows). Each load is merged once,
-    with one ledger row: the write decides; a load the write refused is skipped or set aside."""
+    """The second run starts its merges after the first committed them, but its first reads still
+    show the warehouse before them: its compare-and-set updates nothing, it reads again (waiting
+    while the reads lag) and skips both loads. Each load is merged once, with one ledger row."""
     landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
     land_two_loads(landing)
     setup = DuckDBWarehouse(DuckDBConfig(path=path))
     bootstrap(setup, ["github_demo"])
     setup.close()
-    blind = sql.load_in_ledger
-    monkeypatch.setattr(sql, "load_in_ledger", lambda ledger: blind(ledger).replace("WHERE", "WHERE 1 = 0 AND"))
-    race_after_reading_the_ledger(monkeypatch, one_after_the_other=one_after_the_other)
+    monkeypatch.setattr(merge, "CLAIM_BACKOFF", 0.0)
+    stale_snapshots_for(monkeypatch, "second", times=3)
+    race_after_reading_the_ledger(monkeypatch, one_after_the_other=True)
     reports, errors = run_in_threads(two_runs(lambda: DuckDBWarehouse(DuckDBConfig(path=path)), landing))
     assert errors == {}
+    assert reports["second"].loads_merged == [] and reports["second"].loads_set_aside == {}
     check = DuckDBWarehouse(DuckDBConfig(path=path))
-    check_each_load_merged_once(check, reports)  # one ledger row per load, rows once
+    check_each_load_merged_once(check, reports)
     check.close()
-    # What the loser could not confirm in the ledger is set aside (fetched again), never merged.
-    loser = next(report for report in reports.values() if not report.loads_merged)
-    assert sorted(loser.loads_set_aside) == ["1000.25", "999.5"]
+
+
+def test_reads_that_never_catch_up_stop_the_merge_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
+    land_two_loads(landing)
+    warehouse = DuckDBWarehouse(DuckDBConfig(path=path))
+    merge_landed_loads(warehouse, str(landing), "demo", "github_demo")
+    warehouse.execute(f"DELETE FROM {warehouse.table('MERGED_LOADS')} WHERE load_id = '1000.25'")
+    monkeypatch.setattr(merge, "CLAIM_BACKOFF", 0.0)
+    stale_snapshots_for(monkeypatch, threading.current_thread().name, times=100)
+    with pytest.raises(RuntimeError, match="missed the newest merge .*READ_CONSISTENCY_MODE"):
+        merge_landed_loads(warehouse, str(landing), "demo", "github_demo")
+    warehouse.close()
 
 
 # --- A gs:// landing read by two merges of one process --------------------------------------------

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+import sources.github.schema
 import sources.github.source
 from destinations import SnowflakeConfig, SnowflakeWarehouse, bootstrap, merge_landed_loads
 from destinations.merge import MergeReport
@@ -210,12 +211,14 @@ def test_two_organisations_merge_concurrently_and_stay_separate(
         assert {name for name, _ in ledger(warehouse)} == {"github_acme", "github_beta_labs"}
 
 
-def test_a_column_new_in_the_source_is_added(settings, dataset, monkeypatch):
+def test_a_column_new_in_the_source_is_added_by_the_bootstrap(settings, dataset, monkeypatch):
     sync(settings)
-    # The source starts sending `mergeable_state`: its schema and row builder gain the column.
+    # The source starts sending `mergeable_state`: its schema and row builder gain the column, and
+    # the flow's bootstrap (before its merges; a merge runs no DDL) adds it to the tables.
     spec = dataclasses.replace(PULL_REQUESTS, schema=PULL_REQUESTS.schema.append(pa.field("mergeable_state", pa.string())))
     row = sources.github.source.pull_request_row
     monkeypatch.setattr(sources.github.source, "PULL_REQUESTS", spec)
+    monkeypatch.setitem(sources.github.schema.TABLES, "pull_requests", spec)
     monkeypatch.setattr(sources.github.source, "pull_request_row", lambda *a: row(*a) | {"mergeable_state": "clean"})
     repo = dataset.repositories(ORG)[0]["name"]
     dataset.edit_title(ORG, repo, 1, "with a new column")

@@ -90,7 +90,7 @@ def test_added_columns_say_if_not_exists_and_only_the_bootstrap_alters(printed: 
     bootstrap_part, merge_part = printed[:cut], printed[cut:]
     alters = [tree for _, tree in parsed(bootstrap_part)
               if isinstance(tree, exp.Alter) and any(isinstance(a, exp.ColumnDef) for a in tree.args["actions"])]
-    assert len(alters) == 3  # a target table, its stage table, the lock table's watermark
+    assert len(alters) == 3  # a target table, its stage table, the lock table's merge count
     for tree in alters:
         assert all(isinstance(a, exp.ColumnDef) and a.args.get("exists") for a in tree.args["actions"])
     assert not [s for s in statements(merge_part) if s.startswith(("ALTER", "CREATE", "DROP"))]
@@ -117,12 +117,13 @@ def test_deduplication_puts_nulls_last_and_breaks_ties_the_same_way_every_time(p
 
 
 def test_the_claim_is_a_write_and_child_rows_of_a_newer_fetch_stay_out(printed: str) -> None:
-    """Issues 18.5 and 18.7, in the printed load: the first statement is the claim (an UPDATE of
-    the lock row's watermark), no ledger INSERT reads first, and each child MERGE leaves out rows
-    of a list a newer load fetched."""
+    """Issues 18.5 and 18.7, in the printed load: the claim reads the merge count and the ledger in
+    one statement, then decides by a compare-and-set UPDATE of the lock row; the ledger INSERT reads
+    nothing; each child MERGE leaves out rows of a list a newer load fetched."""
     load = statements(printed[printed.index("-- [acme] The merge of one load"):])
-    assert load[0].startswith('UPDATE "GITHUB"."MERGE_LOCKS" SET') and "merged_through <" in load[0]
-    assert load[1].startswith('INSERT INTO "GITHUB"."MERGED_LOADS"') and "NOT EXISTS" not in load[1]
+    assert load[0].startswith("SELECT COALESCE(l.merge_count, 0)") and '"MERGED_LOADS"' in load[0]
+    assert load[1].startswith('UPDATE "GITHUB"."MERGE_LOCKS" SET') and "COALESCE(merge_count, 0) = ?" in load[1]
+    assert load[2].startswith('INSERT INTO "GITHUB"."MERGED_LOADS"') and "NOT EXISTS" not in load[2]
     children = [s for s in load if s.startswith("MERGE") and "PULL_REQUEST_CHILD_FETCHES\" AS f" in s]
     assert len(children) == 3  # reviews, files, events
 

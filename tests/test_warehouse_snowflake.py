@@ -65,9 +65,8 @@ def test_two_loads_merge_then_second_run_is_a_no_op(tmp_path: Path, snow: Snowfl
 
     # Second run: nothing to merge, and COPY's load history is never asked to decide that.
     assert merge_landed_loads(snow, str(tmp_path), "demo", "github_demo").loads_merged == []
-    # Replaying every load (ledger emptied, watermark reset) gives identical tables: FORCE reloads the files.
+    # Replaying every load (ledger emptied) gives identical tables: FORCE reloads the files.
     snow.execute(f"DELETE FROM {snow.table('MERGED_LOADS')}")
-    snow.execute(f"UPDATE {snow.table('MERGE_LOCKS')} SET merged_through = NULL")
     snow._commit()
     assert merge_landed_loads(snow, str(tmp_path), "demo", "github_demo").loads_merged == ["999.5", "1000.25"]
     assert snapshot(snow) == first
