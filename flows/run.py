@@ -80,6 +80,9 @@ def start_prefect() -> Callable[[], None]:
     idle_minutes = float(os.environ.get("PR_ANALYTICS_PREFECT_SERVER_IDLE_MINUTES") or 30)
     if settings.api.url or not settings.server.ephemeral.enabled or idle_minutes <= 0:
         return lambda: None
+    # A local server has no global concurrency limit (deployments create `github-api`, see
+    # docs/deployment.md): a local run's extracts are not throttled across runs, and say nothing.
+    os.environ.setdefault("PR_ANALYTICS_GITHUB_CONCURRENCY_LIMIT", "")
     from flows.prefect_server import running_server, start_server, wait_until_healthy
 
     log = logging.getLogger("flows.run")
@@ -97,6 +100,7 @@ def start_prefect() -> Callable[[], None]:
         if process is not None:
             wait_until_healthy(api_url, process, timeout)
         os.environ["PREFECT_API_URL"] = api_url
+        os.environ["PREFECT_UI_URL"] = ""  # it serves no UI: Prefect's "View at" link would be dead
         refresh_global_settings_context()
 
     return wait
@@ -158,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         outcome = state.result(raise_on_failure=False)
     summary = outcome.summary if isinstance(outcome, OrganisationsFailed) else outcome
+    report_line = ""
+    if os.environ.get("PREFECT_UI_URL") == "" and state.state_details.flow_run_id:
+        # The local server has no UI: the command that shows this run instead of a dead link.
+        report_line += (f"\nPrefect run: PREFECT_API_URL={os.environ['PREFECT_API_URL']} .venv/bin/prefect "
+                        f"flow-run inspect {state.state_details.flow_run_id}")
     if isinstance(summary, RunSummary) and summary.report_path is not None:
         # Last on the screen: what a person opens next.
-        report_line = f"\nReport: {summary.report_path.resolve()}"
-    else:
-        report_line = ""
+        report_line += f"\nReport: {summary.report_path.resolve()}"
     if state.name == PARTIAL:
         print(render_summary(outcome) + report_line)
         print(f"\nPARTIAL: {state.message}", file=sys.stderr)

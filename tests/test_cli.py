@@ -62,6 +62,12 @@ def test_cli_loads_exactly_what_the_server_serves(tmp_path):
         stop_server(tmp_path / "prefect")
 
     assert "cli-secret-token" not in first.stdout + first.stderr
+    # Issue 19.4 and 19.5: a healthy run says nothing alarming, and links to nothing dead (the
+    # local server serves no UI: the command that shows the run instead, and it works).
+    for run in (first, second):
+        output = run.stdout + run.stderr
+        assert [line for line in output.splitlines() if "WARNING" in line] == []
+        assert "View at" not in output and "Prefect run: PREFECT_API_URL=" in run.stdout
     assert "pipeline --pipelines-dir" in first.stdout and "github_beta_corp info" in first.stdout
     # Each run ends with the path of the report of its organisations, written after the merges.
     report = (data_dir / "report.html").resolve()

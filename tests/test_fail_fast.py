@@ -120,6 +120,51 @@ def test_a_refused_connection_gives_up_within_the_connect_budget():
         assert sum(clock.sleeps) <= CONNECT_BUDGET + 1e-6
 
 
+class SilentServer:
+    """A TCP server that accepts every connection and never answers (a wrong URL, a dead proxy)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_a_server_that_never_answers_gives_up_after_two_silent_attempts():
+    """Issue 19.1: it took 7 attempts of the read timeout, times Prefect's retries (17.7 minutes);
+    now two attempts of the timeout, and the error names the URL and what happened."""
+    from sources.github.client import GitHubClient, GitHubUnreachable
+
+    with SilentServer() as server, GitHubClient(server.url, timeout=1.0, backoff_base=0.01) as client:
+        started = time.monotonic()
+        with pytest.raises(GitHubUnreachable) as raised:
+            client.get_page("/orgs/acme/repos")
+        took = time.monotonic() - started
+    assert 2.0 <= took < 4.0
+    assert f"{server.url} accepted the connection but sent no answer in 1 s, 2 attempts" in str(raised.value)
+
+
 # -- the flow: permanent errors fail the organisation at the first attempt --------------------
 
 
@@ -242,6 +287,18 @@ def test_a_dead_api_fails_within_the_connect_budget(flow, tmp_path, monkeypatch)
     assert state.is_failed()
     assert "GitHubUnreachable" in str(state.result(raise_on_failure=False))
     assert _extract_attempts(state) == 1
+
+
+def test_a_server_that_never_answers_fails_the_run_once(flow, tmp_path, monkeypatch):
+    monkeypatch.setenv("PR_ANALYTICS_REQUEST_TIMEOUT", "1")
+    with SilentServer() as server:
+        started = time.monotonic()
+        state, _ = _run(flow, server.url, tmp_path / "data")
+        took = time.monotonic() - started
+    assert state.is_failed()
+    assert "accepted the connection but sent no answer" in str(state.result(raise_on_failure=False))
+    assert _extract_attempts(state) == 1  # Prefect does not repeat what the client spent
+    assert took < 30
 
 
 def test_a_permission_error_is_not_retried(flow, emulator, tmp_path, monkeypatch):

@@ -10,6 +10,8 @@
 - 5xx, network faults and truncated bodies are retried with jittered exponential backoff;
 - a server that refuses connections is retried for `connect_budget` seconds (20) in all, shared
   by every request of the client, then GitHubUnreachable, which the flow does not retry again;
+  one that accepts connections but has never answered this client gets SILENT_ATTEMPTS attempts
+  of `timeout` seconds each, then GitHubUnreachable too (a wrong URL, a dead proxy);
 - a success that is not JSON and not labelled JSON (an HTML page: the URL is not a GitHub API)
   fails at once with GitHubClientError naming the URL.
 Each attempt ends in an `Outcome` (`classify`); one loop in `get_page` decides what follows.
@@ -47,6 +49,7 @@ USER_AGENT = "github-pr-analytics/0.1 (dlt source; httpx)"
 MAX_CONCURRENCY = 100  # GitHub's secondary-limit guidance: at most 100 concurrent requests
 MAX_FAULT_BACKOFF = 60.0
 CONNECT_BUDGET = 20.0  # seconds a refused connection is retried, per client, before giving up
+SILENT_ATTEMPTS = 2  # read timeouts of a server that never answered this client, before giving up
 
 
 class GraphQLTooHeavy(GitHubServerError):
@@ -113,6 +116,7 @@ class Outcome:
     error: GitHubError | None = None
     cause: str = ""  # for logs and the final error; may hold GitHub's words, redacted before use
     unreachable: bool = False  # no connection at all (refused, or timed out connecting)
+    silent: bool = False  # a read timeout from a server that has never answered this client
     heavy: bool = False  # 502/504 or a read timeout: the query may be too large (GraphQL halves it)
 
 
@@ -193,6 +197,8 @@ class GitHubClient:
         self.max_retries = max_retries
         self.connect_budget = CONNECT_BUDGET if connect_budget is None else connect_budget
         self._unreachable_since: float | None = None  # first refused connection since an answer
+        self._answered_once = False  # any answer at all: a later read timeout is a slow answer
+        self.timeout = timeout
         self.max_rate_limit_wait = max_rate_limit_wait
         self.backoff_base = backoff_base
         self.secondary_backoff = secondary_backoff
@@ -323,6 +329,12 @@ class GitHubClient:
                 logger.warning("%s %s: %s; retry %d/%d after the pause", method, url, cause, limited, self.max_retries)
             else:
                 faults += 1
+                if outcome.silent and faults >= SILENT_ATTEMPTS:
+                    raise GitHubUnreachable(
+                        f"{method} {url}: {self.base_url} accepted the connection but sent no answer in "
+                        f"{self.timeout:.0f} s, {faults} attempts (is the GitHub URL right and the server up?)",
+                        url=url,
+                    )
                 if outcome.unreachable and (
                     faults > self.max_retries or self._unreachable_for() >= self.connect_budget
                 ):
@@ -359,13 +371,16 @@ class GitHubClient:
                     self._unreachable_since = self.clock.now()
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", unreachable=True)
         except httpx.ReadTimeout as exc:
-            return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", heavy=True)
+            with self._stats_lock:
+                silent = not self._answered_once
+            return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}", heavy=not silent, silent=silent)
         except (httpx.TransportError, httpx.DecodingError) as exc:
             return Outcome(Next.FAULT, cause=f"{type(exc).__name__}: {exc}")
         except GitHubServerError as exc:  # the App's token endpoint failed: a fault like any other
             return Outcome(Next.FAULT, cause=str(exc))
         with self._stats_lock:
             self._unreachable_since = None  # an answer: the server is reachable again
+            self._answered_once = True
         return classify(response)
 
     def _unreachable_for(self) -> float:
