@@ -97,15 +97,19 @@ def _github_error(exc: BaseException) -> GitHubError | None:
     return next((link for link in exception_chain(exc) if isinstance(link, GitHubError)), None)
 
 
-# Local file errors that fail every attempt the same way (a retry cannot fix a permission).
-_LOCAL_PERMANENT = (PermissionError, NotADirectoryError)
+# Local file errors that fail every attempt the same way: a retry grants no permission, makes
+# no file system writable, turns no file into a folder and frees no disk.
+_LOCAL_PERMANENT = (PermissionError, NotADirectoryError, IsADirectoryError)
+PERMANENT_ERRNOS = {errno.EROFS, errno.EPERM, errno.EACCES, errno.ENOTDIR, errno.EISDIR,
+                     errno.ENAMETOOLONG, errno.ELOOP, errno.ENOSPC, errno.EDQUOT}
 
 
 def local_file_problem(exc: BaseException) -> ConfigurationError | None:
     """A ConfigurationError naming the path and the cause when `exc` (or its chain) is a local
-    file error no retry can fix: no permission, a read-only file system, a file for a folder."""
+    file error no retry can fix: no permission, a read-only file system, a file for a folder,
+    a full disk."""
     for link in exception_chain(exc):
-        if isinstance(link, _LOCAL_PERMANENT) or (isinstance(link, OSError) and link.errno == errno.EROFS):
+        if isinstance(link, _LOCAL_PERMANENT) or (isinstance(link, OSError) and link.errno in PERMANENT_ERRNOS):
             assert isinstance(link, OSError)
             where = link.filename if link.filename is not None else "a local path"
             return ConfigurationError(f"cannot write {where}: {link.strerror or type(link).__name__}")

@@ -35,9 +35,9 @@ from prefect.tasks import exponential_backoff
 from destinations.merge import MergeReport, bootstrap, merge_landed_loads
 from destinations.warehouse import open_warehouse
 from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
-from flows.extract import LandingReport, exception_chain, land
+from flows.extract import PERMANENT_ERRNOS, LandingReport, exception_chain, land
 from flows.summary import OrgResult, RunSummary
-from flows.settings import ConfigurationError, Settings, pipeline_name
+from flows.settings import ConfigurationError, Settings, pipeline_name, unwritable
 from sources.github.auth import token_problem
 from sources.github.client import GitHubUnreachable
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
@@ -75,7 +75,8 @@ def _permanent_errors() -> tuple[type[BaseException], ...]:
 
 
 # A local file a retry cannot make writable (DuckDB's IOException is no OSError).
-_NO_WRITE_ACCESS = ("Permission denied", "Read-only file system")
+_NO_WRITE_ACCESS = ("Permission denied", "Read-only file system", "Operation not permitted",
+                    "Not a directory", "No space left on device", "Disk quota exceeded")
 
 
 def _exception_of(state: Any) -> BaseException | None:
@@ -96,6 +97,7 @@ def is_permanent(exc: BaseException) -> bool:
     permanent = _permanent_errors()
     return any(
         isinstance(link, permanent)
+        or (isinstance(link, OSError) and link.errno in PERMANENT_ERRNOS)
         or (isinstance(link, duckdb.IOException) and any(text in str(link) for text in _NO_WRITE_ACCESS))
         for link in exception_chain(exc)
     )
@@ -387,6 +389,9 @@ def _run(
     settings = with_gcs_blocks(Settings(**overrides))
     if not settings.orgs:
         raise ConfigurationError("no organisation given: pass `orgs` or set PR_ANALYTICS_ORGS")
+    problem = unwritable(settings)  # on a worker too: one line, before any task
+    if problem:
+        raise ConfigurationError(problem)
 
     summary = RunSummary()
     landings = {org: extract_and_land.submit(settings, org, full_refresh, retry_now) for org in settings.orgs}

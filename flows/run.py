@@ -49,7 +49,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
             normalise_org(org)
         except ValueError as exc:
             return str(exc)
-    from flows.settings import Settings, one_line
+    from flows.settings import Settings, one_line, unwritable
 
     overrides: dict[str, object] = {"orgs": args.orgs} if args.orgs else {}
     for name in ("github_url", "data_dir", "since"):
@@ -61,7 +61,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return one_line(exc)
     if not (settings.orgs or args.demo):
         return "give at least one --org (or --demo, or PR_ANALYTICS_ORGS)"
-    return None
+    return unwritable(settings)
 
 
 def start_prefect() -> Callable[[], None]:

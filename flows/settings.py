@@ -8,6 +8,8 @@ everything else as `PR_ANALYTICS_<FIELD>` (nested with `__`, e.g.
 
 from __future__ import annotations
 
+import os
+
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -207,6 +209,32 @@ class Settings(BaseSettings):
         if "path" not in config.model_fields_set:
             config = config.model_copy(update={"path": self.data_dir / "warehouse.duckdb"})
         return config
+
+
+def places_written(settings: Settings) -> list[Path]:
+    """The local folders a run writes: the data folder (the report and the logs), the
+    pipelines folder, the landing (unless on GCS) and the DuckDB file's folder."""
+    places = [settings.data_dir, settings.pipelines_dir]
+    if not settings.landing_url:
+        places.append(Path(settings.landing))
+    if settings.warehouse == "duckdb":
+        places.append(settings.duckdb_config.path.parent)
+    return list(dict.fromkeys(place.absolute() for place in places))
+
+
+def unwritable(settings: Settings) -> str | None:
+    """The first place a run would fail to write, as one line, or None: each folder is created,
+    and a probe file written and removed in it, before anything runs."""
+    for place in places_written(settings):
+        probe = place / f".write-probe-{os.getpid()}"
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"probe")
+            probe.unlink()
+        except OSError as error:
+            where = error.filename or place
+            return f"cannot write {where}: {error.strerror or type(error).__name__} (the run writes to {place})"
+    return None
 
 
 def one_line(exc: Exception) -> str:

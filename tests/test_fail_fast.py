@@ -54,6 +54,22 @@ def test_bad_arguments_are_refused_before_prefect_starts(args, expected):
     assert not prefect_imported  # refused before Prefect (whose start alone takes 12-18 s)
 
 
+@pytest.mark.parametrize("place", ["under-a-file", "under-proc", "under-sys"])
+def test_a_data_folder_that_cannot_be_written_is_refused_in_one_line(place, tmp_path):
+    """Issue 19.3: each place the run writes gets a probe file first. "Operation not permitted"
+    was retried for 58 s, a folder under a file ended in a traceback, one under /proc in 73 s of
+    retries."""
+    (tmp_path / "a-file").write_text("x")
+    data_dir = {"under-a-file": tmp_path / "a-file" / "data", "under-proc": Path("/proc/pr-analytics-test/data"),
+                "under-sys": Path("/sys/pr-analytics-test/data")}[place]
+    done, prefect_imported = run_cli("--demo", "--data-dir", str(data_dir))
+
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: cannot write ") and f"(the run writes to {data_dir})" in line
+    assert not prefect_imported
+
+
 def test_a_bad_organisation_is_refused_before_anything_heavy_is_imported():
     done, prefect_imported = run_cli("--org", "bad_org")
 
@@ -299,6 +315,13 @@ def test_a_server_that_never_answers_fails_the_run_once(flow, tmp_path, monkeypa
     assert "accepted the connection but sent no answer" in str(state.result(raise_on_failure=False))
     assert _extract_attempts(state) == 1  # Prefect does not repeat what the client spent
     assert took < 30
+
+
+def test_an_unwritable_data_folder_fails_the_flow_before_any_task(flow, emulator, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    state, took = _run(flow, emulator.url, tmp_path / "a-file" / "data")
+    assert state.is_failed()
+    assert "cannot write" in str(state.result(raise_on_failure=False)) and took < 30
 
 
 def test_a_permission_error_is_not_retried(flow, emulator, tmp_path, monkeypatch):
