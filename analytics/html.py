@@ -206,7 +206,10 @@ def _slowest_html(report: OrgReport) -> str:
     )
 
 
-def org_section(report: OrgReport) -> str:
+STALE_AFTER_DAYS = 14  # a period that ended longer ago than this before the report says so
+
+
+def org_section(report: OrgReport, now: datetime) -> str:
     org = report.org
     anchor = f"org-{_slug(org)}"
     if report.empty is not None or report.current is None:
@@ -226,9 +229,15 @@ def org_section(report: OrgReport) -> str:
         _chart(org, "size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period."),
         _chart(org, "reviewer-load", "Reviewer load", reviewer_figure(report), "No reviews in the period."),
     ]
+    stale = ""
+    if (now.date() - last_day).days > STALE_AFTER_DAYS:
+        days = (now.date() - last_day).days
+        stale = (f'<p class="note stale">The newest pull-request activity of {html.escape(org)} is in the week '
+                 f"ending {last_day.isoformat()}, {days} days before this report: the periods end there, "
+                 "not today (an organisation gone quiet, or data not synced since).</p>")
     return (
         f'<section id="{anchor}" class="org"><h2>{html.escape(org)}</h2>'
-        f'<p class="period">{html.escape(period)}</p>'
+        f'<p class="period">{html.escape(period)}</p>{stale}'
         f"{_headline_html(report)}"
         f'<div class="charts">{"".join(charts)}</div>'
         f'<h3>Slowest open pull requests (age at {as_of})</h3>{_slowest_html(report)}</section>'
@@ -262,9 +271,10 @@ _RESIZE_JS = (
 
 def render(reports: list[OrgReport], generated_at: datetime | None = None, source: str = "") -> str:
     """The whole page for these organisations' reports."""
-    generated = (generated_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    now = generated_at or datetime.now(timezone.utc)
+    generated = now.strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#org-{_slug(r.org)}">{html.escape(r.org)}</a>' for r in reports)
-    sections = "".join(org_section(r) for r in reports) or '<p class="note">No organisation to report on.</p>'
+    sections = "".join(org_section(r, now) for r in reports) or '<p class="note">No organisation to report on.</p>'
     where = f" from {html.escape(source)}" if source else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

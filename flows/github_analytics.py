@@ -316,9 +316,11 @@ def publish_summary(summary: RunSummary) -> None:
 
 
 def publish_report(settings: Settings, summary: RunSummary) -> Path | None:
-    """Write the HTML report of the organisations that merged into the data dir, and publish
-    their headline numbers as a table artifact; its path, or None. Never fails the run."""
-    orgs = [result.org for result in summary.results if result.merge is not None]
+    """Write the HTML report of the organisations this run synced into the data dir, and
+    publish their headline numbers as a table artifact; its path, or None. An organisation that
+    failed gets no section (a missing one would show an empty page); when none synced, the last
+    report stays as it was. Never fails the run."""
+    orgs = [result.org for result in summary.results if result.merge is not None and result.error is None]
     if not orgs:
         return None
     log = get_run_logger()

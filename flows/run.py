@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 DEMO_ORGS = {"demo": 3, "demo-labs": 2}
@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="retry every repository and pull request on the retry list in this run, whatever its backoff")
     parser.add_argument("--demo", action="store_true", help="run against the bundled GitHub emulator")
     parser.add_argument("--demo-latency", type=float, default=0.0, help="emulator latency per request, seconds")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every request, and print a failure's traceback here too (it is always in "
+                             "DATA_DIR/logs/)")
     return parser.parse_args(argv)
 
 
@@ -106,16 +108,51 @@ def start_prefect() -> Callable[[], None]:
     return wait
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOGS_KEPT = 20  # run logs kept in DATA_DIR/logs, newest first
+
+
+class OneLine(logging.Formatter):
+    """A log line without the traceback that may come with it (it goes to the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return super().format(bare)
+
+
+def configure_logging(data_dir: Path, verbose: bool) -> Path | None:
+    """Log lines to the terminal, one line each (tracebacks too with -v), and everything, with
+    tracebacks, to DATA_DIR/logs/run-<UTC time>.log; the oldest logs beyond LOGS_KEPT go.
+    Returns the log file (None when it cannot be written: the terminal still gets every line)."""
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter(LOG_FORMAT) if verbose else OneLine(LOG_FORMAT))
+    handlers: list[logging.Handler] = [console]
+    folder = data_dir / "logs"
+    path: Path | None = folder / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(path, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+        handlers.append(to_file)
+        for old in sorted(folder.glob("run-*.log"), reverse=True)[LOGS_KEPT:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        path = None
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     problem = check_arguments(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from flows.settings import Settings
+
+    data_dir = args.data_dir if args.data_dir is not None else Settings().data_dir
+    log_file = configure_logging(data_dir, args.verbose)
+    details = f"\ndetails: {log_file}" if log_file and not args.verbose else ""
     # Our loggers and dlt's in Prefect's run logs; request-by-request chatter only with -v.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dlt,sources,destinations,flows")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -172,14 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         report_line += f"\nReport: {summary.report_path.resolve()}"
     if state.name == PARTIAL:
         print(render_summary(outcome) + report_line)
-        print(f"\nPARTIAL: {state.message}", file=sys.stderr)
+        print(f"\nPARTIAL: {state.message}{details}", file=sys.stderr)
         return EXIT_PARTIAL
     if isinstance(outcome, OrganisationsFailed):
         print(render_summary(outcome.summary) + report_line)
-        print(f"\nFAILED: {outcome}", file=sys.stderr)
+        print(f"\nFAILED: {outcome}{details}", file=sys.stderr)
         return 1
     if isinstance(outcome, BaseException):
-        print(f"\nFAILED: {type(outcome).__name__}: {outcome}", file=sys.stderr)
+        print(f"\nFAILED: {type(outcome).__name__}: {outcome}{details}", file=sys.stderr)
         return 1
     print(render_summary(outcome) + report_line)
     return 0

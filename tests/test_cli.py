@@ -95,3 +95,24 @@ def test_cli_loads_exactly_what_the_server_serves(tmp_path):
     )
     assert info.returncode == 0, info.stderr
     assert "github_acme" in info.stdout and "cli-secret-token" not in info.stdout
+
+
+def test_a_failure_is_one_line_here_and_the_traceback_goes_to_the_log_file(tmp_path):
+    """Issue 19.2: every failure inside a run printed a 17-46-line Prefect traceback before the
+    one-line FAILED. Now the terminal gets one line per failure and where the details are; the
+    log file (and the terminal with -v) gets the traceback."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    env.pop("PREFECT_API_URL", None)
+    data_dir = tmp_path / "data"
+    try:
+        quiet = run_cli("--demo", "--org", "ghost", "--data-dir", str(data_dir), env=env)
+        loud = run_cli("--demo", "--org", "ghost", "--data-dir", str(data_dir), "-v", env=env)
+    finally:
+        stop_server(tmp_path / "prefect")
+    assert quiet.returncode == 1 and loud.returncode == 1
+    assert "Traceback" not in quiet.stdout + quiet.stderr
+    assert "FAILED: 1 organisation(s) failed: ghost: extract-and-land failed: NotFoundError" in quiet.stderr
+    details = quiet.stderr.strip().splitlines()[-1]
+    assert details.startswith("details: ") and "Traceback" in Path(details.removeprefix("details: ")).read_text()
+    assert "Traceback" in loud.stderr

@@ -334,3 +334,18 @@ def test_a_permission_error_is_not_retried(flow, emulator, tmp_path, monkeypatch
     assert state.is_failed()
     assert f"Permission denied: '{tmp_path / 'landing'}'" in str(state.result(raise_on_failure=False))
     assert _extract_attempts(state) == 1
+
+
+def test_an_organisation_that_failed_gets_no_report_section_and_never_replaces_the_report(flow, emulator, tmp_path):
+    """Issue 19.6: a missing organisation got an empty report section, and a run of only it
+    replaced the report of the ones that had synced (the demo's, after a mistyped --org)."""
+    data_dir = tmp_path / "data"
+    state = flow.github_analytics(orgs=["acme", "ghost"], github_url=emulator.url, data_dir=data_dir, return_state=True)
+    assert state.is_failed()
+    page = (data_dir / "report.html").read_text(encoding="utf-8")
+    assert 'id="org-acme"' in page and 'id="org-ghost"' not in page
+    before = (data_dir / "report.html").stat().st_mtime_ns
+
+    state = flow.github_analytics(orgs=["ghost"], github_url=emulator.url, data_dir=data_dir, return_state=True)
+    assert state.is_failed()
+    assert (data_dir / "report.html").stat().st_mtime_ns == before

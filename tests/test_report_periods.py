@@ -162,3 +162,13 @@ def test_page_has_every_chart_and_the_headline_of_a_busy_org():
     assert len(own) < len(page) and page.count(get_plotlyjs()) == 1
     assert "<script src" not in own and "<link" not in own and "@import" not in own
     assert page.count("https://github.com/acme/") >= 1
+
+
+def test_a_period_that_ended_long_before_the_report_says_so():
+    """Issue 19.6: the demo's report covered a period that ended a year ago without saying why."""
+    prs, weeks, reviewers = busy_org()
+    last_day = weeks[-1].week_start + timedelta(days=6)
+    soon, later = (datetime.combine(last_day + timedelta(days=n), datetime.min.time(), timezone.utc) for n in (3, 40))
+    assert "gone quiet" not in render([org_report("acme", prs, weeks, reviewers, 8, soon)], soon)
+    page = render([org_report("acme", prs, weeks, reviewers, 8, later)], later)
+    assert f"is in the week ending {last_day.isoformat()}, 40 days before this report" in page
