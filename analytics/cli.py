@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from analytics.build import write_report
     from analytics.queries import ReportError
-    from flows.settings import Settings, one_line
+    from settings import Settings, one_line
 
     try:
         settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))

@@ -81,7 +81,7 @@ def child_main(spec_path: str, out_path: str) -> None:
 
     from flows.credentials import github_auth
     from flows.extract import land
-    from flows.settings import Settings
+    from settings import Settings
     from sources.github.client import GitHubClient
 
     # Optional overrides of the backfill runs: stop at once on the rate limit, chunk size.
@@ -178,7 +178,7 @@ def _merge(settings: Any, org: str) -> dict[str, Any]:
     """The flow's merge of the organisation into the data dir's DuckDB file."""
     from destinations.merge import merge_landed_loads
     from destinations.warehouse import open_warehouse
-    from flows.settings import Settings, pipeline_name
+    from settings import Settings, pipeline_name
 
     local = Settings(orgs=[org], data_dir=settings.data_dir, warehouse="duckdb", duckdb=None)
     with open_warehouse(local.warehouse_config) as warehouse:
@@ -618,7 +618,7 @@ def warehouse_keys(data_dir: Path) -> tuple[dict[str, list], dict[str, Any]]:
     """Merge the data dir's landed loads into its DuckDB warehouse (as the flow's merge task does)
     and read back every row's natural key, duplicates kept."""
     from destinations.merge import merge_landed_loads
-    from flows.settings import Settings, pipeline_name
+    from settings import Settings, pipeline_name
     from destinations.warehouse import open_warehouse
 
     settings = Settings(orgs=[ORG], data_dir=data_dir, warehouse="duckdb", duckdb=None)
@@ -1345,7 +1345,7 @@ def report_build(data_dir: Path, progress: Any) -> dict[str, Any]:
     from analytics.build import write_report
     from destinations.merge import merge_landed_loads
     from destinations.warehouse import open_warehouse
-    from flows.settings import Settings, pipeline_name
+    from settings import Settings, pipeline_name
 
     settings = Settings(data_dir=data_dir)
     progress("report: merging the landing into DuckDB")

@@ -27,7 +27,7 @@ from destinations.config import GCS_STORAGE_INTEGRATION, SnowflakeConfig, stage_
 from destinations.merge import bootstrap
 from destinations.script import snowflake_script
 from destinations.warehouse import Warehouse, open_warehouse
-from flows.settings import ConfigurationError, Settings, pipeline_name
+from settings import ConfigurationError, Settings, pipeline_name
 
 EXAMPLE_ORG = "my-org"
 

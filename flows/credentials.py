@@ -13,7 +13,7 @@ from typing import Any
 import dlt
 from pydantic import SecretStr
 
-from flows.settings import Settings
+from settings import Settings
 from sources.github.auth import GitHubAppAuth, TokenPool
 from sources.github.client import GitHubClient
 

@@ -22,7 +22,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from destinations.handoff import Handoff
 from destinations.landing import DATASET, LAYOUT, Landing
 from flows.credentials import gcs_emulator_options, landing_filesystem, service_account_json
-from flows.settings import ConfigurationError, Settings, pipeline_name
+from settings import ConfigurationError, Settings, pipeline_name
 from sources.github.names import normalise_org
 from sources.github.client import GitHubClient, RequestStats
 from sources.github.errors import GitHubError

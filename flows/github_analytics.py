@@ -37,7 +37,7 @@ from destinations.warehouse import open_warehouse
 from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
 from flows.extract import PERMANENT_ERRNOS, LandingReport, exception_chain, land
 from flows.summary import OrgResult, RunSummary
-from flows.settings import ConfigurationError, Settings, pipeline_name, unwritable
+from settings import ConfigurationError, Settings, pipeline_name, unwritable
 from sources.github.auth import token_problem
 from sources.github.client import GitHubUnreachable
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError

@@ -51,7 +51,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
             normalise_org(org)
         except ValueError as exc:
             return str(exc)
-    from flows.settings import Settings, one_line, unwritable
+    from settings import Settings, one_line, unwritable
 
     overrides: dict[str, object] = {"orgs": args.orgs} if args.orgs else {}
     for name in ("github_url", "data_dir", "since"):
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from flows.settings import Settings
+    from settings import Settings
 
     data_dir = args.data_dir if args.data_dir is not None else Settings().data_dir
     log_file = configure_logging(data_dir, args.verbose)
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PR_ANALYTICS_GITHUB_CONCURRENCY_LIMIT"] = ""
             logging.getLogger("flows.run").info("GitHub emulator serving %s at %s", orgs, github_url)
         if not orgs:
-            from flows.settings import Settings
+            from settings import Settings
 
             orgs = Settings().orgs  # PR_ANALYTICS_ORGS or .env, checked above
         wait_for_prefect()

@@ -78,7 +78,7 @@ def prefect_api() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """A token or setting in the developer's environment or `.env` never leaks into a test."""
-    from flows.settings import Settings
+    from settings import Settings
 
     for name in list(os.environ):
         if name.startswith(("GITHUB_", "PR_ANALYTICS_", "SOURCES__GITHUB__")):

@@ -18,7 +18,7 @@ from fakes import FakeClock
 from destinations.merge import merge_landed_loads
 from flows.credentials import github_client
 from flows.extract import LandingReport, land
-from flows.settings import Settings, pipeline_name
+from settings import Settings, pipeline_name
 from destinations.warehouse import open_warehouse
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient

@@ -14,7 +14,7 @@ from fakes import FakeClock
 from flows.github_analytics import is_permanent, read_github_token
 from flows.credentials import github_auth
 from flows.extract import land
-from flows.settings import ConfigurationError, Settings
+from settings import ConfigurationError, Settings
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient
 from sources.github.errors import GitHubClientError, InvalidCredential

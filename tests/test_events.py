@@ -15,7 +15,7 @@ import pytest
 
 from emulator import Dataset, Fault, GitHubEmulator
 from emulator.data import TIMELINE_KEPT
-from flows.settings import Settings, pipeline_name
+from settings import Settings, pipeline_name
 from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     ORG,
     assert_landed_exactly_once,

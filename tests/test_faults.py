@@ -19,7 +19,7 @@ import pytest
 from emulator import Dataset, Fault, GitHubEmulator
 from fakes import FakeClock
 from flows.extract import land
-from flows.settings import Settings
+from settings import Settings
 from sources.github.errors import AuthenticationError
 from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     FILES,

@@ -23,7 +23,7 @@ import flows.github_analytics as flow_module
 from emulator import Dataset, GitHubEmulator
 from flows.github_analytics import SUMMARY_ARTIFACT_KEY, OrganisationsFailed, github_analytics
 from flows.summary import RunSummary
-from flows.settings import ConfigurationError, Settings, pipeline_name
+from settings import ConfigurationError, Settings, pipeline_name
 from sources.github.errors import GitHubServerError
 
 GITHUB_LIMIT = Settings.model_fields["github_concurrency_limit"].default

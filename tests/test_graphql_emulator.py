@@ -17,7 +17,7 @@ from fakes import FakeClock
 from destinations.merge import merge_landed_loads
 from destinations.warehouse import open_warehouse
 from flows.extract import LandingReport, land
-from flows.settings import Settings, pipeline_name
+from settings import Settings, pipeline_name
 from flows.summary import OrgResult, RunSummary, render_summary
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient

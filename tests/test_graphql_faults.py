@@ -14,7 +14,7 @@ from emulator import Dataset, FaultMix, GitHubEmulator
 from emulator.faults import Fault
 from fakes import FakeClock
 from flows.extract import LandingReport, land
-from flows.settings import Settings
+from settings import Settings
 from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient
 from sources.github.graphql import BatchSize, GraphQLChildren

@@ -13,7 +13,7 @@ from fsspec.implementations.local import LocalFileSystem
 from destinations.handoff import Handoff
 from destinations.landing import Landing
 from emulator import Dataset, GitHubEmulator
-from flows.settings import Settings, pipeline_name
+from settings import Settings, pipeline_name
 from landing_runs import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, warehouse_keys
 
 

@@ -12,7 +12,7 @@ from destinations.handoff import Handoff
 from destinations.landing import Landing
 from emulator import Dataset, GitHubEmulator
 from emulator.faults import Fault
-from flows.settings import Settings, pipeline_name
+from settings import Settings, pipeline_name
 from landing_runs import ORG, assert_warehouse_matches, land_only, merge_only, warehouse_keys
 
 

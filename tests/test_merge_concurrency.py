@@ -344,7 +344,7 @@ def test_two_merges_in_one_process_read_a_gcs_landing(tmp_path: Path, gcs_bucket
 
 
 def test_the_lock_wait_setting_keeps_the_data_directorys_file(tmp_path, monkeypatch):
-    from flows.settings import Settings
+    from settings import Settings
 
     monkeypatch.setenv("PR_ANALYTICS_DUCKDB__LOCK_TIMEOUT_SECONDS", "5")
     config = Settings(data_dir=tmp_path).duckdb_config

@@ -14,7 +14,7 @@ from destinations.warehouse import DuckDBWarehouse
 from emulator import Dataset, GitHubEmulator
 from flows.credentials import github_client
 from flows.extract import landing_pipeline
-from flows.settings import Settings
+from settings import Settings
 from landing_runs import ORG, TABLES, assert_warehouse_matches, land_only, merge_only, sync, warehouse_rows
 from sources.github.source import github_source
 

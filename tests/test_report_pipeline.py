@@ -18,7 +18,7 @@ from analytics.cli import main as report_main
 from analytics.queries import ReportError
 from browser import inspect_page
 from emulator import Dataset, GitHubEmulator
-from flows.settings import Settings
+from settings import Settings
 from landing_runs import ORG, sync
 
 WEEKS = 26

@@ -18,7 +18,7 @@ from emulator import Dataset, Fault, GitHubEmulator
 from emulator.data import MUTATION_EPOCH
 from fakes import FakeClock
 from flows.extract import land
-from flows.settings import Settings, pipeline_name
+from settings import Settings, pipeline_name
 from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     ORG,
     REVIEWS,

@@ -29,7 +29,7 @@ from emulator import Dataset, GitHubEmulator
 from flows import bootstrap as bootstrap_cli
 from flows.credentials import github_client, landing_filesystem
 from flows.extract import LandingReport, land
-from flows.settings import ConfigurationError, Settings, pipeline_name
+from settings import ConfigurationError, Settings, pipeline_name
 from destinations.config import stage_url, with_stage
 from destinations.warehouse import open_warehouse
 from sources.github.schema import PULL_REQUESTS

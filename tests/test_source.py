@@ -10,7 +10,7 @@ import pytest
 from emulator import Dataset, GitHubEmulator
 from flows.credentials import github_client
 from flows.extract import land
-from flows.settings import Settings
+from settings import Settings
 
 ORG = "acme"
 
