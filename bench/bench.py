@@ -34,7 +34,9 @@ Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Run
             file writes, a landed file of an unmerged load lost midway; then to the end, and the
             warehouse compared with the replica (rest mode: the handoff is the same in both)
   local run  `flows/run.py --demo` as a user runs it (imports, emulator, Prefect flow, merge):
-            a first run in a fresh data dir and PREFECT_HOME, then the no-change run 3 times
+            a first run in a fresh data dir and PREFECT_HOME, then the no-change run 3 times,
+            counting WARNING lines; then `flows/run.py --org` against a GitHub URL that accepts
+            connections and never answers (default timeouts): the time to fail
 
 Minimum possible requests are computed from a replica of the emulator's dataset built here with
 the same arguments (`Dataset.generate` is deterministic by seed; the replica also replays the
@@ -1302,6 +1304,7 @@ def backfill_checks(stopped: dict[str, Any],
 
 
 LOCAL_RUN_TARGET_S = 5.0
+DEAD_SERVER_TARGET_S = 90.0  # a dead GitHub URL, whatever the way it is dead (issue 19)
 LOCAL_RUN_REPEATS = 3
 
 
@@ -1319,6 +1322,7 @@ def local_run(work: Path, progress: Any) -> dict[str, Any]:
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "flows/run.py", "--demo", "--data-dir", str(work / "local-run")]
     walls: list[float] = []
+    warnings: list[int] = []
     try:
         for i in range(1 + LOCAL_RUN_REPEATS):
             progress("local run: first run (starts the local Prefect server)" if i == 0
@@ -1329,10 +1333,47 @@ def local_run(work: Path, progress: Any) -> dict[str, Any]:
             walls.append(time.perf_counter() - t0)
             if done.returncode != 0:
                 raise RuntimeError(f"flows/run.py --demo exited {done.returncode}: {done.stderr[-2000:]}")
+            warnings.append(sum("WARNING" in line for line in (done.stdout + done.stderr).splitlines()))
+        progress("local run: a GitHub URL that accepts connections and never answers")
+        dead = dead_server_run(command[:2], env, work / "dead-server")
     finally:
         stop_server(home)
     nochange = sorted(walls[1:])
-    return {"first": walls[0], "nochange": nochange, "median": nochange[len(nochange) // 2]}
+    return {"first": walls[0], "nochange": nochange, "median": nochange[len(nochange) // 2],
+            "warnings": warnings, "dead": dead}
+
+
+def dead_server_run(python_and_script: list[str], env: dict[str, str], data_dir: Path) -> dict[str, Any]:
+    """`flows/run.py --org acme` against a server that accepts every connection and never
+    answers, with the default request timeout: its wall time, exit code and last line."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    import threading
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        t0 = time.perf_counter()
+        done = subprocess.run([*python_and_script, "--org", "acme", "--github-url", url, "--data-dir", str(data_dir)],
+                              cwd=ROOT, env={**env, "GITHUB_TOKEN": "bench-token"}, capture_output=True,
+                              text=True, timeout=600)
+        wall = time.perf_counter() - t0
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    failed = [line for line in done.stderr.splitlines() if line.startswith("FAILED:")]
+    return {"wall": wall, "exit": done.returncode, "line": failed[-1] if failed else done.stderr.strip()[-300:]}
 
 
 REPORT_REPEATS = 3
@@ -1630,6 +1671,12 @@ def main(argv: list[str] | None = None) -> int:
         checks.append(("crash loop: SIGKILLs (also in handoff writes) and a lost file, then to the end: "
                        "warehouse exact", None, "skipped (--skip-crash-loop)"))
     if local is not None:
+        checks.append(("a healthy local run prints no WARNING line", not any(local["warnings"]),
+                       f"WARNING lines per run (first, then no-change): {local['warnings']}"))
+        dead = local["dead"]
+        checks.append((f"a GitHub URL that never answers fails within {DEAD_SERVER_TARGET_S:.0f} s, naming the URL",
+                       dead["wall"] <= DEAD_SERVER_TARGET_S and dead["exit"] == 1 and "no answer" in dead["line"],
+                       f"{dead['wall']:.1f} s, exit {dead['exit']}: {dead['line'][:160]}"))
         checks.append((f"local no-change run of the demo organisations <= {LOCAL_RUN_TARGET_S:.0f} s wall",
                        local["median"] <= LOCAL_RUN_TARGET_S,
                        f"median {local['median']:.2f} s of "
