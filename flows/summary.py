@@ -95,7 +95,7 @@ def render_summary(summary: RunSummary) -> str:
             notes.append(
                 f"- **{result.org}**: {req.requests} GitHub requests, {req.cost} counted against "
                 f"the rate limit, {req.not_modified} answered 304 (free), {req.retries} retried"
-                f"{left}; {progress.repositories_done} repositories synced "
+                f"{left}; {counted(progress.repositories_done, 'repository', 'repositories')} synced "
                 f"({progress.repositories_unchanged} unchanged)."
             )
             if progress.stopped_early:
@@ -152,3 +152,8 @@ def render_summary(summary: RunSummary) -> str:
     if summary.report_path is not None:
         notes.append(f"- report: `{summary.report_path.resolve()}`")
     return "\n".join(["## GitHub pull-request analytics run", "", *lines, "", *notes])
+
+
+def counted(n: int, one: str, many: str) -> str:
+    """`1 repository`, `3 repositories`."""
+    return f"{n} {one if n == 1 else many}"
