@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # Reviews of pull requests updated within this many days are re-read once a day (0: never).
     reconcile_days: int = Field(7, ge=0)
     # How listed pull requests' reviews and files are fetched: `rest` (one request per list),
-    # `graphql` (batched queries on the GraphQL points budget; see README "REST and GraphQL"),
+    # `graphql` (batched queries on the GraphQL points budget; see docs/rest-and-graphql.md),
     # `auto` (the default: GraphQL when a credential is configured, else REST; REST for the rest
     # of the run once the GraphQL endpoint refuses for a reason REST would not).
     github_api_mode: Literal["auto", "rest", "graphql"] = "auto"

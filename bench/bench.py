@@ -898,7 +898,7 @@ GRAPHQL_COLD_POINTS_PER_PR = 0.05  # target: REST cost + GraphQL points per pull
 GRAPHQL_WALL_SLACK = 1.1  # target: graphql cold wall <= this x the REST cold wall (noise)
 GRAPHQL_MUTATED_POINTS = 25  # target: points of the re-run after TARGET_MUTATIONS mutations
 TARGET_MUTATIONS = 20  # the mutation target is defined for this many mutations
-BACKFILL_PRS = 100_000  # the README's backfill estimate
+BACKFILL_PRS = 100_000  # the backfill estimate of docs/performance.md
 BUDGET_PER_HOUR = 5_000  # one user token: REST requests/hour, and apart, GraphQL points/hour
 API_MODE_RUNS = (("cold sync", "cold"), ("re-run, no change", "nochange"),
                  ("re-run after the mutations", "mutated"))

@@ -80,7 +80,7 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
     ))
 
     sections.append((
-        "Metric views (destinations/metrics.sql; see README \"Metrics\"): CREATE OR REPLACE by the bootstrap,\n"
+        "Metric views (destinations/metrics.sql; see docs/metrics.md): CREATE OR REPLACE by the bootstrap,\n"
         "-- so a bootstrap brings their definitions up to date; after each merge, created if any is missing\n"
         "-- (information_schema.views).",
         [*sql.metric_views(f"{database}.{q(schema)}"), sql.view_names()],

@@ -516,7 +516,7 @@ def set_ledger_row_counts(ledger: str) -> str:
     return f"UPDATE {ledger} SET row_counts = ? WHERE pipeline_name = ? AND load_id = ?"
 
 
-# --- One-time administration (run by an account administrator, quoted by the README) ------------
+# --- One-time administration (run by an account administrator, quoted by docs/snowflake.md) --------
 
 _ADMIN_SQL = """\
 -- Run once as ACCOUNTADMIN (keep the names in line with SnowflakeConfig).

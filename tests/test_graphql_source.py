@@ -35,7 +35,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu and fake are shared fixt
 )
 from test_graphql import FakeGraphQL
 
-# Columns GraphQL cannot fill (README, "REST and GraphQL"); fetched_at is the time of the fetch.
+# Columns GraphQL cannot fill (docs/rest-and-graphql.md, "What each mode lands"); fetched_at is the time of the fetch.
 NOT_COMPARED = {"pull_request_files": {"sha", "blob_url", "previous_filename"},
                 "pull_request_events": {"id", "requested_team_slug"},
                 "pull_request_child_fetches": {"fetched_at"}}

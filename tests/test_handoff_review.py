@@ -95,7 +95,7 @@ def settings(dataset: Dataset, tmp_path: Path):
 
 def test_a_set_aside_load_whose_manifest_is_unreadable_is_fetched_again(settings, dataset):
     """A manifest that exists but cannot be read, and is not empty (cut short: a full disk, a
-    write of an earlier version cut mid-way). README: "the load is set aside, never blocking the
+    write of an earlier version cut mid-way). docs/design.md: "the load is set aside, never blocking the
     others, and the next landing rebuilds its manifest from the load's landed files". It is
     never rebuilt (`_manifested` counts any non-empty file as written, and `recover` deletes
     dlt's record of the load since it 'has' a manifest); `rewind` finds no repositories, logs

@@ -3,7 +3,7 @@ Snowflake (the real connector against fakesnow's server).
 
 The history is GitHub-shaped JSON turned into rows by the source's row builders, landed in two loads
 and merged through the real path, so the views read what the merge produces. Every expected value
-below is worked out by hand from the timeline written next to it (README "Metrics" has the rules).
+below is worked out by hand from the timeline written next to it (docs/metrics.md has the rules).
 
 acme/api #1 (ada)   opened as a draft Mon 2026-01-05 09:00; review requested from bob 09:45 (still a
                     draft); ready 10:00; back to draft 12:00; ready again 14:00; requests for carol

@@ -9,8 +9,8 @@ Each GraphQL object is mapped into the dict the REST API serves for it, so the R
 
 What GraphQL cannot give: a changed file's `sha`, `blob_url` and `previous_filename`, a
 timeline event's REST `id` (events are keyed by `node_id`, which both APIs serve), and, without
-the read:org scope, a requested team's slug (not asked for, see ServerSchema.reviewer); null, see README,
-"REST and GraphQL".
+the read:org scope, a requested team's slug (not asked for, see ServerSchema.reviewer); null, see
+docs/rest-and-graphql.md, "What each mode lands".
 
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
 that may be too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent
