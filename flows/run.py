@@ -63,6 +63,9 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return one_line(exc)
     if not (settings.orgs or args.demo):
         return "give at least one --org (or --demo, or PR_ANALYTICS_ORGS)"
+    unknown = [org for org in args.orgs if args.demo and normalise_org(org) not in DEMO_ORGS]
+    if unknown:
+        return f"the demo serves {' and '.join(DEMO_ORGS)}, not {', '.join(unknown)}"
     return unwritable(settings)
 
 
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop("GITHUB_TOKENS", None)
             os.environ["GITHUB_TOKEN"] = "demo-token"
             os.environ["PR_ANALYTICS_GITHUB_CONCURRENCY_LIMIT"] = ""
-            logging.getLogger("flows.run").info("GitHub emulator serving %s at %s", orgs, github_url)
+            logging.getLogger("flows.run").info("GitHub emulator serving %s at %s", ", ".join(DEMO_ORGS), github_url)
         if not orgs:
             from settings import Settings
 

@@ -104,10 +104,14 @@ def test_a_failure_is_one_line_here_and_the_traceback_goes_to_the_log_file(tmp_p
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "RUNTIME__DLTHUB_TELEMETRY": "false"}
     env.pop("PREFECT_API_URL", None)
+    env["GITHUB_TOKEN"] = "cli-secret-token"
     data_dir = tmp_path / "data"
+    dataset = Dataset.generate(orgs={"acme": 1}, prs_per_repo=[2], seed=5, edge_cases=False)
     try:
-        quiet = run_cli("--demo", "--org", "ghost", "--data-dir", str(data_dir), env=env)
-        loud = run_cli("--demo", "--org", "ghost", "--data-dir", str(data_dir), "-v", env=env)
+        with GitHubEmulator(dataset) as emu:
+            args = ("--org", "ghost", "--github-url", emu.url, "--data-dir", str(data_dir))
+            quiet = run_cli(*args, env=env)
+            loud = run_cli(*args, "-v", env=env)
     finally:
         stop_server(tmp_path / "prefect")
     assert quiet.returncode == 1 and loud.returncode == 1

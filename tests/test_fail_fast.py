@@ -40,6 +40,7 @@ def run_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
     ("args", "expected"),
     [
         (("--org", "not_a_login!"), "invalid organisation 'not_a_login!'"),
+        (("--demo", "--org", "acme"), "the demo serves demo and demo-labs, not acme"),
         (("--org", "acme", "--github-url", "api.github.com"), "github_url is not an http(s) URL"),
         (("--org", "acme", "--since", "2999-01-01"), "since 2999-01-01 is in the future"),
     ],
@@ -178,7 +179,7 @@ def test_a_server_that_never_answers_gives_up_after_two_silent_attempts():
             client.get_page("/orgs/acme/repos")
         took = time.monotonic() - started
     assert 2.0 <= took < 4.0
-    assert f"{server.url} accepted the connection but sent no answer in 1 s, 2 attempts" in str(raised.value)
+    assert f"{server.url} accepted the connection but sent no answer: 2 attempts of 1 s each" in str(raised.value)
 
 
 # -- the flow: permanent errors fail the organisation at the first attempt --------------------

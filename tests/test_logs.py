@@ -76,9 +76,9 @@ def flow_run_logs(flow_run_id: UUID) -> list[tuple[str, int, str]]:
 
 
 def test_a_flow_run_under_worker_settings_logs_every_message_once_to_prefect(prefect_api, tmp_path):
-    """Points 5 and 6: INFO lines of `sources` and `destinations`, and the warning logged from a
-    thread of dlt's extract pool (a pull request with more than 3,000 files), reach the flow run's
-    logs, each formatted once."""
+    """Points 5 and 6: INFO lines of `sources` and `destinations`, and the line logged from a
+    thread of dlt's extract pool (a pull request with more than 3,000 files; an info line since
+    issue 19: nobody can act on GitHub's cap), reach the flow run's logs, each formatted once."""
     done = subprocess.run(
         [sys.executable, "-c", WORKER_SCRIPT, str(tmp_path)],
         cwd=ROOT, env=worker_environment(prefect_api), capture_output=True, text=True, timeout=240,
@@ -94,7 +94,7 @@ def test_a_flow_run_under_worker_settings_logs_every_message_once_to_prefect(pre
     assert "acme: 2 repositories" in messages, messages
     assert any(name == "destinations.merge" and "merged load" in m for name, _, m in logs), messages
     assert any(
-        name == "sources.github.source" and level == 30 and "GitHub serves only the first 3000 files" in m
+        name == "sources.github.source" and level == 20 and "GitHub serves only the first 3000 files" in m
         for name, level, m in logs
     ), messages
     # The task lines are Prefect's own, not wrapped in anything.

@@ -331,8 +331,8 @@ class GitHubClient:
                 faults += 1
                 if outcome.silent and faults >= SILENT_ATTEMPTS:
                     raise GitHubUnreachable(
-                        f"{method} {url}: {self.base_url} accepted the connection but sent no answer in "
-                        f"{self.timeout:.0f} s, {faults} attempts (is the GitHub URL right and the server up?)",
+                        f"{method} {url}: {self.base_url} accepted the connection but sent no answer: "
+                        f"{faults} attempts of {self.timeout:.0f} s each (is the GitHub URL right and the server up?)",
                         url=url,
                     )
                 if outcome.unreachable and (
