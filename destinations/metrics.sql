@@ -53,32 +53,39 @@ events AS (
     FROM {schema}.pull_request_events
 ),
 
--- The first draft change tells how the pull request was opened: a ready_for_review first means it
--- was opened as a draft; without any draft change, its current is_draft does.
 event_facts AS (
     SELECT
         p.id AS pull_request_id,
         MIN(CASE WHEN e.event = 'ready_for_review' THEN e.created_at END) AS first_ready_for_review_at,
-        MIN(CASE WHEN e.event = 'convert_to_draft' THEN e.created_at END) AS first_convert_to_draft_at,
         SUM(CASE WHEN e.event = 'reopened' THEN 1 ELSE 0 END) AS times_reopened
     FROM prs AS p
     LEFT JOIN events AS e ON e.pull_request_id = p.id
     GROUP BY p.id
 ),
 
+-- The first draft change in timeline order (two in one second are told apart by their position,
+-- rows landed before timeline_position existed by their REST id).
+first_draft_change AS (
+    SELECT pull_request_id, event
+    FROM events
+    WHERE event IN ('convert_to_draft', 'ready_for_review')
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY pull_request_id ORDER BY created_at, timeline_position NULLS LAST, id) = 1
+),
+
+-- The first draft change tells how the pull request was opened: a ready_for_review first means it
+-- was opened as a draft; without any draft change, its current is_draft does.
 readiness AS (
     SELECT
         p.id AS pull_request_id,
         CASE
-            WHEN f.first_ready_for_review_at IS NOT NULL
-                THEN f.first_convert_to_draft_at IS NULL
-                     OR f.first_ready_for_review_at < f.first_convert_to_draft_at
-            ELSE f.first_convert_to_draft_at IS NULL AND COALESCE(p.is_draft, FALSE)
+            WHEN d.event IS NOT NULL THEN d.event = 'ready_for_review'
+            ELSE COALESCE(p.is_draft, FALSE)
         END AS opened_as_draft,
         f.first_ready_for_review_at,
         f.times_reopened
     FROM prs AS p
     JOIN event_facts AS f ON f.pull_request_id = p.id
+    LEFT JOIN first_draft_change AS d ON d.pull_request_id = p.id
 ),
 
 ready AS (

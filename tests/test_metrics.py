@@ -526,3 +526,32 @@ def test_views_select_listed_columns_and_exact_percentiles(printed_views: list[e
         assert "APPROX_PERCENTILE" not in text and "MEDIAN(" not in text and "PERCENTILE_DISC" not in text
     weekly = printed_views[sql.METRIC_VIEWS.index("weekly_pull_request_metrics")]
     assert len(list(weekly.find_all(exp.PercentileCont))) == 7
+
+
+# --- Same-second draft changes (issue 20.6) ----------------------------------------------------------
+
+
+def test_draft_changes_in_one_second_follow_the_timeline_order(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    """acme/api #7 (ada): opened as a draft 02-02 10:00; ready_for_review and convert_to_draft in
+    the same second 11:00 (in that timeline order), ready again 12:00, merged 13:00. Its first
+    draft change is the ready_for_review, so it was opened as a draft and ready at 11:00 (the view
+    compared timestamps, found no first, and said ready at 10:00). Draft: 10:00-11:00 and
+    11:00-12:00 = 7,200 s; time to merge 13:00 - 11:00 = 7,200 s.
+    acme/api #8 (ada): opened ready 02-02 10:00; convert_to_draft then ready_for_review, both at
+    11:00; merged 12:00: opened ready (ready at 10:00), a draft for 0 s, merged after 7,200 s."""
+    pr7 = pull("api", 1007, 7, ADA, "02-02 10:00", "02-02 13:00", title="Same second", draft=True,
+               closed="02-02 13:00", merged="02-02 13:00")
+    pr8 = pull("api", 1008, 8, ADA, "02-02 10:00", "02-02 12:00", title="Same second, opened ready",
+               closed="02-02 12:00", merged="02-02 12:00")
+    land(tmp_path, ORG, "1000.7", load([
+        (pr7, [], [], [event(pr7, 9701, "ready_for_review", "02-02 11:00"),
+                       event(pr7, 9702, "convert_to_draft", "02-02 11:00"),
+                       event(pr7, 9703, "ready_for_review", "02-02 12:00"),
+                       event(pr7, 9704, "merged", "02-02 13:00")]),
+        (pr8, [], [], [event(pr8, 9801, "convert_to_draft", "02-02 11:00"),
+                       event(pr8, 9802, "ready_for_review", "02-02 11:00"),
+                       event(pr8, 9803, "merged", "02-02 12:00")]),
+    ]), date="2026-02-02")
+    merge_landed_loads(duck, str(tmp_path), ORG, "github_acme")
+    rows = select(duck, "pull_request_metrics", ("number", "ready_at", "draft_seconds", "time_to_merge_seconds"), "number")
+    assert rows == [(7, at("02-02 11:00"), 7200, 7200), (8, at("02-02 10:00"), 0, 7200)]
