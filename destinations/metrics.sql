@@ -224,6 +224,7 @@ SELECT
     END AS review_time_seconds,
     DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
     CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
+    CASE WHEN p.is_merged THEN v.first_review_at IS NULL OR v.first_review_at > p.merged_at END AS merged_without_review,
     v.reviews,
     v.distinct_reviewers,
     v.changes_requested_rounds,

@@ -52,7 +52,7 @@ PR_METRICS_COLUMNS = (
     "created_at", "ready_at", "first_review_requested_at", "first_review_at", "first_approval_at",
     "merged_at", "closed_at", "draft_seconds", "time_to_first_review_seconds",
     "time_from_request_to_first_review_seconds", "time_to_first_approval_seconds", "review_time_seconds",
-    "time_to_merge_seconds", "merged_without_approval", "reviews", "distinct_reviewers",
+    "time_to_merge_seconds", "merged_without_approval", "merged_without_review", "reviews", "distinct_reviewers",
     "changes_requested_rounds", "times_reopened", "additions", "deletions", "changed_files",
     "size_bucket", "size_is_lower_bound",
 )
@@ -223,20 +223,20 @@ EXPECTED_PRS = [
     # the author's or the pending one). 27 lines: S.
     ("acme", "api", 1001, 1, "Add retries", "https://github.com/acme/api/pull/1", "ada", "closed", False, True,
      at("01-05 09:00"), at("01-05 10:00"), at("01-05 09:45"), at("01-05 11:30"), at("01-06 10:00"),
-     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 163800, 169200, False, 4, 2, 1, 0,
+     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 163800, 169200, False, False, 4, 2, 1, 0,
      25, 2, 2, "S", False),
     # api#2: never a draft; first review 2 h after opening, 1 h after the team's request; closed
     # unmerged, so no merge times and merged_without_approval is NULL; reopened once; 1,100 lines of a
     # truncated list.
     ("acme", "api", 1002, 2, "Cache", "https://github.com/acme/api/pull/2", "carol", "closed", False, False,
      at("01-06 08:00"), at("01-06 08:00"), at("01-06 09:00"), at("01-06 10:00"), None,
-     None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, 1, 1, 0, 1,
+     None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, None, 1, 1, 0, 1,
      600, 500, 1, "XL", True),
     # api#3: still a draft: never ready, so no first review although bob commented; the only request
     # was for a bot. The last file list was empty: known sizes of 0, XS.
     ("acme", "api", 1003, 3, "WIP", "https://github.com/acme/api/pull/3", "ada", "open", True, False,
      at("01-13 09:00"), None, None, None, None,
-     None, None, DRAFT_NOW, None, None, None, None, None, None, 1, 1, 0, 0,
+     None, None, DRAFT_NOW, None, None, None, None, None, None, None, 1, 1, 0, 0,
      0, 0, 0, "XS", False),
     # api#4: opened ready (its first draft change is convert_to_draft), draft 10:10-10:40 = 1,800 s;
     # the author's approval and lint[bot]'s comment do not count; the first review is carol's, now
@@ -244,14 +244,14 @@ EXPECTED_PRS = [
     # the first approval bob's at 11:00 (3,600 s); merged 12:00 (7,200 s after ready). 9 lines: XS.
     ("acme", "api", 1004, 4, "Fix typo", "https://github.com/acme/api/pull/4", "ada", "closed", False, True,
      at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 10:50"), at("01-12 11:00"),
-     at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, 2, 2, 0, 0,
+     at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, False, 2, 2, 0, 0,
      5, 4, 1, "XS", False),
     # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
     # only approval came the day after the merge (01-16 10:00, 4 d 10 h 30 min after ready = 383,400 s):
     # merged without approval. 100 lines: M.
     ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
      at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
-     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, 2, 1, 0, 0,
+     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, False, 2, 1, 0, 0,
      100, 0, 1, "M", False),
 ]
 
@@ -553,5 +553,7 @@ def test_draft_changes_in_one_second_follow_the_timeline_order(tmp_path: Path, d
                        event(pr8, 9803, "merged", "02-02 12:00")]),
     ]), date="2026-02-02")
     merge_landed_loads(duck, str(tmp_path), ORG, "github_acme")
-    rows = select(duck, "pull_request_metrics", ("number", "ready_at", "draft_seconds", "time_to_merge_seconds"), "number")
-    assert rows == [(7, at("02-02 11:00"), 7200, 7200), (8, at("02-02 10:00"), 0, 7200)]
+    rows = select(duck, "pull_request_metrics",
+                  ("number", "ready_at", "draft_seconds", "time_to_merge_seconds", "merged_without_review"), "number")
+    # Neither got a review: merged without one (issue 20.3; every merged PR of the history above had one).
+    assert rows == [(7, at("02-02 11:00"), 7200, 7200, True), (8, at("02-02 10:00"), 0, 7200, True)]
