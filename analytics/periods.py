@@ -110,9 +110,20 @@ class Metric:
     def verdict(self) -> Literal["better", "worse", "same", "unknown"]:
         if self.change is None or self.higher_is_better is None:
             return "unknown"
-        if self.change == 0:
+        if self.change == 0 or self.rounds_to_zero:
             return "same"
         return "better" if (self.change > 0) == self.higher_is_better else "worse"
+
+    @property
+    def rounds_to_zero(self) -> bool:
+        """The change as the page writes it is nil (+0%, +0 pts): neither better nor worse, so
+        never coloured as either."""
+        if self.change is None:
+            return False
+        if self.unit == "ratio":
+            return round(self.change * 100) == 0
+        ratio = self.change_ratio
+        return ratio is not None and round(ratio * 100) == 0
 
 
 def _median(values: list[float]) -> float | None:

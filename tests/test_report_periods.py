@@ -76,6 +76,12 @@ def test_change_ratio_and_verdict():
     neutral = Metric("open_prs_at_end", "Open PRs", "count", 5, 4, None)
     assert neutral.change == 1 and neutral.verdict == "unknown"
     assert Metric("prs_opened", "x", "count", 4, 4, True).verdict == "same"
+    # Issue 20.7: a change the page writes as +0% (or +0 pts) is neutral, not red or green.
+    assert metric_change(Metric("t", "", "count", 401, 400, True)) == "+1 (+0%)"
+    assert Metric("t", "", "count", 401, 400, True).verdict == "same"
+    assert Metric("t", "", "seconds", 3600 * 100 + 60, 3600 * 100, False).verdict == "same"
+    assert Metric("merge_rate", "", "ratio", 0.752, 0.750, True).verdict == "same"
+    assert Metric("merge_rate", "", "ratio", 0.76, 0.75, True).verdict == "better"
 
 
 def test_change_is_written_for_a_person():
