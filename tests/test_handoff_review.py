@@ -8,34 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from destinations.handoff import Handoff
-from destinations.landing import Landing
 from emulator import Dataset, GitHubEmulator
 from emulator.faults import Fault
 from settings import Settings, pipeline_name
 from landing_runs import ORG, assert_warehouse_matches, land_only, merge_only, warehouse_keys
-
-
-def handoff(settings: Settings) -> Handoff:
-    return Handoff(Landing(settings.landing), pipeline_name(ORG))
-
-
-def land_killed_before_its_manifest(settings: Settings, monkeypatch) -> str:
-    """A landing SIGKILLed after dlt completed its load (the _dlt_loads record is on the landing)
-    and before the handoff wrote the manifest (as tests/test_handoff.py simulates it)."""
-    calls = []
-
-    def dies(self, manifest):
-        calls.append(manifest.load_id)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Handoff, "write_manifest", dies)
-    with pytest.raises(KeyboardInterrupt):
-        land_only(settings)
-    monkeypatch.undo()
-    [load_id] = calls
-    assert handoff(settings).manifest(load_id) is None
-    return load_id
+from test_handoff import handoff, kill_before_the_first_manifest
 
 
 # -- 1. the repositories of a recovered manifest are read from the landing, not dlt's record ----
@@ -56,7 +33,7 @@ def test_a_lost_pull_requests_file_is_fetched_again_after_a_kill_before_the_mani
         repo_b = dataset.repositories(ORG)[1]["name"]
         emu.faults.add(Fault("403", path_regex=rf"/repos/{ORG}/{repo_b}/(pulls|issues)/\d+/(reviews|files|timeline)",
                              times=10_000))
-        load_id = land_killed_before_its_manifest(settings, monkeypatch)
+        load_id = kill_before_the_first_manifest(settings, monkeypatch)
         emu.faults.clear()
         lost = next(Path(settings.landing, "github", "pull_requests").rglob(f"{load_id}.*.parquet"))
         lost.unlink()  # a landed file lost before the manifest was recovered
@@ -131,7 +108,7 @@ def test_a_damaged_file_of_a_load_without_manifest_is_set_aside_not_a_crash(sett
     `_problems` catches ArrowException): the merge raises instead of setting the load aside, and
     every merge fails at that load - the loads behind it are blocked (issue 18.1: a reader that
     meets an unreadable handoff never blocks the loads behind it)."""
-    load_id = land_killed_before_its_manifest(settings, monkeypatch)
+    load_id = kill_before_the_first_manifest(settings, monkeypatch)
     cut = next(Path(settings.landing, "github", "pull_request_files").rglob(f"{load_id}.*.parquet"))
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
 
