@@ -62,9 +62,12 @@ _COMMENTS = ("Thanks!", "Rebased on main.", "CI is green now.", "Could you take 
 LONG_DISCUSSION = 0.02
 """Share of PRs whose timeline holds 100-180 comments: more than one page."""
 TIMELINE_KEPT = frozenset({"review_requested", "review_request_removed", "ready_for_review",
-                           "convert_to_draft", "closed", "reopened", "merged"})
-"""The timeline events the pipeline lands (sources.github.schema.TIMELINE_EVENTS); the others
-(commented, labeled, committed, reviewed) are noise to it."""
+                           "convert_to_draft", "closed", "reopened", "merged", "committed", "commented"})
+"""The timeline items the pipeline lands (sources.github.schema.TIMELINE_EVENTS); the others
+(labeled, reviewed) are noise to it."""
+REBASED = 0.2
+"""Share of PRs rebased once: their commits have new shas and committer dates, the author dates
+they had."""
 OLDER_PAYLOAD_KEYS = ("draft", "locked")
 """Keys older GitHub payloads (and GitHub Enterprise versions) do not send."""
 
@@ -446,8 +449,16 @@ class Dataset:
             add(shut, "closed", author)
             add(reopened, "reopened", author)
 
+        # Commit dates from their own generator (the main one draws as it always did): the first
+        # commit was written up to three days before the PR was opened; some PRs were rebased.
+        commit_rng = random.Random(f"{self.seed}/{pr['id']}/commits")
+        rebased_at = commit_rng.randint(created, end) if commit_rng.random() < REBASED else None
         for index in range(pull.commits):
-            add(rng.randint(created, end), "committed", None, index=index)
+            at = rng.randint(created, end)
+            if index == 0:
+                at = created - commit_rng.randint(0, 3 * 86400)
+            add(at, "committed", None, index=index,
+                committed_at=max(at, rebased_at) if rebased_at is not None and at < rebased_at else at)
         comments = rng.randint(100, 180) if rng.random() < LONG_DISCUSSION else rng.choice((0, 0, 1, 2, 3, 5))
         for _ in range(comments):
             add(rng.randint(created, end), "commented", rng.choice(self._humans), body=rng.choice(_COMMENTS))
@@ -468,12 +479,15 @@ class Dataset:
         """One timeline item of `kind`, shaped as GitHub serves it; `seq` makes its id unique."""
         event_id = pr["id"] * 1000 + seq
         if kind == "committed":  # a commit, not an event: no id, no actor, no created_at
-            sha = _sha(self.seed, pr["id"], "commit", extra["index"])
-            person = {"name": "A Developer", "email": "dev@example.com", "date": iso(at)}
+            committed = extra.get("committed_at", at)
+            assert isinstance(committed, int)
+            # A rebased commit is a new commit (new sha) with the author date it had.
+            sha = _sha(self.seed, pr["id"], "commit", extra["index"], *(["rebased"] if committed != at else []))
+            person = {"name": "A Developer", "email": "dev@example.com"}
             return {"sha": sha, "node_id": _node_id("C_kwDO", int(sha[:12], 16)),
                     "url": f"https://api.github.com/repos/{repo.full_name}/git/commits/{sha}",
-                    "author": person, "committer": person, "message": f"Commit {extra['index'] + 1}",
-                    "parents": [], "event": "committed"}
+                    "author": {**person, "date": iso(at)}, "committer": {**person, "date": iso(committed)},
+                    "message": f"Commit {extra['index'] + 1}", "parents": [], "event": "committed"}
         if kind == "reviewed":
             review = extra["review"]
             assert isinstance(review, dict)

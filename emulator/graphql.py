@@ -151,6 +151,8 @@ union RequestedReviewer = Bot | Mannequin | Team | User
 union Closer = Commit | PullRequest
 
 type Commit implements Node {
+  authoredDate: DateTime!
+  committedDate: DateTime!
   id: ID!
   oid: GitObjectID!
 }
@@ -602,10 +604,11 @@ def _team(team: dict) -> dict:
             "name": team["name"], "slug": team["slug"]}
 
 
-def _commit(oid: str | None) -> dict | None:
+def _commit(oid: str | None, authored: str | None = None, committed: str | None = None) -> dict | None:
     if oid is None:
         return None
-    return {"__typename": "Commit", "id": _node_id("C_kwDO", int(oid[:12], 16)), "oid": oid}
+    return {"__typename": "Commit", "id": _node_id("C_kwDO", int(oid[:12], 16)), "oid": oid,
+            "authoredDate": authored or committed, "committedDate": committed or authored}
 
 
 def _review(r: dict) -> dict:
@@ -638,7 +641,9 @@ def _timeline_item(e: dict, pr_url: str, reviews: dict[int, dict]) -> dict:
         review = reviews.get(e.get("id"))
         return _review(review if review is not None else {**e, "state": str(e.get("state")).upper()})
     if kind == "committed":
-        return {"__typename": typename, "id": e.get("node_id"), "commit": _commit(e.get("sha")),
+        # The item's own id is not the commit's (REST's committed item carries the commit's).
+        commit = _commit(e.get("sha"), (e.get("author") or {}).get("date"), (e.get("committer") or {}).get("date"))
+        return {"__typename": typename, "id": "PURC_" + str(e.get("node_id")), "commit": commit,
                 "url": f"{pr_url}/commits/{e.get('sha')}"}
     if kind == "commented":
         return {"__typename": typename, "id": e.get("node_id"), "databaseId": e.get("id"),

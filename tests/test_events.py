@@ -50,15 +50,20 @@ def all_prs(dataset: Dataset) -> list[tuple[str, int]]:
 
 def dataset_events(dataset: Dataset, team_slugs: bool = True) -> set[tuple]:
     """What the warehouse should hold: each kept event of each pull request, as a row. Over
-    GraphQL (`team_slugs` False) a requested team's slug is null: its fields need read:org."""
+    GraphQL (`team_slugs` False) a requested team's slug is null: its fields need read:org. A
+    commit has no actor, its author date as `created_at`, its sha and its committer date."""
     rows = set()
     for repo, number in all_prs(dataset):
         pr_id = next(pr["id"] for pr in dataset.pull_requests(ORG, repo) if pr["number"] == number)
         for e in dataset.events(ORG, repo, number):
+            if e["event"] == "committed":
+                rows.add((pr_id, e["node_id"], "committed", None, e["author"]["date"], None, None, e["sha"],
+                          e["committer"]["date"]))
+                continue
             reviewer, team = e.get("requested_reviewer"), e.get("requested_team")
             rows.add((pr_id, e["node_id"], e["event"], (e["actor"] or {}).get("login"), e["created_at"],
                       reviewer["login"] if reviewer else None, team["slug"] if team and team_slugs else None,
-                      e["commit_id"]))
+                      e.get("commit_id"), None))
     return rows
 
 
@@ -67,16 +72,21 @@ def warehouse_events(settings: Settings) -> list[tuple]:
     try:
         rows = con.sql(
             "SELECT pull_request_id, node_id, event, actor_login, created_at, requested_reviewer_login, "
-            "requested_team_slug, commit_id FROM github.pull_request_events"
+            "requested_team_slug, commit_id, committed_at FROM github.pull_request_events"
         ).fetchall()
     finally:
         con.close()
-    return [(*r[:4], r[4].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), *r[5:]) for r in rows]
+
+    def utc(moment: datetime | None) -> str | None:
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+    return [(*r[:4], utc(r[4]), *r[5:8], utc(r[8])) for r in rows]
 
 
 def test_events_land_and_merge_as_the_dataset_implies(settings, dataset, emu, fake):
     served = Counter(e["event"] for repo, n in all_prs(dataset) for e in dataset.timeline(ORG, repo, n))
-    assert {"committed", "commented"} <= set(served), "the timelines hold kinds that are not kept"
+    assert {"labeled", "reviewed"} <= set(served), "the timelines hold kinds that are not kept"
+    assert {"committed", "commented"} <= set(served)
 
     report = run(settings, emu, fake)
     merge_only(settings)
@@ -155,31 +165,44 @@ def test_a_timeline_that_keeps_failing_goes_on_the_retry_list(status, rest_mode,
     assert_landed_exactly_once(settings, dataset)
 
 
-def test_a_malformed_event_is_set_aside_and_the_rest_lands(settings, dataset, emu, fake):
+@pytest.mark.parametrize(("mode", "kind", "field", "value", "named"), [
+    ("auto", "review_requested", "created_at", "soon", "created_at"),
+    ("rest", "committed", "author", {"name": "A Developer", "date": "soon"}, "author.date"),
+])
+def test_a_malformed_event_is_set_aside_and_the_rest_lands(mode, kind, field, value, named, settings, dataset,
+                                                           emu, fake):
+    settings = settings.model_copy(update={"github_api_mode": mode})
     repo = repo_names(dataset)[1]
-    number = next(n for r, n in all_prs(dataset) if r == repo and dataset.events(ORG, repo, n))
-    bad = dataset.corrupt_event(ORG, repo, number, 0, "created_at", "soon")
+    number, index = next((n, i) for r, n in all_prs(dataset) if r == repo
+                         for i, e in enumerate(dataset.events(ORG, repo, n)) if e["event"] == kind)
+    bad = dataset.corrupt_event(ORG, repo, number, index, field, value)
 
     report = run(settings, emu, fake)
 
     assert report.progress.partial and len(report.progress.rejected) == 1
     [rejected] = landed(settings, "rejected_items")
     assert (rejected["kind"], rejected["item_key"], rejected["pull_request_number"]) == ("event", bad["node_id"], number)
-    assert "created_at" in rejected["reason"] and '"soon"' in rejected["payload"]
+    assert named in rejected["reason"] and '"soon"' in rejected["payload"]
     assert_landed_exactly_once(settings, dataset)  # expected() leaves the event out
 
 
 @pytest.mark.parametrize("mode", ["rest", "auto"])
-def test_state_from_before_events_fetches_them_once(mode, settings, dataset, emu, fake):
-    """Repositories synced by the previous version (state without `child_kinds`) get their pull
-    requests' events from the retry list, once: no review or file list is read again."""
+@pytest.mark.parametrize("landed_with", [None, ["reviews", "files", "events"]],
+                         ids=["before events", "before commits and comments"])
+def test_state_from_before_events_fetches_them_once(mode, landed_with, settings, dataset, emu, fake):
+    """Repositories synced by an earlier version (state without `child_kinds`: no events; or
+    events without commits and comments) get their pull requests' events from the retry list,
+    once: no review or file list is read again."""
     settings = settings.model_copy(update={"github_api_mode": mode})
     run(settings, emu, fake)
     merge_only(settings)
     pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
     with pipeline.managed_state() as managed:
         for entry in managed["sources"][pipeline_name(ORG)]["repos"].values():
-            del entry["child_kinds"]
+            if landed_with is None:
+                del entry["child_kinds"]
+            else:
+                entry["child_kinds"] = landed_with
     repo = repo_names(dataset)[0]
     dataset.add_review(ORG, repo, 4)  # changed meanwhile: fetched in full, its timeline once
     emu.reset_stats()
@@ -208,7 +231,8 @@ def test_events_keyed_by_rest_id_before_are_replaced_never_held_twice(settings, 
     run(settings, emu, fake)
     merge_only(settings)
     con = duckdb.connect(str(settings.duckdb_config.path))
-    try:
+    try:  # that version landed neither commits nor comments
+        con.execute("DELETE FROM github.pull_request_events WHERE event IN ('committed', 'commented')")
         for key, event_id in con.sql("SELECT row_key, id FROM github.pull_request_events").fetchall():
             con.execute("UPDATE github.pull_request_events SET row_key = ?, timeline_position = NULL "
                         "WHERE row_key = ?", [row_key(PULL_REQUEST_EVENTS.name, event_id), key])
@@ -225,17 +249,19 @@ def test_events_keyed_by_rest_id_before_are_replaced_never_held_twice(settings, 
     assert report.progress.graphql_pull_requests == 1 and not report.progress.partial
     con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
     try:
-        rows = con.sql("SELECT pull_request_id, node_id, row_key, timeline_position "
+        rows = con.sql("SELECT pull_request_id, node_id, row_key, timeline_position, event "
                        "FROM github.pull_request_events").fetchall()
     finally:
         con.close()
     expected = {(pr["id"], e["node_id"]) for repo_name in repo_names(dataset)
-                for pr in dataset.pull_requests(ORG, repo_name) for e in dataset.events(ORG, repo_name, pr["number"])}
-    assert len(rows) == len(expected) and {(pr_id, node) for pr_id, node, _, _ in rows} == expected
-    for pr_id, node_id, key, position in rows:
-        if pr_id == changed_id:  # fetched again: keyed by node_id, in timeline order
-            assert key == row_key(PULL_REQUEST_EVENTS.name, node_id) and position is not None
+                for pr in dataset.pull_requests(ORG, repo_name) for e in dataset.events(ORG, repo_name, pr["number"])
+                if pr["id"] == changed_id or e["event"] not in ("committed", "commented")}
+    assert len(rows) == len(expected) and {(pr_id, node) for pr_id, node, *_ in rows} == expected
+    for pr_id, node_id, key, position, event in rows:
+        if pr_id == changed_id:  # fetched again: keyed by node_id (a commit with its PR), in timeline order
+            natural = (pr_id, node_id) if event == "committed" else (node_id,)
+            assert key == row_key(PULL_REQUEST_EVENTS.name, *natural) and position is not None
         else:
             assert position is None and key != row_key(PULL_REQUEST_EVENTS.name, node_id)
-    changed = sorted(position for pr_id, _, _, position in rows if pr_id == changed_id)
+    changed = sorted(position for pr_id, _, _, position, _ in rows if pr_id == changed_id)
     assert changed == list(range(len(changed)))

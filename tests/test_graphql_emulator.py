@@ -206,5 +206,11 @@ def test_chunks_never_cut_a_page_in_graphql_mode(fake: FakeClock, tmp_path: Path
         stats = emu.stats
     assert report.progress.chunks == 3 and report.progress.stopped_early is None  # a page a chunk
     assert stats["by_endpoint"]["pulls"] == 3  # each of the 3 pages read once
-    assert stats["by_endpoint"]["graphql"] == 3 + 3 + 2  # 34 + 33 + 33 a page of 100, 25 + 25 the last 50
+    # 34 + 33 + 33 a page of 100, 25 + 25 the last 50; and a follow-up query in each page whose
+    # pull requests include a timeline of more than 100 landed items (a long discussion)
+    [repo] = [r["name"] for r in dataset.repositories(ORG)]
+    served = sorted(dataset.pull_requests(ORG, repo), key=lambda pr: pr["updated_at"], reverse=True)
+    long_pages = {i // 100 for i, pr in enumerate(served) if len(dataset.events(ORG, repo, pr["number"])) > 100}
+    assert long_pages, "the seed has long discussions"
+    assert stats["by_endpoint"]["graphql"] == 3 + 3 + 2 + len(long_pages)
     assert_same_warehouse(tmp_path / "graphql", tmp_path / "rest")

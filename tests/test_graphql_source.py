@@ -64,7 +64,7 @@ def as_graphql_file(file: dict[str, Any]) -> dict[str, Any]:
 _EVENT_TYPES = {"review_requested": "ReviewRequestedEvent", "review_request_removed": "ReviewRequestRemovedEvent",
                 "ready_for_review": "ReadyForReviewEvent", "convert_to_draft": "ConvertToDraftEvent",
                 "closed": "ClosedEvent", "reopened": "ReopenedEvent", "merged": "MergedEvent",
-                "labeled": "LabeledEvent"}
+                "labeled": "LabeledEvent", "committed": "PullRequestCommit", "commented": "IssueComment"}
 
 
 def as_graphql_actor(user: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -76,6 +76,13 @@ def as_graphql_actor(user: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def as_graphql_event(event: dict[str, Any]) -> dict[str, Any]:
     """A REST timeline event as GitHub's timelineItems serve it (a label too: the client drops it)."""
+    if event["event"] == "committed":
+        return {"__typename": "PullRequestCommit", "id": "PURC_" + event["node_id"],
+                "gitCommit": {"id": event["node_id"], "oid": event["sha"], "authoredDate": event["author"]["date"],
+                              "committedDate": event["committer"]["date"]}}
+    if event["event"] == "commented":
+        return {"__typename": "IssueComment", "id": event["node_id"], "createdAt": event["created_at"],
+                "author": as_graphql_actor(event.get("user"))}
     reviewer = as_graphql_actor(event.get("requested_reviewer"))
     if event.get("requested_team"):
         reviewer = {"__typename": "Team", "slug": event["requested_team"]["slug"]}

@@ -61,17 +61,24 @@ def _refuses_credential(graphql_type: str | None, message: str) -> bool:
 _ACTOR = "__typename login ... on User { databaseId } ... on Bot { databaseId } ... on Mannequin { databaseId }"
 # The actors of timeline events: an organisation can close a pull request, say.
 _EVENT_ACTOR = _ACTOR + " ... on Organization { databaseId }"
+# The fields of a timeline event: its id, time and actor.
+_EVENT = f"id createdAt actor {{ {_EVENT_ACTOR} }}"
 # REST's timeline `event` of each GraphQL timeline item type landed (schema.TIMELINE_EVENTS), its
-# PullRequestTimelineItemsItemType, and what is asked of it besides id, time and actor ("reviewer":
-# the requested reviewer, see ServerSchema.reviewer).
+# PullRequestTimelineItemsItemType, and what is asked of it ("{reviewer}": the requested reviewer,
+# see ServerSchema.reviewer). A commit is asked for its author date and committer date; a comment
+# for its author and time, never its text.
 _EVENT_TYPES = {
-    "ReviewRequestedEvent": ("review_requested", "REVIEW_REQUESTED_EVENT", "reviewer"),
-    "ReviewRequestRemovedEvent": ("review_request_removed", "REVIEW_REQUEST_REMOVED_EVENT", "reviewer"),
-    "ReadyForReviewEvent": ("ready_for_review", "READY_FOR_REVIEW_EVENT", ""),
-    "ConvertToDraftEvent": ("convert_to_draft", "CONVERT_TO_DRAFT_EVENT", ""),
-    "ClosedEvent": ("closed", "CLOSED_EVENT", "closer { ... on Commit { oid } }"),
-    "ReopenedEvent": ("reopened", "REOPENED_EVENT", ""),
-    "MergedEvent": ("merged", "MERGED_EVENT", "commit { oid }"),
+    "ReviewRequestedEvent": ("review_requested", "REVIEW_REQUESTED_EVENT", _EVENT + " {reviewer}"),
+    "ReviewRequestRemovedEvent": ("review_request_removed", "REVIEW_REQUEST_REMOVED_EVENT", _EVENT + " {reviewer}"),
+    "ReadyForReviewEvent": ("ready_for_review", "READY_FOR_REVIEW_EVENT", _EVENT),
+    "ConvertToDraftEvent": ("convert_to_draft", "CONVERT_TO_DRAFT_EVENT", _EVENT),
+    "ClosedEvent": ("closed", "CLOSED_EVENT", _EVENT + " closer { ... on Commit { oid } }"),
+    "ReopenedEvent": ("reopened", "REOPENED_EVENT", _EVENT),
+    "MergedEvent": ("merged", "MERGED_EVENT", _EVENT + " commit { oid }"),
+    # `gitCommit:` - PullRequestCommit.commit is a Commit! where MergedEvent's is a Commit, and
+    # GraphQL refuses one response key with two types.
+    "PullRequestCommit": ("committed", "PULL_REQUEST_COMMIT", "id gitCommit: commit { id oid authoredDate committedDate }"),
+    "IssueComment": ("commented", "ISSUE_COMMENT", f"id createdAt author {{ {_EVENT_ACTOR} }}"),
 }
 assert {event for event, _, _ in _EVENT_TYPES.values()} == TIMELINE_EVENTS
 # Each kind's connection on PullRequest and its arguments besides paging: of the timeline, only
@@ -114,9 +121,8 @@ class ServerSchema:
                     "  pageInfo { hasNextPage endCursor }\n"
                     "  nodes { path additions deletions changeType }\n}\n")
         events = "".join(
-            f"    ... on {typename} {{ id createdAt actor {{ {_EVENT_ACTOR} }} "
-            f"{self.reviewer if extra == 'reviewer' else extra} }}\n"
-            for typename, (_, _, extra) in _EVENT_TYPES.items()
+            f"    ... on {typename} {{ {fields.replace('{reviewer}', self.reviewer)} }}\n"
+            for typename, (_, _, fields) in _EVENT_TYPES.items()
         )
         return ("fragment eventPage on PullRequestTimelineItemsConnection {\n"
                 "  pageInfo { hasNextPage endCursor }\n"
@@ -221,6 +227,15 @@ def event_as_rest(event: Any) -> Any:
     landed = _EVENT_TYPES.get(event["__typename"])
     if landed is None:
         return {"event": event["__typename"]}
+    if landed[0] == "committed":  # REST's committed item: the commit's node id, sha and dates
+        commit = event.get("gitCommit")
+        if not isinstance(commit, dict):
+            return {"node_id": event.get("id"), "event": "committed", "author": None}
+        return {"node_id": commit.get("id"), "event": "committed", "sha": commit.get("oid"),
+                "author": {"date": commit.get("authoredDate")}, "committer": {"date": commit.get("committedDate")}}
+    if landed[0] == "commented":
+        return {"node_id": event.get("id"), "event": "commented",
+                "actor": _actor(event.get("author")), "created_at": event.get("createdAt")}
     reviewer = event.get("requestedReviewer")
     is_team = isinstance(reviewer, dict) and reviewer.get("__typename") == "Team"
     commit = event.get("commit") or event.get("closer")

@@ -148,11 +148,13 @@ PULL_REQUEST_FILES = TableSpec(
     ),
 )
 
-# The timeline events the metrics need (review requests, drafts, close/reopen/merge); the timeline
-# holds many other kinds (comments, commits, labels...), which are not landed.
+# The timeline items the metrics need: review requests, drafts, close/reopen/merge, the pull
+# request's commits (`committed`: when its work started) and its conversation comments
+# (`commented`: a first response; their time and author, never their text). The timeline holds
+# other kinds (labels, reviews, mentions...), which are not landed.
 TIMELINE_EVENTS = frozenset(
     {"review_requested", "review_request_removed", "ready_for_review", "convert_to_draft",
-     "closed", "reopened", "merged"}
+     "closed", "reopened", "merged", "committed", "commented"}
 )
 
 PULL_REQUEST_EVENTS = TableSpec(
@@ -170,15 +172,16 @@ PULL_REQUEST_EVENTS = TableSpec(
             # The event's place among the pull request's TIMELINE_EVENTS, in timeline order (0, 1,
             # ...): orders two events of the same second the same way in both API modes.
             ("timeline_position", pa.int64()),
-            ("actor_login", pa.string()),
+            ("actor_login", pa.string()),  # a comment's author; null for a commit (see event_row)
             ("actor_id", pa.int64()),
             ("actor_type", pa.string()),
-            ("created_at", _TS),
+            ("created_at", _TS),  # a commit's author date, which survives a rebase
             # review_requested / review_request_removed: a user or a team is the reviewer.
             ("requested_reviewer_login", pa.string()),
             ("requested_reviewer_type", pa.string()),
             ("requested_team_slug", pa.string()),
-            ("commit_id", pa.string()),  # closed / merged: the commit, when GitHub names one
+            ("commit_id", pa.string()),  # closed / merged: the commit, when GitHub names one; committed: its sha
+            ("committed_at", _TS),  # committed: the committer date, which a rebase or amend moves
         ]
     ),
 )
@@ -562,7 +565,12 @@ def file_row(
 def event_row(org: str, repo: str, pr: dict[str, Any], event: dict, position: int) -> dict[str, Any]:
     """`pr` is a pull_requests row, as for review_row; `event` one of TIMELINE_EVENTS from the
     issue timeline, REST-shaped, `position` its place among them. Keyed by `node_id`, which REST
-    and GraphQL both serve (REST's numeric `id` has no GraphQL counterpart). Raises MalformedItem
+    and GraphQL both serve (REST's numeric `id` has no GraphQL counterpart); a commit's node id is
+    the commit's, which two pull requests can share, so a commit is keyed by the pull request too.
+
+    A `committed` item is a git commit, not an event: no actor (its author is a name and an email,
+    not landed) and no `created_at`; its author date lands as `created_at` (the moment the work
+    was done, kept by a rebase) and its committer date as `committed_at`. Raises MalformedItem
     naming the field."""
     node_id = event.get("node_id") if isinstance(event, dict) else None
     item = _Item(
@@ -573,14 +581,31 @@ def event_row(org: str, repo: str, pr: dict[str, Any], event: dict, position: in
         pull_request_number=pr["number"],
     )
     node_id = item.required("node_id", str)
-    login, user_id, user_type = _user(item, "actor")
+    kind = item.required("event", str)
+    if kind == "committed":
+        author, committer = item.child("author"), item.child("committer")
+        if author is None:
+            item.fail("author", "a commit without its author date")
+        return {
+            **_child_identity(PULL_REQUEST_EVENTS, org, repo, pr, pr["id"], node_id),
+            **dict.fromkeys(("id", "actor_login", "actor_id", "actor_type", "requested_reviewer_login",
+                             "requested_reviewer_type", "requested_team_slug")),
+            "node_id": node_id,
+            "event": kind,
+            "timeline_position": position,
+            "created_at": author.time("date", required=True),
+            "commit_id": item.required("sha", str),
+            "committed_at": committer.time("date") if committer else None,
+        }
+    # A comment names its author as `user` (and as `actor` in the timeline).
+    login, user_id, user_type = _user(item, "user" if kind == "commented" and "actor" not in item.data else "actor")
     reviewer_login, _, reviewer_type = _user(item, "requested_reviewer")
     team = item.child("requested_team")
     return {
         **_child_identity(PULL_REQUEST_EVENTS, org, repo, pr, node_id),
         "id": item.optional("id", int),
         "node_id": node_id,
-        "event": item.required("event", str),
+        "event": kind,
         "timeline_position": position,
         "actor_login": login,
         "actor_id": user_id,
@@ -590,6 +615,7 @@ def event_row(org: str, repo: str, pr: dict[str, Any], event: dict, position: in
         "requested_reviewer_type": reviewer_type,
         "requested_team_slug": team.optional("slug", str) if team else None,
         "commit_id": item.optional("commit_id", str),
+        "committed_at": None,
     }
 
 

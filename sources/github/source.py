@@ -263,7 +263,7 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
     label = _label(ctx, repo)
     synced_before = saved.get("cursor") is not None or saved.get("listing") is not None
     if not synced_before:
-        saved["child_kinds"] = list(CHILD_KINDS)  # every pull request it lands gets every child list
+        saved["child_kinds"] = list(LANDED_LISTS)  # every pull request it lands gets every child list
     failure = saved.get("failure")
     # Due in every chunk of this run once taken ahead of its backoff; a failure of this run waits.
     due_now = repo_id in ctx.due_now or (first_sight and (ctx.full_refresh or ctx.retry_now))
@@ -376,17 +376,27 @@ def _under_base(ctx: SyncContext, url: str) -> str:
     return path + (f"?{parts.query}" if parts.query else "")
 
 
+# What a repository's pull requests are landed with: every child kind, and a marker for what an
+# events list holds since commits and conversation comments joined it. A repository whose state
+# lacks the marker has its events lists fetched again, once, as a kind it never fetched.
+TIMELINE_WITH_COMMITS = "events with commits and comments"
+LANDED_LISTS = (*CHILD_KINDS, TIMELINE_WITH_COMMITS)
+
+
 def _backfill_child_kinds(
     ctx: SyncContext, state: dict[str, Any], repo_id: int, repo: str, saved: dict[str, Any]
 ) -> None:
-    """Pull requests landed by a version that fetched fewer child lists (no events): list them all
-    once and put the missing lists on the retry list, which fetches them without the others.
+    """Pull requests landed by a version that fetched fewer child lists (no events), or events
+    lists without commits and comments: list them all once and put the missing lists on the retry
+    list, which fetches them without the others.
 
     Costs the repository's pull-request pages (down to `since`) once, then one list per pull
     request. Stopped by the rate limit while listing, it lists again on the next run (a pull
     request whose events were fetched in between is fetched once more).
     """
-    missing = [kind for kind in CHILD_KINDS if kind not in saved.get("child_kinds", ("reviews", "files"))]
+    landed = saved.get("child_kinds", ("reviews", "files"))
+    missing = [kind for kind in CHILD_KINDS
+               if kind not in landed or (kind == "events" and TIMELINE_WITH_COMMITS not in landed)]
     if not missing:
         return
     url: str | None = f"/repos/{ctx.org}/{repo}/pulls"
@@ -412,7 +422,7 @@ def _backfill_child_kinds(
         params = None
     logger.info("%s: %s of %d pull requests synced by an earlier version are due",
                 _label(ctx, repo), " and ".join(missing), due)
-    saved["child_kinds"] = list(CHILD_KINDS)
+    saved["child_kinds"] = list(LANDED_LISTS)
     if due:
         ctx.progress.more_to_do = True  # the retry list may have been read before they joined it
 
@@ -879,8 +889,8 @@ def _file_rows(ctx: SyncContext, pr: dict[str, Any], files: list[dict]) -> _Rows
 
 
 def _event_rows(ctx: SyncContext, pr: dict[str, Any], timeline: list[dict]) -> _Rows:
-    """The timeline's TIMELINE_EVENTS; its other kinds (comments, commits without an `id`,
-    labels...) are dropped here, never rejected. An item that is not even an object is rejected."""
+    """The timeline's TIMELINE_EVENTS; its other kinds (labels, reviews, mentions...) are dropped
+    here, never rejected. An item that is not even an object is rejected."""
     rows, rejected = [], []
     kept = [event for event in timeline if not isinstance(event, dict) or event.get("event") in TIMELINE_EVENTS]
     for position, event in enumerate(kept):

@@ -12,7 +12,9 @@
         failure                      reason, failures, retry_at: skipped until retry_at
         child_kinds                  the child lists its pull requests are landed with; absent
                                      (written before events existed): reviews and files, and the
-                                     next run puts the events of its pull requests on the retry list
+                                     next run puts the events of its pull requests on the retry
+                                     list; so it does when "events with commits and comments" is
+                                     missing (events landed before they held commits)
     state["retry"][repo_id][pr_id]   child lists still to fetch: number, updated_at, kinds,
                                      failures, reason, retry_at (None: as soon as possible),
                                      node_id (GraphQL mode fetches by it; absent in older state)
