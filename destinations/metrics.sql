@@ -41,7 +41,7 @@ WHERE r.submitted_at IS NOT NULL
 CREATE OR REPLACE VIEW {schema}.pull_request_metrics COPY GRANTS AS
 WITH prs AS (
     SELECT
-        org, repo, id, number, title, html_url, author_login, state, is_draft, is_merged,
+        org, repo, id, number, title, html_url, author_login, author_id, state, is_draft, is_merged,
         created_at, merged_at, closed_at
     FROM {schema}.pull_requests
     WHERE NOT COALESCE(author_type = 'Bot' OR author_login LIKE '%[bot]', FALSE)
@@ -49,7 +49,7 @@ WITH prs AS (
 
 events AS (
     SELECT pull_request_id, id, timeline_position, event, created_at, requested_reviewer_login,
-           requested_reviewer_type
+           requested_reviewer_type, actor_login, actor_id, actor_type
     FROM {schema}.pull_request_events
 ),
 
@@ -166,6 +166,38 @@ review_facts AS (
     GROUP BY r.pull_request_id
 ),
 
+-- The pull request's commits as it holds them now: a commit's created_at is its author date, which a
+-- rebase keeps. No commit rows: not known (landed before commits were), never zero.
+commit_facts AS (
+    SELECT pull_request_id, MIN(created_at) AS first_commit_at, COUNT(*) AS commits
+    FROM events
+    WHERE event = 'committed'
+    GROUP BY pull_request_id
+),
+
+-- Conversation comments by someone other than the author, not a bot (the same rules as reviews).
+counted_comments AS (
+    SELECT e.pull_request_id, e.created_at
+    FROM events AS e
+    JOIN prs AS p ON p.id = e.pull_request_id
+    WHERE e.event = 'commented'
+      AND NOT COALESCE(e.actor_type = 'Bot' OR e.actor_login LIKE '%[bot]', FALSE)
+      AND NOT COALESCE(e.actor_id = p.author_id, e.actor_login = p.author_login, FALSE)
+),
+
+-- The first response once ready: a counted review (an inline review comment comes in one) or a
+-- counted conversation comment.
+responses AS (
+    SELECT r.pull_request_id, MIN(x.responded_at) AS first_response_at
+    FROM ready AS r
+    JOIN (
+        SELECT pull_request_id, submitted_at AS responded_at FROM {schema}.counted_reviews
+        UNION ALL
+        SELECT pull_request_id, created_at FROM counted_comments
+    ) AS x ON x.pull_request_id = r.pull_request_id AND x.responded_at >= r.ready_at
+    GROUP BY r.pull_request_id
+),
+
 files AS (
     SELECT
         pull_request_id,
@@ -219,8 +251,12 @@ SELECT
     DATEDIFF('second', r.ready_at, v.first_review_at) AS time_to_first_review_seconds,
     DATEDIFF('second', q.first_review_requested_at, v.first_review_after_request_at) AS time_from_request_to_first_review_seconds,
     DATEDIFF('second', r.ready_at, v.first_approval_at) AS time_to_first_approval_seconds,
-    CASE WHEN v.first_review_at <= p.merged_at
-        THEN DATEDIFF('second', v.first_review_at, p.merged_at)
+    -- The phases (README "Metrics"): coding from the first commit to ready (0 when every commit
+    -- is dated after it), pickup from ready to the first response, review from it to the merge; a
+    -- response after the merge is none. Cycle time runs from the earlier of the first commit and
+    -- ready to the merge: coding + pickup + review when all three are known.
+    CASE WHEN rf.first_response_at <= p.merged_at
+        THEN DATEDIFF('second', rf.first_response_at, p.merged_at)
     END AS review_time_seconds,
     DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
     CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
@@ -239,10 +275,26 @@ SELECT
         WHEN s.additions + s.deletions < 1000 THEN 'L'
         WHEN s.additions + s.deletions >= 1000 THEN 'XL'
     END AS size_bucket,
-    s.size_is_lower_bound
+    s.size_is_lower_bound,
+    cf.first_commit_at,
+    rf.first_response_at,
+    cf.commits,
+    CASE
+        WHEN cf.first_commit_at < r.ready_at THEN DATEDIFF('second', cf.first_commit_at, r.ready_at)
+        WHEN cf.first_commit_at IS NOT NULL AND r.ready_at IS NOT NULL THEN 0
+    END AS coding_time_seconds,
+    CASE WHEN p.merged_at IS NULL OR rf.first_response_at <= p.merged_at
+        THEN DATEDIFF('second', r.ready_at, rf.first_response_at)
+    END AS pickup_time_seconds,
+    CASE
+        WHEN cf.first_commit_at < r.ready_at THEN DATEDIFF('second', cf.first_commit_at, p.merged_at)
+        WHEN cf.first_commit_at IS NOT NULL THEN DATEDIFF('second', r.ready_at, p.merged_at)
+    END AS cycle_time_seconds
 FROM prs AS p
 JOIN ready AS r ON r.pull_request_id = p.id
 JOIN review_facts AS v ON v.pull_request_id = p.id
+LEFT JOIN commit_facts AS cf ON cf.pull_request_id = p.id
+LEFT JOIN responses AS rf ON rf.pull_request_id = p.id
 LEFT JOIN requests AS q ON q.pull_request_id = p.id
 LEFT JOIN drafts AS d ON d.pull_request_id = p.id
 LEFT JOIN sizes AS s ON s.pull_request_id = p.id;
@@ -262,8 +314,13 @@ prs_utc AS (
         org,
         repo,
         is_merged,
+        merged_without_review,
         time_to_first_review_seconds,
         time_to_merge_seconds,
+        coding_time_seconds,
+        pickup_time_seconds,
+        review_time_seconds,
+        cycle_time_seconds,
         CONVERT_TIMEZONE('UTC', created_at)::TIMESTAMP_NTZ AS created_utc,
         CONVERT_TIMEZONE('UTC', merged_at)::TIMESTAMP_NTZ AS merged_utc,
         CONVERT_TIMEZONE('UTC', closed_at)::TIMESTAMP_NTZ AS closed_utc,
@@ -340,6 +397,12 @@ week_prs AS (
         CASE WHEN p.closed_week = w.week_start AND NOT p.is_merged THEN 1 ELSE 0 END AS closed_without_merge,
         CASE WHEN p.first_review_week = w.week_start THEN p.time_to_first_review_seconds END AS first_review_seconds,
         CASE WHEN p.merged_week = w.week_start THEN p.time_to_merge_seconds END AS merge_seconds,
+        CASE WHEN p.merged_week = w.week_start AND p.merged_without_review THEN 1 ELSE 0 END AS merged_without_review,
+        -- The phases of the pull requests merged in the week, one cohort for all four.
+        CASE WHEN p.merged_week = w.week_start THEN p.coding_time_seconds END AS coding_seconds,
+        CASE WHEN p.merged_week = w.week_start THEN p.pickup_time_seconds END AS pickup_seconds,
+        CASE WHEN p.merged_week = w.week_start THEN p.review_time_seconds END AS review_seconds,
+        CASE WHEN p.merged_week = w.week_start THEN p.cycle_time_seconds END AS cycle_seconds,
         CASE WHEN p.created_utc < w.week_end AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_end)
             THEN DATEDIFF('second', p.created_utc, w.week_end)
         END AS open_age_seconds
@@ -366,7 +429,26 @@ weekly AS (
         ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY merge_seconds))::BIGINT AS time_to_merge_p75_seconds,
         ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY merge_seconds))::BIGINT AS time_to_merge_p90_seconds,
         COUNT(open_age_seconds) AS open_prs_at_week_end,
-        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY open_age_seconds))::BIGINT AS open_pr_median_age_seconds
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY open_age_seconds))::BIGINT AS open_pr_median_age_seconds,
+        COUNT(first_review_seconds) AS time_to_first_review_samples,
+        COUNT(merge_seconds) AS time_to_merge_samples,
+        SUM(merged_without_review) AS prs_merged_without_review,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY coding_seconds))::BIGINT AS coding_time_p50_seconds,
+        ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY coding_seconds))::BIGINT AS coding_time_p75_seconds,
+        ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY coding_seconds))::BIGINT AS coding_time_p90_seconds,
+        COUNT(coding_seconds) AS coding_time_samples,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY pickup_seconds))::BIGINT AS pickup_time_p50_seconds,
+        ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY pickup_seconds))::BIGINT AS pickup_time_p75_seconds,
+        ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY pickup_seconds))::BIGINT AS pickup_time_p90_seconds,
+        COUNT(pickup_seconds) AS pickup_time_samples,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY review_seconds))::BIGINT AS review_time_p50_seconds,
+        ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY review_seconds))::BIGINT AS review_time_p75_seconds,
+        ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY review_seconds))::BIGINT AS review_time_p90_seconds,
+        COUNT(review_seconds) AS review_time_samples,
+        ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p50_seconds,
+        ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p75_seconds,
+        ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p90_seconds,
+        COUNT(cycle_seconds) AS cycle_time_samples
     FROM week_prs
     GROUP BY week_start, org, repo
 )
@@ -386,7 +468,26 @@ SELECT
     time_to_merge_p75_seconds,
     time_to_merge_p90_seconds,
     open_prs_at_week_end,
-    open_pr_median_age_seconds
+    open_pr_median_age_seconds,
+    time_to_first_review_samples,
+    time_to_merge_samples,
+    prs_merged_without_review,
+    coding_time_p50_seconds,
+    coding_time_p75_seconds,
+    coding_time_p90_seconds,
+    coding_time_samples,
+    pickup_time_p50_seconds,
+    pickup_time_p75_seconds,
+    pickup_time_p90_seconds,
+    pickup_time_samples,
+    review_time_p50_seconds,
+    review_time_p75_seconds,
+    review_time_p90_seconds,
+    review_time_samples,
+    cycle_time_p50_seconds,
+    cycle_time_p75_seconds,
+    cycle_time_p90_seconds,
+    cycle_time_samples
 FROM weekly;
 
 

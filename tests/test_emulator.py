@@ -188,8 +188,11 @@ def test_timeline_is_consistent_with_the_pull_request(dataset: Dataset) -> None:
             timeline = dataset.timeline("demo", repo, pr["number"])
             kinds |= {e["event"] for e in timeline}
             times = [_at(e) for e in timeline]
-            assert times == sorted(times) and all(pr["created_at"] <= t <= pr["updated_at"] for t in times)
-            assert all("id" not in e for e in timeline if e["event"] == "committed")
+            assert times == sorted(times) and all(t <= pr["updated_at"] for t in times)
+            # Only commits precede the pull request: its first was written before it was opened.
+            assert all(pr["created_at"] <= _at(e) for e in timeline if e["event"] != "committed")
+            commits = [e for e in timeline if e["event"] == "committed"]
+            assert all("id" not in e and e["author"]["date"] <= e["committer"]["date"] for e in commits)
             drafts = [e["event"] for e in timeline if e["event"] in ("ready_for_review", "convert_to_draft")]
             if drafts and "draft" in pr:
                 assert pr["draft"] == (drafts[-1] == "convert_to_draft")

@@ -19,9 +19,11 @@ from test_emulator import walk
 TOKEN = {"Authorization": "token t0ken"}
 KEPT_TYPES = {"review_requested": "ReviewRequestedEvent", "review_request_removed": "ReviewRequestRemovedEvent",
               "ready_for_review": "ReadyForReviewEvent", "convert_to_draft": "ConvertToDraftEvent",
-              "closed": "ClosedEvent", "reopened": "ReopenedEvent", "merged": "MergedEvent"}
+              "closed": "ClosedEvent", "reopened": "ReopenedEvent", "merged": "MergedEvent",
+              "committed": "PullRequestCommit", "commented": "IssueComment"}
+assert set(KEPT_TYPES) == TIMELINE_KEPT
 ITEM_TYPES = "[REVIEW_REQUESTED_EVENT, REVIEW_REQUEST_REMOVED_EVENT, READY_FOR_REVIEW_EVENT, " \
-             "CONVERT_TO_DRAFT_EVENT, CLOSED_EVENT, REOPENED_EVENT, MERGED_EVENT]"
+             "CONVERT_TO_DRAFT_EVENT, CLOSED_EVENT, REOPENED_EVENT, MERGED_EVENT, PULL_REQUEST_COMMIT, ISSUE_COMMENT]"
 CHANGE_TYPES = {"added": "ADDED", "removed": "DELETED", "modified": "MODIFIED", "renamed": "RENAMED"}
 
 ACTOR = "login __typename ... on User { databaseId } ... on Bot { databaseId }"
@@ -37,7 +39,9 @@ EVENT = f"""__typename
   ... on ConvertToDraftEvent {{ id actor {{ {ACTOR} }} createdAt }}
   ... on ClosedEvent {{ id actor {{ {ACTOR} }} createdAt }}
   ... on ReopenedEvent {{ id actor {{ {ACTOR} }} createdAt }}
-  ... on MergedEvent {{ id actor {{ {ACTOR} }} createdAt commit {{ oid }} }}"""
+  ... on MergedEvent {{ id actor {{ {ACTOR} }} createdAt commit {{ oid }} }}
+  ... on PullRequestCommit {{ id gitCommit: commit {{ id oid authoredDate committedDate }} }}
+  ... on IssueComment {{ id createdAt author {{ {ACTOR} }} }}"""
 PAGE = "totalCount pageInfo { hasNextPage endCursor }"
 CONNECTIONS = {
     "reviews": f"reviews(first: 100) {{ {PAGE} nodes {{ {REVIEW} }} }}",
@@ -137,9 +141,15 @@ def test_nodes_query_matches_the_rest_endpoints(gql: httpx.Client, emu: GitHubEm
         got = page_on(gql, emu, node["id"], "timelineItems", node["timelineItems"])
         assert node["timelineItems"]["totalCount"] == len(events) == len(got)
         for rest, g in zip(events, got):
-            assert (g["__typename"], g["id"], g["createdAt"]) == \
-                (KEPT_TYPES[rest["event"]], rest["node_id"], rest["created_at"])
-            same_actor(g["actor"], rest["actor"])
+            assert g["__typename"] == KEPT_TYPES[rest["event"]]
+            if rest["event"] == "committed":  # the item is not the commit: the commit has REST's node id
+                assert g["id"] != rest["node_id"]
+                assert g["gitCommit"] == {"id": rest["node_id"], "oid": rest["sha"],
+                                          "authoredDate": rest["author"]["date"],
+                                          "committedDate": rest["committer"]["date"]}
+                continue
+            assert (g["id"], g["createdAt"]) == (rest["node_id"], rest["created_at"])
+            same_actor(g.get("actor", g.get("author")), rest["actor"])
             if rest["event"] == "merged":
                 assert g["commit"]["oid"] == rest["commit_id"]
             if "requested_reviewer" in rest:
@@ -218,7 +228,7 @@ def test_paging_with_after_across_big_prs(gql: httpx.Client, emu: GitHubEmulator
         after = t["pageInfo"]["endCursor"]
     timeline = dataset.timeline("demo", "api", busy["number"])
     assert total == len(timeline) == len(items) > 7
-    assert [i["id"] for i in items] == [e["node_id"] for e in timeline]
+    assert [i["id"] for i in items] == [("PURC_" if e["event"] == "committed" else "") + e["node_id"] for e in timeline]
     backwards = query.replace("first: $n, after: $after", "last: $n").replace(", $after: String", "")
     back = post(gql, emu, backwards, id=busy["node_id"], n=2)
     assert back.json()["data"]["node"]["timelineItems"]["nodes"] == items[-2:]

@@ -54,17 +54,21 @@ PR_METRICS_COLUMNS = (
     "time_from_request_to_first_review_seconds", "time_to_first_approval_seconds", "review_time_seconds",
     "time_to_merge_seconds", "merged_without_approval", "merged_without_review", "reviews", "distinct_reviewers",
     "changes_requested_rounds", "times_reopened", "additions", "deletions", "changed_files",
-    "size_bucket", "size_is_lower_bound",
+    "size_bucket", "size_is_lower_bound", "first_commit_at", "first_response_at", "commits",
+    "coding_time_seconds", "pickup_time_seconds", "cycle_time_seconds",
 )
+PHASES = ("coding_time", "pickup_time", "review_time", "cycle_time")
 WEEKLY_COLUMNS = (
     "week_start", "org", "repo", "prs_opened", "prs_merged", "prs_closed_without_merge", "merge_rate",
     "time_to_first_review_p50_seconds", "time_to_first_review_p75_seconds", "time_to_first_review_p90_seconds",
     "time_to_merge_p50_seconds", "time_to_merge_p75_seconds", "time_to_merge_p90_seconds",
-    "open_prs_at_week_end", "open_pr_median_age_seconds",
+    "open_prs_at_week_end", "open_pr_median_age_seconds", "time_to_first_review_samples",
+    "time_to_merge_samples", "prs_merged_without_review",
+    *(f"{phase}_{stat}" for phase in PHASES for stat in ("p50_seconds", "p75_seconds", "p90_seconds", "samples")),
 )
 REVIEWER_LOAD_COLUMNS = ("week_start", "org", "repo", "reviewer_login", "reviews", "prs_reviewed")
 TIMESTAMPS = {"created_at", "ready_at", "first_review_requested_at", "first_review_at", "first_approval_at",
-              "merged_at", "closed_at"}
+              "merged_at", "closed_at", "first_commit_at", "first_response_at"}
 
 
 def at(text: str) -> datetime:
@@ -112,6 +116,20 @@ def event(pr: dict, id_: int, kind: str, when: str, reviewer: dict | None = None
     if team is not None:
         payload["requested_team"] = {"slug": team}
     # The ids count up in timeline order within each pull request: their last digits are positions.
+    return event_row(ORG, pr["repo"], pr, payload, id_ % 100)
+
+
+def commit(pr: dict, id_: int, authored: str, committed: str | None = None) -> dict:
+    """A commit as the timeline serves it; `committed` differs from `authored` after a rebase."""
+    sha = f"{id_:040x}"
+    payload = {"sha": sha, "node_id": f"C_{id_}", "event": "committed", "author": {"name": "A", "date": iso(authored)},
+               "committer": {"name": "A", "date": iso(committed or authored)}}
+    return event_row(ORG, pr["repo"], pr, payload, id_ % 100)
+
+
+def comment(pr: dict, id_: int, user: dict, when: str) -> dict:
+    payload = {"id": id_, "node_id": f"IC_{id_}", "event": "commented", "actor": user, "user": user,
+               "created_at": iso(when)}
     return event_row(ORG, pr["repo"], pr, payload, id_ % 100)
 
 
@@ -169,9 +187,15 @@ def land_history(root: Path) -> None:
             review(pr1, 5106, BOB, "APPROVED", "01-06 10:00"),
             review(pr1, 5107, CAROL, "APPROVED", "01-06 12:00"),
         ], [changed(pr1, "a.py", 5, 2), changed(pr1, "b.py", 20, 0)], [
+            commit(pr1, 9110, "01-02 15:00"),  # written the Friday before it was opened
+            comment(pr1, 9111, BOB, "01-05 09:15"),  # before ready: no response yet
             event(pr1, 9101, "review_requested", "01-05 09:45", BOB),
             event(pr1, 9102, "ready_for_review", "01-05 10:00"),
             event(pr1, 9103, "convert_to_draft", "01-05 12:00"),
+            comment(pr1, 9112, ADA, "01-05 10:05"),  # the author's own
+            comment(pr1, 9113, DEPENDABOT, "01-05 10:10"),  # a bot's
+            comment(pr1, 9114, CAROL, "01-05 10:20"),  # the first response
+            commit(pr1, 9115, "01-05 13:00", committed="01-06 08:00"),  # rebased the next morning
             event(pr1, 9104, "ready_for_review", "01-05 14:00"),
             event(pr1, 9105, "review_requested", "01-05 14:00", CAROL),
             event(pr1, 9106, "review_requested", "01-06 09:00", BOB),
@@ -181,13 +205,16 @@ def land_history(root: Path) -> None:
         ]),
         (pr2, [review(pr2, 5201, BOB, "COMMENTED", "01-06 10:00")],
          [changed(pr2, "x.py", 600, 500, truncated=True)], [
+            commit(pr2, 9205, "01-06 07:30"),
             event(pr2, 9204, "review_requested", "01-06 09:00", team="backend"),
+            comment(pr2, 9206, ADA, "01-06 09:30"),
             event(pr2, 9201, "closed", "01-07 08:00"),
             event(pr2, 9202, "reopened", "01-08 08:00"),
             event(pr2, 9203, "closed", "01-13 08:00"),
         ]),
         (pr3, [review(pr3, 5301, BOB, "COMMENTED", "01-14 09:00")], [],
-         [event(pr3, 9301, "review_requested", "01-13 10:00", REVIEW_BOT)]),
+         [commit(pr3, 9302, "01-13 08:00"), event(pr3, 9301, "review_requested", "01-13 10:00", REVIEW_BOT),
+          comment(pr3, 9303, BOB, "01-14 08:00")]),
         (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30"), review(web, 6102, CAROL, "APPROVED", "01-16 10:00")],
          [changed(web, "theme.css", 100, 0)], [
             event(web, 9401, "review_requested", "01-11 23:30", CAROL),
@@ -201,6 +228,7 @@ def land_history(root: Path) -> None:
             review(pr4, 5403, BOB, "APPROVED", "01-12 11:00"),
         ], [changed(pr4, "README.md", 5, 4)], [
             event(pr4, 9501, "convert_to_draft", "01-12 10:10"),
+            commit(pr4, 9505, "01-12 10:30"),  # amended after opening: dated after ready
             event(pr4, 9502, "ready_for_review", "01-12 10:40"),
             event(pr4, 9503, "merged", "01-12 12:00"),
             event(pr4, 9504, "closed", "01-12 12:00"),
@@ -218,41 +246,49 @@ EXPECTED_PRS = [
     # api#1: ready at the first ready_for_review (10:00). Draft 09:00-10:00 and 12:00-14:00 = 10,800 s.
     # First review by someone else at or after 10:00: bob's CHANGES_REQUESTED 11:30 (5,400 s); his
     # 09:30 comment came before ready (it counts in `reviews`, not as the first review); first request
-    # 09:45 -> 11:30 = 6,300 s; first approval 01-06 10:00 (86,400 s); review time 11:30 -> 01-07 09:00
-    # = 163,800 s; ready -> merge 47 h = 169,200 s. Reviews: bob x3 and carol's approval (not the bot's,
-    # the author's or the pending one). 27 lines: S.
+    # 09:45 -> 11:30 = 6,300 s; first approval 01-06 10:00 (86,400 s); ready -> merge 47 h = 169,200 s.
+    # Reviews: bob x3 and carol's approval (not the bot's, the author's or the pending one). 27 lines: S.
+    # Phases: first commit 01-02 15:00 (its author date; the second commit's committer date moved in a
+    # rebase, its author date did not); the first response carol's comment at 10:20 (bob's 09:15 came
+    # before ready, the author's and the bot's do not count): coding 01-02 15:00 -> 01-05 10:00 =
+    # 2 d 19 h = 241,200 s, pickup 10:00 -> 10:20 = 1,200 s, review 10:20 -> 01-07 09:00 = 168,000 s,
+    # cycle 01-02 15:00 -> 01-07 09:00 = 4 d 18 h = 410,400 s = 241,200 + 1,200 + 168,000.
     ("acme", "api", 1001, 1, "Add retries", "https://github.com/acme/api/pull/1", "ada", "closed", False, True,
      at("01-05 09:00"), at("01-05 10:00"), at("01-05 09:45"), at("01-05 11:30"), at("01-06 10:00"),
-     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 163800, 169200, False, False, 4, 2, 1, 0,
-     25, 2, 2, "S", False),
+     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 168000, 169200, False, False, 4, 2, 1, 0,
+     25, 2, 2, "S", False, at("01-02 15:00"), at("01-05 10:20"), 2, 241200, 1200, 410400),
     # api#2: never a draft; first review 2 h after opening, 1 h after the team's request; closed
     # unmerged, so no merge times and merged_without_approval is NULL; reopened once; 1,100 lines of a
-    # truncated list.
+    # truncated list. First commit 07:30 (coding 1,800 s); first response ada's comment 09:30, before
+    # bob's review (pickup 5,400 s); no review or cycle time without a merge.
     ("acme", "api", 1002, 2, "Cache", "https://github.com/acme/api/pull/2", "carol", "closed", False, False,
      at("01-06 08:00"), at("01-06 08:00"), at("01-06 09:00"), at("01-06 10:00"), None,
      None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, None, 1, 1, 0, 1,
-     600, 500, 1, "XL", True),
+     600, 500, 1, "XL", True, at("01-06 07:30"), at("01-06 09:30"), 1, 1800, 5400, None),
     # api#3: still a draft: never ready, so no first review although bob commented; the only request
-    # was for a bot. The last file list was empty: known sizes of 0, XS.
+    # was for a bot. The last file list was empty: known sizes of 0, XS. Never ready: a commit, but
+    # no coding time and no response (bob's comment came while it was a draft).
     ("acme", "api", 1003, 3, "WIP", "https://github.com/acme/api/pull/3", "ada", "open", True, False,
      at("01-13 09:00"), None, None, None, None,
      None, None, DRAFT_NOW, None, None, None, None, None, None, None, 1, 1, 0, 0,
-     0, 0, 0, "XS", False),
+     0, 0, 0, "XS", False, at("01-13 08:00"), None, 1, None, None, None),
     # api#4: opened ready (its first draft change is convert_to_draft), draft 10:10-10:40 = 1,800 s;
     # the author's approval and lint[bot]'s comment do not count; the first review is carol's, now
     # DISMISSED, at 10:50 (3,000 s; review time 10:50 -> 12:00 = 4,200 s; not a changes-requested round);
     # the first approval bob's at 11:00 (3,600 s); merged 12:00 (7,200 s after ready). 9 lines: XS.
+    # Its only commit is dated 10:30, after ready: coding 0, cycle from ready = 0 + 3,000 + 4,200.
     ("acme", "api", 1004, 4, "Fix typo", "https://github.com/acme/api/pull/4", "ada", "closed", False, True,
      at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 10:50"), at("01-12 11:00"),
      at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, False, 2, 2, 0, 0,
-     5, 4, 1, "XS", False),
+     5, 4, 1, "XS", False, at("01-12 10:30"), at("01-12 10:50"), 1, 0, 3000, 7200),
     # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
     # only approval came the day after the merge (01-16 10:00, 4 d 10 h 30 min after ready = 383,400 s):
-    # merged without approval. 100 lines: M.
+    # merged without approval. 100 lines: M. Its events were landed before commits were: commits,
+    # first commit, coding and cycle time unknown (NULL); its first response is carol's review.
     ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
      at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
      at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, False, 2, 1, 0, 0,
-     100, 0, 1, "M", False),
+     100, 0, 1, "M", False, None, at("01-12 23:30"), None, None, 86400, None),
 ]
 
 # (week_start, repo) -> the rest of the row in WEEKLY_COLUMNS order (from prs_opened on).
@@ -264,13 +300,22 @@ EXPECTED_PRS = [
 #   [7200, 345601]: p50 176400.5 -> 176401, p75 261000.75 -> 261001, p90 311760.9 -> 311761
 # Open at the end of W1 (01-12 00:00): api#2 (closed only on 01-13; 5 d 16 h = 489,600 s) and web#1
 # (30 min = 1,800 s): organisation median 245,700. End of W2 (01-19 00:00): api#3 (5 d 15 h = 486,000).
+# Then the sample sizes of the two, the merged without review (none), and the phases of the pull
+# requests merged in the week: W1 api#1; W2 api#4 (coding 0, pickup 3,000, review 4,200, cycle
+# 7,200) and web#1 (pickup 86,400, review 259,201; no commits known):
+#   review [4200, 259201]: p50 131700.5 -> 131701, p75 195450.75 -> 195451, p90 233700.9 -> 233701
+NO_PHASES = (None, None, None, 0) * 4
+API_1 = (241200,) * 3 + (1,) + (1200,) * 3 + (1,) + (168000,) * 3 + (1,) + (410400,) * 3 + (1,)
+API_4 = (0, 0, 0, 1, 3000, 3000, 3000, 1, 4200, 4200, 4200, 1, 7200, 7200, 7200, 1)
 EXPECTED_WEEKS = {
-    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600),
-    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800),
-    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700),
-    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000),
-    (W2, "web"): (0, 1, 0, 1.0, 86400, 86400, 86400, 345601, 345601, 345601, 0, None),
-    (W2, None): (2, 2, 1, 2 / 3, 44700, 65550, 78060, 176401, 261001, 311761, 1, 486000),
+    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600, 2, 1, 0, *API_1),
+    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800, 0, 0, 0, *NO_PHASES),
+    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700, 2, 1, 0, *API_1),
+    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000, 1, 1, 0, *API_4),
+    (W2, "web"): (0, 1, 0, 1.0, 86400, 86400, 86400, 345601, 345601, 345601, 0, None, 1, 1, 0,
+                  None, None, None, 0, 86400, 86400, 86400, 1, 259201, 259201, 259201, 1, None, None, None, 0),
+    (W2, None): (2, 2, 1, 2 / 3, 44700, 65550, 78060, 176401, 261001, 311761, 1, 486000, 2, 2, 0,
+                 0, 0, 0, 1, 44700, 65550, 78060, 2, 131701, 195451, 233701, 2, 7200, 7200, 7200, 1),
 }
 
 EXPECTED_REVIEWER_LOAD = [
@@ -334,7 +379,8 @@ def check_views(warehouse: Any, before: datetime) -> None:
         # From W3 on nothing happens; api#3 stays open (in the api and organisation rows), its age
         # taken at the week's end, or now for the current week.
         assert values[:10] == [0, 0, 0] + [None] * 7, (week_start, repo)
-        open_prs, median_age = values[10:]
+        assert tuple(values[12:]) == (0, 0, 0, *NO_PHASES), (week_start, repo)
+        open_prs, median_age = values[10:12]
         if repo == "web":
             assert (open_prs, median_age) == (0, None)
             continue
@@ -344,7 +390,7 @@ def check_views(warehouse: Any, before: datetime) -> None:
             assert median_age == (week_end - at("01-13 09:00")).total_seconds(), week_start
         else:  # the current week
             assert (before - at("01-13 09:00")).total_seconds() <= median_age <= (after - at("01-13 09:00")).total_seconds()
-    assert weekly[6][:3] == (W3, ORG, "api") and weekly[6][-2:] == (1, 486000 + 7 * 86400)
+    assert weekly[6][:3] == (W3, ORG, "api") and weekly[6][13:15] == (1, 486000 + 7 * 86400)
 
     load = select(warehouse, "reviewer_load", REVIEWER_LOAD_COLUMNS, "week_start, repo, reviewer_login")
     assert load == EXPECTED_REVIEWER_LOAD
@@ -525,7 +571,8 @@ def test_views_select_listed_columns_and_exact_percentiles(printed_views: list[e
         text = tree.sql("snowflake").upper()
         assert "APPROX_PERCENTILE" not in text and "MEDIAN(" not in text and "PERCENTILE_DISC" not in text
     weekly = printed_views[sql.METRIC_VIEWS.index("weekly_pull_request_metrics")]
-    assert len(list(weekly.find_all(exp.PercentileCont))) == 7
+    # p50/p75/p90 of time to first review, to merge and of the four phases, and the median open age
+    assert len(list(weekly.find_all(exp.PercentileCont))) == 3 * 6 + 1
 
 
 # --- Same-second draft changes (issue 20.6) ----------------------------------------------------------
