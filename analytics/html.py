@@ -14,10 +14,13 @@ from datetime import datetime, timedelta, timezone
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from analytics.periods import DAY, HOUR, Metric, OrgReport
+from analytics.periods import DAY, HOUR, Metric, OpenPullRequest, OrgReport
 
 _CONFIG = {"displaylogo": False, "responsive": True}
-_COLOURS = {"opened": "#4c78a8", "merged": "#54a24b", "closed": "#e45756", "p50": "#4c78a8", "p75": "#f58518", "p90": "#e45756"}
+_COLOURS = {"opened": "#4c78a8", "merged": "#54a24b", "closed": "#e45756", "p50": "#4c78a8", "p75": "#f58518", "p90": "#e45756",
+            "coding": "#72b7b2", "pickup": "#f58518", "review": "#4c78a8", "cycle": "#222222"}
+# A week's percentile of fewer values than this is not drawn: a p90 of two pull requests says little.
+MIN_SAMPLES = 3
 
 
 def duration(seconds: float | None) -> str:
@@ -100,22 +103,73 @@ def throughput_figure(report: OrgReport) -> go.Figure | None:
     return figure
 
 
+def _unit(values: list[float]) -> tuple[float, str]:
+    """Hours, or days when the largest value exceeds three days."""
+    return (DAY, "days") if values and max(values) > 3 * DAY else (HOUR, "hours")
+
+
 def percentiles_figure(report: OrgReport, measure: str) -> go.Figure | None:
     """p50/p75/p90 of `measure` ('time_to_first_review' or 'time_to_merge') per week, in hours,
-    or in days when the slowest week's p90 exceeds three days."""
+    or in days when the slowest week's p90 exceeds three days. A week of fewer than MIN_SAMPLES
+    values is a gap; the pointer shows each point's sample size."""
     x = _weeks_x(report)
-    series = {p: [getattr(w, f"{measure}_{p}_seconds") for w in report.weeks] for p in ("p50", "p75", "p90")}
+    samples = [getattr(w, f"{measure}_samples") for w in report.weeks]
+    series = {p: [getattr(w, f"{measure}_{p}_seconds") if n >= MIN_SAMPLES else None
+                  for w, n in zip(report.weeks, samples)] for p in ("p50", "p75", "p90")}
     known = [v for values in series.values() for v in values if v is not None]
     if not known:
         return None
-    unit, unit_name = (DAY, "days") if max(known) > 3 * DAY else (HOUR, "hours")
+    unit, unit_name = _unit(known)
     figure = go.Figure()
     for p, values in series.items():
         figure.add_scatter(
             x=x, y=[None if v is None else round(v / unit, 2) for v in values], name=p,
-            mode="lines+markers", line_color=_COLOURS[p], connectgaps=False,
+            mode="lines+markers", line_color=_COLOURS[p], connectgaps=False, customdata=samples,
+            hovertemplate=f"%{{x}}: {p} %{{y}} {unit_name} of %{{customdata}} PRs<extra></extra>",
         )
     figure.update_layout(xaxis_title="week starting", yaxis_title=unit_name)
+    return figure
+
+
+def breakdown_figure(report: OrgReport) -> go.Figure | None:
+    """The median coding, pickup and review time of the pull requests merged each week, stacked,
+    and their median cycle time. Medians do not add up: the stack is each phase's typical length,
+    the line the typical whole. A phase of fewer than MIN_SAMPLES values is left out."""
+    x = _weeks_x(report)
+    phases = {
+        phase: [getattr(w, f"{phase}_time_p50_seconds") if getattr(w, f"{phase}_time_samples") >= MIN_SAMPLES
+                else None for w in report.weeks]
+        for phase in ("coding", "pickup", "review", "cycle")
+    }
+    known = [v for values in phases.values() for v in values if v is not None]
+    if not known:
+        return None
+    unit, unit_name = _unit(known)
+    figure = go.Figure()
+    for phase in ("coding", "pickup", "review"):
+        samples = [getattr(w, f"{phase}_time_samples") for w in report.weeks]
+        figure.add_bar(x=x, y=[None if v is None else round(v / unit, 2) for v in phases[phase]],
+                       name=f"{phase} (median)", marker_color=_COLOURS[phase], customdata=samples,
+                       hovertemplate=f"%{{x}}: {phase} %{{y}} {unit_name}, median of %{{customdata}} PRs<extra></extra>")
+    figure.add_scatter(x=x, y=[None if v is None else round(v / unit, 2) for v in phases["cycle"]],
+                       name="cycle time (median)", mode="lines+markers", line_color=_COLOURS["cycle"],
+                       customdata=[w.cycle_time_samples for w in report.weeks], connectgaps=False,
+                       hovertemplate=f"%{{x}}: cycle %{{y}} {unit_name}, median of %{{customdata}} PRs<extra></extra>")
+    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title=unit_name)
+    return figure
+
+
+def mark_unfinished_week(figure: go.Figure | None, report: OrgReport, now: datetime) -> go.Figure | None:
+    """Shade the period's last week when it has not ended yet: its numbers are not a whole week's."""
+    if figure is None or not report.weeks:
+        return figure
+    last = report.weeks[-1].week_start
+    if datetime.combine(last + timedelta(days=7), datetime.min.time(), timezone.utc) <= now:
+        return figure
+    half = timedelta(days=3, hours=12)  # the week's bar is centred on its Monday
+    figure.add_vrect(x0=(last - half).isoformat(), x1=(last + half).isoformat(), fillcolor="#999999",
+                     opacity=0.15, line_width=0, annotation_text="week in progress",
+                     annotation_position="top left")
     return figure
 
 
@@ -184,11 +238,11 @@ def _headline_html(report: OrgReport) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def _slowest_html(report: OrgReport) -> str:
-    if not report.slowest_open:
-        return '<p class="note">No open pull requests.</p>'
+def _slowest_html(items: tuple[OpenPullRequest, ...], kind: str) -> str:
+    if not items:
+        return f'<p class="note">No open {kind}.</p>'
     rows = []
-    for item in report.slowest_open:
+    for item in items:
         pr = item.pull_request
         review = "reviewed" if pr.first_review_at else "no review yet"
         draft = " (draft)" if pr.is_draft else ""
@@ -201,7 +255,7 @@ def _slowest_html(report: OrgReport) -> str:
             "</tr>"
         )
     return (
-        '<table class="slowest"><thead><tr><th>repository</th><th>pull request</th><th>author</th>'
+        f'<table class="slowest" data-table="{_slug(kind)}"><thead><tr><th>repository</th><th>pull request</th><th>author</th>'
         f"<th>open for</th><th>review</th><th>size</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -218,12 +272,18 @@ def org_section(report: OrgReport, now: datetime) -> str:
     as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
     last_day = current.end - timedelta(days=1)
     period = f"{current.start.isoformat()} to {last_day.isoformat()} ({current.weeks} weeks, UTC)"
+    few = f"No week of the period has {MIN_SAMPLES} or more"
     charts = [
-        _chart(org, "throughput", "Weekly throughput", throughput_figure(report), "No pull requests in the period."),
+        _chart(org, "throughput", "Weekly throughput", mark_unfinished_week(throughput_figure(report), report, now),
+               "No pull requests in the period."),
+        _chart(org, "cycle-time-breakdown", "Cycle time breakdown per week: coding, pickup, review (medians)",
+               mark_unfinished_week(breakdown_figure(report), report, now),
+               f"{few} merged pull requests with a known phase."),
         _chart(org, "time-to-first-review", "Time to first review per week: p50, p75, p90",
-               percentiles_figure(report, "time_to_first_review"), "No reviews in the period."),
+               mark_unfinished_week(percentiles_figure(report, "time_to_first_review"), report, now),
+               f"{few} first reviews."),
         _chart(org, "time-to-merge", "Time to merge per week: p50, p75, p90",
-               percentiles_figure(report, "time_to_merge"), "No merges in the period."),
+               mark_unfinished_week(percentiles_figure(report, "time_to_merge"), report, now), f"{few} merges."),
         _chart(org, "review-distribution", "Distribution of time to first review",
                review_distribution_figure(report), "No reviews in the period."),
         _chart(org, "size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period."),
@@ -240,7 +300,9 @@ def org_section(report: OrgReport, now: datetime) -> str:
         f'<p class="period">{html.escape(period)}</p>{stale}'
         f"{_headline_html(report)}"
         f'<div class="charts">{"".join(charts)}</div>'
-        f'<h3>Slowest open pull requests (age at {as_of})</h3>{_slowest_html(report)}</section>'
+        f'<h3>Slowest open pull requests ready for review (age at {as_of})</h3>'
+        f'{_slowest_html(report.slowest_open, "pull requests ready for review")}'
+        f'<h3>Oldest drafts (waiting for their authors)</h3>{_slowest_html(report.oldest_drafts, "drafts")}</section>'
     )
 
 

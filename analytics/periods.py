@@ -222,12 +222,13 @@ class OpenPullRequest:
     age_seconds: float
 
 
-def slowest_open(prs: list[PullRequest], as_of: datetime, top: int = 15) -> list[OpenPullRequest]:
-    """The open pull requests that have waited longest (by age at `as_of`), oldest first."""
+def slowest_open(prs: list[PullRequest], as_of: datetime, top: int = 15, *, drafts: bool = False) -> list[OpenPullRequest]:
+    """The open pull requests that have waited longest (by age at `as_of`), oldest first: those
+    ready for review, or (`drafts`) the drafts, which wait for their author, not for a reviewer."""
     waiting = [
         OpenPullRequest(pr, (as_of - pr.created_at).total_seconds())
         for pr in prs
-        if pr.state == "open" and pr.created_at <= as_of
+        if pr.state == "open" and pr.created_at <= as_of and pr.is_draft == drafts
     ]
     return sorted(waiting, key=lambda item: (-item.age_seconds, item.pull_request.repo, item.pull_request.number))[:top]
 
@@ -246,6 +247,7 @@ class OrgReport:
     merge_times_by_size: tuple[tuple[str, tuple[float, ...]], ...] = ()
     reviewers: tuple[ReviewerTotal, ...] = ()
     slowest_open: tuple[OpenPullRequest, ...] = ()
+    oldest_drafts: tuple[OpenPullRequest, ...] = ()
     as_of: datetime | None = None
     empty: str | None = None
 
@@ -272,5 +274,6 @@ def org_report(
         merge_times_by_size=tuple((size, tuple(times)) for size, times in merge_times_by_size(prs, current).items()),
         reviewers=tuple(reviewer_totals(reviewer_rows, current)),
         slowest_open=tuple(slowest_open(prs, as_of)),
+        oldest_drafts=tuple(slowest_open(prs, as_of, top=5, drafts=True)),
         as_of=as_of,
     )

@@ -60,6 +60,18 @@ class Week:
     time_to_merge_p90_seconds: float | None
     open_prs_at_week_end: int | None
     open_pr_median_age_seconds: float | None
+    time_to_first_review_samples: int = 0
+    time_to_merge_samples: int = 0
+    prs_merged_without_review: int = 0
+    # The medians of the phases of the pull requests merged in the week, and how many each is of.
+    coding_time_p50_seconds: float | None = None
+    coding_time_samples: int = 0
+    pickup_time_p50_seconds: float | None = None
+    pickup_time_samples: int = 0
+    review_time_p50_seconds: float | None = None
+    review_time_samples: int = 0
+    cycle_time_p50_seconds: float | None = None
+    cycle_time_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ _WEEK_COLUMNS = [
     "time_to_first_review_p50_seconds", "time_to_first_review_p75_seconds",
     "time_to_first_review_p90_seconds", "time_to_merge_p50_seconds", "time_to_merge_p75_seconds",
     "time_to_merge_p90_seconds", "open_prs_at_week_end", "open_pr_median_age_seconds",
+    "time_to_first_review_samples", "time_to_merge_samples", "prs_merged_without_review",
+    "coding_time_p50_seconds", "coding_time_samples", "pickup_time_p50_seconds", "pickup_time_samples",
+    "review_time_p50_seconds", "review_time_samples", "cycle_time_p50_seconds", "cycle_time_samples",
 ]
 _REVIEWER_COLUMNS = ["week_start", "repo", "reviewer_login", "reviews", "prs_reviewed"]
 
@@ -140,6 +155,17 @@ def weeks(warehouse: Warehouse, org: str) -> list[Week]:
             time_to_merge_p90_seconds=_number(r[10]),
             open_prs_at_week_end=None if r[11] is None else int(r[11]),
             open_pr_median_age_seconds=_number(r[12]),
+            time_to_first_review_samples=int(r[13] or 0),
+            time_to_merge_samples=int(r[14] or 0),
+            prs_merged_without_review=int(r[15] or 0),
+            coding_time_p50_seconds=_number(r[16]),
+            coding_time_samples=int(r[17] or 0),
+            pickup_time_p50_seconds=_number(r[18]),
+            pickup_time_samples=int(r[19] or 0),
+            review_time_p50_seconds=_number(r[20]),
+            review_time_samples=int(r[21] or 0),
+            cycle_time_p50_seconds=_number(r[22]),
+            cycle_time_samples=int(r[23] or 0),
         )
         for r in rows
     ]

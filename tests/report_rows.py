@@ -31,7 +31,12 @@ def pull_request(
 
 
 def week(start: date, opened: int = 0, merged: int = 0, closed: int = 0, open_at_end: int | None = None,
-         review_p50: float | None = None, merge_p50: float | None = None) -> Week:
+         review_p50: float | None = None, merge_p50: float | None = None, samples: int = 5) -> Week:
+    """A week whose percentiles are of `samples` pull requests each (the page hides fewer than
+    MIN_SAMPLES); with a merge p50, phases of the merged: coding a day, pickup the review p50,
+    review the rest of the merge p50."""
+    merged_phases = merge_p50 is not None
+    pickup = review_p50 if merged_phases else None
     return Week(
         week_start=start, prs_opened=opened, prs_merged=merged, prs_closed_without_merge=closed,
         merge_rate=merged / (merged + closed) if merged + closed else None,
@@ -42,6 +47,14 @@ def week(start: date, opened: int = 0, merged: int = 0, closed: int = 0, open_at
         time_to_merge_p75_seconds=None if merge_p50 is None else merge_p50 * 2,
         time_to_merge_p90_seconds=None if merge_p50 is None else merge_p50 * 3,
         open_prs_at_week_end=open_at_end, open_pr_median_age_seconds=None,
+        time_to_first_review_samples=samples if review_p50 is not None else 0,
+        time_to_merge_samples=samples if merge_p50 is not None else 0,
+        coding_time_p50_seconds=86400.0 if merged_phases else None, coding_time_samples=samples if merged_phases else 0,
+        pickup_time_p50_seconds=pickup, pickup_time_samples=samples if pickup is not None else 0,
+        review_time_p50_seconds=max(0.0, merge_p50 - (pickup or 0)) if merge_p50 is not None else None,
+        review_time_samples=samples if merged_phases else 0,
+        cycle_time_p50_seconds=86400.0 + merge_p50 if merge_p50 is not None else None,
+        cycle_time_samples=samples if merged_phases else 0,
     )
 
 

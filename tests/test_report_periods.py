@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from plotly.offline import get_plotlyjs
 
-from analytics.html import metric_change, metric_value, render
+from analytics.html import MIN_SAMPLES, metric_change, metric_value, percentiles_figure, render
 from analytics.periods import (
     Metric, Period, headline, latest_active_week, merge_times_by_size, org_report, periods,
     review_time_distribution, reviewer_totals, slowest_open,
@@ -160,10 +160,11 @@ def test_page_has_every_chart_and_the_headline_of_a_busy_org():
     assert report.current is not None and report.current.weeks == 8
     assert report.current.last_week == weeks[-1].week_start
     page = render([report], NOW, "duckdb:test")
-    for chart in ("throughput", "time-to-first-review", "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load"):
+    for chart in ("throughput", "cycle-time-breakdown", "time-to-first-review", "time-to-merge",
+                  "review-distribution", "size-vs-merge", "reviewer-load"):
         assert f'<figure class="chart" data-chart="{chart}">' in page
     assert page.count("data-metric=") == 6
-    assert page.count("Plotly.newPlot") == 6
+    assert page.count("Plotly.newPlot") == 7
     own = page.replace(get_plotlyjs(), "")  # plotly.js, inlined once, and our own markup
     assert len(own) < len(page) and page.count(get_plotlyjs()) == 1
     assert "<script src" not in own and "<link" not in own and "@import" not in own
@@ -178,3 +179,20 @@ def test_a_period_that_ended_long_before_the_report_says_so():
     assert "gone quiet" not in render([org_report("acme", prs, weeks, reviewers, 8, soon)], soon)
     page = render([org_report("acme", prs, weeks, reviewers, 8, later)], later)
     assert f"is in the week ending {last_day.isoformat()}, 40 days before this report" in page
+
+
+def test_percentiles_of_few_pull_requests_are_gaps_and_an_unfinished_week_is_marked():
+    """A week's percentile of fewer than MIN_SAMPLES pull requests is not drawn (its sample size
+    is still shown on the others); a period whose last week has not ended shades it."""
+    first = date(2025, 12, 1)  # Mondays to 2025-12-29, the week NOW (2026-01-01) falls in
+    weeks = [week(first + timedelta(weeks=i), opened=3, merged=3, review_p50=(i + 1) * HOUR, merge_p50=10 * HOUR,
+                  samples=MIN_SAMPLES if i != 2 else MIN_SAMPLES - 1) for i in range(5)]
+    report = org_report("acme", [], weeks, [], 5, NOW)
+    figure = percentiles_figure(report, "time_to_first_review")
+    assert figure is not None
+    p50 = next(trace for trace in figure.data if trace.name == "p50")
+    assert list(p50.y) == [1.0, 2.0, None, 4.0, 5.0] and list(p50.customdata) == [3, 3, 2, 3, 3]
+    page = render([report], NOW, "test")
+    assert page.count("week in progress") == 4  # throughput, breakdown, first review, merge
+    finished = render([org_report("acme", [], weeks[:4], [], 4, NOW)], NOW, "test")
+    assert "week in progress" not in finished

@@ -15,6 +15,7 @@ import pytest
 
 from analytics.build import write_report
 from analytics.cli import main as report_main
+from analytics.html import MIN_SAMPLES
 from analytics.queries import ReportError
 from browser import inspect_page
 from emulator import Dataset, GitHubEmulator
@@ -66,8 +67,8 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
         weekly = view_rows(
             con,
             "SELECT week_start, prs_opened, prs_merged, prs_closed_without_merge, time_to_first_review_p50_seconds, "
-            "time_to_first_review_p90_seconds, time_to_merge_p50_seconds, time_to_merge_p75_seconds, open_prs_at_week_end "
-            "FROM github.weekly_pull_request_metrics WHERE org = ? AND repo IS NULL ORDER BY week_start", ORG,
+            "time_to_first_review_p90_seconds, time_to_merge_p50_seconds, time_to_merge_p75_seconds, open_prs_at_week_end, "
+            "time_to_first_review_samples, time_to_merge_samples FROM github.weekly_pull_request_metrics WHERE org = ? AND repo IS NULL ORDER BY week_start", ORG,
         )
         # The period ends with the last week in which anything happened.
         active = [w for w in weekly if w[1] or w[2] or w[3]]
@@ -80,12 +81,17 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
         assert [t["name"] for t in throughput] == ["opened", "merged", "closed without merge"]
         assert throughput[0]["x"] == [w[0].isoformat() for w in in_period]
         assert [t["y"] for t in throughput] == [[w[1] for w in in_period], [w[2] for w in in_period], [w[3] for w in in_period]]
+        # A week's percentiles of fewer than MIN_SAMPLES pull requests are not drawn.
+        merges = [w[6] if w[10] >= MIN_SAMPLES else None for w in in_period]
+        assert any(merges) and None in merges, "the demo has weeks of both kinds"
         merge_chart = {t["name"]: t for t in plotted(page, "acme-time-to-merge")}
-        unit = 86400 if max(w[7] or 0 for w in in_period) > 3 * 86400 else 3600
-        assert merge_chart["p50"]["y"] == [None if w[6] is None else round(w[6] / unit, 2) for w in in_period]
+        unit = 86400 if max(w[7] or 0 for w in in_period if w[10] >= MIN_SAMPLES) > 3 * 86400 else 3600
+        assert merge_chart["p50"]["y"] == [None if v is None else round(v / unit, 2) for v in merges]
+        assert merge_chart["p50"]["customdata"] == [w[10] for w in in_period]
         review_chart = {t["name"]: t for t in plotted(page, "acme-time-to-first-review")}
-        unit = 86400 if max(w[5] or 0 for w in in_period) > 3 * 86400 else 3600
-        assert review_chart["p90"]["y"] == [None if w[5] is None else round(w[5] / unit, 2) for w in in_period]
+        shown_p90 = [w[5] if w[9] >= MIN_SAMPLES else None for w in in_period]
+        unit = 86400 if max(v or 0 for v in shown_p90) > 3 * 86400 else 3600
+        assert review_chart["p90"]["y"] == [None if v is None else round(v / unit, 2) for v in shown_p90]
 
         # Headline: the same events counted straight from the views, for both periods.
         shown = cards(page)
@@ -119,28 +125,38 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
         assert dict(zip(bars["y"], bars["x"])) == {login: n for login, n in load.items() if login in bars["y"]}
         assert len(bars["y"]) == min(20, len(load)) and max(bars["x"]) == max(load.values())
 
-        # The slowest open pull requests: the view's oldest open ones, with their links.
+        # The slowest open pull requests ready for review, then the oldest drafts apart: the view's
+        # oldest open ones of each, with their links.
         oldest = view_rows(
             con, "SELECT html_url FROM github.pull_request_metrics WHERE org = ? AND state = 'open' "
-            "ORDER BY created_at, repo, number LIMIT 15", ORG,
+            "AND NOT is_draft ORDER BY created_at, repo, number LIMIT 15", ORG,
         )
-        links = re.findall(r'<td><a href="([^"]+)">', page)
-        assert links == [url for (url,) in oldest]
+        drafts = view_rows(
+            con, "SELECT html_url FROM github.pull_request_metrics WHERE org = ? AND state = 'open' "
+            "AND is_draft ORDER BY created_at, repo, number LIMIT 5", ORG,
+        )
+        assert drafts, "the demo has open drafts"
+        ready_table, drafts_table = (page.split(f'data-table="{kind}"')[1].split("</table>")[0]
+                                     for kind in ("pull-requests-ready-for-review", "drafts"))
+        assert re.findall(r'<td><a href="([^"]+)">', ready_table) == [url for (url,) in oldest]
+        assert re.findall(r'<td><a href="([^"]+)">', drafts_table) == [url for (url,) in drafts]
     finally:
         con.close()
 
 
 def test_report_of_the_pipeline_renders_in_chromium(filled: Settings, tmp_path: Path):
     out = tmp_path / "report.html"
-    write_report(filled.warehouse_config, out, [ORG], WEEKS, now=NOW)
+    (report,) = write_report(filled.warehouse_config, out, [ORG], WEEKS, now=NOW).reports
 
     state = inspect_page(out, tmp_path / "report.png")
 
     assert state["console_errors"] == [] and state["network_requests"] == []
-    assert len(state["charts"]) == 6
+    assert [chart["name"] for chart in state["charts"]][:2] == ["throughput", "cycle-time-breakdown"]
+    assert len(state["charts"]) == 7
     for chart in state["charts"]:
         assert not chart["empty"] and chart["points"] > 0 and chart["marks"] > 0, chart
-    assert len(state["links"]) == 15 and all(link.startswith("https://github.com/acme/") for link in state["links"])
+    assert len(report.slowest_open) == 15 and report.oldest_drafts
+    assert len(state["links"]) == 15 + len(report.oldest_drafts) and all(link.startswith("https://github.com/acme/") for link in state["links"])
     assert (tmp_path / "report.png").stat().st_size > 20_000
 
 
