@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from destinations.config import ConfigurationError, DuckDBConfig, SnowflakeConfig, with_stage  # noqa: F401 - ConfigurationError is part of this module's interface
+from destinations.working_calendar import DEFAULT as DEFAULT_CALENDAR, WorkingCalendar
 from sources.github.auth import token_problem
 from sources.github.names import normalise_org
 
@@ -88,6 +89,11 @@ class Settings(BaseSettings):
     # `auto` (the default: GraphQL when a credential is configured, else REST; REST for the rest
     # of the run once the GraphQL endpoint refuses for a reason REST would not).
     github_api_mode: Literal["auto", "rest", "graphql"] = "auto"
+    # Working calendars by organisation, "*" for every other one (default: Monday to Friday,
+    # whole days, UTC): the metric views' *_working_seconds. JSON in the environment, e.g.
+    # PR_ANALYTICS_WORKING_CALENDARS='{"acme": {"timezone": "Europe/Berlin", "hours": "09:00-17:00",
+    # "holidays": ["2026-12-25"]}}'. See docs/metrics.md, "Working time".
+    working_calendars: dict[str, WorkingCalendar] = Field(default_factory=dict)
 
     @field_validator("orgs", mode="before")
     @classmethod
@@ -176,6 +182,11 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_orgs(cls, orgs: list[str]) -> list[str]:
         return list(dict.fromkeys(normalise_org(org) for org in orgs))
+
+    @field_validator("working_calendars")
+    @classmethod
+    def _calendar_orgs(cls, calendars: dict[str, WorkingCalendar]) -> dict[str, WorkingCalendar]:
+        return {org if org == DEFAULT_CALENDAR else normalise_org(org): calendar for org, calendar in calendars.items()}
 
     @field_validator("since")
     @classmethod

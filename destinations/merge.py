@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
 from dataclasses import dataclass, field
 
 import fsspec
@@ -20,12 +21,15 @@ from destinations import sql
 from destinations.handoff import DamagedLoad, Handoff
 from destinations.landing import Landing, LandedFile
 from destinations.warehouse import Warehouse
+from destinations.working_calendar import DEFAULT, WorkingCalendar
 from sources.github.schema import CHILD_FETCHES, TABLES, TableSpec
 
 logger = logging.getLogger("destinations.merge")
 
 LEDGER = "MERGED_LOADS"
 MERGE_LOCKS = "MERGE_LOCKS"
+WORKING_CALENDARS = "working_calendars"
+WORKING_HOLIDAYS = "working_holidays"
 
 
 # A claim whose snapshot turns out stale is read again; reads that keep missing the newest merge
@@ -66,20 +70,27 @@ def stage_table_name(pipeline_name: str, table: str) -> str:
     return f"STG_{pipeline_name}_{table}"
 
 
-def bootstrap(warehouse: Warehouse, pipeline_names: Iterable[str] = ()) -> list[str]:
+def bootstrap(
+    warehouse: Warehouse,
+    pipeline_names: Iterable[str] = (),
+    calendars: Mapping[str, WorkingCalendar] | None = None,
+) -> list[str]:
     """Create schema, file format/stage (Snowflake), targets, ledger, the pipelines' stage tables,
-    their rows in the merge-lock table, and the metric views.
+    their rows in the merge-lock table, the working calendars and the metric views.
 
     Idempotent: every object is `IF NOT EXISTS` (a declared column an existing table lacks is added),
-    the metric views `CREATE OR REPLACE`. Returns what it ensured, one line per object.
+    the metric views `CREATE OR REPLACE`. `calendars` (organisation -> calendar, "*" for the
+    default) replace the stored ones when they differ; None keeps the stored ones (a merge has no
+    settings). Returns what it ensured, one line per object.
     The flow runs it once before its merges fan out: concurrent DDL conflicts on DuckDB.
     """
     pipeline_names = [sql.check_pipeline_name(name) for name in pipeline_names]
     with warehouse.exclusive():
-        return _bootstrap(warehouse, pipeline_names)
+        return _bootstrap(warehouse, pipeline_names, calendars)
 
 
-def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
+def _bootstrap(warehouse: Warehouse, pipeline_names: list[str],
+               calendars: Mapping[str, WorkingCalendar] | None = None) -> list[str]:
     schema = warehouse.q(warehouse.schema_name)
     warehouse.execute(sql.create_schema(schema))
     ensured = [f"schema {schema}", *warehouse.bootstrap_extras()]
@@ -112,8 +123,43 @@ def _bootstrap(warehouse: Warehouse, pipeline_names: list[str]) -> list[str]:
         for pipeline_name in pipeline_names:
             warehouse.execute(sql.ensure_merge_lock_row(locks), [pipeline_name, pipeline_name])
     ensured.append(f"merge locks {locks}" + (f" for {', '.join(pipeline_names)}" if pipeline_names else ""))
+    ensured += write_calendars(warehouse, calendars)
     ensured += create_metric_views(warehouse)
     return ensured
+
+
+def write_calendars(warehouse: Warehouse, calendars: Mapping[str, WorkingCalendar] | None) -> list[str]:
+    """The working calendars as two small tables the views read: one row per calendar, one per
+    holiday. Written (in one transaction) only when they differ from what is stored; without
+    `calendars`, only the default is ensured."""
+    table, holidays_table = warehouse.table(WORKING_CALENDARS), warehouse.table(WORKING_HOLIDAYS)
+    warehouse.execute(sql.create_working_calendars(table))
+    warehouse.execute(sql.create_working_holidays(holidays_table))
+    stored = sorted(tuple(row) for row in warehouse.execute(sql.working_calendar_rows(table)))
+    stored_holidays = sorted((str(org), _date(day)) for org, day in warehouse.execute(sql.working_holiday_rows(holidays_table)))
+    if calendars is None:  # a merge's bootstrap: the default, unless there is one
+        if any(row[0] == DEFAULT for row in stored):
+            return [f"working calendars {table}: {len(stored)} kept"]
+        rows, holidays, replace = [WorkingCalendar().row(DEFAULT)], [], False
+    else:
+        wanted = {DEFAULT: WorkingCalendar(), **calendars}
+        rows = sorted(calendar.row(org) for org, calendar in wanted.items())
+        holidays = sorted((org, day) for org, calendar in wanted.items() for day in calendar.holidays)
+        if (rows, holidays) == (stored, stored_holidays):
+            return [f"working calendars {table}: {len(rows)} unchanged"]
+        replace = True
+    with warehouse.transaction():
+        if replace:
+            warehouse.execute(sql.delete_all(table))
+            warehouse.execute(sql.delete_all(holidays_table))
+        warehouse.execute(sql.insert_working_calendars(table, len(rows)), [v for row in rows for v in row])
+        if holidays:
+            warehouse.execute(sql.insert_working_holidays(holidays_table, len(holidays)), [v for h in holidays for v in h])
+    return [f"working calendars {table}: {', '.join(org for org, *_ in rows)}"]
+
+
+def _date(value: object) -> date:
+    return value.date() if isinstance(value, datetime) else value  # type: ignore[return-value]
 
 
 def create_metric_views(warehouse: Warehouse) -> list[str]:

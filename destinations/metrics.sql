@@ -227,77 +227,200 @@ sizes AS (
     LEFT JOIN files AS f ON f.pull_request_id = p.id
     LEFT JOIN files_fetched AS ff ON ff.pull_request_id = p.id
     WHERE f.pull_request_id IS NOT NULL OR ff.pull_request_id IS NOT NULL
+),
+
+metrics AS (
+    SELECT
+        p.org,
+        p.repo,
+        p.id,
+        p.number,
+        p.title,
+        p.html_url,
+        p.author_login,
+        p.state,
+        p.is_draft,
+        p.is_merged,
+        p.created_at,
+        r.ready_at,
+        q.first_review_requested_at,
+        v.first_review_at,
+        v.first_approval_at,
+        p.merged_at,
+        p.closed_at,
+        COALESCE(d.draft_seconds, 0) AS draft_seconds,
+        DATEDIFF('second', r.ready_at, v.first_review_at) AS time_to_first_review_seconds,
+        DATEDIFF('second', q.first_review_requested_at, v.first_review_after_request_at) AS time_from_request_to_first_review_seconds,
+        DATEDIFF('second', r.ready_at, v.first_approval_at) AS time_to_first_approval_seconds,
+        -- The phases (README "Metrics"): coding from the first commit to ready (0 when every commit
+        -- is dated after it), pickup from ready to the first response, review from it to the merge; a
+        -- response after the merge is none. Cycle time runs from the earlier of the first commit and
+        -- ready to the merge: coding + pickup + review when all three are known.
+        CASE WHEN rf.first_response_at <= p.merged_at
+            THEN DATEDIFF('second', rf.first_response_at, p.merged_at)
+        END AS review_time_seconds,
+        DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
+        CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
+        CASE WHEN p.is_merged THEN v.first_review_at IS NULL OR v.first_review_at > p.merged_at END AS merged_without_review,
+        v.reviews,
+        v.distinct_reviewers,
+        v.changes_requested_rounds,
+        r.times_reopened,
+        s.additions,
+        s.deletions,
+        s.changed_files,
+        CASE
+            WHEN s.additions + s.deletions < 10 THEN 'XS'
+            WHEN s.additions + s.deletions < 100 THEN 'S'
+            WHEN s.additions + s.deletions < 500 THEN 'M'
+            WHEN s.additions + s.deletions < 1000 THEN 'L'
+            WHEN s.additions + s.deletions >= 1000 THEN 'XL'
+        END AS size_bucket,
+        s.size_is_lower_bound,
+        cf.first_commit_at,
+        rf.first_response_at,
+        cf.commits,
+        CASE
+            WHEN cf.first_commit_at < r.ready_at THEN DATEDIFF('second', cf.first_commit_at, r.ready_at)
+            WHEN cf.first_commit_at IS NOT NULL AND r.ready_at IS NOT NULL THEN 0
+        END AS coding_time_seconds,
+        CASE WHEN p.merged_at IS NULL OR rf.first_response_at <= p.merged_at
+            THEN DATEDIFF('second', r.ready_at, rf.first_response_at)
+        END AS pickup_time_seconds,
+        CASE
+            WHEN cf.first_commit_at < r.ready_at THEN DATEDIFF('second', cf.first_commit_at, p.merged_at)
+            WHEN cf.first_commit_at IS NOT NULL THEN DATEDIFF('second', r.ready_at, p.merged_at)
+        END AS cycle_time_seconds
+    FROM prs AS p
+    JOIN ready AS r ON r.pull_request_id = p.id
+    JOIN review_facts AS v ON v.pull_request_id = p.id
+    LEFT JOIN commit_facts AS cf ON cf.pull_request_id = p.id
+    LEFT JOIN responses AS rf ON rf.pull_request_id = p.id
+    LEFT JOIN requests AS q ON q.pull_request_id = p.id
+    LEFT JOIN drafts AS d ON d.pull_request_id = p.id
+    LEFT JOIN sizes AS s ON s.pull_request_id = p.id
+),
+
+-- Working time (docs/metrics.md, "Working time"): each duration also counted inside the working
+-- calendar of the pull request's organisation ("*" for one without its own). A duration is cut into
+-- the local days it touches (a number table); each working day that is no holiday adds its overlap
+-- with the duration. The day's hours become instants by CONVERT_TIMEZONE in the calendar's own time
+-- zone: DST comes from the warehouse's zone database, never from a session setting.
+calendars AS (
+    SELECT
+        m.id,
+        COALESCE(c.org, d.org) AS calendar_org,
+        COALESCE(c.time_zone, d.time_zone) AS time_zone,
+        COALESCE(c.work_days, d.work_days) AS work_days,
+        COALESCE(c.start_second, d.start_second) AS start_second,
+        COALESCE(c.end_second, d.end_second) AS end_second
+    FROM metrics AS m
+    LEFT JOIN {schema}.working_calendars AS c ON c.org = m.org
+    JOIN {schema}.working_calendars AS d ON d.org = '*'
+),
+
+spans AS (
+    SELECT id, 'coding' AS phase, first_commit_at AS started_at, ready_at AS ended_at
+    FROM metrics WHERE coding_time_seconds > 0
+    UNION ALL
+    SELECT id, 'pickup', ready_at, first_response_at FROM metrics WHERE pickup_time_seconds >= 0
+    UNION ALL
+    SELECT id, 'review', first_response_at, merged_at FROM metrics WHERE review_time_seconds >= 0
+    UNION ALL
+    SELECT id, 'cycle', CASE WHEN first_commit_at < ready_at THEN first_commit_at ELSE ready_at END, merged_at
+    FROM metrics WHERE cycle_time_seconds >= 0
+    UNION ALL
+    SELECT id, 'first_review', ready_at, first_review_at FROM metrics WHERE time_to_first_review_seconds >= 0
+    UNION ALL
+    SELECT id, 'merge', ready_at, merged_at FROM metrics WHERE time_to_merge_seconds >= 0
+),
+
+local_spans AS (
+    SELECT
+        s.id,
+        s.phase,
+        c.calendar_org,
+        c.time_zone,
+        c.work_days,
+        c.start_second,
+        c.end_second,
+        CONVERT_TIMEZONE('UTC', s.started_at)::TIMESTAMP_NTZ AS started_utc,
+        CONVERT_TIMEZONE('UTC', s.ended_at)::TIMESTAMP_NTZ AS ended_utc,
+        CONVERT_TIMEZONE(c.time_zone, s.started_at)::DATE AS first_day,
+        DATEDIFF('day', CONVERT_TIMEZONE(c.time_zone, s.started_at)::DATE,
+                 CONVERT_TIMEZONE(c.time_zone, s.ended_at)::DATE) AS last_day_number
+    FROM spans AS s
+    JOIN calendars AS c ON c.id = s.id
+),
+
+-- 0 .. 9999: enough days (27 years) for any duration.
+day_digits AS (
+    SELECT d FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS t (d)
+),
+
+day_numbers AS (
+    SELECT ones.d + 10 * tens.d + 100 * hundreds.d + 1000 * thousands.d AS n
+    FROM day_digits AS ones
+    CROSS JOIN day_digits AS tens
+    CROSS JOIN day_digits AS hundreds
+    CROSS JOIN day_digits AS thousands
+),
+
+span_days AS (
+    SELECT l.*, DATEADD('day', n.n, l.first_day)::DATE AS local_day
+    FROM local_spans AS l
+    JOIN day_numbers AS n ON n.n <= l.last_day_number
+),
+
+-- Each working day's hours as UTC wall-clock times ("24:00" is the next midnight).
+working_days AS (
+    SELECT
+        s.id,
+        s.phase,
+        s.started_utc,
+        s.ended_utc,
+        CONVERT_TIMEZONE(s.time_zone, 'UTC', DATEADD('second', s.start_second, s.local_day::TIMESTAMP_NTZ)) AS day_start_utc,
+        CONVERT_TIMEZONE(s.time_zone, 'UTC', DATEADD('second', s.end_second, s.local_day::TIMESTAMP_NTZ)) AS day_end_utc
+    FROM span_days AS s
+    LEFT JOIN {schema}.working_holidays AS h ON h.org = s.calendar_org AND h.holiday = s.local_day
+    WHERE CONTAINS(s.work_days, CAST(DAYOFWEEKISO(s.local_day) AS VARCHAR))
+      AND h.holiday IS NULL
+),
+
+day_overlaps AS (
+    SELECT
+        id,
+        phase,
+        SUM(GREATEST(0, DATEDIFF('second', GREATEST(started_utc, day_start_utc), LEAST(ended_utc, day_end_utc)))) AS seconds
+    FROM working_days
+    GROUP BY id, phase
+),
+
+-- A span without a working day in it is 0 working seconds.
+working AS (
+    SELECT
+        s.id,
+        MAX(CASE WHEN s.phase = 'coding' THEN COALESCE(o.seconds, 0) END) AS coding_seconds,
+        MAX(CASE WHEN s.phase = 'pickup' THEN COALESCE(o.seconds, 0) END) AS pickup_seconds,
+        MAX(CASE WHEN s.phase = 'review' THEN COALESCE(o.seconds, 0) END) AS review_seconds,
+        MAX(CASE WHEN s.phase = 'cycle' THEN COALESCE(o.seconds, 0) END) AS cycle_seconds,
+        MAX(CASE WHEN s.phase = 'first_review' THEN COALESCE(o.seconds, 0) END) AS first_review_seconds,
+        MAX(CASE WHEN s.phase = 'merge' THEN COALESCE(o.seconds, 0) END) AS merge_seconds
+    FROM spans AS s
+    LEFT JOIN day_overlaps AS o ON o.id = s.id AND o.phase = s.phase
+    GROUP BY s.id
 )
 
 SELECT
-    p.org,
-    p.repo,
-    p.id,
-    p.number,
-    p.title,
-    p.html_url,
-    p.author_login,
-    p.state,
-    p.is_draft,
-    p.is_merged,
-    p.created_at,
-    r.ready_at,
-    q.first_review_requested_at,
-    v.first_review_at,
-    v.first_approval_at,
-    p.merged_at,
-    p.closed_at,
-    COALESCE(d.draft_seconds, 0) AS draft_seconds,
-    DATEDIFF('second', r.ready_at, v.first_review_at) AS time_to_first_review_seconds,
-    DATEDIFF('second', q.first_review_requested_at, v.first_review_after_request_at) AS time_from_request_to_first_review_seconds,
-    DATEDIFF('second', r.ready_at, v.first_approval_at) AS time_to_first_approval_seconds,
-    -- The phases (README "Metrics"): coding from the first commit to ready (0 when every commit
-    -- is dated after it), pickup from ready to the first response, review from it to the merge; a
-    -- response after the merge is none. Cycle time runs from the earlier of the first commit and
-    -- ready to the merge: coding + pickup + review when all three are known.
-    CASE WHEN rf.first_response_at <= p.merged_at
-        THEN DATEDIFF('second', rf.first_response_at, p.merged_at)
-    END AS review_time_seconds,
-    DATEDIFF('second', r.ready_at, p.merged_at) AS time_to_merge_seconds,
-    CASE WHEN p.is_merged THEN NOT v.approved_before_merge END AS merged_without_approval,
-    CASE WHEN p.is_merged THEN v.first_review_at IS NULL OR v.first_review_at > p.merged_at END AS merged_without_review,
-    v.reviews,
-    v.distinct_reviewers,
-    v.changes_requested_rounds,
-    r.times_reopened,
-    s.additions,
-    s.deletions,
-    s.changed_files,
-    CASE
-        WHEN s.additions + s.deletions < 10 THEN 'XS'
-        WHEN s.additions + s.deletions < 100 THEN 'S'
-        WHEN s.additions + s.deletions < 500 THEN 'M'
-        WHEN s.additions + s.deletions < 1000 THEN 'L'
-        WHEN s.additions + s.deletions >= 1000 THEN 'XL'
-    END AS size_bucket,
-    s.size_is_lower_bound,
-    cf.first_commit_at,
-    rf.first_response_at,
-    cf.commits,
-    CASE
-        WHEN cf.first_commit_at < r.ready_at THEN DATEDIFF('second', cf.first_commit_at, r.ready_at)
-        WHEN cf.first_commit_at IS NOT NULL AND r.ready_at IS NOT NULL THEN 0
-    END AS coding_time_seconds,
-    CASE WHEN p.merged_at IS NULL OR rf.first_response_at <= p.merged_at
-        THEN DATEDIFF('second', r.ready_at, rf.first_response_at)
-    END AS pickup_time_seconds,
-    CASE
-        WHEN cf.first_commit_at < r.ready_at THEN DATEDIFF('second', cf.first_commit_at, p.merged_at)
-        WHEN cf.first_commit_at IS NOT NULL THEN DATEDIFF('second', r.ready_at, p.merged_at)
-    END AS cycle_time_seconds
-FROM prs AS p
-JOIN ready AS r ON r.pull_request_id = p.id
-JOIN review_facts AS v ON v.pull_request_id = p.id
-LEFT JOIN commit_facts AS cf ON cf.pull_request_id = p.id
-LEFT JOIN responses AS rf ON rf.pull_request_id = p.id
-LEFT JOIN requests AS q ON q.pull_request_id = p.id
-LEFT JOIN drafts AS d ON d.pull_request_id = p.id
-LEFT JOIN sizes AS s ON s.pull_request_id = p.id;
+    m.*,
+    CASE WHEN m.coding_time_seconds = 0 THEN 0 ELSE w.coding_seconds END AS coding_time_working_seconds,
+    w.pickup_seconds AS pickup_time_working_seconds,
+    w.review_seconds AS review_time_working_seconds,
+    w.cycle_seconds AS cycle_time_working_seconds,
+    w.first_review_seconds AS time_to_first_review_working_seconds,
+    w.merge_seconds AS time_to_merge_working_seconds
+FROM metrics AS m
+LEFT JOIN working AS w ON w.id = m.id;
 
 
 -- One row per Monday-starting UTC week x organisation x repository, and per week x organisation

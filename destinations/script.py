@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from destinations import sql
 from destinations.config import SnowflakeConfig
-from destinations.merge import LEDGER, MERGE_LOCKS, stage_table_name
+from destinations.merge import LEDGER, MERGE_LOCKS, WORKING_CALENDARS, WORKING_HOLIDAYS, stage_table_name
 from sources.github.schema import CHILD_FETCHES, TABLES
 
 _DIALECT = sql.SNOWFLAKE
@@ -77,6 +77,17 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
         "-- earlier version created). SHOW STAGES checks that an existing stage points at the landing. An\n"
         "-- existing file format keeps its options: every COPY below names its Parquet options itself.",
         bootstrap,
+    ))
+
+    calendars, holidays = table(WORKING_CALENDARS), table(WORKING_HOLIDAYS)
+    sections.append((
+        "Working calendars (docs/metrics.md, \"Working time\"): by the bootstrap, only when the settings'\n"
+        "-- calendars differ from the rows read here; one transaction replaces them (one row per calendar,\n"
+        "-- \"*\" the default, and one per holiday).",
+        [sql.create_working_calendars(calendars), sql.create_working_holidays(holidays),
+         sql.working_calendar_rows(calendars), sql.working_holiday_rows(holidays), sql.delete_all(calendars),
+         sql.delete_all(holidays), sql.insert_working_calendars(calendars, 1), sql.insert_working_holidays(holidays, 1),
+         "COMMIT"],
     ))
 
     sections.append((

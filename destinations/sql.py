@@ -232,6 +232,39 @@ def add_column(table: str, column: str, type_: str) -> str:
     return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {type_}"
 
 
+def create_working_calendars(table: str) -> str:
+    """One row per working calendar (destinations/working_calendar.py): org ("*": the default),
+    IANA time zone, working ISO weekdays as digits, working hours as seconds from local midnight."""
+    return create_table(table, [("org", "VARCHAR"), ("time_zone", "VARCHAR"), ("work_days", "VARCHAR"),
+                                ("start_second", "BIGINT"), ("end_second", "BIGINT")])
+
+
+def create_working_holidays(table: str) -> str:
+    return create_table(table, [("org", "VARCHAR"), ("holiday", "DATE")])
+
+
+def working_calendar_rows(table: str) -> str:
+    return f"SELECT org, time_zone, work_days, start_second, end_second FROM {table}"
+
+
+def working_holiday_rows(table: str) -> str:
+    return f"SELECT org, holiday FROM {table}"
+
+
+def delete_all(table: str) -> str:
+    return f"DELETE FROM {table}"
+
+
+def insert_working_calendars(table: str, rows: int) -> str:
+    """`rows` calendars in one statement; the connector binds the values."""
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO {table} (org, time_zone, work_days, start_second, end_second) VALUES {values}"
+
+
+def insert_working_holidays(table: str, rows: int) -> str:
+    return f"INSERT INTO {table} (org, holiday) VALUES {', '.join(['(?, ?)'] * rows)}"
+
+
 def table_columns() -> str:
     """Column names and types of one table (parameters: schema name, table name, unquoted)."""
     return (

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [pipeline_name(org) for org in settings.orgs]
         with open_warehouse(settings.warehouse_config) as warehouse:
             before = _tables(warehouse)
-            ensured = bootstrap(warehouse, names)
+            ensured = bootstrap(warehouse, names, settings.working_calendars)
             created = sorted(_tables(warehouse) - before)
             location = warehouse.location()
     except (ConfigurationError, ValidationError, ValueError) as error:

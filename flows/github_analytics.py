@@ -229,7 +229,7 @@ def bootstrap_warehouse(settings: Settings, pipeline_names: list[str]) -> list[s
     """Create the warehouse objects of every organisation once, before the merges fan out:
     concurrent CREATE ... IF NOT EXISTS of the same objects conflict on DuckDB."""
     with open_warehouse(settings.warehouse_config) as warehouse:
-        return bootstrap(warehouse, pipeline_names)
+        return bootstrap(warehouse, pipeline_names, settings.working_calendars)
 
 
 @task(name="merge", task_run_name="merge-{org}", **_RETRIES)

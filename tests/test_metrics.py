@@ -39,6 +39,7 @@ from sqlglot import exp
 from destinations import DuckDBConfig, DuckDBWarehouse, SnowflakeConfig, SnowflakeWarehouse, bootstrap, merge_landed_loads, sql
 from destinations.merge import ensure_metric_views
 from destinations.script import statements
+from destinations.working_calendar import WorkingCalendar, working_seconds
 from flows import bootstrap as bootstrap_cli
 from sources.github.schema import child_fetch_row, event_row, file_row, pull_request_row, review_row
 from warehouse_loads import land, land_new_columns_onto_an_older_warehouse
@@ -55,7 +56,9 @@ PR_METRICS_COLUMNS = (
     "time_to_merge_seconds", "merged_without_approval", "merged_without_review", "reviews", "distinct_reviewers",
     "changes_requested_rounds", "times_reopened", "additions", "deletions", "changed_files",
     "size_bucket", "size_is_lower_bound", "first_commit_at", "first_response_at", "commits",
-    "coding_time_seconds", "pickup_time_seconds", "cycle_time_seconds",
+    "coding_time_seconds", "pickup_time_seconds", "cycle_time_seconds", "coding_time_working_seconds",
+    "pickup_time_working_seconds", "review_time_working_seconds", "cycle_time_working_seconds",
+    "time_to_first_review_working_seconds", "time_to_merge_working_seconds",
 )
 PHASES = ("coding_time", "pickup_time", "review_time", "cycle_time")
 WEEKLY_COLUMNS = (
@@ -253,10 +256,14 @@ EXPECTED_PRS = [
     # before ready, the author's and the bot's do not count): coding 01-02 15:00 -> 01-05 10:00 =
     # 2 d 19 h = 241,200 s, pickup 10:00 -> 10:20 = 1,200 s, review 10:20 -> 01-07 09:00 = 168,000 s,
     # cycle 01-02 15:00 -> 01-07 09:00 = 4 d 18 h = 410,400 s = 241,200 + 1,200 + 168,000.
+    # Working time (the default calendar: Monday to Friday, whole days, UTC): coding Friday 15:00-24:00
+    # and Monday 00:00-10:00 = 19 h = 68,400 s (the weekend does not count); cycle 9 h + Monday and
+    # Tuesday + Wednesday to 09:00 = 66 h = 237,600 s = 68,400 + 1,200 + 168,000; the rest on weekdays.
     ("acme", "api", 1001, 1, "Add retries", "https://github.com/acme/api/pull/1", "ada", "closed", False, True,
      at("01-05 09:00"), at("01-05 10:00"), at("01-05 09:45"), at("01-05 11:30"), at("01-06 10:00"),
      at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 168000, 169200, False, False, 4, 2, 1, 0,
-     25, 2, 2, "S", False, at("01-02 15:00"), at("01-05 10:20"), 2, 241200, 1200, 410400),
+     25, 2, 2, "S", False, at("01-02 15:00"), at("01-05 10:20"), 2, 241200, 1200, 410400,
+     68400, 1200, 168000, 237600, 5400, 169200),
     # api#2: never a draft; first review 2 h after opening, 1 h after the team's request; closed
     # unmerged, so no merge times and merged_without_approval is NULL; reopened once; 1,100 lines of a
     # truncated list. First commit 07:30 (coding 1,800 s); first response ada's comment 09:30, before
@@ -264,14 +271,16 @@ EXPECTED_PRS = [
     ("acme", "api", 1002, 2, "Cache", "https://github.com/acme/api/pull/2", "carol", "closed", False, False,
      at("01-06 08:00"), at("01-06 08:00"), at("01-06 09:00"), at("01-06 10:00"), None,
      None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, None, 1, 1, 0, 1,
-     600, 500, 1, "XL", True, at("01-06 07:30"), at("01-06 09:30"), 1, 1800, 5400, None),
+     600, 500, 1, "XL", True, at("01-06 07:30"), at("01-06 09:30"), 1, 1800, 5400, None,
+     1800, 5400, None, None, 7200, None),
     # api#3: still a draft: never ready, so no first review although bob commented; the only request
     # was for a bot. The last file list was empty: known sizes of 0, XS. Never ready: a commit, but
     # no coding time and no response (bob's comment came while it was a draft).
     ("acme", "api", 1003, 3, "WIP", "https://github.com/acme/api/pull/3", "ada", "open", True, False,
      at("01-13 09:00"), None, None, None, None,
      None, None, DRAFT_NOW, None, None, None, None, None, None, None, 1, 1, 0, 0,
-     0, 0, 0, "XS", False, at("01-13 08:00"), None, 1, None, None, None),
+     0, 0, 0, "XS", False, at("01-13 08:00"), None, 1, None, None, None,
+     None, None, None, None, None, None),
     # api#4: opened ready (its first draft change is convert_to_draft), draft 10:10-10:40 = 1,800 s;
     # the author's approval and lint[bot]'s comment do not count; the first review is carol's, now
     # DISMISSED, at 10:50 (3,000 s; review time 10:50 -> 12:00 = 4,200 s; not a changes-requested round);
@@ -280,15 +289,19 @@ EXPECTED_PRS = [
     ("acme", "api", 1004, 4, "Fix typo", "https://github.com/acme/api/pull/4", "ada", "closed", False, True,
      at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 10:50"), at("01-12 11:00"),
      at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, False, 2, 2, 0, 0,
-     5, 4, 1, "XS", False, at("01-12 10:30"), at("01-12 10:50"), 1, 0, 3000, 7200),
+     5, 4, 1, "XS", False, at("01-12 10:30"), at("01-12 10:50"), 1, 0, 3000, 7200,
+     0, 3000, 4200, 7200, 3000, 7200),
     # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
     # only approval came the day after the merge (01-16 10:00, 4 d 10 h 30 min after ready = 383,400 s):
     # merged without approval. 100 lines: M. Its events were landed before commits were: commits,
     # first commit, coding and cycle time unknown (NULL); its first response is carol's review.
+    # Ready on a Sunday at 23:30: its 30 minutes of Sunday are no working time: pickup and first
+    # review 84,600 s of working time, review 259,201 (weekdays only), ready -> merge 343,801.
     ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
      at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
      at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, False, 2, 1, 0, 0,
-     100, 0, 1, "M", False, None, at("01-12 23:30"), None, None, 86400, None),
+     100, 0, 1, "M", False, None, at("01-12 23:30"), None, None, 86400, None,
+     None, 84600, 259201, None, 84600, 343801),
 ]
 
 # (week_start, repo) -> the rest of the row in WEEKLY_COLUMNS order (from prs_opened on).
@@ -556,8 +569,14 @@ def test_views_depend_on_no_session_parameter(printed_views: list[exp.Expr]) -> 
                 assert not (isinstance(operand, exp.Column) and operand.name.lower() in TIMESTAMP_TZ_COLUMNS), cast.sql("snowflake")
         for now in tree.find_all(exp.CurrentTimestamp):  # in the reader's time zone otherwise
             assert isinstance(now.parent, exp.ConvertTimezone), now.parent.sql("snowflake")
+        # An instant as UTC wall time; or, for working time, an instant in the calendar's own zone
+        # and a local wall time of that zone as UTC: the zone is a column, never the session's.
         for convert in tree.find_all(exp.ConvertTimezone):
-            assert convert.args["target_tz"].name == "UTC" and convert.args.get("source_tz") is None
+            target, source = convert.args["target_tz"], convert.args.get("source_tz")
+            if source is None:
+                assert target.name == "UTC" or (isinstance(target, exp.Column) and target.name == "time_zone"), convert.sql("snowflake")
+            else:
+                assert isinstance(source, exp.Column) and source.name == "time_zone" and target.name == "UTC", convert.sql("snowflake")
 
 
 def test_views_select_listed_columns_and_exact_percentiles(printed_views: list[exp.Expr]) -> None:
@@ -604,3 +623,90 @@ def test_draft_changes_in_one_second_follow_the_timeline_order(tmp_path: Path, d
                   ("number", "ready_at", "draft_seconds", "time_to_merge_seconds", "merged_without_review"), "number")
     # Neither got a review: merged without one (issue 20.3; every merged PR of the history above had one).
     assert rows == [(7, at("02-02 11:00"), 7200, 7200, True), (8, at("02-02 10:00"), 0, 7200, True)]
+
+
+# --- Working calendars ---------------------------------------------------------------------------
+
+BERLIN_OFFICE = WorkingCalendar(timezone="Europe/Berlin", days="mon-fri", hours="09:00-17:00",
+                                holidays=[date(2026, 1, 6), date(2026, 4, 3)])
+WORKING_SPANS = {  # working column -> (start, end) columns of the span it measures, in the view
+    "pickup_time_working_seconds": ("ready_at", "first_response_at"),
+    "review_time_working_seconds": ("first_response_at", "merged_at"),
+    "time_to_first_review_working_seconds": ("ready_at", "first_review_at"),
+    "time_to_merge_working_seconds": ("ready_at", "merged_at"),
+}
+
+
+def land_dst_history(root: Path) -> None:
+    """Organisation `dst`, whose calendar is the default ("*") made Berlin's whole weekdays: a pull
+    request ready on Friday 2026-03-27 12:00 UTC and merged on Monday 2026-03-30 12:00 UTC, across
+    the night the clocks went forward."""
+    pr = pull_request_row("dst", "ops", {
+        "id": 3001, "number": 1, "title": "Across DST", "user": ADA, "state": "closed",
+        "html_url": "https://github.com/dst/ops/pull/1", "created_at": "2026-03-27T12:00:00Z",
+        "updated_at": "2026-03-30T12:00:00Z", "closed_at": "2026-03-30T12:00:00Z", "merged_at": "2026-03-30T12:00:00Z",
+    })
+    land(root, "dst", "2000.1", {"pull_requests": [pr]}, date="2026-03-30")
+
+
+def check_working_time(warehouse: Any) -> None:
+    # dst/ops#1: Friday 13:00 CET (12:00 UTC) to 24:00 CET (23:00 UTC) is 11 h; Monday starts at
+    # 00:00 CEST, Sunday 22:00 UTC: 14 h to 12:00 UTC. 25 h of working time in 72 h of wall time.
+    [(merge_working,)] = warehouse.execute(
+        f"SELECT time_to_merge_working_seconds FROM {warehouse.table('pull_request_metrics')} WHERE org = 'dst'")
+    assert merge_working == 25 * 3600
+    # acme in Berlin office hours, 09:00-17:00, with Epiphany (01-06) off. By hand, api#1: ready
+    # Monday 01-05 10:00 UTC (11:00 CET), first review 11:30 UTC: 5,400 s; merged Wednesday 01-07
+    # 09:00 UTC (10:00 CET): Monday 11:00-17:00 (6 h), Tuesday a holiday, Wednesday 09:00-10:00 (1 h):
+    # 7 h = 25,200 s. api#4, merged the same Monday 12:00 UTC after ready at 10:00 UTC: 7,200 s.
+    columns = ["repo", "number", "ready_at", "first_commit_at", "first_response_at", "first_review_at",
+               "merged_at", "coding_time_seconds", *WORKING_SPANS, "coding_time_working_seconds",
+               "cycle_time_working_seconds"]
+    rows = warehouse.execute(f"SELECT {', '.join(columns)} FROM {warehouse.table('pull_request_metrics')} "
+                             "WHERE org = 'acme' ORDER BY repo, number")
+    by_pr = {(r[0], r[1]): dict(zip(columns, r)) for r in rows}
+    assert by_pr[("api", 1)]["time_to_first_review_working_seconds"] == 5400
+    assert by_pr[("api", 1)]["time_to_merge_working_seconds"] == 25200
+    assert by_pr[("api", 4)]["time_to_merge_working_seconds"] == 7200
+    for pr in by_pr.values():  # each one as the reference computes it from the view's own instants
+        def at_utc(column: str) -> datetime | None:
+            value = pr[column]
+            return None if value is None else value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        for column, (start, end) in WORKING_SPANS.items():
+            if pr[column] is not None:
+                assert pr[column] == working_seconds(BERLIN_OFFICE, at_utc(start), at_utc(end)), (pr["number"], column)
+        if pr["coding_time_seconds"]:
+            assert pr["coding_time_working_seconds"] == working_seconds(
+                BERLIN_OFFICE, at_utc("first_commit_at"), at_utc("ready_at"))
+    assert sum(pr[column] is not None for pr in by_pr.values() for column in WORKING_SPANS) == 14  # api#1, #4, web#1: 4 each; api#2: 2
+
+
+CALENDARS = {"acme": BERLIN_OFFICE, "*": WorkingCalendar(timezone="Europe/Berlin")}
+
+
+def test_working_time_on_duckdb(tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    bootstrap(duck, ["github_acme", "github_dst"], CALENDARS)
+    land_history(tmp_path)
+    land_dst_history(tmp_path)
+    merge_landed_loads(duck, str(tmp_path), ORG, "github_acme")
+    merge_landed_loads(duck, str(tmp_path), "dst", "github_dst")
+    duck._conn.execute("SET TimeZone = 'America/Los_Angeles'")  # the session's zone plays no part
+    check_working_time(duck)
+    # A bootstrap with the same calendars writes nothing; without calendars (a merge's) keeps them.
+    assert bootstrap(duck, [], CALENDARS)[-5].endswith("2 unchanged")
+    assert "kept" in bootstrap(duck, [])[-5]
+    check_working_time(duck)
+    # Back to the default: Monday to Friday, whole days, UTC.
+    bootstrap(duck, [], {})
+    [(merge_working,)] = duck.execute(
+        f"SELECT time_to_merge_working_seconds FROM {duck.table('pull_request_metrics')} WHERE org = 'dst'")
+    assert merge_working == 24 * 3600
+
+
+def test_working_time_on_snowflake(tmp_path: Path, snow: SnowflakeWarehouse) -> None:
+    bootstrap(snow, ["github_acme", "github_dst"], CALENDARS)
+    land_history(tmp_path)
+    land_dst_history(tmp_path)
+    merge_landed_loads(snow, str(tmp_path), ORG, "github_acme")
+    merge_landed_loads(snow, str(tmp_path), "dst", "github_dst")
+    check_working_time(snow)

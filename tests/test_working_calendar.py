@@ -64,3 +64,18 @@ def test_a_calendar_as_a_row():
 def test_a_bad_calendar_is_named(fields, message):
     with pytest.raises(ValidationError, match=message):
         WorkingCalendar(**fields)
+
+
+def test_calendars_come_from_the_environment_by_organisation(monkeypatch, tmp_path):
+    from settings import Settings
+
+    monkeypatch.setenv("PR_ANALYTICS_WORKING_CALENDARS", '{"Acme": {"timezone": "Europe/Berlin", "hours": '
+                       '"09:00-17:00", "holidays": ["2026-12-25"]}, "*": {"days": "mon-sat"}}')
+    settings = Settings(orgs=["acme"], data_dir=tmp_path)
+    assert settings.working_calendars == {
+        "acme": WorkingCalendar(timezone="Europe/Berlin", hours="09:00-17:00", holidays=[date(2026, 12, 25)]),
+        "*": WorkingCalendar(days=(1, 2, 3, 4, 5, 6)),
+    }
+    monkeypatch.setenv("PR_ANALYTICS_WORKING_CALENDARS", '{"acme": {"timezone": "Berlin"}}')
+    with pytest.raises(ValidationError, match="unknown time zone 'Berlin'"):
+        Settings(orgs=["acme"], data_dir=tmp_path)
