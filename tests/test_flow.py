@@ -486,7 +486,7 @@ def test_four_organisations_merge_into_a_fresh_duckdb_file_at_the_first_attempt(
 def test_a_failed_warehouse_bootstrap_is_named_and_the_landing_is_kept(emulator, tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", SECRET)
 
-    def broken(warehouse, pipeline_names):
+    def broken(warehouse, pipeline_names, calendars):
         raise ConfigurationError("injected: warehouse unreachable")
 
     monkeypatch.setattr(flow_module, "bootstrap", broken)
