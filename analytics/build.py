@@ -34,16 +34,17 @@ def read_reports(warehouse: Warehouse, orgs: list[str], weeks: int, now: datetim
     reports = []
     for org in names:
         org_weeks = queries.weeks(warehouse, org)
+        merged_at = queries.last_merged_at(warehouse, org)
         last_week = latest_active_week(org_weeks)
         if last_week is None:
-            reports.append(org_report(org, [], org_weeks, [], weeks, now))
+            reports.append(org_report(org, [], org_weeks, [], weeks, now, merged_at))
             continue
         # Both periods' rows: the current one and the one it is compared with.
         _, previous = periods(last_week, weeks)
         reports.append(
             org_report(
                 org, queries.pull_requests(warehouse, org, previous.start), org_weeks,
-                queries.reviewer_weeks(warehouse, org, previous.start), weeks, now,
+                queries.reviewer_weeks(warehouse, org, previous.start), weeks, now, merged_at,
             )
         )
     return reports

@@ -261,13 +261,25 @@ def _slowest_html(items: tuple[OpenPullRequest, ...], kind: str) -> str:
 
 
 STALE_AFTER_DAYS = 14  # a period that ended longer ago than this before the report says so
+STALE_SYNC = timedelta(days=1)  # the newest merged load older than this: the page says so first
+
+
+def _stale_sync_html(report: OrgReport, now: datetime) -> str:
+    if report.last_merged_at is None or now - report.last_merged_at <= STALE_SYNC:
+        return ""
+    age = now - report.last_merged_at
+    return (f'<p class="banner stale-sync">The newest data of {html.escape(report.org)} was merged on '
+            f"{report.last_merged_at.strftime('%Y-%m-%d %H:%M UTC')}, {duration(age.total_seconds())} before this "
+            "report. If the pipeline ran since, nothing changed on GitHub; if it did not, these numbers are "
+            "out of date: check its runs.</p>")
 
 
 def org_section(report: OrgReport, now: datetime) -> str:
     org = report.org
     anchor = f"org-{_slug(org)}"
     if report.empty is not None or report.current is None:
-        return f'<section id="{anchor}" class="org empty"><h2>{html.escape(org)}</h2><p class="note">{html.escape(report.empty or "no data")}.</p></section>'
+        return (f'<section id="{anchor}" class="org empty"><h2>{html.escape(org)}</h2>{_stale_sync_html(report, now)}'
+                f'<p class="note">{html.escape(report.empty or "no data")}.</p></section>')
     current = report.current
     as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
     last_day = current.end - timedelta(days=1)
@@ -297,7 +309,7 @@ def org_section(report: OrgReport, now: datetime) -> str:
                  "not today (an organisation gone quiet, or data not synced since).</p>")
     return (
         f'<section id="{anchor}" class="org"><h2>{html.escape(org)}</h2>'
-        f'<p class="period">{html.escape(period)}</p>{stale}'
+        f'{_stale_sync_html(report, now)}<p class="period">{html.escape(period)}</p>{stale}'
         f"{_headline_html(report)}"
         f'<div class="charts">{"".join(charts)}</div>'
         f'<h3>Slowest open pull requests ready for review (age at {as_of})</h3>'
@@ -319,6 +331,7 @@ h2{border-bottom:2px solid #d0d7de;padding-bottom:4px}.period{color:#57606a;marg
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px;margin-top:12px}
 figure.chart{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:0;padding:8px 12px}
 figure.chart h3{margin:4px 0 0;font-size:15px}.note{color:#57606a;font-style:italic}
+.banner{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px}
 table.slowest{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
 table.slowest th,table.slowest td{border:1px solid #d0d7de;padding:4px 8px;text-align:left}
 """

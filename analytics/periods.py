@@ -249,17 +249,19 @@ class OrgReport:
     slowest_open: tuple[OpenPullRequest, ...] = ()
     oldest_drafts: tuple[OpenPullRequest, ...] = ()
     as_of: datetime | None = None
+    last_merged_at: datetime | None = None  # the newest load merged for the organisation
     empty: str | None = None
 
 
 def org_report(
     org: str, prs: list[PullRequest], weeks: list[Week], reviewer_rows: list[ReviewerWeek],
-    weeks_requested: int, now: datetime,
+    weeks_requested: int, now: datetime, last_merged_at: datetime | None = None,
 ) -> OrgReport:
     """The report of one organisation from its rows; empty (with the reason) when it has no activity."""
     last_week = latest_active_week(weeks)
     if last_week is None:
-        return OrgReport(org, weeks_requested, empty=f"no pull request activity for {org} in the warehouse")
+        return OrgReport(org, weeks_requested, last_merged_at=last_merged_at,
+                         empty=f"no pull request activity for {org} in the warehouse")
     current, previous = periods(last_week, weeks_requested)
     # Ages of open PRs at the end of the data, or now when the data reaches this week.
     as_of = min(now, _midnight(current.end))
@@ -276,4 +278,5 @@ def org_report(
         slowest_open=tuple(slowest_open(prs, as_of)),
         oldest_drafts=tuple(slowest_open(prs, as_of, top=5, drafts=True)),
         as_of=as_of,
+        last_merged_at=last_merged_at,
     )

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from destinations.merge import LEDGER
 from destinations.warehouse import Warehouse
+from settings import pipeline_name
 
 PULL_REQUEST_METRICS = "pull_request_metrics"
 WEEKLY_METRICS = "weekly_pull_request_metrics"
@@ -202,6 +204,16 @@ def pull_requests(warehouse: Warehouse, org: str, since: date) -> list[PullReque
         )
         for r in rows
     ]
+
+
+def last_merged_at(warehouse: Warehouse, org: str) -> datetime | None:
+    """When a load of the organisation was last merged (the merge ledger), or None. A run that
+    found nothing new lands no load: this is the newest data, not necessarily the last run."""
+    if not warehouse.columns(LEDGER):
+        return None
+    rows = warehouse.execute(f"SELECT MAX(merged_at) FROM {warehouse.table(LEDGER)} WHERE pipeline_name = ?",
+                             [pipeline_name(org)])
+    return utc(rows[0][0]) if rows else None
 
 
 def reviewer_weeks(warehouse: Warehouse, org: str, since: date) -> list[ReviewerWeek]:

@@ -196,3 +196,15 @@ def test_percentiles_of_few_pull_requests_are_gaps_and_an_unfinished_week_is_mar
     assert page.count("week in progress") == 4  # throughput, breakdown, first review, merge
     finished = render([org_report("acme", [], weeks[:4], [], 4, NOW)], NOW, "test")
     assert "week in progress" not in finished
+
+
+def test_a_sync_older_than_a_day_is_a_banner_above_the_numbers():
+    prs, weeks, reviewers = busy_org()
+    fresh = org_report("acme", prs, weeks, reviewers, 8, NOW, last_merged_at=NOW - timedelta(hours=2))
+    assert "stale-sync" not in render([fresh], NOW, "test")
+    old = org_report("acme", prs, weeks, reviewers, 8, NOW, last_merged_at=NOW - timedelta(days=3))
+    page = render([old], NOW, "test")
+    assert page.index('class="banner stale-sync"') < page.index('data-metric=')
+    assert "was merged on 2025-12-29 00:00 UTC, 3.0 d before this report" in page
+    quiet = org_report("quiet", [], [], [], 8, NOW, last_merged_at=NOW - timedelta(days=9))
+    assert "stale-sync" in render([quiet], NOW, "test")

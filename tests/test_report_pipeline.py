@@ -59,6 +59,8 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
     page = out.read_text(encoding="utf-8")
     (report,) = written.reports
     assert report.empty is None and report.current is not None
+    # The newest merged load, from the ledger: this test's own merge, moments ago.
+    assert report.last_merged_at is not None and 0 <= (datetime.now(timezone.utc) - report.last_merged_at).total_seconds() < 3600
     start, end = report.current.start, report.current.end
     previous_start = report.previous.start
 
