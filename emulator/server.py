@@ -240,11 +240,15 @@ class GitHubEmulator:
     def _rate_headers(self, caller: str) -> dict[str, str]:
         with self._lock:
             b = self._bucket(caller)
-            return {"x-ratelimit-limit": str(self.rate_limit),
-                    "x-ratelimit-remaining": str(max(0, self.rate_limit - b.used)),
-                    "x-ratelimit-used": str(b.used),
-                    "x-ratelimit-reset": str(math.ceil(b.reset_at)),
-                    "x-ratelimit-resource": "core"}
+            headers = {"x-ratelimit-limit": str(self.rate_limit),
+                       "x-ratelimit-remaining": str(max(0, self.rate_limit - b.used)),
+                       "x-ratelimit-used": str(b.used),
+                       "x-ratelimit-reset": str(math.ceil(b.reset_at)),
+                       "x-ratelimit-resource": "core"}
+            # A classic token's scopes (an App's installation token has permissions instead).
+            if caller != "anonymous" and not caller.startswith("app:") and caller not in self._app_tokens:
+                headers["x-oauth-scopes"] = "repo, read:org" if caller in self.graphql.org_readers else "repo"
+            return headers
 
     def _exhausted(self, caller: str) -> bool:
         with self._lock:

@@ -5,6 +5,7 @@ aside, and state written before events existed gets them once."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from datetime import timezone
@@ -18,6 +19,7 @@ from emulator.data import TIMELINE_KEPT
 from settings import Settings, pipeline_name
 from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     ORG,
+    TOKEN,
     assert_landed_exactly_once,
     assert_rerun_is_free,
     assert_warehouse_matches,
@@ -265,3 +267,22 @@ def test_events_keyed_by_rest_id_before_are_replaced_never_held_twice(settings, 
             assert position is None and key != row_key(PULL_REQUEST_EVENTS.name, node_id)
     changed = sorted(position for pr_id, _, _, position, _ in rows if pr_id == changed_id)
     assert changed == list(range(len(changed)))
+
+
+@pytest.mark.parametrize("reads_org", [True, False], ids=["read:org", "repo only"])
+def test_graphql_lands_team_slugs_when_every_token_reads_the_organisation(reads_org, settings, dataset, emu, fake,
+                                                                           caplog):
+    """The X-OAuth-Scopes header of the REST answers tells a token's scopes at no cost: with
+    read:org, the GraphQL query asks for a requested team's slug (REST's rows exactly); without,
+    it names no Team field (GitHub would refuse the whole query) and one info line says so."""
+    if reads_org:
+        emu.graphql.org_readers = {TOKEN}
+    caplog.set_level(logging.INFO, logger="sources.github.source")
+    report = run(settings, emu, fake)  # the default mode: GraphQL with a token
+    merge_only(settings)
+
+    assert report.progress.graphql_pull_requests and not report.progress.partial
+    assert set(warehouse_events(settings)) == dataset_events(dataset, team_slugs=reads_org)
+    assert any(e.get("requested_team") for repo, n in all_prs(dataset) for e in dataset.events(ORG, repo, n))
+    said = [r.getMessage() for r in caplog.records if "read:org" in r.getMessage()]
+    assert len(said) == (0 if reads_org else 1)

@@ -6,8 +6,9 @@ results, RATE_LIMITED, 502 on a heavy query. Virtual clock: no real waiting."""
 from __future__ import annotations
 
 import json
+import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +20,7 @@ from sources.github.auth import TokenPool
 from sources.github.client import GitHubClient
 from sources.github.errors import GitHubClientError, GitHubServerError, RateLimitExhausted
 from sources.github.graphql import (
+    GITHUB_COM,
     BatchSize,
     GraphQLChildren,
     GraphQLRefused,
@@ -176,16 +178,25 @@ def test_graphql_timeline_events_make_the_rows_rest_makes_but_the_rest_id() -> N
         ({"event": "closed", "commit_id": "c0ffee"}, {"__typename": "ClosedEvent", "closer": {"oid": "c0ffee"}}),
         ({"event": "reopened"}, {"__typename": "ReopenedEvent"}),
         ({"event": "merged", "commit_id": "abc123"}, {"__typename": "MergedEvent", "commit": {"oid": "abc123"}}),
+        ({"event": "commented", "user": ada}, {"__typename": "IssueComment", "author": gql_ada, "actor": None}),
     ]
     for position, (rest, gql) in enumerate(cases):
         rest_item = {"id": 500 + position, "node_id": f"E_{position}", "actor": ada, **at, **rest}
         gql_item = {"id": f"E_{position}", "createdAt": at["created_at"], "actor": gql_ada, **gql}
         want = event_row("o", "r", PR, rest_item, position)
         got = event_row("o", "r", PR, event_as_rest(gql_item), position)
-        assert got == {**want, "id": None, "requested_team_slug": None}, rest["event"]
+        assert got == {**want, "id": None}, rest["event"]
+    # A commit: the commit's node id (not the timeline item's), sha, author and committer dates.
+    rest_commit = {"event": "committed", "sha": "c0ffee", "node_id": "C_1", "author": {"name": "A", "date": "2024-05-01T08:00:00Z"},
+                   "committer": {"name": "A", "date": "2024-05-02T08:00:00Z"}}
+    gql_commit = {"__typename": "PullRequestCommit", "id": "PURC_1", "gitCommit": {
+        "id": "C_1", "oid": "c0ffee", "authoredDate": "2024-05-01T08:00:00Z", "committedDate": "2024-05-02T08:00:00Z"}}
+    assert event_row("o", "r", PR, event_as_rest(gql_commit), 3) == event_row("o", "r", PR, rest_commit, 3)
     # A Team's fields need the read:org scope, and GitHub refuses a whole query asking for one
-    # the token lacks: the query names no Team field, so a `repo` token can use GraphQL.
+    # the token lacks: the query names no Team field, so a `repo` token can use GraphQL; with
+    # read:org known for every credential, it asks for the slug.
     assert "on Team" not in first_query() and "Team {" not in first_query(("events",))
+    assert "... on Team { slug }" in first_query(("events",), replace(GITHUB_COM, team_slug=True))
     # Other timeline types are named, for the caller to drop as it drops REST's other kinds.
     assert event_as_rest({"__typename": "LabeledEvent", "id": "LE_1"}) == {"event": "LabeledEvent"}
     # An organisation's or a deleted account's action.
@@ -340,3 +351,33 @@ def test_queries_are_not_counted_as_rest_requests_against_the_limit() -> None:
     with client:
         list(children.batches(["A"]))
     assert client.stats.requests == 1 and client.stats.cost == 0 and points == [1]
+
+
+def test_a_refused_team_slug_query_is_asked_again_without_team_fields(caplog: pytest.LogCaptureFixture) -> None:
+    """The scopes said read:org, yet GitHub refuses the query naming a Team field (an organisation
+    whose SSO the token is not authorised for): asked again without it, once for the run; the
+    requested team lands without its slug, nothing falls back to REST."""
+    asked: list[bool] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = json.loads(request.content)["query"]
+        asked.append("on Team" in query)
+        if "on Team" in query:
+            return httpx.Response(200, json={"errors": [{"type": "INSUFFICIENT_SCOPES", "message":
+                                                         "Your token has not been granted the required scopes"}]})
+        team = {"__typename": "ReviewRequestedEvent", "id": "E_1", "createdAt": "2024-05-01T09:00:00Z", "actor": None,
+                "requestedReviewer": {"__typename": "Team"}}
+        node = {"id": "A", "events": {"pageInfo": {"hasNextPage": False, "endCursor": None}, "nodes": [team]}}
+        return httpx.Response(200, json={"data": {"rateLimit": {"cost": 1}, "nodes": [node]}})
+
+    client = GitHubClient(API, TokenPool([TOKEN]), clock=FakeClock(T0), transport=httpx.MockTransport(answer))
+    caplog.set_level(logging.INFO, logger="sources.github.graphql")
+    with client:
+        children = GraphQLChildren(client, GRAPHQL, team_slugs=True)
+        [(_, first)] = list(children.batches(["A"], ("events",)))
+        [(_, second)] = list(children.batches(["A"], ("events",)))
+    assert asked == [True, False, False]
+    for result in (first, second):
+        [event] = result.children["A"].items["events"]
+        assert event["requested_team"] == {"slug": None}
+    assert sum("refused the query asking for team slugs" in r.getMessage() for r in caplog.records) == 1

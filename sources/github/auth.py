@@ -62,6 +62,9 @@ def token_problem(token: str) -> str | None:
     return None
 
 
+# OAuth scopes that let a classic token read an organisation's teams (Team fields in GraphQL).
+ORG_SCOPES = frozenset({"read:org", "write:org", "admin:org"})
+
 @dataclass(eq=False)
 class Credential:
     """One credential's rate-limit state: its last known budget and its gate."""
@@ -75,6 +78,9 @@ class Credential:
     # The GraphQL points budget: GitHub counts it apart from REST's requests, with its own reset
     # (its `remaining`, `reset` and gate); a secondary limit closes both gates.
     points: Credential | None = field(default=None, init=False, repr=False)
+    # A classic token's OAuth scopes, from the X-OAuth-Scopes header of any answer; None until
+    # told (fine-grained and App tokens carry permissions instead, and no such header).
+    scopes: frozenset[str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.gate = RateLimitGate(self.name)
@@ -149,6 +155,17 @@ class GitHubAuth(httpx.Auth):
     def remaining(self) -> int | None:
         raise NotImplementedError
 
+    def credentials(self) -> list[Credential]:
+        """Every credential a request may go out with."""
+        raise NotImplementedError
+
+    def reads_org(self) -> bool:
+        """Every credential is known to read organisation data (a classic token with read:org,
+        write:org or admin:org): a GraphQL query may then name Team fields, which GitHub refuses
+        a whole query for otherwise. Unknown (no scopes told) counts as no."""
+        credentials = self.credentials()
+        return bool(credentials) and all(c.scopes is not None and c.scopes & ORG_SCOPES for c in credentials)
+
     def close(self) -> None:
         pass
 
@@ -182,6 +199,9 @@ class GitHubAuth(httpx.Auth):
         if limit is None and graphql and not spent and graphql_rate_limited(response):
             limit = RateLimit(primary=False)  # RATE_LIMITED with budget left: a secondary limit
         budget = credential.budget(graphql)
+        scopes = response.headers.get("x-oauth-scopes")
+        if scopes is not None and response.status_code < 400:
+            credential.scopes = frozenset(s.strip() for s in scopes.split(",") if s.strip())
         with self._lock:
             # A 401's headers describe the unauthenticated budget, not this credential's.
             if remaining is not None and reset is not None and response.status_code != 401:
@@ -275,6 +295,10 @@ class TokenPool(GitHubAuth):
     def secrets(self) -> list[str]:
         return list(self._tokens)
 
+    def credentials(self) -> list[Credential]:
+        with self._lock:
+            return list(self._live)
+
     def remaining(self) -> int | None:
         with self._lock:
             known = [c.remaining for c in self._live if c.remaining is not None]
@@ -326,6 +350,9 @@ class GitHubAppAuth(GitHubAuth):
 
     def secrets(self) -> list[str]:
         return [*self._minted, self._private_key]
+
+    def credentials(self) -> list[Credential]:
+        return [self._credential]
 
     def remaining(self) -> int | None:
         with self._lock:

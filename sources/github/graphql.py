@@ -36,7 +36,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -99,15 +99,17 @@ class ServerSchema:
 
     review_id: str = "fullDatabaseId"  # PullRequestReview's numeric id (github.com since 2024-02); else databaseId
     reviewer_types: tuple[str, ...] = ("User", "Bot", "Mannequin")  # RequestedReviewer members with a login
+    team_slug: bool = False  # every credential reads the organisation (read:org): ask a team's slug
 
     @property
     def reviewer(self) -> str:
         """A requested reviewer. A Team's fields (slug, name...) need the read:org scope, and
         GitHub refuses a whole query that asks for a field the token's scopes do not cover, even
         when no team is requested: a `repo` token could not use GraphQL. `__typename` needs none,
-        so a team request lands, without its slug."""
+        so a team request lands, without its slug, unless `team_slug` (the scopes allow it)."""
         members = " ".join(f"... on {kind} {{ login databaseId }}" for kind in self.reviewer_types)
-        return f"requestedReviewer {{ __typename {members} }}"
+        team = " ... on Team { slug }" if self.team_slug else ""
+        return f"requestedReviewer {{ __typename {members}{team} }}"
 
     def fragment(self, kind: str) -> str:
         """The fragment that reads one page of `kind`."""
@@ -245,7 +247,7 @@ def event_as_rest(event: Any) -> Any:
         "actor": _actor(event.get("actor")),
         "created_at": event.get("createdAt"),
         "requested_reviewer": None if is_team else _actor(reviewer),
-        "requested_team": {"slug": None} if is_team else None,  # see ServerSchema.reviewer
+        "requested_team": {"slug": reviewer.get("slug")} if is_team else None,  # see ServerSchema.reviewer
         "commit_id": commit.get("oid") if isinstance(commit, dict) else None,
     }
 
@@ -404,12 +406,14 @@ class GraphQLChildren:
     """Fetches reviews, files and timeline events of pull requests by node id, in adaptive batches."""
 
     def __init__(self, client: GitHubClient, url: str, batch: BatchSize | None = None,
-                 on_points: Callable[[int], None] | None = None) -> None:
+                 on_points: Callable[[int], None] | None = None, team_slugs: bool = False) -> None:
         self.client = client
         self.url = url
         self.batch = batch or BatchSize()
         self.on_points = on_points
-        self.schema = GITHUB_COM  # what the server offers; learnt when it rejects a query (_adapt)
+        # What the server offers; learnt when it rejects a query (_adapt). Team slugs only when
+        # every credential is known to have read:org (X-OAuth-Scopes of the REST answers so far).
+        self.schema = replace(GITHUB_COM, team_slug=team_slugs)
         self._schema_asked = False
         self._schema_lock = threading.Lock()
 
@@ -454,6 +458,16 @@ class GraphQLChildren:
             schema = self.schema
             try:
                 return self._fetch(node_ids, kinds, schema)
+            except GraphQLRefused as exc:
+                if not schema.team_slug:
+                    raise
+                # The scopes said read:org, yet the query was refused (an organisation's SSO the
+                # token is not authorised for, say): without team slugs from now on.
+                with self._schema_lock:
+                    if self.schema == schema:
+                        self.schema = replace(schema, team_slug=False)
+                        logger.info("GraphQL at %s refused the query asking for team slugs (%s); requested "
+                                    "teams land without their slug", self.url, exc.error)
             except GraphQLDocumentRejected as exc:
                 if not self._adapt(schema):
                     raise refusal(exc) or exc from None
@@ -485,7 +499,8 @@ class GraphQLChildren:
             review_id = next((name for name in ("fullDatabaseId", "databaseId") if name in review), None)
             if review_id is None:
                 return False
-            learnt = ServerSchema(review_id, tuple(t for t in GITHUB_COM.reviewer_types if t in members))
+            learnt = ServerSchema(review_id, tuple(t for t in GITHUB_COM.reviewer_types if t in members),
+                                  rejected.team_slug)
             if learnt == rejected:
                 return False
             missing = [f"PullRequestReview.{rejected.review_id}"] if review_id != rejected.review_id else []

@@ -108,7 +108,12 @@ class SyncContext:
         with self.lock:
             if self._graphql is None:
                 assert self.graphql_url is not None
-                self._graphql = GraphQLChildren(self.client, self.graphql_url, on_points=self.progress.add_graphql_points)
+                team_slugs = self.client.auth.reads_org()
+                if not team_slugs:
+                    logger.info("GraphQL: the credentials are not known to have read:org (X-OAuth-Scopes), so a "
+                                "requested team lands without its slug; REST mode lands it")
+                self._graphql = GraphQLChildren(self.client, self.graphql_url, on_points=self.progress.add_graphql_points,
+                                                team_slugs=team_slugs)
             return self._graphql
 
     @property
