@@ -306,6 +306,19 @@ metrics AS (
 -- the local days it touches (a number table); each working day that is no holiday adds its overlap
 -- with the duration. The day's hours become instants by CONVERT_TIMEZONE in the calendar's own time
 -- zone: DST comes from the warehouse's zone database, never from a session setting.
+-- One calendar per organisation even if two bootstraps raced to write one (Snowflake has no lock
+-- around them), and each holiday once.
+working_calendars AS (
+    SELECT org, time_zone, work_days, start_second, end_second
+    FROM {schema}.working_calendars
+    QUALIFY ROW_NUMBER() OVER (PARTITION BY org ORDER BY time_zone, work_days, start_second, end_second) = 1
+),
+
+working_holidays AS (
+    SELECT DISTINCT org, holiday
+    FROM {schema}.working_holidays
+),
+
 calendars AS (
     SELECT
         m.id,
@@ -315,8 +328,8 @@ calendars AS (
         COALESCE(c.start_second, d.start_second) AS start_second,
         COALESCE(c.end_second, d.end_second) AS end_second
     FROM metrics AS m
-    LEFT JOIN {schema}.working_calendars AS c ON c.org = m.org
-    JOIN {schema}.working_calendars AS d ON d.org = '*'
+    LEFT JOIN working_calendars AS c ON c.org = m.org
+    JOIN working_calendars AS d ON d.org = '*'
 ),
 
 spans AS (
@@ -335,6 +348,13 @@ spans AS (
     SELECT id, 'merge', ready_at, merged_at FROM metrics WHERE time_to_merge_seconds >= 0
 ),
 
+-- At most the last 9,999 days of a duration count (destinations/working_calendar.py, MAX_DAYS): the
+-- day numbers below reach 9,999.
+capped_spans AS (
+    SELECT id, phase, GREATEST(started_at, DATEADD('day', -9999, ended_at)) AS started_at, ended_at
+    FROM spans
+),
+
 local_spans AS (
     SELECT
         s.id,
@@ -349,7 +369,7 @@ local_spans AS (
         CONVERT_TIMEZONE(c.time_zone, s.started_at)::DATE AS first_day,
         DATEDIFF('day', CONVERT_TIMEZONE(c.time_zone, s.started_at)::DATE,
                  CONVERT_TIMEZONE(c.time_zone, s.ended_at)::DATE) AS last_day_number
-    FROM spans AS s
+    FROM capped_spans AS s
     JOIN calendars AS c ON c.id = s.id
 ),
 
@@ -382,7 +402,7 @@ working_days AS (
         CONVERT_TIMEZONE(s.time_zone, 'UTC', DATEADD('second', s.start_second, s.local_day::TIMESTAMP_NTZ)) AS day_start_utc,
         CONVERT_TIMEZONE(s.time_zone, 'UTC', DATEADD('second', s.end_second, s.local_day::TIMESTAMP_NTZ)) AS day_end_utc
     FROM span_days AS s
-    LEFT JOIN {schema}.working_holidays AS h ON h.org = s.calendar_org AND h.holiday = s.local_day
+    LEFT JOIN working_holidays AS h ON h.org = s.calendar_org AND h.holiday = s.local_day
     WHERE CONTAINS(s.work_days, CAST(DAYOFWEEKISO(s.local_day) AS VARCHAR))
       AND h.holiday IS NULL
 ),

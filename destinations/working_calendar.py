@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT = "*"  # the calendar of every organisation not configured
+# Working time counts at most the last this many days of a duration (the views' number table):
+# a first commit dated decades back (imported history, a 1970 clock) is not worth the scan.
+MAX_DAYS = 9_999
 _WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 
 
@@ -39,10 +43,10 @@ class WorkingCalendar(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Berlin')") from None
+        # An IANA name, not any file of the zoneinfo folder ("posix/...", "right/...",
+        # "localtime" open too): the warehouse knows only the names.
+        if name not in _zone_names():
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Berlin')")
         return name
 
     @field_validator("days", mode="before")
@@ -107,13 +111,27 @@ def working_intervals(calendar: WorkingCalendar, first: date, last: date) -> Ite
         day += timedelta(days=1)
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """IANA zone names; the system folder's extra files (posix/, right/, localtime...) left out."""
+    return frozenset(name for name in available_timezones()
+                     if not name.startswith(("posix/", "right/")) and name not in {"localtime", "posixrules", "Factory"})
+
+
 def _utc(wall: datetime, zone: ZoneInfo) -> datetime:
-    return wall.replace(tzinfo=zone).astimezone(timezone.utc)
+    """A local wall time as an instant. A wall time the zone repeats (clocks going back) is
+    taken the second time, as the warehouses' zone libraries (ICU) take it; one the zone skips
+    (clocks going forward) with the offset before the change."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    repeated = first != second and second.astimezone(zone).replace(tzinfo=None) == wall
+    return second if repeated else first
 
 
 def working_seconds(calendar: WorkingCalendar, start: datetime, end: datetime) -> int:
-    """Working seconds between two instants: what the views compute, for tests and for a person
-    to check one by hand."""
+    """Working seconds between two instants (of at most the last MAX_DAYS days): what the views
+    compute, for tests and for a person to check one by hand."""
+    start = max(start, end - timedelta(days=MAX_DAYS))
     first, last = (start - timedelta(days=2)).date(), (end + timedelta(days=2)).date()
     total = 0
     for s, e in working_intervals(calendar, first, last):
