@@ -243,6 +243,8 @@ class Handoff:
                 logger.warning("%s: load %s was set aside by the merge; fetching its %d repositories again",
                                name, load_id, len(covered))
                 handled.append(load_id)
+            if handled:  # the teams' ETags may describe rows of a set-aside load: read them again
+                state["sources"][name].pop("teams", None)
         for load_id in handled:
             self._mark_rewound(load_id)
         return handled

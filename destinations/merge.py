@@ -352,9 +352,10 @@ def _merge_tables(
         merge = sql.merge_from_stage(warehouse.table(name), stage, quoted, q(spec.key), q(spec.version), newer_fetch)
         counts[name] = {"staged": staged, "merged": _affected(warehouse.execute(merge)), "deleted": 0}
     for spec in TABLES.values():
-        if spec.child_kind is None:
+        if spec.replace_scope is None:
             continue
-        deleted = _replace_children(warehouse, spec, stages, CHILD_FETCHES.name in load_files, spec.name in load_files)
+        fetches = spec.child_kind is not None and CHILD_FETCHES.name in load_files
+        deleted = _replace_children(warehouse, spec, stages, fetches, spec.name in load_files)
         if deleted is not None:
             counts.setdefault(spec.name, {"staged": 0, "merged": 0, "deleted": 0})["deleted"] = deleted
     for stage in stages.values():
@@ -365,7 +366,9 @@ def _merge_tables(
 def _replace_children(
     warehouse: Warehouse, spec: TableSpec, stages: dict[str, str], fetches_landed: bool, rows_landed: bool
 ) -> int | None:
-    """Delete the child rows a fetched list no longer holds; None when the load fetched none."""
+    """Delete the rows a landed whole list no longer holds: a pull request's child list (its fetch
+    records say which, an empty one too), or a set a table's replace scope names (an organisation's
+    teams, a team's members); None when the load held none."""
     q = warehouse.q
     target, key, version = warehouse.table(spec.name), q(spec.key), q(spec.version)
     if fetches_landed:

@@ -658,3 +658,61 @@ SELECT
     COUNT(DISTINCT pull_request_id) AS prs_reviewed
 FROM reviews
 GROUP BY 1, 2, 3, 4;
+
+
+-- One row per Monday-starting UTC week x organisation x team with activity: the pull requests (not
+-- opened by a bot) whose author is in the team as the team is now (GitHub keeps no history of
+-- membership; someone in two teams counts in both). Opened by created_at, merged by merged_at, a
+-- first review in the week it came, as in weekly_pull_request_metrics.
+CREATE OR REPLACE VIEW {schema}.weekly_team_metrics COPY GRANTS AS
+WITH members AS (
+    SELECT DISTINCT t.org, t.slug AS team_slug, m.user_id
+    FROM {schema}.team_members AS m
+    JOIN {schema}.teams AS t ON t.org = m.org AND t.id = m.team_id
+),
+
+team_prs AS (
+    SELECT
+        m.org,
+        mb.team_slug,
+        m.time_to_first_review_seconds,
+        m.time_to_merge_seconds,
+        m.cycle_time_seconds,
+        CONVERT_TIMEZONE('UTC', m.created_at)::DATE AS created_date,
+        CONVERT_TIMEZONE('UTC', m.merged_at)::DATE AS merged_date,
+        CONVERT_TIMEZONE('UTC', m.first_review_at)::DATE AS first_review_date
+    FROM {schema}.pull_request_metrics AS m
+    JOIN {schema}.pull_requests AS p ON p.id = m.id
+    JOIN members AS mb ON mb.org = m.org AND mb.user_id = p.author_id
+),
+
+team_events AS (
+    SELECT org, team_slug, created_date AS day, 1 AS opened, 0 AS merged,
+           CAST(NULL AS BIGINT) AS first_review_seconds, CAST(NULL AS BIGINT) AS merge_seconds,
+           CAST(NULL AS BIGINT) AS cycle_seconds
+    FROM team_prs
+    UNION ALL
+    SELECT org, team_slug, merged_date, 0, 1, NULL, time_to_merge_seconds, cycle_time_seconds
+    FROM team_prs
+    WHERE merged_date IS NOT NULL
+    UNION ALL
+    SELECT org, team_slug, first_review_date, 0, 0, time_to_first_review_seconds, NULL, NULL
+    FROM team_prs
+    WHERE first_review_date IS NOT NULL AND time_to_first_review_seconds IS NOT NULL
+)
+
+SELECT
+    DATEADD('day', 1 - DAYOFWEEKISO(day), day)::DATE AS week_start,
+    org,
+    team_slug,
+    SUM(opened) AS prs_opened,
+    SUM(merged) AS prs_merged,
+    ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY first_review_seconds))::BIGINT AS time_to_first_review_p50_seconds,
+    ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY first_review_seconds))::BIGINT AS time_to_first_review_p90_seconds,
+    COUNT(first_review_seconds) AS time_to_first_review_samples,
+    ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY merge_seconds))::BIGINT AS time_to_merge_p50_seconds,
+    COUNT(merge_seconds) AS time_to_merge_samples,
+    ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p50_seconds,
+    COUNT(cycle_seconds) AS cycle_time_samples
+FROM team_events
+GROUP BY 1, 2, 3;

@@ -127,6 +127,9 @@ def snowflake_script(config: SnowflakeConfig, pipelines: dict[str, str]) -> str:
                     q(spec.version), q(spec.replace_scope or "pull_request_id"), q("kind"),
                     q(CHILD_FETCHES.version), spec.child_kind,
                 ))
+            elif spec.replace_scope is not None:  # a whole list replaces its set (teams, members)
+                load.append(sql.delete_replaced_children(
+                    table(spec.name), stages[spec.name], q(spec.key), q(spec.replace_scope), q(spec.version)))
         load += [sql.truncate(stages[name]) for name in TABLES]
         load += [sql.set_ledger_row_counts(ledger), "COMMIT"]
         sections.append((

@@ -146,6 +146,7 @@ class _Org:
     login: str
     data: dict
     repos: dict[str, _Repo] = field(default_factory=dict)  # key: lower-case name
+    teams: dict[str, list[int]] = field(default_factory=dict)  # slug -> member user ids, in order
 
 
 class Dataset:
@@ -190,6 +191,7 @@ class Dataset:
             org = _Org(login, {"login": login, "id": 9_000_000 + 104_729 * org_index,
                                "type": "Organization"})
             ds._orgs[login.lower()] = org
+            ds._generate_teams(org)
             for i in range(n_repos):
                 repo = ds._new_repo(org, i)
                 n_prs = counts[repo_index % len(counts)]
@@ -201,6 +203,49 @@ class Dataset:
                 repo_index += 1
         logger.debug("generated dataset seed=%s orgs=%s", seed, orgs)
         return ds
+
+    def _generate_teams(self, org: _Org) -> None:
+        """Each person in one team, some in a second; from the org's own generator."""
+        rng = random.Random(f"{self.seed}/{org.login}/teams")
+        org.teams = {slug: [] for slug in _TEAMS}
+        for index, user in enumerate(self._humans):
+            org.teams[_TEAMS[index % len(_TEAMS)]].append(user["id"])
+            if rng.random() < 0.2:
+                second = rng.choice([s for s in _TEAMS if s != _TEAMS[index % len(_TEAMS)]])
+                org.teams[second].append(user["id"])
+
+    def _team_dict(self, org: _Org, slug: str) -> dict:
+        """A team as `GET /orgs/{org}/teams` serves it; ids unique across organisations."""
+        index = list(self._orgs.values()).index(org)
+        team_id = 5_000_000 + 1_000 * index + _TEAMS.index(slug)
+        parent = "platform" if slug == "security" else None
+        return {"id": team_id, "node_id": _node_id("T_kwDO", team_id), "slug": slug, "name": slug.capitalize(),
+                "description": None, "privacy": "closed", "permission": "pull",
+                "url": f"https://api.github.com/organizations/{org.data['id']}/team/{team_id}",
+                "parent": self._team_dict(org, parent) if parent else None}
+
+    def teams(self, org: str) -> list[dict]:
+        with self._lock:
+            o = self._org(org)
+            return [self._team_dict(o, slug) for slug in o.teams]
+
+    def team_members(self, org: str, slug: str) -> list[dict]:
+        with self._lock:
+            o = self._org(org)
+            if slug not in o.teams:
+                raise KeyError(f"unknown team {slug!r}")
+            by_id = {u["id"]: u for u in self._humans}
+            return [dict(by_id[i]) for i in o.teams[slug]]
+
+    def move_team_member(self, org: str, login: str, to_slug: str) -> None:
+        """`login` leaves every team of `org` and joins `to_slug`: a team change."""
+        with self._lock:
+            o = self._org(org)
+            user = next(u for u in self._humans if u["login"] == login)
+            for members in o.teams.values():
+                if user["id"] in members:
+                    members.remove(user["id"])
+            o.teams[to_slug].append(user["id"])
 
     def _new_repo(self, org: _Org, index: int) -> _Repo:
         rng = self._rng

@@ -45,6 +45,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews$"), "reviews"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$"), "files"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/timeline$"), "timeline"),
+    ("GET", re.compile(r"^/orgs/([^/]+)/teams$"), "teams"),
+    ("GET", re.compile(r"^/orgs/([^/]+)/teams/([^/]+)/members$"), "team_members"),
     ("GET", re.compile(r"^/rate_limit$"), "rate_limit"),
     ("POST", re.compile(r"^/app/installations/(\d+)/access_tokens$"), "app_token"),
 ]
@@ -410,6 +412,15 @@ class GitHubEmulator:
                 return self._page(files, params, url_path)
             if kind == "timeline":
                 return self._page(ds.timeline(args[0], args[1], int(args[2])), params, url_path)
+            if kind in ("teams", "team_members"):
+                # A classic token needs read:org (org_readers); an App's installation token is let in.
+                with self._lock:
+                    app_token = caller in self._app_tokens
+                if not app_token and caller not in self.graphql.org_readers:
+                    return _message(403, "You must have the read:org scope to list teams.")
+                if kind == "teams":
+                    return self._page(ds.teams(args[0]), params, url_path)
+                return self._page(ds.team_members(args[0], args[1]), params, url_path)
         except (KeyError, _NotFound):
             pass
         return _message(404, "Not Found")

@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
             dataset = Dataset.generate(orgs=DEMO_ORGS, prs_per_repo=[120, 30, 45], seed=7)
             emulator = stack.enter_context(GitHubEmulator(dataset, latency=args.demo_latency))
+            emulator.graphql.org_readers = {"demo-token"}  # a token with read:org: teams, team slugs
             github_url = emulator.url
             orgs = orgs or list(DEMO_ORGS)
             # The emulator accepts any token; never send it a real one, and no shared

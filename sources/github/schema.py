@@ -202,9 +202,51 @@ CHILD_FETCHES = TableSpec(
     ),
 )
 
+# The organisation's teams (where the credentials may read them: read:org), each load's list whole:
+# a team no longer listed leaves the organisation's set (the replace scope).
+TEAMS = TableSpec(
+    name="teams",
+    key="row_key",
+    version="fetched_at",
+    replace_scope="org",
+    schema=pa.schema(
+        [
+            ("row_key", pa.string()),
+            ("org", pa.string()),
+            ("id", pa.int64()),
+            ("node_id", pa.string()),
+            ("slug", pa.string()),
+            ("name", pa.string()),
+            ("parent_slug", pa.string()),
+            ("fetched_at", _TS),
+        ]
+    ),
+)
+
+# Each team's members as GitHub lists them (child teams' members included), a team's list whole:
+# a member who left the team leaves its set.
+TEAM_MEMBERS = TableSpec(
+    name="team_members",
+    key="row_key",
+    version="fetched_at",
+    replace_scope="team_id",
+    schema=pa.schema(
+        [
+            ("row_key", pa.string()),
+            ("org", pa.string()),
+            ("team_id", pa.int64()),
+            ("team_slug", pa.string()),
+            ("user_id", pa.int64()),
+            ("login", pa.string()),
+            ("fetched_at", _TS),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (PULL_REQUESTS, CHILD_FETCHES, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES, PULL_REQUEST_EVENTS)
+    for spec in (PULL_REQUESTS, CHILD_FETCHES, PULL_REQUEST_REVIEWS, PULL_REQUEST_FILES, PULL_REQUEST_EVENTS,
+                 TEAMS, TEAM_MEMBERS)
 }
 
 # The kinds of child list fetched per pull request, as `pull_request_child_fetches` records them:
@@ -237,6 +279,8 @@ PULL_REQUEST = "pull_request"
 REVIEW = "review"
 FILE = "file"
 EVENT = "event"
+TEAM = "team"
+TEAM_MEMBER = "team_member"
 
 
 class MalformedItem(ValueError):
@@ -616,6 +660,38 @@ def event_row(org: str, repo: str, pr: dict[str, Any], event: dict, position: in
         "requested_team_slug": team.optional("slug", str) if team else None,
         "commit_id": item.optional("commit_id", str),
         "committed_at": None,
+    }
+
+
+def team_row(org: str, team: dict, fetched_at: datetime) -> dict[str, Any]:
+    """A team of `GET /orgs/{org}/teams`; raises MalformedItem naming the field."""
+    item = _Item(TEAM, team, key=_int_key(team, "id"), where=org)
+    team_id = item.required("id", int)
+    parent = item.child("parent")
+    return {
+        "row_key": row_key(TEAMS.name, org, team_id),
+        "org": org,
+        "id": team_id,
+        "node_id": item.optional("node_id", str),
+        "slug": item.required("slug", str),
+        "name": item.optional("name", str),
+        "parent_slug": parent.optional("slug", str) if parent else None,
+        "fetched_at": fetched_at,
+    }
+
+
+def team_member_row(org: str, team: dict[str, Any], member: dict, fetched_at: datetime) -> dict[str, Any]:
+    """A member of `GET /orgs/{org}/teams/{slug}/members`; `team` is a teams row."""
+    item = _Item(TEAM_MEMBER, member, key=_int_key(member, "id"), where=f"{org} team {team['slug']}")
+    user_id = item.required("id", int)
+    return {
+        "row_key": row_key(TEAM_MEMBERS.name, team["id"], user_id),
+        "org": org,
+        "team_id": team["id"],
+        "team_slug": team["slug"],
+        "user_id": user_id,
+        "login": item.optional("login", str),
+        "fetched_at": fetched_at,
     }
 
 

@@ -59,6 +59,7 @@ from sources.github.schema import (
     to_table,
 )
 from sources.github.state import DAY, iso, repo_state, retry_delay, row_hash
+from sources.github.teams import fetch_teams
 
 __all__ = ["SyncContext", "SyncProgress", "FailedItem", "github_source"]
 
@@ -914,6 +915,21 @@ _TO_ROWS: dict[str, tuple[TableSpec, Callable[[SyncContext, dict[str, Any], list
 }
 
 
+@dlt.resource(name="teams", write_disposition="append")
+def teams(ctx: SyncContext) -> Iterator[Any]:
+    """The organisation's teams and their members (sources/github/teams.py), once per run: in
+    its first chunk. A failure leaves them as they were, for the next run."""
+    if ctx.progress.chunks != 1 or ctx.progress.stopped_early:
+        return
+    state = dlt.current.source_state()
+    try:
+        yield from fetch_teams(ctx.client, ctx.org, state, ctx.full_refresh)
+    except RateLimitExhausted as exc:
+        ctx.progress.stop(f"rate limit exhausted reading the teams: {exc}")
+    except GitHubError as exc:
+        logger.warning("%s: teams not refreshed (%s); read again next run", ctx.org, exc)
+
+
 # -- the source --------------------------------------------------------------------------------
 
 
@@ -956,4 +972,4 @@ def github_source(
             retry | pull_request_events(ctx).with_name("retry_pull_request_events"),
             reconcile | pull_request_reviews(ctx).with_name("reconcile_pull_request_reviews"),
         ]
-    return (repos, prs, retry, reconcile, *children)
+    return (repos, prs, retry, reconcile, *children, teams(ctx))
