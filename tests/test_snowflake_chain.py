@@ -332,7 +332,7 @@ def test_bootstrap_command_is_idempotent_and_prints_the_admin_sql(monkeypatch, c
     assert bootstrap_cli.main(["--org", ORG, "--org", "beta-labs"]) == 0
     out = capsys.readouterr().out
     assert f"-> file://{(tmp_path / 'landing').resolve()}/github/" in out
-    assert "created 19 table(s)" in out and "STG_GITHUB_BETA_LABS_PULL_REQUEST_FILES" in out and "MERGE_LOCKS" in out
+    assert "created 25 table(s)" in out and "STG_GITHUB_BETA_LABS_PULL_REQUEST_FILES" in out and "MERGE_LOCKS" in out
     assert "WORKING_CALENDARS, WORKING_HOLIDAYS" in out
     assert bootstrap_cli.main(["--org", ORG]) == 0
     assert "created 0 table(s) (all existed)" in capsys.readouterr().out
