@@ -286,3 +286,30 @@ def test_graphql_lands_team_slugs_when_every_token_reads_the_organisation(reads_
     assert any(e.get("requested_team") for repo, n in all_prs(dataset) for e in dataset.events(ORG, repo, n))
     said = [r.getMessage() for r in caplog.records if "read:org" in r.getMessage()]
     assert len(said) == (0 if reads_org else 1)
+
+
+def test_a_server_error_in_the_one_time_relisting_fails_only_that_repository(rest_mode, settings, dataset, emu, fake):
+    """Upgrading lists every repository's pull requests once more (their events are due again).
+    A repository whose listing keeps failing then is one failed repository, retried later, never
+    the end of the organisation's run; the others get their events, and so does it next time."""
+    run(settings, emu, fake)
+    merge_only(settings)
+    pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
+    with pipeline.managed_state() as managed:
+        for entry in managed["sources"][pipeline_name(ORG)]["repos"].values():
+            entry["child_kinds"] = ["reviews", "files", "events"]
+    broken, fine = repo_names(dataset)[:2]
+    # The normal listing's page 1 (a 304) passes; the one-time relisting's pages fail, retries too.
+    emu.faults.add(Fault("502", path_regex=rf"/repos/{ORG}/{broken}/pulls\?", times=50, after=1))
+    emu.reset_stats()
+
+    report = run(settings, emu, fake)
+
+    assert [item.kind for item in report.progress.failed] == ["repository"]
+    assert report.progress.failed[0].name == f"{ORG}/{broken}"
+    relisted = {repo for repo, _ in timeline_requests(emu)}
+    assert fine in relisted and broken not in relisted
+    emu.faults.clear()
+    fake.advance(2 * 86400)  # past the repository's retry time
+    run(settings, emu, fake)
+    assert broken in {repo for repo, _ in timeline_requests(emu)}

@@ -282,6 +282,11 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
             ctx.due_now.add(repo_id)
     try:
         unchanged = yield from _list_pull_requests(ctx, state, repo_id, repo, saved)
+        if unchanged is None:
+            ctx.progress.more_to_do = True  # the chunk ended inside this listing
+            return
+        # Listed again once after an upgrade (child lists due): its failures are the repository's.
+        _backfill_child_kinds(ctx, state, repo_id, repo, saved)
     except NotFoundError as exc:
         logger.warning("%s: skipped, the repository is gone: %s", label, exc)
         ctx.progress.repositories_skipped.append(repo)
@@ -299,14 +304,6 @@ def pull_requests(repository: dict[str, Any], ctx: SyncContext) -> Iterator[pa.T
         logger.warning("%s: failed (%s); the rest of the organisation goes on, retried after %s",
                        label, exc, _local_time(retry_at))
         ctx.progress.add_failed(FailedItem("repository", label, str(exc), retry_at))
-        return
-    if unchanged is None:
-        ctx.progress.more_to_do = True  # the chunk ended inside this listing
-        return
-    try:
-        _backfill_child_kinds(ctx, state, repo_id, repo, saved)
-    except RateLimitExhausted as exc:
-        ctx.progress.stop(f"rate limit exhausted in {label}: {exc}")
         return
     saved.pop("failure", None)
     ctx.finished.add(repo_id)
