@@ -159,6 +159,34 @@ def breakdown_figure(report: OrgReport) -> go.Figure | None:
     return figure
 
 
+def work_in_progress_figure(report: OrgReport) -> go.Figure | None:
+    """Open pull requests at each week's end: ready for review (work in progress) and drafts."""
+    if not any(w.open_prs_at_week_end for w in report.weeks):
+        return None
+    x = _weeks_x(report)
+    ready = [w.open_ready_prs_at_week_end for w in report.weeks]
+    drafts = [max(0, (w.open_prs_at_week_end or 0) - w.open_ready_prs_at_week_end) for w in report.weeks]
+    figure = go.Figure()
+    figure.add_bar(x=x, y=ready, name="ready for review", marker_color=_COLOURS["opened"])
+    figure.add_bar(x=x, y=drafts, name="drafts", marker_color="#bab0ac")
+    figure.update_layout(barmode="stack", xaxis_title="week ending", yaxis_title="open pull requests")
+    return figure
+
+
+def merged_without_review_figure(report: OrgReport) -> go.Figure | None:
+    """Pull requests merged each week, and how many of them without a counted review."""
+    if not any(w.prs_merged for w in report.weeks):
+        return None
+    x = _weeks_x(report)
+    figure = go.Figure()
+    figure.add_bar(x=x, y=[w.prs_merged - w.prs_merged_without_review for w in report.weeks],
+                   name="reviewed", marker_color=_COLOURS["merged"])
+    figure.add_bar(x=x, y=[w.prs_merged_without_review for w in report.weeks],
+                   name="merged without review", marker_color=_COLOURS["closed"])
+    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="merged pull requests")
+    return figure
+
+
 def mark_unfinished_week(figure: go.Figure | None, report: OrgReport, now: datetime) -> go.Figure | None:
     """Shade the period's last week when it has not ended yet: its numbers are not a whole week's."""
     if figure is None or not report.weeks:
@@ -291,6 +319,10 @@ def org_section(report: OrgReport, now: datetime) -> str:
         _chart(org, "cycle-time-breakdown", "Cycle time breakdown per week: coding, pickup, review (medians)",
                mark_unfinished_week(breakdown_figure(report), report, now),
                f"{few} merged pull requests with a known phase."),
+        _chart(org, "work-in-progress", "Work in progress: open pull requests at each week's end",
+               mark_unfinished_week(work_in_progress_figure(report), report, now), "No open pull requests in the period."),
+        _chart(org, "merged-without-review", "Merged without review per week",
+               mark_unfinished_week(merged_without_review_figure(report), report, now), "No merges in the period."),
         _chart(org, "time-to-first-review", "Time to first review per week: p50, p75, p90",
                mark_unfinished_week(percentiles_figure(report, "time_to_first_review"), report, now),
                f"{few} first reviews."),

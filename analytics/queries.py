@@ -74,6 +74,7 @@ class Week:
     review_time_samples: int = 0
     cycle_time_p50_seconds: float | None = None
     cycle_time_samples: int = 0
+    open_ready_prs_at_week_end: int = 0  # open and not in draft at the week's end: work in progress
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ _WEEK_COLUMNS = [
     "time_to_first_review_samples", "time_to_merge_samples", "prs_merged_without_review",
     "coding_time_p50_seconds", "coding_time_samples", "pickup_time_p50_seconds", "pickup_time_samples",
     "review_time_p50_seconds", "review_time_samples", "cycle_time_p50_seconds", "cycle_time_samples",
+    "open_ready_prs_at_week_end",
 ]
 _REVIEWER_COLUMNS = ["week_start", "repo", "reviewer_login", "reviews", "prs_reviewed"]
 
@@ -168,6 +170,7 @@ def weeks(warehouse: Warehouse, org: str) -> list[Week]:
             review_time_samples=int(r[21] or 0),
             cycle_time_p50_seconds=_number(r[22]),
             cycle_time_samples=int(r[23] or 0),
+            open_ready_prs_at_week_end=int(r[24] or 0),
         )
         for r in rows
     ]

@@ -454,9 +454,12 @@ WITH now_utc AS (
 -- Instants as UTC wall-clock times, so that dates and week boundaries are UTC ones.
 prs_utc AS (
     SELECT
+        id,
         org,
         repo,
         is_merged,
+        -- Opened as a draft: ready later than opened, or never (see ready_at).
+        ready_at IS NULL OR ready_at > created_at AS opened_as_draft,
         merged_without_review,
         time_to_first_review_seconds,
         time_to_merge_seconds,
@@ -548,13 +551,51 @@ week_prs AS (
         CASE WHEN p.merged_week = w.week_start THEN p.cycle_time_seconds END AS cycle_seconds,
         CASE WHEN p.created_utc < w.week_end AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_end)
             THEN DATEDIFF('second', p.created_utc, w.week_end)
-        END AS open_age_seconds
+        END AS open_age_seconds,
+        p.id AS pull_request_id,
+        p.opened_as_draft,
+        w.week_end
     FROM weeks AS w
     LEFT JOIN scoped_prs AS p
         ON p.org = w.org
         AND p.scope_repo IS NOT DISTINCT FROM w.repo
         AND p.created_utc < w.week_end
         AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_start OR p.first_review_utc >= w.week_start)
+),
+
+-- Work in progress: of the pull requests open at a week's end, those not in draft then. The last
+-- draft change before the end decides (timeline order within a second); without one, how it was
+-- opened.
+draft_changes AS (
+    SELECT
+        pull_request_id,
+        CONVERT_TIMEZONE('UTC', created_at)::TIMESTAMP_NTZ AS changed_utc,
+        timeline_position,
+        id AS event_id,
+        event = 'convert_to_draft' AS to_draft
+    FROM {schema}.pull_request_events
+    WHERE event IN ('convert_to_draft', 'ready_for_review')
+),
+
+draft_at_week_end AS (
+    SELECT
+        o.week_start,
+        o.org,
+        o.repo,
+        COALESCE(d.to_draft, o.opened_as_draft) AS in_draft
+    FROM week_prs AS o
+    LEFT JOIN draft_changes AS d ON d.pull_request_id = o.pull_request_id AND d.changed_utc < o.week_end
+    WHERE o.open_age_seconds IS NOT NULL
+    QUALIFY ROW_NUMBER() OVER (
+        PARTITION BY o.week_start, o.org, o.repo, o.pull_request_id
+        ORDER BY d.changed_utc DESC NULLS LAST, d.timeline_position DESC NULLS LAST, d.event_id DESC NULLS LAST
+    ) = 1
+),
+
+ready_at_week_end AS (
+    SELECT week_start, org, repo, SUM(CASE WHEN in_draft THEN 0 ELSE 1 END) AS open_ready_prs
+    FROM draft_at_week_end
+    GROUP BY week_start, org, repo
 ),
 
 weekly AS (
@@ -597,41 +638,44 @@ weekly AS (
 )
 
 SELECT
-    week_start,
-    org,
-    repo,
-    prs_opened,
-    prs_merged,
-    prs_closed_without_merge,
-    CAST(prs_merged AS DOUBLE) / NULLIF(prs_merged + prs_closed_without_merge, 0) AS merge_rate,
-    time_to_first_review_p50_seconds,
-    time_to_first_review_p75_seconds,
-    time_to_first_review_p90_seconds,
-    time_to_merge_p50_seconds,
-    time_to_merge_p75_seconds,
-    time_to_merge_p90_seconds,
-    open_prs_at_week_end,
-    open_pr_median_age_seconds,
-    time_to_first_review_samples,
-    time_to_merge_samples,
-    prs_merged_without_review,
-    coding_time_p50_seconds,
-    coding_time_p75_seconds,
-    coding_time_p90_seconds,
-    coding_time_samples,
-    pickup_time_p50_seconds,
-    pickup_time_p75_seconds,
-    pickup_time_p90_seconds,
-    pickup_time_samples,
-    review_time_p50_seconds,
-    review_time_p75_seconds,
-    review_time_p90_seconds,
-    review_time_samples,
-    cycle_time_p50_seconds,
-    cycle_time_p75_seconds,
-    cycle_time_p90_seconds,
-    cycle_time_samples
-FROM weekly;
+    w.week_start,
+    w.org,
+    w.repo,
+    w.prs_opened,
+    w.prs_merged,
+    w.prs_closed_without_merge,
+    CAST(w.prs_merged AS DOUBLE) / NULLIF(w.prs_merged + w.prs_closed_without_merge, 0) AS merge_rate,
+    w.time_to_first_review_p50_seconds,
+    w.time_to_first_review_p75_seconds,
+    w.time_to_first_review_p90_seconds,
+    w.time_to_merge_p50_seconds,
+    w.time_to_merge_p75_seconds,
+    w.time_to_merge_p90_seconds,
+    w.open_prs_at_week_end,
+    w.open_pr_median_age_seconds,
+    w.time_to_first_review_samples,
+    w.time_to_merge_samples,
+    w.prs_merged_without_review,
+    w.coding_time_p50_seconds,
+    w.coding_time_p75_seconds,
+    w.coding_time_p90_seconds,
+    w.coding_time_samples,
+    w.pickup_time_p50_seconds,
+    w.pickup_time_p75_seconds,
+    w.pickup_time_p90_seconds,
+    w.pickup_time_samples,
+    w.review_time_p50_seconds,
+    w.review_time_p75_seconds,
+    w.review_time_p90_seconds,
+    w.review_time_samples,
+    w.cycle_time_p50_seconds,
+    w.cycle_time_p75_seconds,
+    w.cycle_time_p90_seconds,
+    w.cycle_time_samples,
+    COALESCE(r.open_ready_prs, 0) AS open_ready_prs_at_week_end
+FROM weekly AS w
+LEFT JOIN ready_at_week_end AS r
+    ON r.week_start = w.week_start AND r.org = w.org AND r.repo IS NOT DISTINCT FROM w.repo;
 
 
 -- One row per Monday-starting UTC week (of submitted_at) x organisation x repository x reviewer:

@@ -55,6 +55,8 @@ def week(start: date, opened: int = 0, merged: int = 0, closed: int = 0, open_at
         review_time_samples=samples if merged_phases else 0,
         cycle_time_p50_seconds=86400.0 + merge_p50 if merge_p50 is not None else None,
         cycle_time_samples=samples if merged_phases else 0,
+        prs_merged_without_review=min(merged, 1),
+        open_ready_prs_at_week_end=(open_at_end or 0) // 2,
     )
 
 

@@ -70,6 +70,7 @@ WEEKLY_COLUMNS = (
     "open_prs_at_week_end", "open_pr_median_age_seconds", "time_to_first_review_samples",
     "time_to_merge_samples", "prs_merged_without_review",
     *(f"{phase}_{stat}" for phase in PHASES for stat in ("p50_seconds", "p75_seconds", "p90_seconds", "samples")),
+    "open_ready_prs_at_week_end",
 )
 REVIEWER_LOAD_COLUMNS = ("week_start", "org", "repo", "reviewer_login", "reviews", "prs_reviewed")
 TIMESTAMPS = {"created_at", "ready_at", "first_review_requested_at", "first_review_at", "first_approval_at",
@@ -323,15 +324,17 @@ NO_PHASES = (None, None, None, 0) * 4
 API_1 = (241200,) * 3 + (1,) + (1200,) * 3 + (1,) + (168000,) * 3 + (1,) + (410400,) * 3 + (1,)
 API_4 = (0, 0, 0, 1, 3000, 3000, 3000, 1, 4200, 4200, 4200, 1, 7200, 7200, 7200, 1)
 EXPECTED_WEEKS = {
-    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600, 2, 1, 0, *API_1),
-    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800, 0, 0, 0, *NO_PHASES),
-    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700, 2, 1, 0, *API_1),
-    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000, 1, 1, 0, *API_4),
+    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600, 2, 1, 0, *API_1, 1),
+    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800, 0, 0, 0, *NO_PHASES, 1),
+    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700, 2, 1, 0, *API_1, 2),
+    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000, 1, 1, 0, *API_4, 0),
     (W2, "web"): (0, 1, 0, 1.0, 86400, 86400, 86400, 345601, 345601, 345601, 0, None, 1, 1, 0,
-                  None, None, None, 0, 86400, 86400, 86400, 1, 259201, 259201, 259201, 1, None, None, None, 0),
+                  None, None, None, 0, 86400, 86400, 86400, 1, 259201, 259201, 259201, 1, None, None, None, 0, 0),
     (W2, None): (2, 2, 1, 2 / 3, 44700, 65550, 78060, 176401, 261001, 311761, 1, 486000, 2, 2, 0,
-                 0, 0, 0, 1, 44700, 65550, 78060, 2, 131701, 195451, 233701, 2, 7200, 7200, 7200, 1),
+                 0, 0, 0, 1, 44700, 65550, 78060, 2, 131701, 195451, 233701, 2, 7200, 7200, 7200, 1, 0),
 }
+# Open and not in draft at each week's end (work in progress): W1 api#2 and web#1 (both opened
+# ready); W2 only api#3, which is still the draft it was opened as: none.
 
 EXPECTED_REVIEWER_LOAD = [
     (W1, "acme", "api", "bob", 4, 2),  # api#1 x3, api#2
@@ -394,7 +397,7 @@ def check_views(warehouse: Any, before: datetime) -> None:
         # From W3 on nothing happens; api#3 stays open (in the api and organisation rows), its age
         # taken at the week's end, or now for the current week.
         assert values[:10] == [0, 0, 0] + [None] * 7, (week_start, repo)
-        assert tuple(values[12:]) == (0, 0, 0, *NO_PHASES), (week_start, repo)
+        assert tuple(values[12:]) == (0, 0, 0, *NO_PHASES, 0), (week_start, repo)  # api#3 still a draft
         open_prs, median_age = values[10:12]
         if repo == "web":
             assert (open_prs, median_age) == (0, None)
@@ -766,3 +769,22 @@ def test_weekly_metrics_by_the_authors_team_after_a_team_change(kind: str, tmp_p
     assert [tuple(r) for r in members] == [("backend", "ada"), ("frontend", "bob"), ("frontend", "carol"),
                                            ("platform", "ada")]
     check_team_weeks(warehouse)
+
+
+def test_work_in_progress_counts_a_pull_request_by_its_draft_state_at_each_week_end(
+        tmp_path: Path, duck: DuckDBWarehouse) -> None:
+    """Opened ready, converted to draft in W1, ready again in W2 and still open: not in progress
+    at the end of W1, in progress at the end of W2. A second one opened as a draft and made ready
+    and back to draft in the same second of W1 (timeline order: ready, then draft) stays a draft."""
+    back = pull("ops", 4001, 1, ADA, "01-05 09:00", "01-13 10:00", title="Back and forth")
+    flip = pull("ops", 4002, 2, BOB, "01-06 09:00", "01-08 12:00", title="Flip", draft=True)
+    land(tmp_path, ORG, "1000.1", load([
+        (back, [], [], [event(back, 9701, "convert_to_draft", "01-07 10:00"),
+                        event(back, 9702, "ready_for_review", "01-13 10:00")]),
+        (flip, [], [], [event(flip, 9801, "ready_for_review", "01-08 12:00"),
+                        event(flip, 9802, "convert_to_draft", "01-08 12:00")]),
+    ]), date="2026-01-13")
+    merge_landed_loads(duck, str(tmp_path), ORG, "github_acme")
+    rows = duck.execute(f"SELECT week_start, open_prs_at_week_end, open_ready_prs_at_week_end FROM "
+                        f"{duck.table('weekly_pull_request_metrics')} WHERE repo = 'ops' ORDER BY week_start")
+    assert [tuple(r) for r in rows[:2]] == [(W1, 2, 0), (W2, 2, 1)]

@@ -70,7 +70,7 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
             con,
             "SELECT week_start, prs_opened, prs_merged, prs_closed_without_merge, time_to_first_review_p50_seconds, "
             "time_to_first_review_p90_seconds, time_to_merge_p50_seconds, time_to_merge_p75_seconds, open_prs_at_week_end, "
-            "time_to_first_review_samples, time_to_merge_samples FROM github.weekly_pull_request_metrics WHERE org = ? AND repo IS NULL ORDER BY week_start", ORG,
+            "time_to_first_review_samples, time_to_merge_samples, open_ready_prs_at_week_end, prs_merged_without_review FROM github.weekly_pull_request_metrics WHERE org = ? AND repo IS NULL ORDER BY week_start", ORG,
         )
         # The period ends with the last week in which anything happened.
         active = [w for w in weekly if w[1] or w[2] or w[3]]
@@ -90,6 +90,12 @@ def test_report_shows_the_views_numbers(filled: Settings, tmp_path: Path):
         unit = 86400 if max(w[7] or 0 for w in in_period if w[10] >= MIN_SAMPLES) > 3 * 86400 else 3600
         assert merge_chart["p50"]["y"] == [None if v is None else round(v / unit, 2) for v in merges]
         assert merge_chart["p50"]["customdata"] == [w[10] for w in in_period]
+        # Work in progress (ready for review, drafts) and merged without review, week by week.
+        wip = {t["name"]: t["y"] for t in plotted(page, "acme-work-in-progress")}
+        assert wip == {"ready for review": [w[11] for w in in_period], "drafts": [w[8] - w[11] for w in in_period]}
+        unreviewed = {t["name"]: t["y"] for t in plotted(page, "acme-merged-without-review")}
+        assert unreviewed == {"reviewed": [w[2] - w[12] for w in in_period],
+                              "merged without review": [w[12] for w in in_period]}
         review_chart = {t["name"]: t for t in plotted(page, "acme-time-to-first-review")}
         shown_p90 = [w[5] if w[9] >= MIN_SAMPLES else None for w in in_period]
         unit = 86400 if max(v or 0 for v in shown_p90) > 3 * 86400 else 3600
@@ -154,7 +160,7 @@ def test_report_of_the_pipeline_renders_in_chromium(filled: Settings, tmp_path: 
 
     assert state["console_errors"] == [] and state["network_requests"] == []
     assert [chart["name"] for chart in state["charts"]][:2] == ["throughput", "cycle-time-breakdown"]
-    assert len(state["charts"]) == 7
+    assert len(state["charts"]) == 9
     for chart in state["charts"]:
         assert not chart["empty"] and chart["points"] > 0 and chart["marks"] > 0, chart
     assert len(report.slowest_open) == 15 and report.oldest_drafts
