@@ -67,8 +67,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str) -> str:
-    head = f"<h3>{html.escape(title)}</h3>"
+def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str, note: str = "") -> str:
+    head = f"<h3>{html.escape(title)}</h3>" + (f'<p class="note chart-note">{html.escape(note)}</p>' if note else "")
     if figure is None:
         return f'<figure class="chart empty" data-chart="{name}">{head}<p class="note">{html.escape(empty)}</p></figure>'
     if figure.layout.height is None:
@@ -183,7 +183,8 @@ def merged_without_review_figure(report: OrgReport) -> go.Figure | None:
                    name="reviewed", marker_color=_COLOURS["merged"])
     figure.add_bar(x=x, y=[w.prs_merged_without_review for w in report.weeks],
                    name="merged without review", marker_color=_COLOURS["closed"])
-    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="merged pull requests")
+    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="merged pull requests",
+                         yaxis={"rangemode": "tozero", "tick0": 0, "dtick": 1 if max(w.prs_merged for w in report.weeks) <= 10 else None})
     return figure
 
 
@@ -313,21 +314,23 @@ def org_section(report: OrgReport, now: datetime) -> str:
     last_day = current.end - timedelta(days=1)
     period = f"{current.start.isoformat()} to {last_day.isoformat()} ({current.weeks} weeks, UTC)"
     few = f"No week of the period has {MIN_SAMPLES} or more"
+    sampled = f"A week of fewer than {MIN_SAMPLES} pull requests is left out; the pointer shows each point's count."
     charts = [
         _chart(org, "throughput", "Weekly throughput", mark_unfinished_week(throughput_figure(report), report, now),
                "No pull requests in the period."),
         _chart(org, "cycle-time-breakdown", "Cycle time breakdown per week: coding, pickup, review (medians)",
                mark_unfinished_week(breakdown_figure(report), report, now),
-               f"{few} merged pull requests with a known phase."),
+               f"{few} merged pull requests with a known phase.", sampled),
         _chart(org, "work-in-progress", "Work in progress: open pull requests at each week's end",
                mark_unfinished_week(work_in_progress_figure(report), report, now), "No open pull requests in the period."),
         _chart(org, "merged-without-review", "Merged without review per week",
                mark_unfinished_week(merged_without_review_figure(report), report, now), "No merges in the period."),
         _chart(org, "time-to-first-review", "Time to first review per week: p50, p75, p90",
                mark_unfinished_week(percentiles_figure(report, "time_to_first_review"), report, now),
-               f"{few} first reviews."),
+               f"{few} first reviews.", sampled),
         _chart(org, "time-to-merge", "Time to merge per week: p50, p75, p90",
-               mark_unfinished_week(percentiles_figure(report, "time_to_merge"), report, now), f"{few} merges."),
+               mark_unfinished_week(percentiles_figure(report, "time_to_merge"), report, now), f"{few} merges.",
+               sampled),
         _chart(org, "review-distribution", "Distribution of time to first review",
                review_distribution_figure(report), "No reviews in the period."),
         _chart(org, "size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period."),
@@ -362,7 +365,7 @@ h2{border-bottom:2px solid #d0d7de;padding-bottom:4px}.period{color:#57606a;marg
 .card .change{font-size:12px;color:#57606a}.card.better .change{color:#1a7f37}.card.worse .change{color:#cf222e}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px;margin-top:12px}
 figure.chart{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:0;padding:8px 12px}
-figure.chart h3{margin:4px 0 0;font-size:15px}.note{color:#57606a;font-style:italic}
+figure.chart h3{margin:4px 0 0;font-size:15px}.chart-note{margin:2px 0 0;font-size:12px}.note{color:#57606a;font-style:italic}
 .banner{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px}
 table.slowest{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
 table.slowest th,table.slowest td{border:1px solid #d0d7de;padding:4px 8px;text-align:left}
