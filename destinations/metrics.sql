@@ -16,6 +16,20 @@
 --   sqlglot leaves it out for DuckDB, which has no grants.
 
 
+-- The numbers 0 .. 9999, the number table of the views below: the weeks of a history (192 years) and
+-- the days of a duration's working time (27 years).
+CREATE OR REPLACE VIEW {schema}.numbers COPY GRANTS AS
+WITH digits AS (
+    SELECT d FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS t (d)
+)
+
+SELECT ones.d + 10 * tens.d + 100 * hundreds.d + 1000 * thousands.d AS n
+FROM digits AS ones
+CROSS JOIN digits AS tens
+CROSS JOIN digits AS hundreds
+CROSS JOIN digits AS thousands;
+
+
 -- The reviews that count, one row per review: submitted (PENDING reviews have no submitted_at), by a
 -- person who is not a bot and not the pull request's author (same user id; the login when an id is
 -- missing; a deleted account (no id, no login) counts as someone else).
@@ -373,23 +387,10 @@ local_spans AS (
     JOIN calendars AS c ON c.id = s.id
 ),
 
--- 0 .. 9999: enough days (27 years) for any duration.
-day_digits AS (
-    SELECT d FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS t (d)
-),
-
-day_numbers AS (
-    SELECT ones.d + 10 * tens.d + 100 * hundreds.d + 1000 * thousands.d AS n
-    FROM day_digits AS ones
-    CROSS JOIN day_digits AS tens
-    CROSS JOIN day_digits AS hundreds
-    CROSS JOIN day_digits AS thousands
-),
-
 span_days AS (
     SELECT l.*, DATEADD('day', n.n, l.first_day)::DATE AS local_day
     FROM local_spans AS l
-    JOIN day_numbers AS n ON n.n <= l.last_day_number
+    JOIN {schema}.numbers AS n ON n.n <= l.last_day_number
 ),
 
 -- Each working day's hours as UTC wall-clock times ("24:00" is the next midnight).
@@ -492,19 +493,6 @@ current_week AS (
     FROM now_utc
 ),
 
--- 0 .. 9999: enough weeks (192 years) for any history.
-digits AS (
-    SELECT d FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS t (d)
-),
-
-week_numbers AS (
-    SELECT ones.d + 10 * tens.d + 100 * hundreds.d + 1000 * thousands.d AS n
-    FROM digits AS ones
-    CROSS JOIN digits AS tens
-    CROSS JOIN digits AS hundreds
-    CROSS JOIN digits AS thousands
-),
-
 -- Each pull request counts in two scopes: its repository, and its organisation (scope_repo NULL).
 scoped_prs AS (
     SELECT *, repo AS scope_repo FROM prs
@@ -526,7 +514,7 @@ weeks AS (
         DATEADD('day', 7 * w.n, s.first_week)::DATE AS week_start,
         LEAST(DATEADD('day', 7 * (w.n + 1), s.first_week)::TIMESTAMP_NTZ, c.now_at) AS week_end
     FROM scopes AS s
-    CROSS JOIN week_numbers AS w
+    CROSS JOIN {schema}.numbers AS w
     CROSS JOIN current_week AS c
     WHERE DATEADD('day', 7 * w.n, s.first_week)::DATE <= c.week_start
 ),

@@ -278,7 +278,7 @@ def table_columns() -> str:
 METRICS_SQL = Path(__file__).with_name("metrics.sql")
 
 # In the order they are created: each view reads only tables and the views before it.
-METRIC_VIEWS = ("counted_reviews", "pull_request_metrics", "weekly_pull_request_metrics", "reviewer_load",
+METRIC_VIEWS = ("numbers", "counted_reviews", "pull_request_metrics", "weekly_pull_request_metrics", "reviewer_load",
                 "weekly_team_metrics")
 
 _VIEW_NAME = re.compile(r"CREATE OR REPLACE VIEW \{schema\}\.([a-z_]+) COPY GRANTS AS\n")

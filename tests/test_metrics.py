@@ -532,7 +532,7 @@ def test_metrics_sql_must_hold_the_views_in_their_order(tmp_path: Path, monkeypa
     reordered = tmp_path / "metrics.sql"
     reordered.write_text(";\n".join(swapped), encoding="utf-8")
     monkeypatch.setattr(sql, "METRICS_SQL", reordered)
-    with pytest.raises(ValueError, match="holds views \\('pull_request_metrics', 'counted_reviews'"):
+    with pytest.raises(ValueError, match="holds views \\('counted_reviews', 'numbers'"):
         sql.metric_views('"github"')
 
 
