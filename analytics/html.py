@@ -127,7 +127,7 @@ def percentiles_figure(report: OrgReport, measure: str) -> go.Figure | None:
             mode="lines+markers", line_color=_COLOURS[p], connectgaps=False, customdata=samples,
             hovertemplate=f"%{{x}}: {p} %{{y}} {unit_name} of %{{customdata}} PRs<extra></extra>",
         )
-    figure.update_layout(xaxis_title="week starting", yaxis_title=unit_name)
+    figure.update_layout(xaxis_title="week starting", yaxis_title=unit_name, yaxis={"rangemode": "tozero"})
     return figure
 
 
@@ -155,7 +155,7 @@ def breakdown_figure(report: OrgReport) -> go.Figure | None:
                        name="cycle time (median)", mode="lines+markers", line_color=_COLOURS["cycle"],
                        customdata=[w.cycle_time_samples for w in report.weeks], connectgaps=False,
                        hovertemplate=f"%{{x}}: cycle %{{y}} {unit_name}, median of %{{customdata}} PRs<extra></extra>")
-    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title=unit_name)
+    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title=unit_name, yaxis={"rangemode": "tozero"})
     return figure
 
 
@@ -320,7 +320,8 @@ def org_section(report: OrgReport, now: datetime) -> str:
                "No pull requests in the period."),
         _chart(org, "cycle-time-breakdown", "Cycle time breakdown per week: coding, pickup, review (medians)",
                mark_unfinished_week(breakdown_figure(report), report, now),
-               f"{few} merged pull requests with a known phase.", sampled),
+               f"{few} merged pull requests with a known phase.",
+               f"{sampled} Medians do not add up: the line is the typical whole, not the top of the stack."),
         _chart(org, "work-in-progress", "Work in progress: open pull requests at each week's end",
                mark_unfinished_week(work_in_progress_figure(report), report, now), "No open pull requests in the period."),
         _chart(org, "merged-without-review", "Merged without review per week",

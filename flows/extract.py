@@ -32,6 +32,8 @@ from sources.github.schema import (
     PULL_REQUEST_FILES,
     PULL_REQUEST_REVIEWS,
     PULL_REQUESTS,
+    TEAM_MEMBERS,
+    TEAMS,
 )
 from sources.github.source import SyncContext, SyncProgress, github_source
 from sources.github.state import iso
@@ -39,7 +41,8 @@ from sources.github.state import iso
 logger = logging.getLogger(__name__)
 
 # The tables reported per run (pull_request_child_fetches is the merge's bookkeeping).
-DATA_TABLES = (PULL_REQUESTS.name, PULL_REQUEST_REVIEWS.name, PULL_REQUEST_FILES.name, PULL_REQUEST_EVENTS.name)
+DATA_TABLES = (PULL_REQUESTS.name, PULL_REQUEST_REVIEWS.name, PULL_REQUEST_FILES.name, PULL_REQUEST_EVENTS.name,
+               TEAMS.name, TEAM_MEMBERS.name)
 
 
 @dataclass

@@ -267,7 +267,7 @@ def test_renamed_repository_keeps_its_progress(settings, dataset, emu, fake):
     report = run(settings, emu, fake)
     # The repository list and the renamed repository's first page changed (URLs in the payload);
     # nothing is re-read beyond them: no pull request and no child list.
-    assert emu.stats["cost"] == 2 and report.rows == {t: 0 for t in TABLES}
+    assert emu.stats["cost"] == 2 and report.rows == {t: 0 for t in (*TABLES, "teams", "team_members")}
     state = source_state(settings)
     assert [entry["name"] for entry in state["repos"].values()].count("renamed") == 1
     assert old not in {entry["name"] for entry in state["repos"].values()}

@@ -66,6 +66,8 @@ def test_cold_sync_lands_everything_once(mode, settings, dataset, emulator):
         "pull_request_reviews": len(reviews),
         "pull_request_files": len(files),
         "pull_request_events": len(events),
+        "teams": 0,  # the token's scopes lack read:org: no team asked for
+        "team_members": 0,
     }
     # Every row key is unique and deterministic.
     every = prs + reviews + files + events
@@ -90,7 +92,7 @@ def test_rerun_without_changes_costs_nothing(settings, emulator):
     report = run(settings)
     stats = emulator.stats
     assert report.rows == {"pull_requests": 0, "pull_request_reviews": 0, "pull_request_files": 0,
-                           "pull_request_events": 0}
+                           "pull_request_events": 0, "teams": 0, "team_members": 0}
     assert stats["cost"] == 0
     assert stats["not_modified"] == stats["requests"] == 1 + 3  # repository list + one per repo
     assert not {"reviews", "files", "timeline"} & set(stats["by_endpoint"])
