@@ -42,7 +42,9 @@ SELECT
     r.id AS review_id,
     r.author_login AS reviewer_login,
     r.state,
-    r.submitted_at
+    r.submitted_at,
+    r.body,
+    r.inline_comments
 FROM {schema}.pull_request_reviews AS r
 JOIN {schema}.pull_requests AS p ON p.id = r.pull_request_id
 WHERE r.submitted_at IS NOT NULL
@@ -172,7 +174,17 @@ review_facts AS (
         MAX(CASE WHEN c.state = 'APPROVED' AND c.submitted_at <= p.merged_at THEN 1 ELSE 0 END) = 1 AS approved_before_merge,
         MIN(CASE WHEN c.submitted_at >= r.ready_at THEN c.submitted_at END) AS first_review_at,
         MIN(CASE WHEN c.submitted_at >= r.ready_at AND c.state = 'APPROVED' THEN c.submitted_at END) AS first_approval_at,
-        MIN(CASE WHEN c.submitted_at >= q.first_review_requested_at THEN c.submitted_at END) AS first_review_after_request_at
+        MIN(CASE WHEN c.submitted_at >= q.first_review_requested_at THEN c.submitted_at END) AS first_review_after_request_at,
+        -- Review depth, NULL while a counted review's inline comments are not counted (landed before
+        -- they were): the inline comments of the counted reviews; the reviews that say something (a
+        -- body or an inline comment); the approvals that say nothing.
+        CASE WHEN COUNT(c.review_id) = COUNT(c.inline_comments) THEN COALESCE(SUM(c.inline_comments), 0) END AS review_comments,
+        CASE WHEN COUNT(c.review_id) = COUNT(c.inline_comments)
+            THEN SUM(CASE WHEN c.inline_comments > 0 OR TRIM(COALESCE(c.body, '')) <> '' THEN 1 ELSE 0 END)
+        END AS reviews_with_comments,
+        CASE WHEN COUNT(c.review_id) = COUNT(c.inline_comments)
+            THEN SUM(CASE WHEN c.state = 'APPROVED' AND c.inline_comments = 0 AND TRIM(COALESCE(c.body, '')) = '' THEN 1 ELSE 0 END)
+        END AS bare_approvals
     FROM ready AS r
     JOIN prs AS p ON p.id = r.pull_request_id
     LEFT JOIN {schema}.counted_reviews AS c ON c.pull_request_id = r.pull_request_id
@@ -279,6 +291,9 @@ metrics AS (
         v.reviews,
         v.distinct_reviewers,
         v.changes_requested_rounds,
+        v.review_comments,
+        v.reviews_with_comments,
+        v.bare_approvals,
         r.times_reopened,
         s.additions,
         s.deletions,
@@ -468,6 +483,9 @@ prs_utc AS (
         pickup_time_seconds,
         review_time_seconds,
         cycle_time_seconds,
+        review_comments,
+        reviews_with_comments,
+        bare_approvals,
         CONVERT_TIMEZONE('UTC', created_at)::TIMESTAMP_NTZ AS created_utc,
         CONVERT_TIMEZONE('UTC', merged_at)::TIMESTAMP_NTZ AS merged_utc,
         CONVERT_TIMEZONE('UTC', closed_at)::TIMESTAMP_NTZ AS closed_utc,
@@ -537,6 +555,10 @@ week_prs AS (
         CASE WHEN p.merged_week = w.week_start THEN p.pickup_time_seconds END AS pickup_seconds,
         CASE WHEN p.merged_week = w.week_start THEN p.review_time_seconds END AS review_seconds,
         CASE WHEN p.merged_week = w.week_start THEN p.cycle_time_seconds END AS cycle_seconds,
+        -- Review depth of the same cohort.
+        CASE WHEN p.merged_week = w.week_start THEN p.review_comments END AS review_comments,
+        CASE WHEN p.merged_week = w.week_start THEN p.reviews_with_comments END AS reviews_with_comments,
+        CASE WHEN p.merged_week = w.week_start THEN p.bare_approvals END AS bare_approvals,
         CASE WHEN p.created_utc < w.week_end AND (p.closed_utc IS NULL OR p.closed_utc >= w.week_end)
             THEN DATEDIFF('second', p.created_utc, w.week_end)
         END AS open_age_seconds,
@@ -620,7 +642,11 @@ weekly AS (
         ROUND(PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p50_seconds,
         ROUND(PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p75_seconds,
         ROUND(PERCENTILE_CONT(0.90) WITHIN GROUP (ORDER BY cycle_seconds))::BIGINT AS cycle_time_p90_seconds,
-        COUNT(cycle_seconds) AS cycle_time_samples
+        COUNT(cycle_seconds) AS cycle_time_samples,
+        AVG(CAST(review_comments AS DOUBLE)) AS review_comments_per_merged_pr,
+        COUNT(review_comments) AS review_comments_samples,
+        SUM(reviews_with_comments) AS reviews_with_comments,
+        SUM(bare_approvals) AS bare_approvals
     FROM week_prs
     GROUP BY week_start, org, repo
 )
@@ -660,7 +686,11 @@ SELECT
     w.cycle_time_p75_seconds,
     w.cycle_time_p90_seconds,
     w.cycle_time_samples,
-    COALESCE(r.open_ready_prs, 0) AS open_ready_prs_at_week_end
+    COALESCE(r.open_ready_prs, 0) AS open_ready_prs_at_week_end,
+    w.review_comments_per_merged_pr,
+    w.review_comments_samples,
+    w.reviews_with_comments,
+    w.bare_approvals
 FROM weekly AS w
 LEFT JOIN ready_at_week_end AS r
     ON r.week_start = w.week_start AND r.org = w.org AND r.repo IS NOT DISTINCT FROM w.repo;
@@ -675,6 +705,7 @@ WITH reviews AS (
         c.repo,
         c.reviewer_login,
         c.pull_request_id,
+        c.inline_comments,
         CONVERT_TIMEZONE('UTC', c.submitted_at)::DATE AS submitted_date
     FROM {schema}.counted_reviews AS c
     JOIN {schema}.pull_request_metrics AS m ON m.id = c.pull_request_id
@@ -687,7 +718,9 @@ SELECT
     repo,
     reviewer_login,
     COUNT(*) AS reviews,
-    COUNT(DISTINCT pull_request_id) AS prs_reviewed
+    COUNT(DISTINCT pull_request_id) AS prs_reviewed,
+    -- NULL while one of the reviews' inline comments is not counted.
+    CASE WHEN COUNT(*) = COUNT(inline_comments) THEN SUM(inline_comments) END AS inline_comments
 FROM reviews
 GROUP BY 1, 2, 3, 4;
 

@@ -169,6 +169,7 @@ class Dataset:
         ]
         self._humans = list(self._users)
         self._node_index: dict[str, tuple[_Org, _Repo, _Pull]] = {}  # PR node_id -> where it lives
+        self._review_index: dict[str, tuple[_Org, _Repo, _Pull]] = {}  # review node_id -> its PR
         self._bot = {"login": "dependabot[bot]", "id": 49699333, "type": "Bot"}
         self._users.append(self._bot)
 
@@ -625,6 +626,77 @@ class Dataset:
         """Reviews by id (chronological)."""
         with self._lock:
             return self._pull(org, repo, number).reviews
+
+    def review_comments(self, org: str, repo: str, number: int) -> list[dict]:
+        """The PR's inline review comments (`GET /pulls/{n}/comments`), by id: each review's."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+            reviews = pull.reviews
+        return [comment for review in reviews for comment in self._inline_comments(pull, review)]
+
+    def inline_comments(self, org: str, repo: str, number: int, review: dict) -> list[dict]:
+        """One review's inline comments (GraphQL's PullRequestReview.comments)."""
+        with self._lock:
+            pull = self._pull(org, repo, number)
+        return self._inline_comments(pull, review)
+
+    def _inline_comments(self, pull: _Pull, review: dict) -> list[dict]:
+        """Derived from (seed, review id) alone, so that they change nothing else of the dataset.
+        Most approvals have none; a COMMENTED review without a body has at least one (GitHub
+        refuses an empty one); a few reviews have many."""
+        rid = review.get("id")
+        if not isinstance(rid, int):
+            return []
+        rng = random.Random(f"{self.seed}/inline/{rid}")
+        count = rng.choice((0, 0, 0, 0, 1, 1, 2, 3, 5)) if review.get("state") == "APPROVED" else \
+            rng.choice((0, 1, 1, 2, 2, 3, 4, 6, 9))
+        if review.get("state") == "COMMENTED" and not review.get("body"):
+            count = max(count, 1)
+        pr = pull.own
+        out = []
+        for k in range(count):
+            cid = rid * 16 + k
+            name = self._file(pull, k % max(1, pull.file_count))["filename"]
+            out.append({
+                "id": cid,
+                "node_id": _node_id("PRRC_kwDO", cid),
+                "pull_request_review_id": rid,
+                "user": review.get("user"),
+                "author_association": review.get("author_association"),
+                "body": rng.choice(("nit: naming", "Could this be a constant?", "Needs a test.", "Why?")),
+                "path": name,
+                "line": rng.randint(1, 200),
+                "side": "RIGHT",
+                "commit_id": review.get("commit_id"),
+                "original_commit_id": review.get("commit_id"),
+                "diff_hunk": "@@ -1,3 +1,4 @@",
+                "created_at": review.get("submitted_at"),
+                "updated_at": review.get("submitted_at"),
+                "html_url": f"{pr['html_url']}#discussion_r{cid}",
+                "pull_request_url": pr["html_url"].replace("https://github.com/", "https://api.github.com/repos/")
+                                                  .replace("/pull/", "/pulls/"),
+            })
+        return out
+
+    def locate_review(self, node_id: str) -> tuple[str, str, int, dict] | None:
+        """(org login, repo name, PR number, review) of the review whose `node_id` this is, or
+        None: GraphQL's `nodes(ids:)` on PullRequestReview ids."""
+        with self._lock:
+            found = self._review_index.get(node_id)
+            if found is None:  # a review added since the index was built: rebuild once
+                self._review_index = {rv["node_id"]: (o, r, p) for o in self._orgs.values()
+                                      for r in o.repos.values() for p in r.pulls.values()
+                                      for rv in p.reviews if rv.get("node_id")}
+                found = self._review_index.get(node_id)
+            if found is None:
+                return None
+            org, repo, pull = found
+            if repo.deleted:
+                return None
+            review = next((rv for rv in pull.reviews if rv.get("node_id") == node_id), None)
+            if review is None:
+                return None
+            return org.login, repo.data["name"], pull.own["number"], review
 
     def files(self, org: str, repo: str, number: int) -> list[dict]:
         """Every file of the PR (not capped)."""

@@ -2,7 +2,8 @@
 
 A subset of GitHub's schema (`SDL`: names, types, arguments and nullability as in GitHub's public
 schema) for fetching a batch of pull requests' children: `nodes(ids:)` / `node(id:)` on pull
-requests, their `reviews`, `files` and `timelineItems` connections, and `rateLimit`.
+requests and reviews, their `reviews`, `files` and `timelineItems` connections, a review's inline
+`comments`, and `rateLimit`.
 
 GitHub's resource limits are applied from the parsed query before it runs (`analyze`): every
 connection needs `first` or `last` in 1..100, at most 100 ids in `nodes`, at most 500,000 nodes;
@@ -216,6 +217,7 @@ type PullRequestReview implements Node {
   author: Actor
   authorAssociation: CommentAuthorAssociation!
   body: String!
+  comments(after: String, before: String, first: Int, last: Int): PullRequestReviewCommentConnection!
   commit: Commit
   createdAt: DateTime!
   databaseId: Int
@@ -227,6 +229,31 @@ type PullRequestReview implements Node {
   submittedAt: DateTime
   updatedAt: DateTime!
   url: URI!
+}
+
+type PullRequestReviewComment implements Node {
+  author: Actor
+  authorAssociation: CommentAuthorAssociation!
+  body: String!
+  createdAt: DateTime!
+  databaseId: Int
+  fullDatabaseId: BigInt
+  id: ID!
+  path: String!
+  updatedAt: DateTime!
+  url: URI!
+}
+
+type PullRequestReviewCommentConnection {
+  edges: [PullRequestReviewCommentEdge]
+  nodes: [PullRequestReviewComment]
+  pageInfo: PageInfo!
+  totalCount: Int!
+}
+
+type PullRequestReviewCommentEdge {
+  cursor: String!
+  node: PullRequestReviewComment
 }
 
 type PullRequestReviewConnection {
@@ -611,14 +638,30 @@ def _commit(oid: str | None, authored: str | None = None, committed: str | None 
             "authoredDate": authored or committed, "committedDate": committed or authored}
 
 
-def _review(r: dict) -> dict:
+def _review(r: dict, comments: Callable[[], list[dict]] = list) -> dict:
+    """A REST review as a PullRequestReview; `comments` gives its inline comments when asked."""
     submitted = r.get("submitted_at")
+
+    def review_comments(info: Any, first: int | None = None, after: str | None = None, last: int | None = None,
+                        before: str | None = None) -> dict:
+        rows = comments()
+        return _connection(rows, [int(c["id"]) for c in rows], _review_comment, first=first, after=after,
+                           last=last, before=before)
+
     return {"__typename": "PullRequestReview", "id": r.get("node_id"), "databaseId": r.get("id"),
             "fullDatabaseId": str(r["id"]) if r.get("id") is not None else None,
             "author": _actor(r.get("user")), "authorAssociation": r.get("author_association"),
             "state": r.get("state"), "body": r.get("body"), "commit": _commit(r.get("commit_id")),
             "url": r.get("html_url"), "submittedAt": submitted, "publishedAt": submitted,
-            "createdAt": submitted, "updatedAt": submitted, "lastEditedAt": None}
+            "createdAt": submitted, "updatedAt": submitted, "lastEditedAt": None,
+            "comments": review_comments}
+
+
+def _review_comment(c: dict) -> dict:
+    return {"__typename": "PullRequestReviewComment", "id": c["node_id"], "databaseId": c["id"],
+            "fullDatabaseId": str(c["id"]), "author": _actor(c.get("user")),
+            "authorAssociation": c.get("author_association"), "body": c.get("body"), "path": c.get("path"),
+            "createdAt": c.get("created_at"), "updatedAt": c.get("updated_at"), "url": c.get("html_url")}
 
 
 def _file(f: dict) -> dict:
@@ -742,9 +785,13 @@ class _Resolver:
 
     def node(self, node_id: str) -> dict:
         found = self.dataset.locate_pull(node_id)
-        if found is None:
-            raise GitHubGraphQLError("NOT_FOUND", f"Could not resolve to a node with the global id of '{node_id}'")
-        return self._pull(*found)
+        if found is not None:
+            return self._pull(*found)
+        review = self.dataset.locate_review(node_id)
+        if review is not None:
+            org, repo, number, row = review
+            return _review(row, lambda: self.dataset.inline_comments(org, repo, number, row))
+        raise GitHubGraphQLError("NOT_FOUND", f"Could not resolve to a node with the global id of '{node_id}'")
 
     def nodes(self, ids: Iterable[str]) -> list[dict | Exception]:
         out: list[dict | Exception] = []
@@ -770,7 +817,8 @@ class _Resolver:
             if author is not None:
                 rows = [r for r in rows if (_actor(r.get("user")) or {}).get("login") == author]
             keys = [int(r.get("id") or 0) for r in rows]  # REST order: by id, i.e. by submission
-            return _connection(rows, keys, _review, first=first, after=after, last=last, before=before)
+            return _connection(rows, keys, lambda r: _review(r, lambda: ds.inline_comments(org, repo, number, r)),
+                               first=first, after=after, last=last, before=before)
 
         def files(info: Any, first: int | None = None, after: str | None = None, last: int | None = None,
                   before: str | None = None) -> dict:

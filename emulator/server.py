@@ -44,6 +44,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)$"), "pull"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/reviews$"), "reviews"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/files$"), "files"),
+    ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/pulls/(\d+)/comments$"), "review_comments"),
     ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/timeline$"), "timeline"),
     ("GET", re.compile(r"^/orgs/([^/]+)/teams$"), "teams"),
     ("GET", re.compile(r"^/orgs/([^/]+)/teams/([^/]+)/members$"), "team_members"),
@@ -407,6 +408,8 @@ class GitHubEmulator:
                 return _Answer(200, _json(ds.pull_request(args[0], args[1], int(args[2]))))
             if kind == "reviews":
                 return self._page(ds.reviews(args[0], args[1], int(args[2])), params, url_path)
+            if kind == "review_comments":
+                return self._page(ds.review_comments(args[0], args[1], int(args[2])), params, url_path)
             if kind == "files":
                 files = ds.files(args[0], args[1], int(args[2]))[:MAX_SERVED_FILES]
                 return self._page(files, params, url_path)

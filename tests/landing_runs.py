@@ -144,9 +144,14 @@ def timeline_pages(dataset: Dataset, repo: str, number: int) -> int:
     return pages(len(dataset.timeline(ORG, repo, number)))
 
 
+def review_pages(dataset: Dataset, repo: str, number: int) -> int:
+    """A pull request's reviews over REST: its review pages and its inline comment pages."""
+    return pages(len(dataset.reviews(ORG, repo, number))) + pages(len(dataset.review_comments(ORG, repo, number)))
+
+
 def child_requests(dataset: Dataset, repo: str, number: int) -> int:
-    """A pull request's child lists: its review, file and timeline pages."""
-    return (pages(len(dataset.reviews(ORG, repo, number))) + pages(len(dataset.served_files(ORG, repo, number)))
+    """A pull request's child lists: its review (and inline comment), file and timeline pages."""
+    return (review_pages(dataset, repo, number) + pages(len(dataset.served_files(ORG, repo, number)))
             + timeline_pages(dataset, repo, number))
 
 
@@ -201,6 +206,18 @@ def warehouse_keys(settings: Settings) -> dict[str, set]:
         con.close()
 
 
+def inline_comment_counts(dataset: Dataset) -> dict[int, int]:
+    """Each review's inline comments, by review id, as the dataset serves them."""
+    counts: dict[int, int] = {}
+    for repo in dataset.repositories(ORG):
+        for pr in dataset.pull_requests(ORG, repo["name"]):
+            for review in dataset.reviews(ORG, repo["name"], pr["number"]):
+                counts[review["id"]] = 0
+            for comment in dataset.review_comments(ORG, repo["name"], pr["number"]):
+                counts[comment["pull_request_review_id"]] += 1
+    return counts
+
+
 def assert_warehouse_matches(settings: Settings, dataset: Dataset) -> None:
     expected = dataset.expected(ORG)
     keys = warehouse_keys(settings)
@@ -208,3 +225,10 @@ def assert_warehouse_matches(settings: Settings, dataset: Dataset) -> None:
         assert keys[table] == expected[table], table
         # ... and each exactly once.
         assert len(warehouse_rows(settings, table)) == len(expected[table]), table
+    con = duckdb.connect(str(settings.duckdb_config.path), read_only=True)
+    try:
+        inline = dict(con.sql("SELECT id, inline_comments FROM github.pull_request_reviews").fetchall())
+    finally:
+        con.close()
+    counts = inline_comment_counts(dataset)
+    assert inline == {review_id: counts[review_id] for review_id in inline}, "inline comment counts"

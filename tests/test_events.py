@@ -31,6 +31,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     repo_names,
     rest_mode,
     run,
+    pages,
     settings,
     timeline_pages,
 )
@@ -189,12 +190,13 @@ def test_a_malformed_event_is_set_aside_and_the_rest_lands(mode, kind, field, va
 
 
 @pytest.mark.parametrize("mode", ["rest", "auto"])
-@pytest.mark.parametrize("landed_with", [None, ["reviews", "files", "events"]],
-                         ids=["before events", "before commits and comments"])
+@pytest.mark.parametrize("landed_with", [None, ["reviews", "files", "events"],
+                                         ["reviews", "files", "events", "events with commits and comments"]],
+                         ids=["before events", "before commits and comments", "before inline comment counts"])
 def test_state_from_before_events_fetches_them_once(mode, landed_with, settings, dataset, emu, fake):
-    """Repositories synced by an earlier version (state without `child_kinds`: no events; or
-    events without commits and comments) get their pull requests' events from the retry list,
-    once: no review or file list is read again."""
+    """Repositories synced by an earlier version (state without `child_kinds`: no events; events
+    without commits and comments; reviews without their inline comment counts) get what they lack
+    from the retry list, once: no file list is read again, nor an events list that was whole."""
     settings = settings.model_copy(update={"github_api_mode": mode})
     run(settings, emu, fake)
     merge_only(settings)
@@ -205,6 +207,11 @@ def test_state_from_before_events_fetches_them_once(mode, landed_with, settings,
                 del entry["child_kinds"]
             else:
                 entry["child_kinds"] = landed_with
+    con = duckdb.connect(str(settings.duckdb_config.path))
+    try:  # no version before this one counted inline comments
+        con.execute("UPDATE github.pull_request_reviews SET inline_comments = NULL")
+    finally:
+        con.close()
     repo = repo_names(dataset)[0]
     dataset.add_review(ORG, repo, 4)  # changed meanwhile: fetched in full, its timeline once
     emu.reset_stats()
@@ -212,11 +219,17 @@ def test_state_from_before_events_fetches_them_once(mode, landed_with, settings,
     report = run(settings, emu, fake)
 
     assert report.progress.stopped_early is None and not report.progress.partial
+    events_due = landed_with is None or "events with commits and comments" not in landed_with
     if mode == "rest":
-        assert timeline_requests(emu) == {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
-        assert emu.stats["by_endpoint"]["reviews"] == emu.stats["by_endpoint"]["files"] == 1
-    else:  # the default, with a token: the changed pull request's lists and the others' events
-        assert not {"reviews", "files", "timeline"} & set(emu.stats["by_endpoint"])
+        timelines = {pr: timeline_pages(dataset, *pr) for pr in all_prs(dataset)}
+        assert timeline_requests(emu) == (timelines if events_due else {(repo, 4): timelines[repo, 4]})
+        assert emu.stats["by_endpoint"]["reviews"] == sum(pages(len(dataset.reviews(ORG, *pr)))
+                                                         for pr in all_prs(dataset))
+        assert emu.stats["by_endpoint"]["review_comments"] == sum(pages(len(dataset.review_comments(ORG, *pr)))
+                                                                 for pr in all_prs(dataset))
+        assert emu.stats["by_endpoint"]["files"] == 1
+    else:  # the default, with a token: the changed pull request's lists and the others' due lists
+        assert not {"reviews", "files", "timeline", "review_comments"} & set(emu.stats["by_endpoint"])
         assert report.progress.graphql_pull_requests == len(all_prs(dataset))
     assert report.rows["pull_requests"] == 1
     merge_only(settings)

@@ -64,6 +64,7 @@ class FakeGraphQL:
     first query and its aliased follow-ups, 100 a page."""
 
     prs: dict[str, dict[str, list[dict]]]
+    inline: dict[str, int] = field(default_factory=dict)  # review node id -> its inline comments (else 0)
     heavy_above: int | None = None  # a first query with more ids than this answers 502
     rate_limited: int = 0  # answer this many queries RATE_LIMITED (budget spent) first
     queries: list[dict[str, Any]] = field(default_factory=list)
@@ -80,7 +81,9 @@ class FakeGraphQL:
             error = {"type": "RATE_LIMITED", "message": "API rate limit already exceeded for user ID 1."}
             return httpx.Response(200, json={"errors": [error]}, headers={"x-ratelimit-remaining": "0", **reset})
         variables = body["variables"]
-        if "ids" in variables:
+        if "... on PullRequestReview {" in body["query"]:
+            data, errors = self._inline_comments(variables["ids"])
+        elif "ids" in variables:
             if self.heavy_above is not None and len(variables["ids"]) > self.heavy_above:
                 return httpx.Response(502, text="<html>Bad gateway</html>", headers={"content-type": "text/html"})
             data, errors = self._first(variables["ids"])
@@ -111,6 +114,14 @@ class FakeGraphQL:
             else:
                 nodes.append({"id": node_id, "reviews": self._page(pr["reviews"], None),
                               "files": self._page(pr["files"], None), "events": self._page(pr.get("events", []), None)})
+        return {"nodes": nodes}, errors
+
+    def _inline_comments(self, ids: list[str]) -> tuple[dict[str, Any], list[dict]]:
+        reviews = {r["id"] for pr in self.prs.values() for r in pr["reviews"]}
+        nodes: list[Any] = [{"id": i, "comments": {"totalCount": self.inline.get(i, 0)}} if i in reviews else None
+                            for i in ids]
+        errors = [{"type": "NOT_FOUND", "path": ["nodes", index], "message": f"Could not resolve '{i}'"}
+                  for index, i in enumerate(ids) if i not in reviews]
         return {"nodes": nodes}, errors
 
     def _follow(self, query: str, variables: dict[str, Any]) -> tuple[dict[str, Any], list[dict]]:

@@ -103,7 +103,16 @@ def graphql_server(dataset: Dataset) -> FakeGraphQL:
                 "events": [as_graphql_event(e) for e in dataset.timeline(ORG, repo["name"], number)
                            if e.get("event") in _EVENT_TYPES],
             }
-    return FakeGraphQL(prs)
+    reviews_by_id = {r["id"]: r["node_id"] for repo in dataset.repositories(ORG)
+                     for pr in dataset.pull_requests(ORG, repo["name"])
+                     for r in dataset.reviews(ORG, repo["name"], pr["number"])}
+    counts: dict[str, int] = {}
+    for repo in dataset.repositories(ORG):
+        for pr in dataset.pull_requests(ORG, repo["name"]):
+            for comment in dataset.review_comments(ORG, repo["name"], pr["number"]):
+                node_id = reviews_by_id[comment["pull_request_review_id"]]
+                counts[node_id] = counts.get(node_id, 0) + 1
+    return FakeGraphQL(prs, counts)
 
 
 class Routed(httpx.BaseTransport):

@@ -56,7 +56,7 @@ PR_METRICS_COLUMNS = (
     "merged_at", "closed_at", "draft_seconds", "time_to_first_review_seconds",
     "time_from_request_to_first_review_seconds", "time_to_first_approval_seconds", "review_time_seconds",
     "time_to_merge_seconds", "merged_without_approval", "merged_without_review", "reviews", "distinct_reviewers",
-    "changes_requested_rounds", "times_reopened", "additions", "deletions", "changed_files",
+    "changes_requested_rounds", "review_comments", "reviews_with_comments", "bare_approvals", "times_reopened", "additions", "deletions", "changed_files",
     "size_bucket", "size_is_lower_bound", "first_commit_at", "first_response_at", "commits",
     "coding_time_seconds", "pickup_time_seconds", "cycle_time_seconds", "coding_time_working_seconds",
     "pickup_time_working_seconds", "review_time_working_seconds", "cycle_time_working_seconds",
@@ -70,9 +70,10 @@ WEEKLY_COLUMNS = (
     "open_prs_at_week_end", "open_pr_median_age_seconds", "time_to_first_review_samples",
     "time_to_merge_samples", "prs_merged_without_review",
     *(f"{phase}_{stat}" for phase in PHASES for stat in ("p50_seconds", "p75_seconds", "p90_seconds", "samples")),
-    "open_ready_prs_at_week_end",
+    "open_ready_prs_at_week_end", "review_comments_per_merged_pr", "review_comments_samples", "reviews_with_comments",
+    "bare_approvals",
 )
-REVIEWER_LOAD_COLUMNS = ("week_start", "org", "repo", "reviewer_login", "reviews", "prs_reviewed")
+REVIEWER_LOAD_COLUMNS = ("week_start", "org", "repo", "reviewer_login", "reviews", "prs_reviewed", "inline_comments")
 TIMESTAMPS = {"created_at", "ready_at", "first_review_requested_at", "first_review_at", "first_approval_at",
               "merged_at", "closed_at", "first_commit_at", "first_response_at"}
 
@@ -108,8 +109,10 @@ def pull(repo: str, id_: int, number: int, user: dict, created: str, updated: st
     })
 
 
-def review(pr: dict, id_: int, user: dict, state: str, submitted: str | None) -> dict:
-    payload = {"id": id_, "user": user, "state": state, "body": ""}
+def review(pr: dict, id_: int, user: dict, state: str, submitted: str | None, inline: int | None = 0,
+           body: str = "") -> dict:
+    """`inline`: its inline comments (None: landed before they were counted)."""
+    payload = {"id": id_, "user": user, "state": state, "body": body, "inline_comments": inline}
     if submitted is not None:  # a PENDING review has no submitted_at
         payload["submitted_at"] = iso(submitted)
     return review_row(ORG, pr["repo"], pr, payload)
@@ -185,13 +188,13 @@ def land_history(root: Path) -> None:
                closed="01-06 09:00", merged="01-06 09:00")
     land(root, ORG, "1000.2", load([
         (pr1, [
-            review(pr1, 5101, BOB, "COMMENTED", "01-05 09:30"),
-            review(pr1, 5102, DEPENDABOT, "COMMENTED", "01-05 10:30"),
-            review(pr1, 5103, ADA, "COMMENTED", "01-05 11:00"),
-            review(pr1, 5104, BOB, "CHANGES_REQUESTED", "01-05 11:30"),
-            review(pr1, 5105, CAROL, "PENDING", None),
+            review(pr1, 5101, BOB, "COMMENTED", "01-05 09:30", inline=2),
+            review(pr1, 5102, DEPENDABOT, "COMMENTED", "01-05 10:30", inline=4),
+            review(pr1, 5103, ADA, "COMMENTED", "01-05 11:00", inline=1),
+            review(pr1, 5104, BOB, "CHANGES_REQUESTED", "01-05 11:30", inline=3, body="Please add a test."),
+            review(pr1, 5105, CAROL, "PENDING", None, inline=1),
             review(pr1, 5106, BOB, "APPROVED", "01-06 10:00"),
-            review(pr1, 5107, CAROL, "APPROVED", "01-06 12:00"),
+            review(pr1, 5107, CAROL, "APPROVED", "01-06 12:00", body="LGTM"),
         ], [changed(pr1, "a.py", 5, 2), changed(pr1, "b.py", 20, 0)], [
             commit(pr1, 9110, "01-02 15:00"),  # written the Friday before it was opened
             comment(pr1, 9111, BOB, "01-05 09:15"),  # before ready: no response yet
@@ -209,7 +212,7 @@ def land_history(root: Path) -> None:
             event(pr1, 9107, "merged", "01-07 09:00"),
             event(pr1, 9108, "closed", "01-07 09:00"),
         ]),
-        (pr2, [review(pr2, 5201, BOB, "COMMENTED", "01-06 10:00")],
+        (pr2, [review(pr2, 5201, BOB, "COMMENTED", "01-06 10:00", inline=1)],
          [changed(pr2, "x.py", 600, 500, truncated=True)], [
             commit(pr2, 9205, "01-06 07:30"),
             event(pr2, 9204, "review_requested", "01-06 09:00", team="backend"),
@@ -218,10 +221,11 @@ def land_history(root: Path) -> None:
             event(pr2, 9202, "reopened", "01-08 08:00"),
             event(pr2, 9203, "closed", "01-13 08:00"),
         ]),
-        (pr3, [review(pr3, 5301, BOB, "COMMENTED", "01-14 09:00")], [],
+        (pr3, [review(pr3, 5301, BOB, "COMMENTED", "01-14 09:00", inline=None)], [],
          [commit(pr3, 9302, "01-13 08:00"), event(pr3, 9301, "review_requested", "01-13 10:00", REVIEW_BOT),
           comment(pr3, 9303, BOB, "01-14 08:00")]),
-        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30"), review(web, 6102, CAROL, "APPROVED", "01-16 10:00")],
+        (web, [review(web, 6101, CAROL, "COMMENTED", "01-12 23:30", inline=1),
+               review(web, 6102, CAROL, "APPROVED", "01-16 10:00")],
          [changed(web, "theme.css", 100, 0)], [
             event(web, 9401, "review_requested", "01-11 23:30", CAROL),
             event(web, 9402, "merged", "01-15 23:30:01"),
@@ -264,7 +268,7 @@ EXPECTED_PRS = [
     # Tuesday + Wednesday to 09:00 = 66 h = 237,600 s = 68,400 + 1,200 + 168,000; the rest on weekdays.
     ("acme", "api", 1001, 1, "Add retries", "https://github.com/acme/api/pull/1", "ada", "closed", False, True,
      at("01-05 09:00"), at("01-05 10:00"), at("01-05 09:45"), at("01-05 11:30"), at("01-06 10:00"),
-     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 168000, 169200, False, False, 4, 2, 1, 0,
+     at("01-07 09:00"), at("01-07 09:00"), 10800, 5400, 6300, 86400, 168000, 169200, False, False, 4, 2, 1, 5, 3, 1, 0,
      25, 2, 2, "S", False, at("01-02 15:00"), at("01-05 10:20"), 2, 241200, 1200, 410400,
      68400, 1200, 168000, 237600, 5400, 169200),
     # api#2: never a draft; first review 2 h after opening, 1 h after the team's request; closed
@@ -273,7 +277,7 @@ EXPECTED_PRS = [
     # bob's review (pickup 5,400 s); no review or cycle time without a merge.
     ("acme", "api", 1002, 2, "Cache", "https://github.com/acme/api/pull/2", "carol", "closed", False, False,
      at("01-06 08:00"), at("01-06 08:00"), at("01-06 09:00"), at("01-06 10:00"), None,
-     None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, None, 1, 1, 0, 1,
+     None, at("01-13 08:00"), 0, 7200, 3600, None, None, None, None, None, 1, 1, 0, 1, 1, 0, 1,
      600, 500, 1, "XL", True, at("01-06 07:30"), at("01-06 09:30"), 1, 1800, 5400, None,
      1800, 5400, None, None, 7200, None),
     # api#3: still a draft: never ready, so no first review although bob commented; the only request
@@ -281,7 +285,7 @@ EXPECTED_PRS = [
     # no coding time and no response (bob's comment came while it was a draft).
     ("acme", "api", 1003, 3, "WIP", "https://github.com/acme/api/pull/3", "ada", "open", True, False,
      at("01-13 09:00"), None, None, None, None,
-     None, None, DRAFT_NOW, None, None, None, None, None, None, None, 1, 1, 0, 0,
+     None, None, DRAFT_NOW, None, None, None, None, None, None, None, 1, 1, 0, None, None, None, 0,
      0, 0, 0, "XS", False, at("01-13 08:00"), None, 1, None, None, None,
      None, None, None, None, None, None),
     # api#4: opened ready (its first draft change is convert_to_draft), draft 10:10-10:40 = 1,800 s;
@@ -291,7 +295,7 @@ EXPECTED_PRS = [
     # Its only commit is dated 10:30, after ready: coding 0, cycle from ready = 0 + 3,000 + 4,200.
     ("acme", "api", 1004, 4, "Fix typo", "https://github.com/acme/api/pull/4", "ada", "closed", False, True,
      at("01-12 10:00"), at("01-12 10:00"), None, at("01-12 10:50"), at("01-12 11:00"),
-     at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, False, 2, 2, 0, 0,
+     at("01-12 12:00"), at("01-12 12:00"), 1800, 3000, None, 3600, 4200, 7200, False, False, 2, 2, 0, 0, 0, 1, 0,
      5, 4, 1, "XS", False, at("01-12 10:30"), at("01-12 10:50"), 1, 0, 3000, 7200,
      0, 3000, 4200, 7200, 3000, 7200),
     # web#1: requested at opening, first review a day later; merged 4 days and 1 s after opening; the
@@ -302,7 +306,7 @@ EXPECTED_PRS = [
     # review 84,600 s of working time, review 259,201 (weekdays only), ready -> merge 343,801.
     ("acme", "web", 2001, 1, "Dark mode", "https://github.com/acme/web/pull/1", "bob", "closed", False, True,
      at("01-11 23:30"), at("01-11 23:30"), at("01-11 23:30"), at("01-12 23:30"), at("01-16 10:00"),
-     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, False, 2, 1, 0, 0,
+     at("01-15 23:30:01"), at("01-15 23:30:01"), 0, 86400, 86400, 383400, 259201, 345601, True, False, 2, 1, 0, 1, 1, 1, 0,
      100, 0, 1, "M", False, None, at("01-12 23:30"), None, None, 86400, None,
      None, 84600, 259201, None, 84600, 343801),
 ]
@@ -324,24 +328,37 @@ NO_PHASES = (None, None, None, 0) * 4
 API_1 = (241200,) * 3 + (1,) + (1200,) * 3 + (1,) + (168000,) * 3 + (1,) + (410400,) * 3 + (1,)
 API_4 = (0, 0, 0, 1, 3000, 3000, 3000, 1, 4200, 4200, 4200, 1, 7200, 7200, 7200, 1)
 EXPECTED_WEEKS = {
-    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600, 2, 1, 0, *API_1, 1),
-    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800, 0, 0, 0, *NO_PHASES, 1),
-    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700, 2, 1, 0, *API_1, 2),
-    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000, 1, 1, 0, *API_4, 0),
+    (W1, "api"): (2, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 1, 489600, 2, 1, 0, *API_1, 1,
+                  5.0, 1, 3, 1),
+    (W1, "web"): (1, 0, 0, None, None, None, None, None, None, None, 1, 1800, 0, 0, 0, *NO_PHASES, 1,
+                  None, 0, None, None),
+    (W1, None): (3, 1, 0, 1.0, 6300, 6750, 7020, 169200, 169200, 169200, 2, 245700, 2, 1, 0, *API_1, 2,
+                 5.0, 1, 3, 1),
+    (W2, "api"): (2, 1, 1, 0.5, 3000, 3000, 3000, 7200, 7200, 7200, 1, 486000, 1, 1, 0, *API_4, 0,
+                  0.0, 1, 0, 1),
     (W2, "web"): (0, 1, 0, 1.0, 86400, 86400, 86400, 345601, 345601, 345601, 0, None, 1, 1, 0,
-                  None, None, None, 0, 86400, 86400, 86400, 1, 259201, 259201, 259201, 1, None, None, None, 0, 0),
+                  None, None, None, 0, 86400, 86400, 86400, 1, 259201, 259201, 259201, 1, None, None, None, 0, 0,
+                  1.0, 1, 1, 1),
     (W2, None): (2, 2, 1, 2 / 3, 44700, 65550, 78060, 176401, 261001, 311761, 1, 486000, 2, 2, 0,
-                 0, 0, 0, 1, 44700, 65550, 78060, 2, 131701, 195451, 233701, 2, 7200, 7200, 7200, 1, 0),
+                 0, 0, 0, 1, 44700, 65550, 78060, 2, 131701, 195451, 233701, 2, 7200, 7200, 7200, 1, 0,
+                 0.5, 2, 1, 2),
 }
+# Review depth of the pull requests merged in the week (the counted reviews' inline comments, the
+# reviews with a body or an inline comment, the approvals with neither): W1 api#1 5 inline comments
+# (bob's 2 and 3; the bot's, the author's and the pending review's do not count), 3 reviews with
+# something to say (bob's comment with inline comments, his request for changes with a body,
+# carol's "LGTM") and 1 bare approval (bob's); W2 api#4 none, 1 bare approval (bob's; carol's
+# dismissed review is no approval) and web#1 1, 1 and 1 (carol's after the merge still counts).
+# api#3's review was landed before inline comments were counted: its three are NULL.
 # Open and not in draft at each week's end (work in progress): W1 api#2 and web#1 (both opened
 # ready); W2 only api#3, which is still the draft it was opened as: none.
 
 EXPECTED_REVIEWER_LOAD = [
-    (W1, "acme", "api", "bob", 4, 2),  # api#1 x3, api#2
-    (W1, "acme", "api", "carol", 1, 1),  # api#1's approval; her PENDING review does not count
-    (W2, "acme", "api", "bob", 2, 2),  # api#4, api#3 (a review of a draft is still a review)
-    (W2, "acme", "api", "carol", 1, 1),  # api#4's dismissed review
-    (W2, "acme", "web", "carol", 2, 1),  # web#1 01-12 23:30 UTC and 01-16 (after the merge)
+    (W1, "acme", "api", "bob", 4, 2, 6),  # api#1 x3 (2 + 3 + 0 inline comments), api#2 (1)
+    (W1, "acme", "api", "carol", 1, 1, 0),  # api#1's approval; her PENDING review does not count
+    (W2, "acme", "api", "bob", 2, 2, None),  # api#4, api#3 (a review of a draft is still a review; not counted)
+    (W2, "acme", "api", "carol", 1, 1, 0),  # api#4's dismissed review
+    (W2, "acme", "web", "carol", 2, 1, 1),  # web#1 01-12 23:30 UTC and 01-16 (after the merge)
 ]
 
 
@@ -397,7 +414,8 @@ def check_views(warehouse: Any, before: datetime) -> None:
         # From W3 on nothing happens; api#3 stays open (in the api and organisation rows), its age
         # taken at the week's end, or now for the current week.
         assert values[:10] == [0, 0, 0] + [None] * 7, (week_start, repo)
-        assert tuple(values[12:]) == (0, 0, 0, *NO_PHASES, 0), (week_start, repo)  # api#3 still a draft
+        # api#3 still a draft; no merge, so no review depth.
+        assert tuple(values[12:]) == (0, 0, 0, *NO_PHASES, 0, None, 0, None, None), (week_start, repo)
         open_prs, median_age = values[10:12]
         if repo == "web":
             assert (open_prs, median_age) == (0, None)

@@ -95,7 +95,7 @@ def test_rerun_without_changes_costs_nothing(settings, emulator):
                            "pull_request_events": 0, "teams": 0, "team_members": 0}
     assert stats["cost"] == 0
     assert stats["not_modified"] == stats["requests"] == 1 + 3  # repository list + one per repo
-    assert not {"reviews", "files", "timeline"} & set(stats["by_endpoint"])
+    assert not {"reviews", "files", "timeline", "review_comments"} & set(stats["by_endpoint"])
 
 
 @pytest.mark.parametrize("mode", ["rest", "auto"])
@@ -113,10 +113,12 @@ def test_changed_pull_request_refetches_only_its_children(mode, settings, datase
     stats = emulator.stats
     if mode == "rest":
         assert stats["by_endpoint"]["reviews"] == 2 and stats["by_endpoint"]["files"] == 2
+        assert stats["by_endpoint"]["review_comments"] == 2  # the reviews' inline comments
         assert stats["by_endpoint"]["timeline"] == 2  # short timelines: one page each
-    else:  # the default, with a token: both pull requests' child lists in one GraphQL query
-        assert not {"reviews", "files", "timeline"} & set(stats["by_endpoint"])
-        assert stats["by_endpoint"]["graphql"] == 1 and report.progress.graphql_pull_requests == 2
+    else:  # the default, with a token: both pull requests' child lists in one GraphQL query, their
+        # reviews' inline comment counts in another
+        assert not {"reviews", "files", "timeline", "review_comments"} & set(stats["by_endpoint"])
+        assert stats["by_endpoint"]["graphql"] == 2 and report.progress.graphql_pull_requests == 2
     # Unchanged repositories answered 304; the changed one one page.
     assert stats["not_modified"] == 1 + 2
     titles = {r["number"]: r["title"] for r in landed(settings, "pull_requests") if r["repo"] == repo}

@@ -12,6 +12,10 @@ timeline event's REST `id` (events are keyed by `node_id`, which both APIs serve
 the read:org scope, a requested team's slug (not asked for, see ServerSchema.reviewer); null, see
 docs/rest-and-graphql.md, "What each mode lands".
 
+Reviews also carry their inline comment count (`inline_comments`), asked once the batch's reviews
+are all in, by review node id, 100 reviews a query (one point): asked in the reviews' page, it
+would be a connection per possible review, 100 per pull request (50 points a query).
+
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
 that may be too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent
 again with half the pull requests, and the halves are retried; the batch grows back after
@@ -47,6 +51,10 @@ from .schema import CHILD_KINDS, FILES_CAP, TIMELINE_EVENTS
 logger = logging.getLogger(__name__)
 
 PAGE = 100  # `first:` of every connection (GitHub's maximum)
+MAX_IDS = 100  # GitHub's most ids in one `nodes(ids:)`
+# Each review's inline comment count. A connection asked only for its totalCount needs no `first`.
+INLINE_COMMENTS_QUERY = ("query($ids: [ID!]!) {\n  rateLimit { cost remaining resetAt }\n"
+                         "  nodes(ids: $ids) { ... on PullRequestReview { id comments { totalCount } } }\n}\n")
 KINDS = CHILD_KINDS  # every child list comes over GraphQL
 _HEAVY_ERRORS = frozenset({"RESOURCE_LIMITS_EXCEEDED", "MAX_NODE_LIMIT_EXCEEDED"})
 # GraphQL error types that refuse the credential for what REST serves it (see GraphQLRefused).
@@ -555,7 +563,48 @@ class GraphQLChildren:
                 result.fail(p.node_id, str(failure))
             half = None
             pending = [p for p in rest if p.node_id in result.children]
+        if "reviews" in kinds:
+            self._count_inline_comments(result)
         return result
+
+    def _count_inline_comments(self, result: BatchResult) -> None:
+        """Set each review's `inline_comments`: the batch's reviews in queries of up to 100 (of
+        equal size). A review gone meanwhile (a pending one deleted) keeps None; a query or a
+        review that fails fails its pull requests, retried as any list."""
+        owner = {review["node_id"]: node_id for node_id, children in result.children.items()
+                 for review in children.items["reviews"]
+                 if isinstance(review, dict) and isinstance(review.get("node_id"), str)}
+        ids = list(owner)
+        queries = -(-len(ids) // MAX_IDS)
+        counts: dict[str, int] = {}
+        for q in range(queries):
+            asked = ids[q * len(ids) // queries : (q + 1) * len(ids) // queries]
+            try:
+                data, errors = self._query(INLINE_COMMENTS_QUERY, {"ids": asked}, splittable=False)
+                nodes = data.get("nodes")
+                if not isinstance(nodes, list) or len(nodes) != len(asked):
+                    raise GitHubClientError(f"POST {self.url}: `nodes` is not a list of {len(asked)}", url=self.url)
+            except GitHubError as exc:
+                if _concerns_the_run(exc):
+                    raise
+                for review_id in asked:
+                    result.fail(owner[review_id], f"inline comments of its reviews: {exc}")
+                continue
+            for review_id, node in zip(asked, nodes):
+                error = errors.get(review_id)
+                if node is None and (error is None or error[0] == "NOT_FOUND"):
+                    continue
+                total = (node.get("comments") or {}).get("totalCount") if isinstance(node, dict) else None
+                if error is not None or not isinstance(total, int) or isinstance(total, bool):
+                    why = f"GraphQL error {error[0] or '(no type)'}: {error[1]}" if error else "no comment count"
+                    result.fail(owner[review_id], f"POST {self.url}: inline comments of review {review_id}: {why}")
+                    continue
+                counts[review_id] = total
+        for children in result.children.values():
+            children.items["reviews"] = [
+                {**review, "inline_comments": counts.get(review["node_id"])}
+                if isinstance(review, dict) and isinstance(review.get("node_id"), str) else review
+                for review in children.items["reviews"]]
 
     def _usable(self, result: BatchResult, node_id: str, node: Any, error: tuple[str | None, str] | None) -> bool:
         """False when the node is gone (null, NOT_FOUND) or its part of the answer is an error."""

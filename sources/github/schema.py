@@ -122,6 +122,9 @@ PULL_REQUEST_REVIEWS = TableSpec(
             ("commit_id", pa.string()),
             ("html_url", pa.string()),
             ("submitted_at", _TS),
+            # Inline (line) comments in the review; NULL where not counted (landed before
+            # they were, or a review gone before its count was asked).
+            ("inline_comments", pa.int64()),
         ]
     ),
 )
@@ -576,6 +579,7 @@ def review_row(org: str, repo: str, pr: dict[str, Any], review: dict) -> dict[st
         "commit_id": item.optional("commit_id", str),
         "html_url": item.optional("html_url", str),
         "submitted_at": item.time("submitted_at"),
+        "inline_comments": item.optional("inline_comments", int),
     }
 
 

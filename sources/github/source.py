@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,9 +67,12 @@ __all__ = ["SyncContext", "SyncProgress", "FailedItem", "github_source"]
 logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
-# Where each kind's list is, under /repos/{org}/{repo}/.
-_CHILD_PATHS = {"reviews": "pulls/{number}/reviews", "files": "pulls/{number}/files",
-                "events": "issues/{number}/timeline"}
+# Where each kind's lists are, under /repos/{org}/{repo}/: a review's inline comments are only
+# counted, from the pull request's list of them (a request more than the reviews alone).
+_CHILD_PATHS = {"reviews": ("pulls/{number}/reviews", "pulls/{number}/comments"),
+                "files": ("pulls/{number}/files",), "events": ("issues/{number}/timeline",)}
+# The least requests one pull request's child lists take over REST.
+REST_LISTS_PER_PULL = sum(len(paths) for paths in _CHILD_PATHS.values())
 _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
 _Fetched = tuple[list[dict[str, Any]], list[dict[str, Any]], "dict[str, Any] | None"]  # ... and the fetch record
 _PULLS_PARAMS = {"state": "all", "sort": "updated", "direction": "desc", "per_page": PER_PAGE}
@@ -341,11 +345,11 @@ def _list_pull_requests(
         if listing is None:
             listing = {"etag": page.etag, "top": None, "top_hashes": {}, "frontier": None, "frontier_ids": []}
         candidates, rejected, reached = _page_rows(ctx, repo, page.items, listing, floor, cursor, at_cursor)
-        rows = candidates[: ctx.affordable(len(candidates), len(CHILD_KINDS))]
+        rows = candidates[: ctx.affordable(len(candidates), REST_LISTS_PER_PULL)]
         if rejected:
             yield _rejected_table(rejected)  # the child transformers pass over it
         if rows:
-            ctx.charge(len(CHILD_KINDS) * len(rows))
+            ctx.charge(REST_LISTS_PER_PULL * len(rows))
             with ctx.lock:
                 ctx.listed.update(row["id"] for row in rows)
             _advance_frontier(listing, rows)
@@ -379,19 +383,22 @@ def _under_base(ctx: SyncContext, url: str) -> str:
     return path + (f"?{parts.query}" if parts.query else "")
 
 
-# What a repository's pull requests are landed with: every child kind, and a marker for what an
-# events list holds since commits and conversation comments joined it. A repository whose state
-# lacks the marker has its events lists fetched again, once, as a kind it never fetched.
+# What a repository's pull requests are landed with: every child kind, and a marker for each
+# kind whose lists came to hold more: events since commits and conversation comments joined them,
+# reviews since they carry their inline comment counts. A repository whose state lacks a marker has
+# that kind's lists fetched again, once, as a kind it never fetched.
 TIMELINE_WITH_COMMITS = "events with commits and comments"
-LANDED_LISTS = (*CHILD_KINDS, TIMELINE_WITH_COMMITS)
+REVIEWS_WITH_INLINE_COMMENTS = "reviews with inline comment counts"
+_MARKERS = {"events": TIMELINE_WITH_COMMITS, "reviews": REVIEWS_WITH_INLINE_COMMENTS}
+LANDED_LISTS = (*CHILD_KINDS, *_MARKERS.values())
 
 
 def _backfill_child_kinds(
     ctx: SyncContext, state: dict[str, Any], repo_id: int, repo: str, saved: dict[str, Any]
 ) -> None:
-    """Pull requests landed by a version that fetched fewer child lists (no events), or events
-    lists without commits and comments: list them all once and put the missing lists on the retry
-    list, which fetches them without the others.
+    """Pull requests landed by a version that fetched fewer child lists (no events), or lists that
+    held less (_MARKERS): list them all once and put the missing lists on the retry list, which
+    fetches them without the others.
 
     Costs the repository's pull-request pages (down to `since`) once, then one list per pull
     request. Stopped by the rate limit while listing, it lists again on the next run (a pull
@@ -399,7 +406,7 @@ def _backfill_child_kinds(
     """
     landed = saved.get("child_kinds", ("reviews", "files"))
     missing = [kind for kind in CHILD_KINDS
-               if kind not in landed or (kind == "events" and TIMELINE_WITH_COMMITS not in landed)]
+               if kind not in landed or (kind in _MARKERS and _MARKERS[kind] not in landed)]
     if not missing:
         return
     url: str | None = f"/repos/{ctx.org}/{repo}/pulls"
@@ -689,12 +696,14 @@ def _fetch_children(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any],
             _add_retry(ctx, state, pr, kind, None, failed=False)
         return [], [], None
     pages = 0
-    items: list[dict] = []
+    lists: list[list[Any]] = []
     try:
-        path = _CHILD_PATHS[kind].format(number=pr["number"])
-        for page in ctx.client.iter_pages(f"/repos/{ctx.org}/{pr['repo']}/{path}", params={"per_page": PER_PAGE}):
-            pages += 1
-            items.extend(page.items)
+        for path in _CHILD_PATHS[kind]:
+            lists.append([])
+            url = f"/repos/{ctx.org}/{pr['repo']}/{path.format(number=pr['number'])}"
+            for page in ctx.client.iter_pages(url, params={"per_page": PER_PAGE}):
+                pages += 1
+                lists[-1].extend(page.items)
     except NotFoundError as exc:
         logger.warning("%s: %s skipped, the pull request is gone: %s", label, kind, exc)
         ctx.progress.pull_requests_skipped.append(label)
@@ -711,7 +720,18 @@ def _fetch_children(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any],
         logger.warning("%s: %s failed (%s); retried after %s", label, kind, exc, _local_time(retry_at))
         ctx.progress.add_failed(FailedItem(kind, label, str(exc), retry_at))
         return [], [], None
+    items = with_inline_comments(*lists) if kind == "reviews" else lists[0]
     return _fetched(ctx, state, pr, kind, items, pages)
+
+
+def with_inline_comments(reviews: list[Any], comments: list[Any]) -> list[Any]:
+    """Each review with the number of the pull request's inline comments that belong to it
+    (`pull_request_review_id`), as `inline_comments`."""
+    counts = Counter(c["pull_request_review_id"] for c in comments
+                     if isinstance(c, dict) and isinstance(c.get("pull_request_review_id"), int))
+    return [{**review, "inline_comments": counts.get(review["id"], 0)}
+            if isinstance(review, dict) and isinstance(review.get("id"), int) else review
+            for review in reviews]
 
 
 def _fetched(
