@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from analytics import queries
 from analytics.html import metric_change, metric_value, render
 from analytics.periods import OrgReport, latest_active_week, org_report, periods
+from analytics.queries import PullRequest, Week
 from destinations.config import DuckDBConfig, SnowflakeConfig
 from destinations.warehouse import Warehouse, open_warehouse
 from sources.github.names import normalise_org
@@ -17,6 +19,9 @@ from sources.github.names import normalise_org
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEEKS = 26
+# The page offers the most active repositories and the largest teams of an organisation, this many
+# of each: every scope is a copy of the charts, and a page of hundreds would not open quickly.
+MAX_SCOPES = 20
 
 
 @dataclass(frozen=True)
@@ -41,13 +46,46 @@ def read_reports(warehouse: Warehouse, orgs: list[str], weeks: int, now: datetim
             continue
         # Both periods' rows: the current one and the one it is compared with.
         _, previous = periods(last_week, weeks)
-        reports.append(
-            org_report(
-                org, queries.pull_requests(warehouse, org, previous.start), org_weeks,
-                queries.reviewer_weeks(warehouse, org, previous.start), weeks, now, merged_at,
-            )
-        )
+        prs = queries.pull_requests(warehouse, org, previous.start)
+        reviewer_rows = queries.reviewer_weeks(warehouse, org, previous.start)
+        report = org_report(org, prs, org_weeks, reviewer_rows, weeks, now, merged_at)
+        reports.append(replace(report, scopes=tuple(_scopes(warehouse, report, prs, org_weeks, reviewer_rows, now))))
     return reports
+
+
+def _scopes(warehouse: Warehouse, report: OrgReport, prs: list[PullRequest], org_weeks: list[Week],
+            reviewer_rows: list[queries.ReviewerWeek], now: datetime) -> list[OrgReport]:
+    """The organisation's report for each of its most active repositories and largest teams (a
+    team's pull requests: those its current members opened; its reviewers: its members)."""
+    assert report.current is not None
+    current = report.current
+    activity = Counter(pr.repo for pr in prs if pr.state == "open" or current.holds(pr.created_at)
+                       or current.holds(pr.merged_at) or current.holds(pr.closed_at))
+    repos = sorted(activity, key=lambda repo: (-activity[repo], repo))[:MAX_SCOPES]
+    by_repo = queries.repository_weeks(warehouse, report.org, repos)
+    scopes = [
+        org_report(report.org, [pr for pr in prs if pr.repo == repo], by_repo[repo],
+                   [row for row in reviewer_rows if row.repo == repo], report.weeks_requested, now,
+                   report.last_merged_at, scope=("repository", repo), within=report)
+        for repo in sorted(repos)
+    ]
+    teams = queries.teams(warehouse, report.org)
+    by_team = queries.team_weeks(warehouse, report.org)
+    for slug in sorted(sorted(teams, key=lambda slug: (-len(teams[slug]), slug))[:MAX_SCOPES]):
+        members = teams[slug]
+        scopes.append(org_report(
+            report.org, [pr for pr in prs if pr.author_login in members], _every_week(org_weeks, by_team.get(slug, [])),
+            [row for row in reviewer_rows if row.reviewer_login in members], report.weeks_requested, now,
+            report.last_merged_at, scope=("team", slug), within=report,
+        ))
+    return scopes
+
+
+def _every_week(spine: list[Week], weeks: list[Week]) -> list[Week]:
+    """`weeks` (a team's, only those with activity) on every week of `spine`, quiet ones as zeros."""
+    have = {week.week_start: week for week in weeks}
+    return [have.get(week.week_start) or Week(week.week_start, 0, 0, 0, None, None, None, None, None, None, None,
+                                              None, None) for week in spine]
 
 
 def write_report(

@@ -3,15 +3,21 @@
 No CDN, no server, no network: the file opens offline in any browser. Each chart sits in a
 `<figure class="chart" data-chart="NAME">`; a chart with no data in the period says so in
 place of the chart, never draws an empty frame.
+
+An organisation's section holds its own numbers and, hidden until chosen in its selector, those
+of its most active repositories and largest teams (`<div class="scope" data-scope="KIND:NAME">`):
+the page stays one file, and switching needs no network.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from datetime import datetime, timedelta, timezone
 
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from analytics.periods import DAY, HOUR, Metric, OpenPullRequest, OrgReport
@@ -63,23 +69,31 @@ def metric_change(metric: Metric) -> str:
     return text
 
 
+@functools.cache
+def _template() -> dict:
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str, note: str = "") -> str:
+def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str, note: str = "",
+           scope: str = "") -> str:
     head = f"<h3>{html.escape(title)}</h3>" + (f'<p class="note chart-note">{html.escape(note)}</p>' if note else "")
     if figure is None:
         return f'<figure class="chart empty" data-chart="{name}">{head}<p class="note">{html.escape(empty)}</p></figure>'
-    if figure.layout.height is None:
-        figure.update_layout(height=340)
-    figure.update_layout(
-        margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white", autosize=True,
-        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-        font={"family": "system-ui, sans-serif", "size": 12},
-    )
-    body = figure.to_html(
-        full_html=False, include_plotlyjs=False, div_id=f"{_slug(org)}-{name}", config=_CONFIG,
+    # The common layout goes onto the figure's JSON: set through plotly's objects, the template is
+    # deep-copied and validated per figure (6 of the 7.5 s of a page of 118 charts).
+    spec = figure.to_plotly_json()
+    layout = spec["layout"]
+    layout.setdefault("height", 340)
+    layout.update(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template=_template(), autosize=True,
+                  legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+                  font={"family": "system-ui, sans-serif", "size": 12})
+    body = pio.to_html(
+        spec, validate=False, full_html=False, include_plotlyjs=False,
+        div_id="-".join(filter(None, (_slug(org), _slug(scope), name))), config=_CONFIG,
     )
     return f'<figure class="chart" data-chart="{name}">{head}{body}</figure>'
 
@@ -93,11 +107,12 @@ def throughput_figure(report: OrgReport) -> go.Figure | None:
         return None
     x = _weeks_x(report)
     figure = go.Figure()
-    for name, values, colour in (
+    series = [
         ("opened", [w.prs_opened for w in report.weeks], _COLOURS["opened"]),
         ("merged", [w.prs_merged for w in report.weeks], _COLOURS["merged"]),
         ("closed without merge", [w.prs_closed_without_merge for w in report.weeks], _COLOURS["closed"]),
-    ):
+    ]
+    for name, values, colour in series[:2] if report.scope_kind == "team" else series:  # a team's view has no closes
         figure.add_bar(x=x, y=values, name=name, marker_color=colour)
     figure.update_layout(barmode="group", xaxis_title="week starting", yaxis_title="pull requests")
     return figure
@@ -122,6 +137,8 @@ def percentiles_figure(report: OrgReport, measure: str) -> go.Figure | None:
     unit, unit_name = _unit(known)
     figure = go.Figure()
     for p, values in series.items():
+        if all(v is None for v in values):
+            continue  # a team's view has no p75 (nor a p90 of merges)
         figure.add_scatter(
             x=x, y=[None if v is None else round(v / unit, 2) for v in values], name=p,
             mode="lines+markers", line_color=_COLOURS[p], connectgaps=False, customdata=samples,
@@ -185,6 +202,31 @@ def merged_without_review_figure(report: OrgReport) -> go.Figure | None:
                    name="merged without review", marker_color=_COLOURS["closed"])
     figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="merged pull requests",
                          yaxis={"rangemode": "tozero", "tick0": 0, "dtick": 1 if max(w.prs_merged for w in report.weeks) <= 10 else None})
+    return figure
+
+
+def review_depth_figure(report: OrgReport) -> go.Figure | None:
+    """Of the pull requests merged each week: their reviews that said something (a body or an
+    inline comment) and their bare approvals, and the mean inline comments per pull request (a
+    week of fewer than MIN_SAMPLES pull requests with counts is a gap)."""
+    if all(w.reviews_with_comments is None and w.bare_approvals is None for w in report.weeks):
+        return None
+    x = _weeks_x(report)
+    figure = go.Figure()
+    figure.add_bar(x=x, y=[w.reviews_with_comments for w in report.weeks], name="reviews with comments",
+                   marker_color=_COLOURS["opened"])
+    figure.add_bar(x=x, y=[w.bare_approvals for w in report.weeks], name="bare approvals", marker_color="#bab0ac")
+    samples = [w.review_comments_samples for w in report.weeks]
+    figure.add_scatter(
+        x=x, y=[None if n < MIN_SAMPLES or w.review_comments_per_merged_pr is None else round(w.review_comments_per_merged_pr, 2)
+                for w, n in zip(report.weeks, samples)],
+        name="inline comments per PR (mean)", mode="lines+markers", line_color=_COLOURS["cycle"], yaxis="y2",
+        connectgaps=False, customdata=samples,
+        hovertemplate="%{x}: %{y} inline comments per PR, mean of %{customdata} PRs<extra></extra>")
+    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="reviews",
+                         yaxis={"rangemode": "tozero"},
+                         yaxis2={"title": "inline comments per PR", "overlaying": "y", "side": "right",
+                                 "rangemode": "tozero", "showgrid": False})
     return figure
 
 
@@ -303,6 +345,85 @@ def _stale_sync_html(report: OrgReport, now: datetime) -> str:
             "out of date: check its runs.</p>")
 
 
+def _charts(report: OrgReport, now: datetime) -> list[str]:
+    """The charts of a scope: a team's weekly numbers come from `weekly_team_metrics`, which has no
+    closes, drafts, phases or review depth; its reviewer load is the reviews its members gave."""
+    org, scope = report.org, report.scope_key
+    few = f"No week of the period has {MIN_SAMPLES} or more"
+    sampled = f"A week of fewer than {MIN_SAMPLES} pull requests is left out; the pointer shows each point's count."
+    team = report.scope_kind == "team"
+
+    def chart(name: str, title: str, figure: go.Figure | None, empty: str, note: str = "", weekly: bool = True) -> str:
+        drawn = mark_unfinished_week(figure, report, now) if weekly else figure
+        return _chart(org, name, title, drawn, empty, note, scope)
+
+    charts = [chart("throughput", "Weekly throughput", throughput_figure(report), "No pull requests in the period.")]
+    if not team:
+        charts += [
+            chart("cycle-time-breakdown", "Cycle time breakdown per week: coding, pickup, review (medians)",
+                  breakdown_figure(report), f"{few} merged pull requests with a known phase.",
+                  f"{sampled} Medians do not add up: the line is the typical whole, not the top of the stack."),
+            chart("work-in-progress", "Work in progress: open pull requests at each week's end",
+                  work_in_progress_figure(report), "No open pull requests in the period."),
+            chart("merged-without-review", "Merged without review per week", merged_without_review_figure(report),
+                  "No merges in the period."),
+            chart("review-depth", "Review depth of the pull requests merged each week", review_depth_figure(report),
+                  "No merged pull requests with counted reviews in the period.",
+                  "A review with comments has a body or inline comments; a bare approval has neither. " + sampled),
+        ]
+    charts += [
+        chart("time-to-first-review", "Time to first review per week: " + ("p50, p90" if team else "p50, p75, p90"),
+              percentiles_figure(report, "time_to_first_review"), f"{few} first reviews.", sampled),
+        chart("time-to-merge", "Time to merge per week: " + ("p50" if team else "p50, p75, p90"),
+              percentiles_figure(report, "time_to_merge"), f"{few} merges.", sampled),
+        chart("review-distribution", "Distribution of time to first review", review_distribution_figure(report),
+              "No reviews in the period.", weekly=False),
+        chart("size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period.",
+              weekly=False),
+        chart("reviewer-load", "Reviews given by the team's members" if team else "Reviewer load",
+              reviewer_figure(report), "No reviews in the period.", weekly=False),
+    ]
+    return charts
+
+
+_SCOPE_NOTES = {
+    "repository": "The pull requests of the repository {name}.",
+    "team": ("The pull requests opened by the members of the team {name} as it is now (GitHub keeps no history of "
+             "membership). Weekly numbers from weekly_team_metrics; closes, work in progress, the cycle-time "
+             "breakdown and review depth are given per organisation and repository only."),
+}
+
+
+def _scope_html(report: OrgReport, now: datetime) -> str:
+    """One scope's numbers: headline, charts and open pull requests; hidden unless it is the
+    organisation's own."""
+    as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
+    hidden = " hidden" if report.scope_key else ""
+    note = _SCOPE_NOTES.get(report.scope_kind, "").format(name=report.scope_name)
+    return (
+        f'<div class="scope" data-scope="{html.escape(report.scope_key)}"{hidden}>'
+        + (f'<p class="note scope-note">{html.escape(note)}</p>' if note else "")
+        + f"{_headline_html(report)}"
+        f'<div class="charts">{"".join(_charts(report, now))}</div>'
+        f'<h3>Slowest open pull requests ready for review (age at {as_of})</h3>'
+        f'{_slowest_html(report.slowest_open, "pull requests ready for review")}'
+        f'<h3>Oldest drafts (waiting for their authors)</h3>{_slowest_html(report.oldest_drafts, "drafts")}</div>'
+    )
+
+
+def _scope_selector(report: OrgReport) -> str:
+    if not report.scopes:
+        return ""
+    groups = []
+    for kind, label in (("repository", "Repositories"), ("team", "Teams")):
+        options = "".join(f'<option value="{html.escape(s.scope_key)}">{html.escape(s.scope_name)}</option>'
+                          for s in report.scopes if s.scope_kind == kind)
+        if options:
+            groups.append(f'<optgroup label="{label}">{options}</optgroup>')
+    return (f'<label class="scope-picker">Show <select class="scope-select" aria-label="scope of {html.escape(report.org)}">'
+            f'<option value="">the whole organisation</option>{"".join(groups)}</select></label>')
+
+
 def org_section(report: OrgReport, now: datetime) -> str:
     org = report.org
     anchor = f"org-{_slug(org)}"
@@ -310,33 +431,8 @@ def org_section(report: OrgReport, now: datetime) -> str:
         return (f'<section id="{anchor}" class="org empty"><h2>{html.escape(org)}</h2>{_stale_sync_html(report, now)}'
                 f'<p class="note">{html.escape(report.empty or "no data")}.</p></section>')
     current = report.current
-    as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
     last_day = current.end - timedelta(days=1)
     period = f"{current.start.isoformat()} to {last_day.isoformat()} ({current.weeks} weeks, UTC)"
-    few = f"No week of the period has {MIN_SAMPLES} or more"
-    sampled = f"A week of fewer than {MIN_SAMPLES} pull requests is left out; the pointer shows each point's count."
-    charts = [
-        _chart(org, "throughput", "Weekly throughput", mark_unfinished_week(throughput_figure(report), report, now),
-               "No pull requests in the period."),
-        _chart(org, "cycle-time-breakdown", "Cycle time breakdown per week: coding, pickup, review (medians)",
-               mark_unfinished_week(breakdown_figure(report), report, now),
-               f"{few} merged pull requests with a known phase.",
-               f"{sampled} Medians do not add up: the line is the typical whole, not the top of the stack."),
-        _chart(org, "work-in-progress", "Work in progress: open pull requests at each week's end",
-               mark_unfinished_week(work_in_progress_figure(report), report, now), "No open pull requests in the period."),
-        _chart(org, "merged-without-review", "Merged without review per week",
-               mark_unfinished_week(merged_without_review_figure(report), report, now), "No merges in the period."),
-        _chart(org, "time-to-first-review", "Time to first review per week: p50, p75, p90",
-               mark_unfinished_week(percentiles_figure(report, "time_to_first_review"), report, now),
-               f"{few} first reviews.", sampled),
-        _chart(org, "time-to-merge", "Time to merge per week: p50, p75, p90",
-               mark_unfinished_week(percentiles_figure(report, "time_to_merge"), report, now), f"{few} merges.",
-               sampled),
-        _chart(org, "review-distribution", "Distribution of time to first review",
-               review_distribution_figure(report), "No reviews in the period."),
-        _chart(org, "size-vs-merge", "PR size against time to merge", size_figure(report), "No merges in the period."),
-        _chart(org, "reviewer-load", "Reviewer load", reviewer_figure(report), "No reviews in the period."),
-    ]
     stale = ""
     if (now.date() - last_day).days > STALE_AFTER_DAYS:
         days = (now.date() - last_day).days
@@ -346,11 +442,9 @@ def org_section(report: OrgReport, now: datetime) -> str:
     return (
         f'<section id="{anchor}" class="org"><h2>{html.escape(org)}</h2>'
         f'{_stale_sync_html(report, now)}<p class="period">{html.escape(period)}</p>{stale}'
-        f"{_headline_html(report)}"
-        f'<div class="charts">{"".join(charts)}</div>'
-        f'<h3>Slowest open pull requests ready for review (age at {as_of})</h3>'
-        f'{_slowest_html(report.slowest_open, "pull requests ready for review")}'
-        f'<h3>Oldest drafts (waiting for their authors)</h3>{_slowest_html(report.oldest_drafts, "drafts")}</section>'
+        f"{_scope_selector(report)}{_scope_html(report, now)}"
+        + "".join(_scope_html(scope, now) for scope in report.scopes)
+        + "</section>"
     )
 
 
@@ -370,14 +464,24 @@ figure.chart h3{margin:4px 0 0;font-size:15px}.chart-note{margin:2px 0 0;font-si
 .banner{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px}
 table.slowest{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
 table.slowest th,table.slowest td{border:1px solid #d0d7de;padding:4px 8px;text-align:left}
+.scope-picker{display:block;margin:8px 0 12px;font-size:14px}.scope-picker select{font-size:14px;padding:2px 4px}
+.scope[hidden]{display:none}
 """
 
 
-# Each chart is drawn as its <div> is parsed, before the page's final layout: fit them once it is.
-_RESIZE_JS = (
-    "window.addEventListener('load',function(){document.querySelectorAll('.js-plotly-plot')"
-    ".forEach(function(p){Plotly.Plots.resize(p);});});"
-)
+# Each chart is drawn as its <div> is parsed, before the page's final layout: fit them once it is,
+# and a scope's charts when the selector shows them (a hidden chart has no size to fit).
+_RESIZE_JS = """
+function fit(root){root.querySelectorAll('.scope:not([hidden]) .js-plotly-plot').forEach(function(p){Plotly.Plots.resize(p);});}
+window.addEventListener('load',function(){fit(document);});
+document.querySelectorAll('select.scope-select').forEach(function(select){
+  select.addEventListener('change',function(){
+    var section=select.closest('section');
+    section.querySelectorAll('.scope').forEach(function(scope){scope.hidden=scope.dataset.scope!==select.value;});
+    fit(section);
+  });
+});
+"""
 
 
 def render(reports: list[OrgReport], generated_at: datetime | None = None, source: str = "") -> str:

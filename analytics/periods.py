@@ -235,7 +235,9 @@ def slowest_open(prs: list[PullRequest], as_of: datetime, top: int = 15, *, draf
 
 @dataclass(frozen=True)
 class OrgReport:
-    """Everything the page shows for one organisation; `empty` says why there is nothing to show."""
+    """Everything the page shows for one organisation, or for one of its repositories or teams (a
+    scope: `scope_kind` and `scope_name`, in the organisation's `scopes`); `empty` says why there
+    is nothing to show."""
 
     org: str
     weeks_requested: int
@@ -251,18 +253,34 @@ class OrgReport:
     as_of: datetime | None = None
     last_merged_at: datetime | None = None  # the newest load merged for the organisation
     empty: str | None = None
+    scope_kind: Literal["organisation", "repository", "team"] = "organisation"
+    scope_name: str = ""  # the repository's name or the team's slug
+    scopes: tuple[OrgReport, ...] = ()  # the organisation's repositories and teams the page can show
+
+    @property
+    def scope_key(self) -> str:
+        """'' for the organisation, else 'repository:NAME' or 'team:SLUG'."""
+        return f"{self.scope_kind}:{self.scope_name}" if self.scope_name else ""
 
 
 def org_report(
     org: str, prs: list[PullRequest], weeks: list[Week], reviewer_rows: list[ReviewerWeek],
     weeks_requested: int, now: datetime, last_merged_at: datetime | None = None,
+    scope: tuple[Literal["repository", "team"], str] | None = None, within: OrgReport | None = None,
 ) -> OrgReport:
-    """The report of one organisation from its rows; empty (with the reason) when it has no activity."""
-    last_week = latest_active_week(weeks)
-    if last_week is None:
-        return OrgReport(org, weeks_requested, last_merged_at=last_merged_at,
-                         empty=f"no pull request activity for {org} in the warehouse")
-    current, previous = periods(last_week, weeks_requested)
+    """The report of one organisation from its rows; empty (with the reason) when it has no
+    activity. A `scope` (one repository's or team's rows) takes the periods of the organisation's
+    report `within`, so that every scope of the page covers the same weeks."""
+    kind, name = scope or ("organisation", "")
+    if within is not None and within.current is not None and within.previous is not None:
+        current, previous = within.current, within.previous
+    else:
+        last_week = latest_active_week(weeks)
+        if last_week is None:
+            return OrgReport(org, weeks_requested, last_merged_at=last_merged_at,
+                             empty=f"no pull request activity for {org} in the warehouse",
+                             scope_kind=kind, scope_name=name)
+        current, previous = periods(last_week, weeks_requested)
     # Ages of open PRs at the end of the data, or now when the data reaches this week.
     as_of = min(now, _midnight(current.end))
     return OrgReport(
@@ -279,4 +297,6 @@ def org_report(
         oldest_drafts=tuple(slowest_open(prs, as_of, top=5, drafts=True)),
         as_of=as_of,
         last_merged_at=last_merged_at,
+        scope_kind=kind,
+        scope_name=name,
     )

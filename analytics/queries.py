@@ -1,7 +1,7 @@
 """What the report reads from the warehouse views, as plain typed rows.
 
-The views (`pull_request_metrics`, `weekly_pull_request_metrics`, `reviewer_load`) live in the
-same schema as the tables; the SQL here is Snowflake's dialect, translated for DuckDB by
+The views (`pull_request_metrics`, `weekly_pull_request_metrics`, `reviewer_load`,
+`weekly_team_metrics`) live in the same schema as the tables; the SQL here is Snowflake's dialect, translated for DuckDB by
 `Warehouse.execute`. Rows are filtered to the report's window coarsely in SQL (by date, a day
 wider) and exactly in Python (`analytics.periods`).
 """
@@ -19,6 +19,7 @@ from settings import pipeline_name
 PULL_REQUEST_METRICS = "pull_request_metrics"
 WEEKLY_METRICS = "weekly_pull_request_metrics"
 REVIEWER_LOAD = "reviewer_load"
+TEAM_METRICS = "weekly_team_metrics"
 VIEWS = (PULL_REQUEST_METRICS, WEEKLY_METRICS, REVIEWER_LOAD)
 
 
@@ -47,7 +48,9 @@ class PullRequest:
 
 @dataclass(frozen=True)
 class Week:
-    """One organisation-wide row of `weekly_pull_request_metrics` (repo IS NULL)."""
+    """One row of `weekly_pull_request_metrics`: the organisation's (repo IS NULL) or a
+    repository's; or a team's from `weekly_team_metrics`, which has fewer of the numbers (the
+    others None or 0)."""
 
     week_start: date
     prs_opened: int
@@ -75,6 +78,11 @@ class Week:
     cycle_time_p50_seconds: float | None = None
     cycle_time_samples: int = 0
     open_ready_prs_at_week_end: int = 0  # open and not in draft at the week's end: work in progress
+    # Review depth of the pull requests merged in the week (None: no merged pull request with counts).
+    review_comments_per_merged_pr: float | None = None
+    review_comments_samples: int = 0
+    reviews_with_comments: int | None = None
+    bare_approvals: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,13 @@ _WEEK_COLUMNS = [
     "time_to_first_review_samples", "time_to_merge_samples", "prs_merged_without_review",
     "coding_time_p50_seconds", "coding_time_samples", "pickup_time_p50_seconds", "pickup_time_samples",
     "review_time_p50_seconds", "review_time_samples", "cycle_time_p50_seconds", "cycle_time_samples",
-    "open_ready_prs_at_week_end",
+    "open_ready_prs_at_week_end", "review_comments_per_merged_pr", "review_comments_samples", "reviews_with_comments",
+    "bare_approvals",
+]
+_TEAM_WEEK_COLUMNS = [
+    "team_slug", "week_start", "prs_opened", "prs_merged", "time_to_first_review_p50_seconds",
+    "time_to_first_review_p90_seconds", "time_to_first_review_samples", "time_to_merge_p50_seconds",
+    "time_to_merge_samples", "cycle_time_p50_seconds", "cycle_time_samples",
 ]
 _REVIEWER_COLUMNS = ["week_start", "repo", "reviewer_login", "reviews", "prs_reviewed"]
 
@@ -139,13 +153,25 @@ def organisations(warehouse: Warehouse) -> list[str]:
 
 def weeks(warehouse: Warehouse, org: str) -> list[Week]:
     """The organisation-wide weekly rows, oldest first."""
+    return repository_weeks(warehouse, org, [])[None]
+
+
+def repository_weeks(warehouse: Warehouse, org: str, repos: list[str]) -> dict[str | None, list[Week]]:
+    """The weekly rows of the organisation (key None) and of each of `repos`, oldest first."""
+    marks = ", ".join("?" for _ in repos)
     rows = warehouse.execute(
-        f"SELECT {', '.join(_WEEK_COLUMNS)} FROM {warehouse.table(WEEKLY_METRICS)} "
-        "WHERE org = ? AND repo IS NULL ORDER BY week_start",
-        [org],
+        f"SELECT repo, {', '.join(_WEEK_COLUMNS)} FROM {warehouse.table(WEEKLY_METRICS)} "
+        f"WHERE org = ? AND (repo IS NULL{f' OR repo IN ({marks})' if repos else ''}) ORDER BY week_start",
+        [org, *repos],
     )
-    return [
-        Week(
+    out: dict[str | None, list[Week]] = {None: [], **{repo: [] for repo in repos}}
+    for row in rows:
+        out[None if row[0] is None else str(row[0])].append(_week(row[1:]))
+    return out
+
+
+def _week(r: Any) -> Week:
+    return Week(
             week_start=_day(r[0]),
             prs_opened=int(r[1] or 0),
             prs_merged=int(r[2] or 0),
@@ -171,9 +197,11 @@ def weeks(warehouse: Warehouse, org: str) -> list[Week]:
             cycle_time_p50_seconds=_number(r[22]),
             cycle_time_samples=int(r[23] or 0),
             open_ready_prs_at_week_end=int(r[24] or 0),
+            review_comments_per_merged_pr=_number(r[25]),
+            review_comments_samples=int(r[26] or 0),
+            reviews_with_comments=None if r[27] is None else int(r[27]),
+            bare_approvals=None if r[28] is None else int(r[28]),
         )
-        for r in rows
-    ]
 
 
 def pull_requests(warehouse: Warehouse, org: str, since: date) -> list[PullRequest]:
@@ -229,3 +257,44 @@ def reviewer_weeks(warehouse: Warehouse, org: str, since: date) -> list[Reviewer
         ReviewerWeek(_day(r[0]), None if r[1] is None else str(r[1]), str(r[2]), int(r[3] or 0), int(r[4] or 0))
         for r in rows
     ]
+
+
+def teams(warehouse: Warehouse, org: str) -> dict[str, set[str]]:
+    """Each team of the organisation (slug) with its members' logins, as the team is now; none
+    when the token could not read the teams or the warehouse predates them."""
+    if not warehouse.columns("team_members") or not warehouse.columns(TEAM_METRICS):
+        return {}
+    rows = warehouse.execute(
+        f"SELECT t.slug, m.login FROM {warehouse.table('teams')} AS t "
+        f"LEFT JOIN {warehouse.table('team_members')} AS m ON m.org = t.org AND m.team_id = t.id "
+        "WHERE t.org = ? ORDER BY t.slug",
+        [org],
+    )
+    out: dict[str, set[str]] = {}
+    for slug, login in rows:
+        members = out.setdefault(str(slug), set())
+        if login is not None:
+            members.add(str(login))
+    return out
+
+
+def team_weeks(warehouse: Warehouse, org: str) -> dict[str, list[Week]]:
+    """Each team's rows of `weekly_team_metrics` (weeks with activity only), oldest first, as Weeks."""
+    if not warehouse.columns(TEAM_METRICS):
+        return {}
+    rows = warehouse.execute(
+        f"SELECT {', '.join(_TEAM_WEEK_COLUMNS)} FROM {warehouse.table(TEAM_METRICS)} "
+        "WHERE org = ? ORDER BY team_slug, week_start",
+        [org],
+    )
+    out: dict[str, list[Week]] = {}
+    for r in rows:
+        out.setdefault(str(r[0]), []).append(Week(
+            week_start=_day(r[1]), prs_opened=int(r[2] or 0), prs_merged=int(r[3] or 0), prs_closed_without_merge=0,
+            merge_rate=None, time_to_first_review_p50_seconds=_number(r[4]), time_to_first_review_p75_seconds=None,
+            time_to_first_review_p90_seconds=_number(r[5]), time_to_first_review_samples=int(r[6] or 0),
+            time_to_merge_p50_seconds=_number(r[7]), time_to_merge_p75_seconds=None, time_to_merge_p90_seconds=None,
+            time_to_merge_samples=int(r[8] or 0), cycle_time_p50_seconds=_number(r[9]),
+            cycle_time_samples=int(r[10] or 0), open_prs_at_week_end=None, open_pr_median_age_seconds=None,
+        ))
+    return out

@@ -318,9 +318,10 @@ def pages(n: int) -> int:
 
 def children_pages(ds: Any, repo: str, number: int) -> int:
     reviews = len(ds.reviews(ORG, repo, number))
+    inline = len(ds.review_comments(ORG, repo, number))  # counted for each review
     files = min(len(ds.files(ORG, repo, number)), FILES_CAP)
     timeline = len(ds.timeline(ORG, repo, number))
-    return pages(reviews) + pages(files) + pages(timeline)
+    return pages(reviews) + pages(inline) + pages(files) + pages(timeline)
 
 
 def cold_minimum(ds: Any) -> int:
@@ -330,13 +331,14 @@ def cold_minimum(ds: Any) -> int:
 def cold_minimum_by_endpoint(ds: Any) -> dict[str, int]:
     """Minimum cold-sync requests per emulator endpoint kind, to tell which requests repeated."""
     repos = [r["name"] for r in ds.repositories(ORG)]
-    out = {"repos": math.ceil(len(repos) / PER_PAGE) or 1, "pulls": 0, "reviews": 0, "files": 0,
-           "timeline": 0}
+    out = {"repos": math.ceil(len(repos) / PER_PAGE) or 1, "pulls": 0, "reviews": 0, "review_comments": 0,
+           "files": 0, "timeline": 0}
     for repo in repos:
         pulls = ds.pull_requests(ORG, repo)
         out["pulls"] += pages(len(pulls))
         for p in pulls:
             out["reviews"] += pages(len(ds.reviews(ORG, repo, p["number"])))
+            out["review_comments"] += pages(len(ds.review_comments(ORG, repo, p["number"])))
             out["files"] += pages(min(len(ds.files(ORG, repo, p["number"])), FILES_CAP))
             out["timeline"] += pages(len(ds.timeline(ORG, repo, p["number"])))
     return out
@@ -348,7 +350,7 @@ def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
     Repository list: its pages answer 304. A repository without a changed PR: one 304 for its
     first pull-request page. A repository with k changed PRs (their `updated_at` moved past the
     cursor, so they sort first): pages until one holds an unchanged PR (k // 100 + 1), or the
-    last page. Each changed PR: its review, file and timeline pages.
+    last page. Each changed PR: its review, inline comment, file and timeline pages.
     """
     changed: dict[str, set[int]] = {}
     for line in mutations:
@@ -378,7 +380,8 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     Every batch at the source's ceiling (it starts smaller and grows, so a run may spend more):
     per page, ceil(n / ceiling) first queries of equal size, each costing what the emulator
     charges for the source's first query of that many ids; a connection longer than 100 needs follow-up pages,
-    batched up to the ceiling per query (1 point each). Child kinds the source does not fetch over
+    batched up to the ceiling per query (1 point each); the page's reviews' inline comment counts,
+    100 reviews a query (1 point each). Child kinds the source does not fetch over
     GraphQL cost their REST pages. A GraphQL timeline counts only the events the pipeline lands
     (the fewest pages it can take).
     """
@@ -397,6 +400,10 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     out = {"rest_cost": list_cost, "queries": 0, "points": 0}
     for repo, page_list in pages_of_prs.items():
         for numbers in page_list:
+            if "reviews" in KINDS:
+                counts = math.ceil(sum(len(ds.reviews(ORG, repo, n)) for n in numbers) / 100)
+                out["queries"] += counts
+                out["points"] += counts
             queries = math.ceil(len(numbers) / ceiling)  # of equal size, as the source splits
             for q in range(queries):
                 batch = numbers[q * len(numbers) // queries:(q + 1) * len(numbers) // queries]
@@ -871,9 +878,11 @@ def is_exact(diff: dict[str, dict[str, int]]) -> bool:
 
 
 def reconcile_minimum(ds: Any, mutations: list[str]) -> int:
-    """Cost of the run a day after the mutations: one review list per changed pull request."""
+    """Cost of the run a day after the mutations: one review list (and its inline comments) per
+    changed pull request."""
     changed = {tuple(line.split()[1].split("/", 1)[1].split("#")) for line in mutations}
-    return sum(pages(len(ds.reviews(ORG, repo, int(number)))) for repo, number in changed)
+    return sum(pages(len(ds.reviews(ORG, repo, int(number)))) + pages(len(ds.review_comments(ORG, repo, int(number))))
+               for repo, number in changed)
 
 
 # ---- report
@@ -896,9 +905,12 @@ def row(name: str, r: dict[str, Any], minimum: int, min_cost: int, latency: floa
 # ---- the two GitHub API modes (github_api_mode "rest" and "graphql") on the same data
 # Target: REST cost + GraphQL points per pull request, cold. It was 0.05 until the timeline carried
 # conversation comments (issue 20, for the first response): the dataset's long discussions (2% of
-# PRs, 100-180 comments) take a follow-up page each, and the least the dataset allows is now 35
+# PRs, 100-180 comments) take a follow-up page each, and the least the dataset allows became 35
 # points for 600 PRs (0.058; 29 before). Commits cost nothing more: they come in the same page.
-GRAPHQL_COLD_POINTS_PER_PR = 0.06
+# Then 0.06 until reviews carried their inline comment counts (issue 20, review depth): a query per
+# 100 reviews of a page of pull requests, 13 for the dataset's 1,112 reviews, so the least is now 48
+# points (0.080). In the reviews' own page the count would cost 50 points a query.
+GRAPHQL_COLD_POINTS_PER_PR = 0.085
 GRAPHQL_WALL_SLACK = 1.1  # target: graphql cold wall <= this x the REST cold wall (noise)
 GRAPHQL_MUTATED_POINTS = 25  # target: points of the re-run after TARGET_MUTATIONS mutations
 TARGET_MUTATIONS = 20  # the mutation target is defined for this many mutations
@@ -1624,7 +1636,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         checks.append(("cold-sync wall <= 1.5 x latency bound", None, "skipped: latency 0"))
     rc = results["reconcile"]["emulator"]
-    checks.append(("(info) reconciliation a day later costs one review list per recently changed PR",
+    checks.append(("(info) reconciliation a day later costs one review list (and its inline comments) per recently "
+                   "changed PR",
                    rc["cost"] == rec_min_cost, f"cost {rc['cost']} vs {rec_min_cost}"))
     mu = results["mutated"]["emulator"]
     checks.append(("(info) mutation re-run cost == minimum", mu["cost"] == mut_min_cost,

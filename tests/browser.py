@@ -74,7 +74,7 @@ def open_offline(html_file: Path, width: int = 1400, height: int = 1000) -> Iter
 # Per chart: how many traces it has, how many data points they hold, how many marks (bars,
 # points, lines, boxes) plotly drew in its SVG.
 CHART_STATE_JS = """
-() => [...document.querySelectorAll('figure.chart')].map(figure => {
+() => [...document.querySelectorAll('figure.chart')].filter(figure => !figure.closest('[hidden]')).map(figure => {
   const plot = figure.querySelector('.js-plotly-plot');
   const data = plot && plot.data ? plot.data : [];
   const points = data.reduce((n, t) => n + Math.max((t.x || []).length, (t.y || []).length), 0);
@@ -87,23 +87,31 @@ CHART_STATE_JS = """
 """
 
 
-def inspect_page(html_file: Path, screenshot: Path) -> dict[str, Any]:
-    """Open the file offline; return the charts' state, headline cards, links, console errors and
-    the requests the page tried, after writing a full-page screenshot."""
+def inspect_page(html_file: Path, screenshot: Path, scope: str = "") -> dict[str, Any]:
+    """Open the file offline; return the shown charts' state, headline cards, links, console
+    errors and the requests the page tried, after writing a full-page screenshot. `scope`
+    ("repository:NAME", "team:SLUG") is chosen in the first organisation's selector first."""
     with open_offline(html_file) as opened:
         page = opened.page
         page.wait_for_function("() => typeof Plotly === 'object'")
+        if scope:
+            page.select_option("select.scope-select", scope)
         page.wait_for_function(
             "() => [...document.querySelectorAll('figure.chart:not(.empty) .js-plotly-plot')]"
-            ".every(p => p._fullLayout && p.querySelector('.main-svg'))",
+            ".every(p => p._fullLayout && p.querySelector('.main-svg'))"
+            " && [...document.querySelectorAll('.scope:not([hidden]) figure.chart .main-svg')]"
+            ".every(svg => { const w = svg.getBoundingClientRect().width;"
+            " return w > 300 && w <= svg.closest('figure').clientWidth; })",
             timeout=30_000,
         )
         state = {
             "charts": page.evaluate(CHART_STATE_JS),
             "cards": page.eval_on_selector_all(
-                ".card", "cards => cards.map(c => [c.dataset.metric, c.querySelector('.value').textContent])"
+                ".card", "cards => cards.filter(c => !c.closest('[hidden]'))"
+                ".map(c => [c.dataset.metric, c.querySelector('.value').textContent])"
             ),
-            "links": page.eval_on_selector_all("table.slowest a", "links => links.map(a => a.href)"),
+            "links": page.eval_on_selector_all(
+                "table.slowest a", "links => links.filter(a => !a.closest('[hidden]')).map(a => a.href)"),
         }
         page.screenshot(path=str(screenshot), full_page=True)
         state["console_errors"] = list(opened.console_errors)

@@ -57,6 +57,10 @@ def week(start: date, opened: int = 0, merged: int = 0, closed: int = 0, open_at
         cycle_time_samples=samples if merged_phases else 0,
         prs_merged_without_review=min(merged, 1),
         open_ready_prs_at_week_end=(open_at_end or 0) // 2,
+        # Review depth of the merged: two reviews with comments and one bare approval each, 2.5
+        # inline comments on average.
+        review_comments_per_merged_pr=2.5 if merged else None, review_comments_samples=samples if merged else 0,
+        reviews_with_comments=2 * merged if merged else None, bare_approvals=merged if merged else None,
     )
 
 

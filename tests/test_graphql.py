@@ -241,10 +241,18 @@ def test_follow_up_pages_are_batched_across_pull_requests() -> None:
         assert [e["node_id"] for e in result.children[node].items["events"]] == [e["id"] for e in data["events"]]
     # One first query; follow-ups: A's reviews page 2, A's files page 2, B's reviews page 2 and
     # B's events page 2 together, then A's reviews page 3 alone.
-    follow_ups = [sorted(k for k in q["variables"] if k.startswith("id")) for q in fake.queries[1:]]
+    pages = [q for q in fake.queries if "on PullRequestReview {" not in q["query"]]
+    follow_ups = [sorted(k for k in q["variables"] if k.startswith("id")) for q in pages[1:]]
     assert follow_ups == [["id0", "id1", "id2", "id3"], ["id0"]]
-    assert "timelineItems(itemTypes: [REVIEW_REQUESTED_EVENT" in fake.queries[1]["query"]
-    assert points == [1, 1, 1] and result.children["A"].pages == 4
+    assert "timelineItems(itemTypes: [REVIEW_REQUESTED_EVENT" in pages[1]["query"]
+    # Then the inline comment counts of the 250 reviews, once all are in: 3 queries of equal size.
+    counts = [q["variables"]["ids"] for q in fake.queries if "on PullRequestReview {" in q["query"]]
+    assert fake.queries[-len(counts):] == [q for q in fake.queries if "on PullRequestReview {" in q["query"]]
+    # (A's and B's first 120 reviews share their fake ids: each id is asked once.)
+    assert sorted(map(len, counts)) == [83, 83, 84] and sorted(sum(counts, [])) == sorted(
+        {r["id"] for pr in fake.prs.values() for r in pr["reviews"]})
+    assert all(r["inline_comments"] == 0 for c in result.children.values() for r in c.items["reviews"])
+    assert points == [1] * 6 and result.children["A"].pages == 4
 
 
 def test_files_stop_at_githubs_cap_as_in_rest() -> None:
@@ -265,7 +273,7 @@ def test_a_heavy_query_halves_the_batch_and_everything_lands() -> None:
         results = list(children.batches(list(prs)))
     fetched = {node for _, r in results for node in r.children}
     assert fetched == set(prs) and not [r for _, r in results if isinstance(r, Exception)]
-    sizes = [len(q["variables"]["ids"]) for q in fake.queries]
+    sizes = [len(q["variables"]["ids"]) for q in fake.queries if "on PullRequestReview {" not in q["query"]]
     # 40 at 25 a query is 2 equal queries of 20: a 502 sends that one again in halves of 10 (one
     # 502 may be a blip); the next query (15 of the 30 left) is heavy too, so the batch halves to
     # 10 (half the larger of the two heavy queries), that query's first 7 go, then the 23 left in
@@ -330,7 +338,8 @@ def test_rate_limited_waits_for_the_graphql_reset_and_leaves_rest_alone() -> Non
         token = client.auth.choose(clock.now())
         assert token.gate.is_open(clock.now())  # REST's budget is another one
     assert set(result.children) == {"A"}
-    assert clock.now() >= T0 + 600 and len(fake.queries) == 2
+    # The refused query, the query again after the reset, its reviews' inline comment count.
+    assert clock.now() >= T0 + 600 and len(fake.queries) == 3
 
 
 def test_rate_limited_past_max_wait_stops() -> None:
@@ -361,7 +370,8 @@ def test_queries_are_not_counted_as_rest_requests_against_the_limit() -> None:
     client, children, points = fetcher(fake, FakeClock(T0))
     with client:
         list(children.batches(["A"]))
-    assert client.stats.requests == 1 and client.stats.cost == 0 and points == [1]
+    # The first query and its reviews' inline comment count.
+    assert client.stats.requests == 2 and client.stats.cost == 0 and points == [1, 1]
 
 
 def test_a_refused_team_slug_query_is_asked_again_without_team_fields(caplog: pytest.LogCaptureFixture) -> None:

@@ -12,8 +12,8 @@ from browser import inspect_page
 from report_rows import busy_org
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
-CHARTS = ("throughput", "cycle-time-breakdown", "work-in-progress", "merged-without-review", "time-to-first-review",
-          "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load")
+CHARTS = ("throughput", "cycle-time-breakdown", "work-in-progress", "merged-without-review", "review-depth",
+          "time-to-first-review", "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load")
 
 
 def test_report_renders_every_chart_with_data_offline(tmp_path: Path):

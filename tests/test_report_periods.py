@@ -160,11 +160,11 @@ def test_page_has_every_chart_and_the_headline_of_a_busy_org():
     assert report.current is not None and report.current.weeks == 8
     assert report.current.last_week == weeks[-1].week_start
     page = render([report], NOW, "duckdb:test")
-    for chart in ("throughput", "cycle-time-breakdown", "work-in-progress", "merged-without-review",
+    for chart in ("throughput", "cycle-time-breakdown", "work-in-progress", "merged-without-review", "review-depth",
                   "time-to-first-review", "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load"):
         assert f'<figure class="chart" data-chart="{chart}">' in page
     assert page.count("data-metric=") == 6
-    assert page.count("Plotly.newPlot") == 9
+    assert page.count("Plotly.newPlot") == 10
     own = page.replace(get_plotlyjs(), "")  # plotly.js, inlined once, and our own markup
     assert len(own) < len(page) and page.count(get_plotlyjs()) == 1
     assert "<script src" not in own and "<link" not in own and "@import" not in own
@@ -193,8 +193,9 @@ def test_percentiles_of_few_pull_requests_are_gaps_and_an_unfinished_week_is_mar
     p50 = next(trace for trace in figure.data if trace.name == "p50")
     assert list(p50.y) == [1.0, 2.0, None, 4.0, 5.0] and list(p50.customdata) == [3, 3, 2, 3, 3]
     page = render([report], NOW, "test")
-    # throughput, breakdown, merged without review, first review, merge (no open PRs: no WIP chart)
-    assert page.count("week in progress") == 5
+    # throughput, breakdown, merged without review, review depth, first review, merge (no open PRs: no
+    # WIP chart)
+    assert page.count("week in progress") == 6
     finished = render([org_report("acme", [], weeks[:4], [], 4, NOW)], NOW, "test")
     assert "week in progress" not in finished
 

@@ -28,10 +28,12 @@ NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """One warehouse for the module: two repositories, 160 pull requests, merged once."""
+    """One warehouse for the module: two repositories, 160 pull requests and the teams (the token
+    reads the organisation), merged once."""
     data_dir = tmp_path_factory.mktemp("report-pipeline")
     dataset = Dataset.generate(orgs={ORG: 2}, prs_per_repo=[100, 60], seed=4)
     with GitHubEmulator(dataset) as emulator:
+        emulator.graphql.org_readers = {"x"}
         settings = Settings(orgs=[ORG], github_url=emulator.url, data_dir=data_dir, github_token="x")
         sync(settings)
     return settings
@@ -45,8 +47,14 @@ def plotted(page: str, div_id: str) -> list[dict[str, Any]]:
     return traces
 
 
+def scope(page: str, key: str = "") -> str:
+    """The part of the page of one scope: the organisation's (""), "repository:NAME", "team:SLUG"."""
+    return page.split(f'<div class="scope" data-scope="{key}"')[1].split('<div class="scope" ')[0]
+
+
 def cards(page: str) -> dict[str, str]:
-    return dict(re.findall(r'data-metric="([a-z0-9_]+)" data-value="([^"]*)"', page))
+    """The headline numbers of the organisation's scope."""
+    return dict(re.findall(r'data-metric="([a-z0-9_]+)" data-value="([^"]*)"', scope(page)))
 
 
 def view_rows(con: duckdb.DuckDBPyConnection, sql: str, *params: Any) -> list[tuple]:
@@ -160,7 +168,7 @@ def test_report_of_the_pipeline_renders_in_chromium(filled: Settings, tmp_path: 
 
     assert state["console_errors"] == [] and state["network_requests"] == []
     assert [chart["name"] for chart in state["charts"]][:2] == ["throughput", "cycle-time-breakdown"]
-    assert len(state["charts"]) == 9
+    assert len(state["charts"]) == 10
     for chart in state["charts"]:
         assert not chart["empty"] and chart["points"] > 0 and chart["marks"] > 0, chart
     assert len(report.slowest_open) == 15 and report.oldest_drafts
@@ -194,3 +202,69 @@ def test_cli_without_warehouse_or_views_is_one_line(tmp_path: Path, capsys):
     assert "has no view pull_request_metrics" in err and err.count("\n") == 1
     with pytest.raises(ReportError):
         write_report(Settings(data_dir=tmp_path).warehouse_config, tmp_path / "x.html", [], WEEKS)
+
+
+def test_each_repository_and_team_has_its_own_numbers(filled: Settings, tmp_path: Path):
+    """The selector's scopes: a repository's charts are its rows of the weekly view, a team's its
+    rows of weekly_team_metrics (quiet weeks as 0); their headline counts their pull requests."""
+    out = tmp_path / "report.html"
+    (report,) = write_report(filled.warehouse_config, out, [ORG], WEEKS, now=NOW).reports
+    page = out.read_text(encoding="utf-8")
+    assert report.current is not None
+    start, end = report.current.start, report.current.end
+    con = duckdb.connect(str(filled.duckdb_config.path), read_only=True)
+    try:
+        repos = [r for (r,) in view_rows(con, "SELECT DISTINCT repo FROM github.pull_requests ORDER BY 1")]
+        teams = [t for (t,) in view_rows(con, "SELECT slug FROM github.teams WHERE org = ? ORDER BY 1", ORG)]
+        assert len(repos) == 2 and teams, "two repositories and the teams"
+        assert [s.scope_key for s in report.scopes] == [f"repository:{r}" for r in repos] + [f"team:{t}" for t in teams]
+        options = re.findall(r'<option value="([^"]*)">', page)
+        assert options == ["", *(s.scope_key for s in report.scopes)]
+        for repo in repos:
+            weekly = view_rows(
+                con, "SELECT week_start, prs_opened, prs_merged, prs_closed_without_merge, reviews_with_comments, "
+                "bare_approvals FROM github.weekly_pull_request_metrics WHERE org = ? AND repo = ? "
+                "AND week_start >= ? AND week_start < ? ORDER BY week_start", ORG, repo, start, end)
+            throughput = plotted(page, f"acme-repository-{repo}-throughput")
+            assert throughput[0]["x"] == [w[0].isoformat() for w in weekly]
+            assert [t["y"] for t in throughput] == [[w[i] for w in weekly] for i in (1, 2, 3)]
+            depth = {t["name"]: t["y"] for t in plotted(page, f"acme-repository-{repo}-review-depth")}
+            assert depth["reviews with comments"] == [w[4] for w in weekly]
+            assert depth["bare approvals"] == [w[5] for w in weekly]
+            shown = dict(re.findall(r'data-metric="([a-z0-9_]+)" data-value="([^"]*)"', scope(page, f"repository:{repo}")))
+            assert float(shown["prs_opened"]) == sum(w[1] for w in weekly) > 0
+        for team in teams:
+            rows = dict((w, (o, m)) for w, o, m in view_rows(
+                con, "SELECT week_start, prs_opened, prs_merged FROM github.weekly_team_metrics WHERE org = ? "
+                "AND team_slug = ? AND week_start >= ? AND week_start < ?", ORG, team, start, end))
+            throughput = plotted(page, f"acme-team-{team}-throughput")
+            assert [t["name"] for t in throughput] == ["opened", "merged"]  # the team view has no closes
+            weeks = [date.fromisoformat(x) for x in throughput[0]["x"]]
+            assert len(weeks) == WEEKS and set(rows) <= set(weeks)
+            assert [t["y"] for t in throughput] == [[rows.get(w, (0, 0))[i] for w in weeks] for i in (0, 1)]
+            shown = dict(re.findall(r'data-metric="([a-z0-9_]+)" data-value="([^"]*)"', scope(page, f"team:{team}")))
+            assert float(shown["prs_opened"]) == sum(o for o, _ in rows.values())
+            assert shown["open_prs_at_end"] == ""  # the team view does not say: n/a
+        # Review depth of the organisation: the view's rows.
+        org_depth = view_rows(
+            con, "SELECT review_comments_per_merged_pr, review_comments_samples, reviews_with_comments, bare_approvals "
+            "FROM github.weekly_pull_request_metrics WHERE org = ? AND repo IS NULL AND week_start >= ? "
+            "AND week_start < ? ORDER BY week_start", ORG, start, end)
+        depth = {t["name"]: t for t in plotted(page, "acme-review-depth")}
+        assert depth["bare approvals"]["y"] == [w[3] for w in org_depth] and any(w[3] for w in org_depth)
+        assert depth["inline comments per PR (mean)"]["y"] == [
+            None if n < MIN_SAMPLES or v is None else round(v, 2) for v, n, *_ in org_depth]
+    finally:
+        con.close()
+
+    state = inspect_page(out, tmp_path / "repository.png", scope=f"repository:{repos[0]}")
+    assert state["console_errors"] == [] and state["network_requests"] == []
+    assert len(state["charts"]) == 10
+    for chart in state["charts"]:
+        assert not chart["empty"] and 300 < chart["width"] <= chart["room"], chart
+    assert dict(state["cards"])["prs_opened"] != "n/a"
+    assert state["links"] and all(f"/acme/{repos[0]}/pull/" in link for link in state["links"])
+    team_state = inspect_page(out, tmp_path / "team.png", scope=f"team:{teams[0]}")
+    assert [c["name"] for c in team_state["charts"]] == [
+        "throughput", "time-to-first-review", "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load"]
+    assert team_state["console_errors"] == []

@@ -37,6 +37,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     rest_mode,
     run,
     settings,
+    review_pages,
     timeline_pages,
 )
 
@@ -251,8 +252,8 @@ def test_second_change_within_the_cursors_second_is_seen(settings, dataset, emu,
     assert titles[-1] == "second edit, same second" or "second edit, same second" in titles
     assert report.rows["pull_requests"] == 1
     # At no extra request: page 1 of that repository changed anyway (a 200), the rest is 304.
-    # The changed page, then the PR's reviews, files and timeline (one page each).
-    assert child_requests(dataset, repo, 4) == 3 and emu.stats["cost"] == 1 + 3
+    # The changed page, then the PR's reviews, inline review comments, files and timeline (one page each).
+    assert child_requests(dataset, repo, 4) == 4 and emu.stats["cost"] == 1 + 4
     assert_rerun_is_free(settings, emu, fake)
 
 
@@ -281,7 +282,8 @@ def test_renamed_repository_keeps_its_progress(settings, dataset, emu, fake):
 
 def test_state_saved_by_name_is_adopted_without_a_resync(settings, dataset, emu, fake):
     """State written by earlier versions (keyed by repository name) keeps its cursors. Those
-    versions fetched no events: the run lists each repository once and fetches only the events."""
+    versions fetched no events and counted no inline comments: the run lists each repository once
+    and fetches only the events and the reviews (with their inline comments)."""
     run(settings, emu, fake)
     pipeline = dlt.attach(pipeline_name(ORG), pipelines_dir=str(settings.pipelines_dir))
     state = pipeline.state["sources"][pipeline_name(ORG)]
@@ -296,14 +298,18 @@ def test_state_saved_by_name_is_adopted_without_a_resync(settings, dataset, emu,
         source.setdefault("resources", {}).setdefault("pull_requests", {})["repos"] = by_name
     emu.reset_stats()
     report = run(settings, emu, fake)
-    assert {t: n for t, n in report.rows.items() if n} == {"pull_request_events": len(dataset.expected(ORG)["pull_request_events"])}
-    assert not {"reviews", "files"} & set(emu.stats["by_endpoint"])
+    expected = dataset.expected(ORG)
+    assert {t: n for t, n in report.rows.items() if n} == {
+        "pull_request_events": len(expected["pull_request_events"]),
+        "pull_request_reviews": len(expected["pull_request_reviews"])}
+    assert "files" not in emu.stats["by_endpoint"]
     # Each repository's pull-request pages once more (page 1 revalidated first: a 304), then
-    # every pull request's timeline.
+    # every pull request's timeline and reviews.
     repos = repo_names(dataset)
     pulls_pages = sum(-(-len(dataset.pull_requests(ORG, r)) // 100) for r in repos)
     timelines = sum(timeline_pages(dataset, r, pr["number"]) for r in repos for pr in dataset.pull_requests(ORG, r))
-    assert emu.stats["cost"] == pulls_pages + timelines
+    reviews = sum(review_pages(dataset, r, pr["number"]) for r in repos for pr in dataset.pull_requests(ORG, r))
+    assert emu.stats["cost"] == pulls_pages + timelines + reviews
     assert not source_state(settings)["resources"]["pull_requests"]["repos"]
     assert_rerun_is_free(settings, emu, fake)
 
@@ -346,9 +352,10 @@ def test_reconciliation_rereads_recent_reviews_once_a_day(dataset, tmp_path, mod
         emu.reset_stats()
         next_day = run(settings, emu, fake)
         assert next_day.progress.reconciled_pull_requests == 1
-        # One review list: one REST request, or one GraphQL query of one point.
-        assert next_day.progress.reconcile_requests == 1
-        assert (emu.stats["cost"], emu.stats["graphql_points"]) == ((1, 0) if mode == "rest" else (0, 1))
+        # One review list: a REST request and one for its inline comments, or a GraphQL query of one
+        # point and one of its reviews' inline comment counts.
+        assert next_day.progress.reconcile_requests == (2 if mode == "rest" else 1)
+        assert (emu.stats["cost"], emu.stats["graphql_points"]) == ((2, 0) if mode == "rest" else (0, 2))
         states = [r["state"] for r in landed(settings, "pull_request_reviews") if r["id"] == dismissed["id"]]
         assert states[-1] == "DISMISSED"
 

@@ -12,9 +12,9 @@ timeline event's REST `id` (events are keyed by `node_id`, which both APIs serve
 the read:org scope, a requested team's slug (not asked for, see ServerSchema.reviewer); null, see
 docs/rest-and-graphql.md, "What each mode lands".
 
-Reviews also carry their inline comment count (`inline_comments`), asked once the batch's reviews
-are all in, by review node id, 100 reviews a query (one point): asked in the reviews' page, it
-would be a connection per possible review, 100 per pull request (50 points a query).
+Reviews also carry their inline comment count (`inline_comments`), asked once all the batches of a
+`batches` call are in, by review node id, 100 reviews a query (one point): asked in the reviews'
+page, it would be a connection per possible review, 100 per pull request (50 points a query).
 
 Every query reads `rateLimit { cost }`: the points it spent are reported to `on_points`. A query
 that may be too heavy (502/504, a read timeout, RESOURCE_LIMITS_EXCEEDED, a node limit) is sent
@@ -428,7 +428,26 @@ class GraphQLChildren:
     def batches(self, node_ids: list[str], kinds: tuple[str, ...] = KINDS
                 ) -> Iterator[tuple[list[str], BatchResult | GitHubError]]:
         """Each batch of `node_ids` with its result (their `kinds` lists), or the error that failed
-        it (the caller decides per pull request). RateLimitExhausted propagates: the caller stops."""
+        it (the caller decides per pull request). RateLimitExhausted propagates: the caller stops.
+
+        The reviews' inline comments are counted once every batch is in, all the batches' reviews
+        together (a page of 100 pull requests holds about 2 queries of them, where counting each
+        batch's apart takes 3): the results come then."""
+        done: list[tuple[list[str], BatchResult | GitHubError]] = []
+        for ids, result in self._batches(node_ids, kinds):
+            done.append((ids, result))
+        if "reviews" in kinds:
+            try:
+                self._count_inline_comments([r for _, r in done if isinstance(r, BatchResult)])
+            except RateLimitExhausted:
+                raise
+            except GitHubError as exc:  # no pull request to blame (a refusal, say): every batch has it
+                failure = refusal(exc) or exc
+                done = [(ids, failure if isinstance(r, BatchResult) else r) for ids, r in done]
+        yield from done
+
+    def _batches(self, node_ids: list[str], kinds: tuple[str, ...]
+                 ) -> Iterator[tuple[list[str], BatchResult | GitHubError]]:
         start = 0
         half: int | None = None  # after a heavy answer: the size of its halves
         while start < len(node_ids):
@@ -563,17 +582,17 @@ class GraphQLChildren:
                 result.fail(p.node_id, str(failure))
             half = None
             pending = [p for p in rest if p.node_id in result.children]
-        if "reviews" in kinds:
-            self._count_inline_comments(result)
         return result
 
-    def _count_inline_comments(self, result: BatchResult) -> None:
-        """Set each review's `inline_comments`: the batch's reviews in queries of up to 100 (of
+    def _count_inline_comments(self, results: list[BatchResult]) -> None:
+        """Set each review's `inline_comments`: the results' reviews in queries of up to 100 (of
         equal size). A review gone meanwhile (a pending one deleted) keeps None; a query or a
-        review that fails fails its pull requests, retried as any list."""
-        owner = {review["node_id"]: node_id for node_id, children in result.children.items()
-                 for review in children.items["reviews"]
-                 if isinstance(review, dict) and isinstance(review.get("node_id"), str)}
+        review that fails fails its pull requests, retried as any list. An error no pull request
+        is to blame for (a rate limit, a refusal) is raised."""
+        owner: dict[str, tuple[BatchResult, str]] = {
+            review["node_id"]: (result, node_id) for result in results
+            for node_id, children in result.children.items() for review in children.items["reviews"]
+            if isinstance(review, dict) and isinstance(review.get("node_id"), str)}
         ids = list(owner)
         queries = -(-len(ids) // MAX_IDS)
         counts: dict[str, int] = {}
@@ -588,7 +607,8 @@ class GraphQLChildren:
                 if _concerns_the_run(exc):
                     raise
                 for review_id in asked:
-                    result.fail(owner[review_id], f"inline comments of its reviews: {exc}")
+                    result, node_id = owner[review_id]
+                    result.fail(node_id, f"inline comments of its reviews: {exc}")
                 continue
             for review_id, node in zip(asked, nodes):
                 error = errors.get(review_id)
@@ -597,14 +617,16 @@ class GraphQLChildren:
                 total = (node.get("comments") or {}).get("totalCount") if isinstance(node, dict) else None
                 if error is not None or not isinstance(total, int) or isinstance(total, bool):
                     why = f"GraphQL error {error[0] or '(no type)'}: {error[1]}" if error else "no comment count"
-                    result.fail(owner[review_id], f"POST {self.url}: inline comments of review {review_id}: {why}")
+                    result, node_id = owner[review_id]
+                    result.fail(node_id, f"POST {self.url}: inline comments of review {review_id}: {why}")
                     continue
                 counts[review_id] = total
-        for children in result.children.values():
-            children.items["reviews"] = [
-                {**review, "inline_comments": counts.get(review["node_id"])}
-                if isinstance(review, dict) and isinstance(review.get("node_id"), str) else review
-                for review in children.items["reviews"]]
+        for result in results:
+            for children in result.children.values():
+                children.items["reviews"] = [
+                    {**review, "inline_comments": counts.get(review["node_id"])}
+                    if isinstance(review, dict) and isinstance(review.get("node_id"), str) else review
+                    for review in children.items["reviews"]]
 
     def _usable(self, result: BatchResult, node_id: str, node: Any, error: tuple[str | None, str] | None) -> bool:
         """False when the node is gone (null, NOT_FOUND) or its part of the answer is an error."""
