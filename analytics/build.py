@@ -56,7 +56,8 @@ def read_reports(warehouse: Warehouse, orgs: list[str], weeks: int, now: datetim
 def _scopes(warehouse: Warehouse, report: OrgReport, prs: list[PullRequest], org_weeks: list[Week],
             reviewer_rows: list[queries.ReviewerWeek], now: datetime) -> list[OrgReport]:
     """The organisation's report for each of its most active repositories and largest teams (a
-    team's pull requests: those its current members opened; its reviewers: its members)."""
+    team's pull requests: those its current members opened, by user id; its reviewers: its
+    members, by login)."""
     assert report.current is not None
     current = report.current
     activity = Counter(pr.repo for pr in prs if pr.state == "open" or current.holds(pr.created_at)
@@ -71,11 +72,12 @@ def _scopes(warehouse: Warehouse, report: OrgReport, prs: list[PullRequest], org
     ]
     teams = queries.teams(warehouse, report.org)
     by_team = queries.team_weeks(warehouse, report.org)
-    for slug in sorted(sorted(teams, key=lambda slug: (-len(teams[slug]), slug))[:MAX_SCOPES]):
-        members = teams[slug]
+    for slug in sorted(sorted(teams, key=lambda slug: (-len(teams[slug].user_ids), slug))[:MAX_SCOPES]):
+        team = teams[slug]
         scopes.append(org_report(
-            report.org, [pr for pr in prs if pr.author_login in members], _every_week(org_weeks, by_team.get(slug, [])),
-            [row for row in reviewer_rows if row.reviewer_login in members], report.weeks_requested, now,
+            report.org, [pr for pr in prs if pr.author_id in team.user_ids],
+            _every_week(org_weeks, by_team.get(slug, [])),
+            [row for row in reviewer_rows if row.reviewer_login in team.logins], report.weeks_requested, now,
             report.last_merged_at, scope=("team", slug), within=report,
         ))
     return scopes

@@ -80,6 +80,8 @@ def _slug(text: str) -> str:
 
 def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str, note: str = "",
            scope: str = "") -> str:
+    """A chart in its <figure>. A scope's (hidden until chosen) is drawn when first shown: its
+    figure waits as JSON, so that the page loads as fast as with the organisation's charts alone."""
     head = f"<h3>{html.escape(title)}</h3>" + (f'<p class="note chart-note">{html.escape(note)}</p>' if note else "")
     if figure is None:
         return f'<figure class="chart empty" data-chart="{name}">{head}<p class="note">{html.escape(empty)}</p></figure>'
@@ -91,15 +93,24 @@ def _chart(org: str, name: str, title: str, figure: go.Figure | None, empty: str
     layout.update(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template=_template(), autosize=True,
                   legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
                   font={"family": "system-ui, sans-serif", "size": 12})
-    body = pio.to_html(
-        spec, validate=False, full_html=False, include_plotlyjs=False,
-        div_id="-".join(filter(None, (_slug(org), _slug(scope), name))), config=_CONFIG,
-    )
+    div_id = "-".join(filter(None, (_slug(org), scope, name)))
+    if scope:
+        figure_json = pio.to_json({**spec, "config": _CONFIG}, validate=False).replace("</", "<\\/")
+        body = (f'<div id="{div_id}" class="plotly-graph-div" style="height:{layout["height"]}px; width:100%;"></div>'
+                f'<script type="application/json" class="lazy-chart" data-for="{div_id}">{figure_json}</script>')
+    else:
+        body = pio.to_html(spec, validate=False, full_html=False, include_plotlyjs=False, div_id=div_id,
+                           config=_CONFIG)
     return f'<figure class="chart" data-chart="{name}">{head}{body}</figure>'
 
 
 def _weeks_x(report: OrgReport) -> list[str]:
     return [week.week_start.isoformat() for week in report.weeks]
+
+
+def _count_axis(top: float) -> dict:
+    """A y axis of counts: whole numbers only while they are few (plotly would tick 0.5)."""
+    return {"rangemode": "tozero", "tick0": 0, "dtick": 1} if top <= 10 else {"rangemode": "tozero"}
 
 
 def throughput_figure(report: OrgReport) -> go.Figure | None:
@@ -112,9 +123,11 @@ def throughput_figure(report: OrgReport) -> go.Figure | None:
         ("merged", [w.prs_merged for w in report.weeks], _COLOURS["merged"]),
         ("closed without merge", [w.prs_closed_without_merge for w in report.weeks], _COLOURS["closed"]),
     ]
-    for name, values, colour in series[:2] if report.scope_kind == "team" else series:  # a team's view has no closes
+    shown = series[:2] if report.scope_kind == "team" else series  # a team's view has no closes
+    for name, values, colour in shown:
         figure.add_bar(x=x, y=values, name=name, marker_color=colour)
-    figure.update_layout(barmode="group", xaxis_title="week starting", yaxis_title="pull requests")
+    figure.update_layout(barmode="group", xaxis_title="week starting", yaxis_title="pull requests",
+                         yaxis=_count_axis(max(v for _, values, _ in shown for v in values)))
     return figure
 
 
@@ -186,7 +199,8 @@ def work_in_progress_figure(report: OrgReport) -> go.Figure | None:
     figure = go.Figure()
     figure.add_bar(x=x, y=ready, name="ready for review", marker_color=_COLOURS["opened"])
     figure.add_bar(x=x, y=drafts, name="drafts", marker_color="#bab0ac")
-    figure.update_layout(barmode="stack", xaxis_title="week ending", yaxis_title="open pull requests")
+    figure.update_layout(barmode="stack", xaxis_title="week ending", yaxis_title="open pull requests",
+                         yaxis=_count_axis(max(r + d for r, d in zip(ready, drafts))))
     return figure
 
 
@@ -201,14 +215,15 @@ def merged_without_review_figure(report: OrgReport) -> go.Figure | None:
     figure.add_bar(x=x, y=[w.prs_merged_without_review for w in report.weeks],
                    name="merged without review", marker_color=_COLOURS["closed"])
     figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="merged pull requests",
-                         yaxis={"rangemode": "tozero", "tick0": 0, "dtick": 1 if max(w.prs_merged for w in report.weeks) <= 10 else None})
+                         yaxis=_count_axis(max(w.prs_merged for w in report.weeks)))
     return figure
 
 
 def review_depth_figure(report: OrgReport) -> go.Figure | None:
     """Of the pull requests merged each week: their reviews that said something (a body or an
     inline comment) and their bare approvals, and the mean inline comments per pull request (a
-    week of fewer than MIN_SAMPLES pull requests with counts is a gap)."""
+    gap for a week of fewer than MIN_SAMPLES pull requests with counts; the bars are counts, shown
+    whatever their number)."""
     if all(w.reviews_with_comments is None and w.bare_approvals is None for w in report.weeks):
         return None
     x = _weeks_x(report)
@@ -223,10 +238,11 @@ def review_depth_figure(report: OrgReport) -> go.Figure | None:
         name="inline comments per PR (mean)", mode="lines+markers", line_color=_COLOURS["cycle"], yaxis="y2",
         connectgaps=False, customdata=samples,
         hovertemplate="%{x}: %{y} inline comments per PR, mean of %{customdata} PRs<extra></extra>")
-    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="reviews",
-                         yaxis={"rangemode": "tozero"},
+    top = max((w.reviews_with_comments or 0) + (w.bare_approvals or 0) for w in report.weeks)
+    figure.update_layout(barmode="stack", xaxis_title="week merged", yaxis_title="reviews", yaxis=_count_axis(top),
                          yaxis2={"title": "inline comments per PR", "overlaying": "y", "side": "right",
-                                 "rangemode": "tozero", "showgrid": False})
+                                 "rangemode": "tozero", "showgrid": False, "tickmode": "auto", "nticks": 6,
+                                 "tickformat": ".1~f"})
     return figure
 
 
@@ -250,7 +266,8 @@ def review_distribution_figure(report: OrgReport) -> go.Figure | None:
     if not any(counts):
         return None
     figure = go.Figure(go.Bar(x=labels, y=counts, marker_color=_COLOURS["opened"], name="first reviews"))
-    figure.update_layout(xaxis_title="time from ready for review to first review", yaxis_title="pull requests")
+    figure.update_layout(xaxis_title="time from ready for review to first review", yaxis_title="pull requests",
+                         yaxis=_count_axis(max(counts)))
     return figure
 
 
@@ -345,10 +362,10 @@ def _stale_sync_html(report: OrgReport, now: datetime) -> str:
             "out of date: check its runs.</p>")
 
 
-def _charts(report: OrgReport, now: datetime) -> list[str]:
+def _charts(report: OrgReport, now: datetime, scope: str) -> list[str]:
     """The charts of a scope: a team's weekly numbers come from `weekly_team_metrics`, which has no
     closes, drafts, phases or review depth; its reviewer load is the reviews its members gave."""
-    org, scope = report.org, report.scope_key
+    org = report.org
     few = f"No week of the period has {MIN_SAMPLES} or more"
     sampled = f"A week of fewer than {MIN_SAMPLES} pull requests is left out; the pointer shows each point's count."
     team = report.scope_kind == "team"
@@ -369,7 +386,8 @@ def _charts(report: OrgReport, now: datetime) -> list[str]:
                   "No merges in the period."),
             chart("review-depth", "Review depth of the pull requests merged each week", review_depth_figure(report),
                   "No merged pull requests with counted reviews in the period.",
-                  "A review with comments has a body or inline comments; a bare approval has neither. " + sampled),
+                  "A review with comments has a body or inline comments; a bare approval has neither. The mean "
+                  f"leaves out a week of fewer than {MIN_SAMPLES} pull requests; the pointer shows each point's count."),
         ]
     charts += [
         chart("time-to-first-review", "Time to first review per week: " + ("p50, p90" if team else "p50, p75, p90"),
@@ -389,14 +407,15 @@ def _charts(report: OrgReport, now: datetime) -> list[str]:
 _SCOPE_NOTES = {
     "repository": "The pull requests of the repository {name}.",
     "team": ("The pull requests opened by the members of the team {name} as it is now (GitHub keeps no history of "
-             "membership). Weekly numbers from weekly_team_metrics; closes, work in progress, the cycle-time "
-             "breakdown and review depth are given per organisation and repository only."),
+             "membership). The weekly charts are its rows of weekly_team_metrics, which has no closes, work in "
+             "progress, cycle-time breakdown or review depth (see the organisation and its repositories); the "
+             "headline numbers and the tables count its pull requests."),
 }
 
 
-def _scope_html(report: OrgReport, now: datetime) -> str:
+def _scope_html(report: OrgReport, now: datetime, chart_ids: str = "") -> str:
     """One scope's numbers: headline, charts and open pull requests; hidden unless it is the
-    organisation's own."""
+    organisation's own. `chart_ids`: what its charts' element ids carry after the organisation's."""
     as_of = report.as_of.strftime("%Y-%m-%d") if report.as_of else "n/a"
     hidden = " hidden" if report.scope_key else ""
     note = _SCOPE_NOTES.get(report.scope_kind, "").format(name=report.scope_name)
@@ -404,7 +423,7 @@ def _scope_html(report: OrgReport, now: datetime) -> str:
         f'<div class="scope" data-scope="{html.escape(report.scope_key)}"{hidden}>'
         + (f'<p class="note scope-note">{html.escape(note)}</p>' if note else "")
         + f"{_headline_html(report)}"
-        f'<div class="charts">{"".join(_charts(report, now))}</div>'
+        f'<div class="charts">{"".join(_charts(report, now, chart_ids))}</div>'
         f'<h3>Slowest open pull requests ready for review (age at {as_of})</h3>'
         f'{_slowest_html(report.slowest_open, "pull requests ready for review")}'
         f'<h3>Oldest drafts (waiting for their authors)</h3>{_slowest_html(report.oldest_drafts, "drafts")}</div>'
@@ -422,6 +441,22 @@ def _scope_selector(report: OrgReport) -> str:
             groups.append(f'<optgroup label="{label}">{options}</optgroup>')
     return (f'<label class="scope-picker">Show <select class="scope-select" aria-label="scope of {html.escape(report.org)}">'
             f'<option value="">the whole organisation</option>{"".join(groups)}</select></label>')
+
+
+def _chart_ids(scopes: tuple[OrgReport, ...]) -> list[str]:
+    """Each scope's part of its charts' element ids: its kind and name as a slug, numbered when two
+    names make the same slug ("a_b" and "a-b")."""
+    seen: set[str] = set()
+    out = []
+    for scope in scopes:
+        base = ids = _slug(scope.scope_key)
+        n = 1
+        while ids in seen:
+            n += 1
+            ids = f"{base}-{n}"
+        seen.add(ids)
+        out.append(ids)
+    return out
 
 
 def org_section(report: OrgReport, now: datetime) -> str:
@@ -443,7 +478,7 @@ def org_section(report: OrgReport, now: datetime) -> str:
         f'<section id="{anchor}" class="org"><h2>{html.escape(org)}</h2>'
         f'{_stale_sync_html(report, now)}<p class="period">{html.escape(period)}</p>{stale}'
         f"{_scope_selector(report)}{_scope_html(report, now)}"
-        + "".join(_scope_html(scope, now) for scope in report.scopes)
+        + "".join(_scope_html(scope, now, ids) for scope, ids in zip(report.scopes, _chart_ids(report.scopes)))
         + "</section>"
     )
 
@@ -469,15 +504,18 @@ table.slowest th,table.slowest td{border:1px solid #d0d7de;padding:4px 8px;text-
 """
 
 
-# Each chart is drawn as its <div> is parsed, before the page's final layout: fit them once it is,
-# and a scope's charts when the selector shows them (a hidden chart has no size to fit).
+# Each chart is drawn as its <div> is parsed, before the page's final layout: fit them once it is.
+# A scope's charts are drawn the first time the selector shows them, then fitted like the others.
 _RESIZE_JS = """
 function fit(root){root.querySelectorAll('.scope:not([hidden]) .js-plotly-plot').forEach(function(p){Plotly.Plots.resize(p);});}
+function draw(scope){scope.querySelectorAll('script.lazy-chart').forEach(function(s){
+  var f=JSON.parse(s.textContent);Plotly.newPlot(s.dataset.for,f.data,f.layout,f.config);s.remove();});}
 window.addEventListener('load',function(){fit(document);});
 document.querySelectorAll('select.scope-select').forEach(function(select){
   select.addEventListener('change',function(){
     var section=select.closest('section');
-    section.querySelectorAll('.scope').forEach(function(scope){scope.hidden=scope.dataset.scope!==select.value;});
+    section.querySelectorAll('.scope').forEach(function(scope){
+      scope.hidden=scope.dataset.scope!==select.value;if(!scope.hidden){draw(scope);}});
     fit(section);
   });
 });

@@ -157,7 +157,15 @@ def _open_at_end(weeks: list[Week], period: Period) -> float | None:
     return None
 
 
-def headline(prs: list[PullRequest], weeks: list[Week], current: Period, previous: Period) -> list[Metric]:
+def _open_prs_at_end(prs: list[PullRequest], period: Period) -> float:
+    """Pull requests created before the period's end and not closed by then (the weekly view's
+    `open_prs_at_week_end`, for a scope whose weekly rows do not have it: a team's)."""
+    end = _midnight(period.end)
+    return float(sum(1 for pr in prs if pr.created_at < end and (pr.closed_at is None or pr.closed_at >= end)))
+
+
+def headline(prs: list[PullRequest], weeks: list[Week], current: Period, previous: Period,
+             open_from_prs: bool = False) -> list[Metric]:
     now, before = _period_values(prs, current), _period_values(prs, previous)
     specs: list[tuple[str, str, Literal["count", "ratio", "seconds"], bool | None]] = [
         ("prs_opened", "PRs opened", "count", True),
@@ -167,10 +175,11 @@ def headline(prs: list[PullRequest], weeks: list[Week], current: Period, previou
         ("time_to_merge_p50", "Median time to merge", "seconds", False),
     ]
     metrics = [Metric(key, label, unit, now[key], before[key], better) for key, label, unit, better in specs]
-    metrics.append(
-        Metric("open_prs_at_end", "Open PRs at period end", "count",
-               _open_at_end(weeks, current), _open_at_end(weeks, previous), None)
-    )
+    if open_from_prs:
+        at_end = (_open_prs_at_end(prs, current), _open_prs_at_end(prs, previous))
+    else:
+        at_end = (_open_at_end(weeks, current), _open_at_end(weeks, previous))
+    metrics.append(Metric("open_prs_at_end", "Open PRs at period end", "count", *at_end, None))
     return metrics
 
 
@@ -288,7 +297,7 @@ def org_report(
         weeks_requested=weeks_requested,
         current=current,
         previous=previous,
-        headline=tuple(headline(prs, weeks, current, previous)),
+        headline=tuple(headline(prs, weeks, current, previous, open_from_prs=kind == "team")),
         weeks=tuple(w for w in weeks if current.holds_week(w.week_start)),
         review_time_distribution=tuple(review_time_distribution(prs, current)),
         merge_times_by_size=tuple((size, tuple(times)) for size, times in merge_times_by_size(prs, current).items()),

@@ -44,6 +44,7 @@ class PullRequest:
     time_to_first_review_seconds: float | None
     time_to_merge_seconds: float | None
     size_bucket: str | None
+    author_id: int | None = None  # the author's user id, which a rename keeps (team membership)
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,10 @@ def pull_requests(warehouse: Warehouse, org: str, since: date) -> list[PullReque
     loses a row at the edge."""
     day_before = (since - timedelta(days=1)).isoformat()
     rows = warehouse.execute(
-        f"SELECT {', '.join(_PULL_REQUEST_COLUMNS)} FROM {warehouse.table(PULL_REQUEST_METRICS)} "
-        "WHERE org = ? AND (state = 'open' OR created_at >= CAST(? AS DATE) OR closed_at >= CAST(? AS DATE) "
-        "OR first_review_at >= CAST(? AS DATE))",
+        f"SELECT {', '.join('m.' + c for c in _PULL_REQUEST_COLUMNS)}, p.author_id "
+        f"FROM {warehouse.table(PULL_REQUEST_METRICS)} AS m JOIN {warehouse.table('pull_requests')} AS p ON p.id = m.id "
+        "WHERE m.org = ? AND (m.state = 'open' OR m.created_at >= CAST(? AS DATE) OR m.closed_at >= CAST(? AS DATE) "
+        "OR m.first_review_at >= CAST(? AS DATE))",
         [org, day_before, day_before, day_before],
     )
     return [
@@ -232,6 +234,7 @@ def pull_requests(warehouse: Warehouse, org: str, since: date) -> list[PullReque
             time_to_first_review_seconds=_number(r[12]),
             time_to_merge_seconds=_number(r[13]),
             size_bucket=None if r[14] is None else str(r[14]),
+            author_id=None if r[15] is None else int(r[15]),
         )
         for r in rows
     ]
@@ -259,23 +262,33 @@ def reviewer_weeks(warehouse: Warehouse, org: str, since: date) -> list[Reviewer
     ]
 
 
-def teams(warehouse: Warehouse, org: str) -> dict[str, set[str]]:
-    """Each team of the organisation (slug) with its members' logins, as the team is now; none
-    when the token could not read the teams or the warehouse predates them."""
+@dataclass(frozen=True)
+class Team:
+    """A team as it is now: its members' user ids (what its pull requests are found by, as in
+    `weekly_team_metrics`: a rename keeps the id) and logins (what its reviews are found by:
+    `reviewer_load` has logins only)."""
+
+    user_ids: frozenset[int]
+    logins: frozenset[str]
+
+
+def teams(warehouse: Warehouse, org: str) -> dict[str, Team]:
+    """Each team of the organisation by slug; none when the token could not read the teams or
+    the warehouse predates them."""
     if not warehouse.columns("team_members") or not warehouse.columns(TEAM_METRICS):
         return {}
     rows = warehouse.execute(
-        f"SELECT t.slug, m.login FROM {warehouse.table('teams')} AS t "
+        f"SELECT t.slug, m.user_id, m.login FROM {warehouse.table('teams')} AS t "
         f"LEFT JOIN {warehouse.table('team_members')} AS m ON m.org = t.org AND m.team_id = t.id "
         "WHERE t.org = ? ORDER BY t.slug",
         [org],
     )
-    out: dict[str, set[str]] = {}
-    for slug, login in rows:
-        members = out.setdefault(str(slug), set())
-        if login is not None:
-            members.add(str(login))
-    return out
+    members: dict[str, list[tuple[Any, Any]]] = {}
+    for slug, user_id, login in rows:
+        members.setdefault(str(slug), []).append((user_id, login))
+    return {slug: Team(frozenset(int(u) for u, _ in people if u is not None),
+                       frozenset(str(login) for _, login in people if login is not None))
+            for slug, people in members.items()}
 
 
 def team_weeks(warehouse: Warehouse, org: str) -> dict[str, list[Week]]:

@@ -318,10 +318,14 @@ def pages(n: int) -> int:
 
 def children_pages(ds: Any, repo: str, number: int) -> int:
     reviews = len(ds.reviews(ORG, repo, number))
-    inline = len(ds.review_comments(ORG, repo, number))  # counted for each review
     files = min(len(ds.files(ORG, repo, number)), FILES_CAP)
     timeline = len(ds.timeline(ORG, repo, number))
-    return pages(reviews) + pages(inline) + pages(files) + pages(timeline)
+    return pages(reviews) + inline_pages(ds, repo, number) + pages(files) + pages(timeline)
+
+
+def inline_pages(ds: Any, repo: str, number: int) -> int:
+    """The pages of a PR's inline review comments, counted for each review: none without a review."""
+    return pages(len(ds.review_comments(ORG, repo, number))) if ds.reviews(ORG, repo, number) else 0
 
 
 def cold_minimum(ds: Any) -> int:
@@ -338,7 +342,7 @@ def cold_minimum_by_endpoint(ds: Any) -> dict[str, int]:
         out["pulls"] += pages(len(pulls))
         for p in pulls:
             out["reviews"] += pages(len(ds.reviews(ORG, repo, p["number"])))
-            out["review_comments"] += pages(len(ds.review_comments(ORG, repo, p["number"])))
+            out["review_comments"] += inline_pages(ds, repo, p["number"])
             out["files"] += pages(min(len(ds.files(ORG, repo, p["number"])), FILES_CAP))
             out["timeline"] += pages(len(ds.timeline(ORG, repo, p["number"])))
     return out
@@ -881,7 +885,7 @@ def reconcile_minimum(ds: Any, mutations: list[str]) -> int:
     """Cost of the run a day after the mutations: one review list (and its inline comments) per
     changed pull request."""
     changed = {tuple(line.split()[1].split("/", 1)[1].split("#")) for line in mutations}
-    return sum(pages(len(ds.reviews(ORG, repo, int(number)))) + pages(len(ds.review_comments(ORG, repo, int(number))))
+    return sum(pages(len(ds.reviews(ORG, repo, int(number)))) + inline_pages(ds, repo, int(number))
                for repo, number in changed)
 
 

@@ -99,9 +99,9 @@ def inspect_page(html_file: Path, screenshot: Path, scope: str = "") -> dict[str
         page.wait_for_function(
             "() => [...document.querySelectorAll('figure.chart:not(.empty) .js-plotly-plot')]"
             ".every(p => p._fullLayout && p.querySelector('.main-svg'))"
-            " && [...document.querySelectorAll('.scope:not([hidden]) figure.chart .main-svg')]"
-            ".every(svg => { const w = svg.getBoundingClientRect().width;"
-            " return w > 300 && w <= svg.closest('figure').clientWidth; })",
+            " && [...document.querySelectorAll('.scope:not([hidden]) figure.chart:not(.empty)')]"
+            ".every(f => { const svg = f.querySelector('.main-svg'); if (!svg) return false;"
+            " const w = svg.getBoundingClientRect().width; return w > 300 && w <= f.clientWidth; })",
             timeout=30_000,
         )
         state = {

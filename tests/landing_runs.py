@@ -145,8 +145,16 @@ def timeline_pages(dataset: Dataset, repo: str, number: int) -> int:
 
 
 def review_pages(dataset: Dataset, repo: str, number: int) -> int:
-    """A pull request's reviews over REST: its review pages and its inline comment pages."""
-    return pages(len(dataset.reviews(ORG, repo, number))) + pages(len(dataset.review_comments(ORG, repo, number)))
+    """A pull request's reviews over REST: its review pages and, when it has a review, its inline
+    comment pages."""
+    return pages(len(dataset.reviews(ORG, repo, number))) + inline_comment_pages(dataset, repo, number)
+
+
+def inline_comment_pages(dataset: Dataset, repo: str, number: int) -> int:
+    """The pages of a pull request's inline comments REST reads: none without a review."""
+    if not dataset.reviews(ORG, repo, number):
+        return 0
+    return pages(len(dataset.review_comments(ORG, repo, number)))
 
 
 def child_requests(dataset: Dataset, repo: str, number: int) -> int:

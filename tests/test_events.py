@@ -26,6 +26,7 @@ from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are s
     dataset,
     emu,
     fake,
+    inline_comment_pages,
     landed,
     merge_only,
     repo_names,
@@ -225,7 +226,7 @@ def test_state_from_before_events_fetches_them_once(mode, landed_with, settings,
         assert timeline_requests(emu) == (timelines if events_due else {(repo, 4): timelines[repo, 4]})
         assert emu.stats["by_endpoint"]["reviews"] == sum(pages(len(dataset.reviews(ORG, *pr)))
                                                          for pr in all_prs(dataset))
-        assert emu.stats["by_endpoint"]["review_comments"] == sum(pages(len(dataset.review_comments(ORG, *pr)))
+        assert emu.stats["by_endpoint"]["review_comments"] == sum(inline_comment_pages(dataset, *pr)
                                                                  for pr in all_prs(dataset))
         assert emu.stats["by_endpoint"]["files"] == 1
     else:  # the default, with a token: the changed pull request's lists and the others' due lists

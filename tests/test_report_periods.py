@@ -3,6 +3,8 @@ previous period, and the chart data derived from the views' rows (no warehouse).
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -164,7 +166,7 @@ def test_page_has_every_chart_and_the_headline_of_a_busy_org():
                   "time-to-first-review", "time-to-merge", "review-distribution", "size-vs-merge", "reviewer-load"):
         assert f'<figure class="chart" data-chart="{chart}">' in page
     assert page.count("data-metric=") == 6
-    assert page.count("Plotly.newPlot") == 10
+    assert len(re.findall(r'Plotly\.newPlot\(\s*"', page)) == 10
     own = page.replace(get_plotlyjs(), "")  # plotly.js, inlined once, and our own markup
     assert len(own) < len(page) and page.count(get_plotlyjs()) == 1
     assert "<script src" not in own and "<link" not in own and "@import" not in own
@@ -210,3 +212,17 @@ def test_a_sync_older_than_a_day_is_a_banner_above_the_numbers():
     assert "was merged on 2025-12-29 00:00 UTC, 3.0 d before this report" in page
     quiet = org_report("quiet", [], [], [], 8, NOW, last_merged_at=NOW - timedelta(days=9))
     assert "stale-sync" in render([quiet], NOW, "test")
+
+
+def test_every_scope_gets_its_own_chart_ids_and_escaped_names():
+    """Two repositories whose names make the same slug, and a team with markup in its name: each
+    scope's charts have their own element ids, and names are text, never markup."""
+    prs, weeks, reviewers = busy_org()
+    report = org_report("acme", prs, weeks, reviewers, 8, NOW)
+    scopes = tuple(org_report("acme", prs, weeks, reviewers, 8, NOW, scope=scope, within=report)
+                   for scope in (("repository", "a_b"), ("repository", "a-b"), ("team", '<x y="1">')))
+    page = render([replace(report, scopes=scopes)], NOW, "test")
+    ids = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
+    assert len(ids) == len(set(ids)) == 4 * 10 - 4  # the team has no breakdown, WIP, unreviewed or depth chart
+    assert {"acme-repository-a-b-throughput", "acme-repository-a-b-2-throughput"} <= set(ids)
+    assert '<x y="1">' not in page and "team:&lt;x y=&quot;1&quot;&gt;" in page

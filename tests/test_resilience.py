@@ -428,9 +428,8 @@ def test_pending_children_saved_by_earlier_versions_are_fetched(settings, datase
 def test_chunks_end_at_page_boundaries_when_a_page_fits_so_a_cold_sync_costs_the_minimum(fake, tmp_path):
     dataset = Dataset.generate(orgs={ORG: 4}, prs_per_repo=150, seed=0, edge_cases=False)
     with GitHubEmulator(dataset, clock=fake.now) as emu:
-        # A page commits a chunk to at most 301 requests (itself and three child lists per PR): the
-        # four repositories' first pages (1,204) stay within half of the budget over it, so no
-        # page is cut (and read twice).
+        # A page commits a chunk to at most 401 requests (itself and up to four child lists per
+        # PR), less than half the budget: no page is cut (and read twice).
         settings = Settings(orgs=[ORG], github_url=emu.url, data_dir=tmp_path, commit_every_requests=1000)
         report = run(settings, emu, fake)
         assert report.progress.chunks >= 2

@@ -381,7 +381,8 @@ def _concerns_the_run(error: GitHubError) -> bool:
 
 @dataclass
 class Children:
-    """One pull request's child lists (the kinds asked for), REST-shaped, complete."""
+    """One pull request's child lists (the kinds asked for, but the reviews when their inline
+    comments could not be counted for the rate limit), REST-shaped, complete."""
 
     node_id: str
     items: dict[str, list[Any]] = field(default_factory=dict)
@@ -434,16 +435,24 @@ class GraphQLChildren:
         together (a page of 100 pull requests holds about 2 queries of them, where counting each
         batch's apart takes 3): the results come then."""
         done: list[tuple[list[str], BatchResult | GitHubError]] = []
-        for ids, result in self._batches(node_ids, kinds):
-            done.append((ids, result))
-        if "reviews" in kinds:
-            try:
+        failure: GitHubError | None = None
+        try:
+            done.extend(self._batches(node_ids, kinds))
+            failure = next((r for _, r in done if isinstance(r, GraphQLRefused)), None)
+            if "reviews" in kinds and failure is None:
                 self._count_inline_comments([r for _, r in done if isinstance(r, BatchResult)])
-            except RateLimitExhausted:
-                raise
-            except GitHubError as exc:  # no pull request to blame (a refusal, say): every batch has it
-                failure = refusal(exc) or exc
-                done = [(ids, failure if isinstance(r, BatchResult) else r) for ids, r in done]
+        except RateLimitExhausted:
+            # The batches fetched are whole but for their reviews' counts: their files and events
+            # land, their reviews wait on the retry list (`Children.items` without "reviews").
+            for _, result in done:
+                for children in result.children.values() if isinstance(result, BatchResult) else ():
+                    children.items.pop("reviews", None)
+            yield from done
+            raise
+        except GitHubError as exc:  # counting, no pull request to blame (a refusal, say): every batch has it
+            failure = refusal(exc) or exc
+        if failure is not None:  # the batches fetched go with it (a refusal: `auto` fetches them over REST)
+            done = [(ids, failure if isinstance(r, BatchResult) else r) for ids, r in done]
         yield from done
 
     def _batches(self, node_ids: list[str], kinds: tuple[str, ...]
@@ -467,6 +476,9 @@ class GraphQLChildren:
                 yield ids, exc
             except RateLimitExhausted:
                 raise
+            except GraphQLRefused as exc:
+                yield node_ids[start:], exc  # the rest would be refused alike: not asked
+                return
             except GitHubError as exc:
                 yield ids, exc
                 start += len(ids)
@@ -614,7 +626,8 @@ class GraphQLChildren:
                 error = errors.get(review_id)
                 if node is None and (error is None or error[0] == "NOT_FOUND"):
                     continue
-                total = (node.get("comments") or {}).get("totalCount") if isinstance(node, dict) else None
+                comments = node.get("comments") if isinstance(node, dict) else None
+                total = comments.get("totalCount") if isinstance(comments, dict) else None
                 if error is not None or not isinstance(total, int) or isinstance(total, bool):
                     why = f"GraphQL error {error[0] or '(no type)'}: {error[1]}" if error else "no comment count"
                     result, node_id = owner[review_id]

@@ -68,10 +68,11 @@ logger = logging.getLogger(__name__)
 
 PER_PAGE = 100
 # Where each kind's lists are, under /repos/{org}/{repo}/: a review's inline comments are only
-# counted, from the pull request's list of them (a request more than the reviews alone).
+# counted, from the pull request's list of them (a request more than the reviews alone, skipped
+# when there is no review to count them for).
 _CHILD_PATHS = {"reviews": ("pulls/{number}/reviews", "pulls/{number}/comments"),
                 "files": ("pulls/{number}/files",), "events": ("issues/{number}/timeline",)}
-# The least requests one pull request's child lists take over REST.
+# The most requests one pull request's child lists take over REST, a page each.
 REST_LISTS_PER_PULL = sum(len(paths) for paths in _CHILD_PATHS.values())
 _Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # rows to land, rejected rows
 _Fetched = tuple[list[dict[str, Any]], list[dict[str, Any]], "dict[str, Any] | None"]  # ... and the fetch record
@@ -400,8 +401,8 @@ def _backfill_child_kinds(
     held less (_MARKERS): list them all once and put the missing lists on the retry list, which
     fetches them without the others.
 
-    Costs the repository's pull-request pages (down to `since`) once, then one list per pull
-    request. Stopped by the rate limit while listing, it lists again on the next run (a pull
+    Costs the repository's pull-request pages (down to `since`) once, then the missing lists of
+    each pull request (reviews over REST: two, the reviews and their inline comments). Stopped by the rate limit while listing, it lists again on the next run (a pull
     request whose events were fetched in between is fetched once more).
     """
     landed = saved.get("child_kinds", ("reviews", "files"))
@@ -556,7 +557,7 @@ def retry_pull_requests(ctx: SyncContext) -> Iterator[list[dict[str, Any]]]:
                     break
                 if entry.get("retry_at") and entry["retry_at"] > now:
                     ctx.progress.add_retried_now(1)  # taken ahead of its backoff
-                ctx.charge(len(entry["kinds"]))
+                ctx.charge(sum(len(_CHILD_PATHS[kind]) for kind in entry["kinds"]))
                 del prs[pr_id]
                 due.append({
                     "repo": repo, "repo_id": repo_id if repo_id.isdigit() else None, "id": int(pr_id),
@@ -699,12 +700,17 @@ def _fetch_children(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any],
     lists: list[list[Any]] = []
     try:
         for path in _CHILD_PATHS[kind]:
+            if lists and not lists[0]:
+                lists.append([])  # no review: no inline comment to count
+                continue
             lists.append([])
             url = f"/repos/{ctx.org}/{pr['repo']}/{path.format(number=pr['number'])}"
             for page in ctx.client.iter_pages(url, params={"per_page": PER_PAGE}):
                 pages += 1
                 lists[-1].extend(page.items)
     except NotFoundError as exc:
+        if len(lists) > 1:  # the pull request answered a moment ago: a failure, not a gone pull request
+            return _fetch_failed(ctx, state, pr, kind, exc)
         logger.warning("%s: %s skipped, the pull request is gone: %s", label, kind, exc)
         ctx.progress.pull_requests_skipped.append(label)
         return [], [], None
@@ -716,12 +722,18 @@ def _fetch_children(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any],
     except GitHubError as exc:
         if not _is_repository_failure(exc):
             raise
-        retry_at = _add_retry(ctx, state, pr, kind, str(exc), failed=True)
-        logger.warning("%s: %s failed (%s); retried after %s", label, kind, exc, _local_time(retry_at))
-        ctx.progress.add_failed(FailedItem(kind, label, str(exc), retry_at))
-        return [], [], None
+        return _fetch_failed(ctx, state, pr, kind, exc)
     items = with_inline_comments(*lists) if kind == "reviews" else lists[0]
     return _fetched(ctx, state, pr, kind, items, pages)
+
+
+def _fetch_failed(ctx: SyncContext, state: dict[str, Any], pr: dict[str, Any], kind: str, exc: GitHubError) -> _Fetched:
+    """A child list that failed after the client's retries: on the retry list, with its backoff."""
+    label = _label(ctx, pr["repo"], pr["number"])
+    retry_at = _add_retry(ctx, state, pr, kind, str(exc), failed=True)
+    logger.warning("%s: %s failed (%s); retried after %s", label, kind, exc, _local_time(retry_at))
+    ctx.progress.add_failed(FailedItem(kind, label, str(exc), retry_at))
+    return [], [], None
 
 
 def with_inline_comments(reviews: list[Any], comments: list[Any]) -> list[Any]:
@@ -818,7 +830,10 @@ def _graphql_children(ctx: SyncContext, state: dict[str, Any], by_node: dict[str
                 pr = by_node[node_id]
                 ctx.progress.add_graphql_pull_requests(1)
                 for kind in kinds:
-                    fetched.append(_fetched(ctx, state, pr, kind, children.items[kind], children.pages))
+                    if kind in children.items:
+                        fetched.append(_fetched(ctx, state, pr, kind, children.items[kind], children.pages))
+                    elif not pr.get("reconcile"):  # left for the rate limit (GraphQLChildren.batches)
+                        _add_retry(ctx, state, pr, kind, None, failed=False)
     except RateLimitExhausted as exc:
         for node_id, pr in by_node.items():
             if node_id not in done and not pr.get("reconcile"):
