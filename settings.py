@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # A whole primary window plus margin: an exhausted budget is waited out by default.
     max_rate_limit_wait: float = Field(3660.0, ge=0)
     request_timeout: float = Field(30.0, gt=0)
+    # Retention: the landed files of loads merged into the warehouse and older than this many
+    # days are deleted after each merge (None: kept for good). See docs/deployment.md, "Retention".
+    landing_retention_days: int | None = Field(None, ge=1)
     # Progress is committed (landed with its state) about every this many requests: a run that
     # dies loses at most one chunk, and a backfill resumes where the last chunk stopped.
     commit_every_requests: int = Field(1000, ge=1)

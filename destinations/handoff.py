@@ -6,6 +6,8 @@ Files, next to the landed data: `{landing}/github/_manifests/{pipeline_name}/`
                                 repositories it covers (with the oldest `updated_at` of each)
     {load_id}.set_aside.json    the merge could not take the load: why, and whether the landing
                                 step has rewound the cursors to fetch its rows again
+    {load_id}.pruned.json       the load was merged and its files deleted since, for retention
+                                (destinations/retention.py)
 
 The API: the landing step `record`s the manifests of what `pipeline.run` just landed, `recover`s
 those a crash left unwritten and `rewind`s what loads set aside held; the merge asks what is
@@ -60,6 +62,7 @@ CHILD_TABLES = frozenset(name for name, spec in TABLES.items() if name != "pull_
 MANIFESTS_FOLDER = "_manifests"
 MANIFEST_FORMAT = 1
 SET_ASIDE_SUFFIX = ".set_aside.json"
+PRUNED_SUFFIX = ".pruned.json"
 # Reading a landed file's footer: attempts and the first backoff (doubled), against a storage
 # fault (a timeout, a dropped connection; gcsfs raises OSError after its own retries).
 READ_ATTEMPTS = 4
@@ -332,6 +335,16 @@ class Handoff:
                 markers[load_id] = self._marker(load_id)
         return markers
 
+    def pruned_loads(self) -> set[str]:
+        """Loads whose files retention deleted (one listing, no file read)."""
+        return {sql.check_load_id(posixpath.basename(path).removesuffix(PRUNED_SUFFIX))
+                for path in self.landing.ls(self.folder) if path.endswith(PRUNED_SUFFIX)}
+
+    def mark_pruned(self, load_id: str, files: int) -> None:
+        marker = {"load_id": sql.check_load_id(load_id), "files_deleted": files,
+                  "pruned_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._write_whole(posixpath.join(self.folder, f"{load_id}{PRUNED_SUFFIX}"), json.dumps(marker, indent=1))
+
     def _readable(self, load_id: str) -> bool:
         try:
             return self.manifest(load_id) is not None
@@ -350,7 +363,8 @@ class Handoff:
         except FileNotFoundError:
             return set()
         names = (posixpath.basename(str(e["name"])) for e in entries if e.get("size"))
-        return {n.removesuffix(".json") for n in names if n.endswith(".json") and not n.endswith(SET_ASIDE_SUFFIX)}
+        return {n.removesuffix(".json") for n in names
+                if n.endswith(".json") and not n.endswith((SET_ASIDE_SUFFIX, PRUNED_SUFFIX))}
 
     def _sweep_temporaries(self) -> None:
         """Remove the temporary files of writes a kill cut short (local landing only; an hour

@@ -33,6 +33,7 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from destinations.merge import MergeReport, bootstrap, merge_landed_loads
+from destinations.retention import prune_merged_loads
 from destinations.warehouse import open_warehouse
 from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
 from flows.extract import PERMANENT_ERRNOS, LandingReport, exception_chain, land
@@ -239,6 +240,9 @@ def merge(settings: Settings, org: str, pipeline_name: str) -> MergeReport:
             warehouse, settings.landing, org, pipeline_name, fs=landing_filesystem(settings),
             bootstrap_first=False,  # bootstrap_warehouse did, once for the run
         )
+        if settings.landing_retention_days is not None:
+            prune_merged_loads(warehouse, settings.landing, pipeline_name, settings.landing_retention_days,
+                               fs=landing_filesystem(settings))
     get_run_logger().info(
         "%s: merged %d load(s) into %s: %s",
         org, len(report.loads_merged), report.warehouse, report.rows_merged,
