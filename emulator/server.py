@@ -7,6 +7,12 @@ its own points budget per token; the same authentication, latency, faults and re
 `graphql=False` serves a GitHub without it (`POST /graphql` answers 404, as an old GHES or a
 proxy), `graphql_refused={token}` refuses those tokens on GraphQL only (403, as a token type or
 scope GitHub's GraphQL API does not take).
+
+A GitHub App (`app_id`, `app_public_key`, `app_installations={org: installation id}`): `GET
+/orgs/{org}/installation` and `POST /app/installations/{id}/access_tokens` take the App's JWT,
+checked against its public key (signature, `iss`, `exp`); an installation's tokens share one
+rate-limit budget, REST's and GraphQL's, apart from every other installation's (their requests
+are logged under the caller `installation:{id}`).
 """
 
 from __future__ import annotations
@@ -50,8 +56,10 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/orgs/([^/]+)/teams/([^/]+)/members$"), "team_members"),
     ("GET", re.compile(r"^/rate_limit$"), "rate_limit"),
     ("POST", re.compile(r"^/app/installations/(\d+)/access_tokens$"), "app_token"),
+    ("GET", re.compile(r"^/orgs/([^/]+)/installation$"), "app_installation"),
 ]
-_FREE = {"rate_limit", "app_token"}  # never charged against the primary limit
+_FREE = {"rate_limit", "app_token", "app_installation"}  # never charged against the primary limit
+_APP_ENDPOINTS = {"app_token", "app_installation"}  # authenticated with the App's JWT
 
 
 class _NotFound(Exception):
@@ -124,7 +132,9 @@ class GitHubEmulator:
                  tokens: set[str] | None = None, port: int = 0,
                  clock: Callable[[], float] = time.time, graphql_points: int = 5000,
                  graphql_heavy_nodes: int | None = None, graphql: bool = True,
-                 graphql_refused: set[str] | None = None, graphql_schema: str = "github.com") -> None:
+                 graphql_refused: set[str] | None = None, graphql_schema: str = "github.com",
+                 app_id: str | None = None, app_public_key: str | None = None,
+                 app_installations: dict[str, int] | None = None) -> None:
         self.dataset = dataset
         self.latency = latency
         self.base_path = base_path.rstrip("/")
@@ -141,7 +151,12 @@ class GitHubEmulator:
         self._port = port
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
-        self._app_tokens: dict[str, float] = {}  # token -> expiry (server clock)
+        # A GitHub App: its id and public key (the JWTs are checked when given) and its
+        # installation per organisation (login -> id); without, any installation id is minted for.
+        self.app_id = app_id
+        self.app_public_key = app_public_key
+        self.app_installations = dict(app_installations or {})
+        self._app_tokens: dict[str, tuple[float, str]] = {}  # token -> (expiry, installation id)
         self._received: list[ReceivedRequest] = []
         self._stats = self._empty_stats()
         self._httpd: _Server | None = None
@@ -249,7 +264,7 @@ class GitHubEmulator:
                        "x-ratelimit-reset": str(math.ceil(b.reset_at)),
                        "x-ratelimit-resource": "core"}
             # A classic token's scopes (an App's installation token has permissions instead).
-            if caller != "anonymous" and not caller.startswith("app:") and caller not in self._app_tokens:
+            if caller != "anonymous" and not caller.startswith(("app:", "installation:")):
                 headers["x-oauth-scopes"] = "repo, read:org" if caller in self.graphql.org_readers else "repo"
             return headers
 
@@ -373,19 +388,24 @@ class GitHubEmulator:
         credential = credential.strip()
         if scheme.lower() not in ("token", "bearer"):
             credential = ""
-        if kind == "app_token":
+        if kind in _APP_ENDPOINTS:
             if scheme.lower() != "bearer" or len(credential.split(".")) != 3:
                 return "anonymous", _message(401, "A JSON web token could not be decoded")
-            return f"app:{credential}", None
+            problem = self._jwt_problem(credential)
+            if problem:
+                return "anonymous", _message(401, problem)
+            return f"app:{self.app_id or 'any'}", None
+        with self._lock:
+            expiry, installation = self._app_tokens.get(credential, (None, ""))
+        if expiry is not None and self.clock() < expiry:
+            return f"installation:{installation}", None  # an installation's tokens share its budget
         if self.tokens is None:
             if kind == "graphql" and not credential:  # GitHub's GraphQL API has no anonymous access
                 return "anonymous", _message(401, "This endpoint requires you to be authenticated.")
             return credential or "anonymous", None
         if not credential:
             return "anonymous", _message(401, "Requires authentication")
-        with self._lock:
-            expiry = self._app_tokens.get(credential)
-        if credential in self.tokens or (expiry is not None and self.clock() < expiry):
+        if credential in self.tokens:
             return credential, None
         return "anonymous", _message(401, "Bad credentials")
 
@@ -396,7 +416,14 @@ class GitHubEmulator:
             if kind == "rate_limit":
                 return _Answer(200, _json(self._rate_limit_body(caller)))
             if kind == "app_token":
-                return self._issue_app_token()
+                return self._issue_app_token(args[0])
+            if kind == "app_installation":
+                installation = self.app_installations.get(args[0].lower())
+                if installation is None:
+                    return _message(404, "Not Found")
+                return _Answer(200, _json({"id": installation, "app_id": int(self.app_id or 1),
+                                           "account": {"login": args[0].lower(), "type": "Organization"},
+                                           "target_type": "Organization", "repository_selection": "all"}))
             ds = self.dataset
             if kind == "repos":
                 return self._page(ds.repositories(args[0]), params, url_path)
@@ -417,8 +444,7 @@ class GitHubEmulator:
                 return self._page(ds.timeline(args[0], args[1], int(args[2])), params, url_path)
             if kind in ("teams", "team_members"):
                 # A classic token needs read:org (org_readers); an App's installation token is let in.
-                with self._lock:
-                    app_token = caller in self._app_tokens
+                app_token = caller.startswith("installation:")
                 if not app_token and caller not in self.graphql.org_readers:
                     return _message(403, "You must have the read:org scope to list teams.")
                 if kind == "teams":
@@ -465,11 +491,34 @@ class GitHubEmulator:
         query = urlencode([(k, v) for k, v in params if k != "page"] + [("page", str(page))])
         return f"http://127.0.0.1:{self._port}{path}?{query}"
 
-    def _issue_app_token(self) -> _Answer:
+    def _jwt_problem(self, token: str) -> str | None:
+        """What is wrong with an App's JWT (GitHub's messages), or None: checked against the App's
+        public key and id when the emulator has them."""
+        if self.app_public_key is None:
+            return None
+        import jwt
+
+        try:
+            claims = jwt.decode(token, self.app_public_key, algorithms=["RS256"],
+                                options={"verify_exp": False, "verify_iat": False})
+        except jwt.PyJWTError:
+            return "A JSON web token could not be decoded"
+        now = self.clock()
+        if not isinstance(claims.get("exp"), int) or claims["exp"] < now:
+            return "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires"
+        if claims["exp"] - claims.get("iat", now) > 600:
+            return "'Expiration time' claim ('exp') is too far in the future"
+        if str(claims.get("iss")) != str(self.app_id):
+            return "'Issuer' claim ('iss') must be an Integer"
+        return None
+
+    def _issue_app_token(self, installation: str) -> _Answer:
+        if self.app_installations and installation not in {str(i) for i in self.app_installations.values()}:
+            return _message(404, "Not Found")
         token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
         expires = self.clock() + 3600
         with self._lock:
-            self._app_tokens[token] = expires
+            self._app_tokens[token] = (expires, installation)
         body = {"token": token, "expires_at": iso(expires),
                 "permissions": {"metadata": "read", "pull_requests": "read"},
                 "repository_selection": "all"}

@@ -20,9 +20,10 @@ from sources.github.client import GitHubClient
 logger = logging.getLogger(__name__)
 
 
-def github_auth(settings: Settings, token: str | None = None) -> TokenPool | GitHubAppAuth:
+def github_auth(settings: Settings, token: str | None = None, org: str | None = None) -> TokenPool | GitHubAppAuth:
     """Credentials in order of precedence: explicit token, GITHUB_TOKENS, GITHUB_TOKEN,
-    `.dlt/secrets.toml`, a GitHub App installation; else anonymous (60 requests an hour).
+    `.dlt/secrets.toml`, a GitHub App (its installation, or without one `org`'s, found by the
+    App); else anonymous (60 requests an hour).
 
     A malformed token raises InvalidCredential naming its source, never its value."""
     if token:
@@ -34,27 +35,27 @@ def github_auth(settings: Settings, token: str | None = None) -> TokenPool | Git
     from_dlt = dlt.secrets.get("sources.github.access_token")
     if from_dlt:
         return TokenPool([str(from_dlt)], source="sources.github.access_token (.dlt/secrets.toml)")
-    if settings.github_app_id and settings.github_app_installation_id:
-        key = settings.github_app_private_key
-        private_key = (
-            key.get_secret_value()
-            if key
-            else Path(settings.github_app_private_key_path or "").read_text()
-        )
+    key = settings.github_app_private_key
+    if settings.github_app_id and (settings.github_app_installation_id or org) and (
+            key or settings.github_app_private_key_path):
+        private_key = key.get_secret_value() if key else Path(settings.github_app_private_key_path or "").read_text()
         return GitHubAppAuth(
             settings.github_app_id,
             private_key,
             settings.github_app_installation_id,
             base_url=settings.github_url,
+            org=org,
         )
     logger.warning("No GitHub credentials configured: anonymous requests get 60 an hour")
     return TokenPool([])
 
 
-def github_client(settings: Settings, token: str | None = None) -> GitHubClient:
+def github_client(settings: Settings, token: str | None = None, org: str | None = None) -> GitHubClient:
+    """The client of one organisation's run (`org`: whose App installation to use, when the App
+    has no fixed one)."""
     return GitHubClient(
         settings.github_url,
-        github_auth(settings, token),
+        github_auth(settings, token, org),
         max_concurrency=settings.max_concurrency,
         timeout=settings.request_timeout,
         max_rate_limit_wait=settings.max_rate_limit_wait,

@@ -56,6 +56,7 @@ class LandingReport:
     landing_url: str
     pipelines_dir: str
     rate_limit_remaining: int | None = None  # the client's last known budget after the extract
+    credentials: list[str] = field(default_factory=list)  # what spent it: "token-1", "app-installation-42"
     loads_refetched: list[str] = field(default_factory=list)  # set aside by the merge; fetched again
 
 
@@ -232,6 +233,7 @@ def land(
         pipelines_dir=str(settings.pipelines_dir),
         rate_limit_remaining=client.rate_limit_remaining,
         loads_refetched=rewound,
+        credentials=[credential.name for credential in client.auth.credentials()],
     )
 
 

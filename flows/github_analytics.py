@@ -211,7 +211,7 @@ def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
 def extract_and_land(settings: Settings, org: str, full_refresh: bool = False, retry_now: bool = False) -> LandingReport:
     log = get_run_logger()
     token = read_github_token(settings)
-    with github_client(settings, token=token) as client:
+    with github_client(settings, token=token, org=org) as client:
         progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
         # One slot per extract across all runs; a missing limit only logs a warning.
         limit = settings.github_concurrency_limit

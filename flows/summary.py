@@ -92,6 +92,10 @@ def render_summary(summary: RunSummary) -> str:
             progress = result.landing.progress
             remaining = result.landing.rate_limit_remaining
             left = f", {remaining} left in the rate limit" if remaining is not None else ""
+            installations = [name.removeprefix("app-installation-") for name in result.landing.credentials
+                             if name.startswith("app-installation-")]
+            if installations:
+                left += f", through GitHub App installation {', '.join(installations)}"
             notes.append(
                 f"- **{result.org}**: {req.requests} GitHub requests, {req.cost} counted against "
                 f"the rate limit, {req.not_modified} answered 304 (free), {req.retries} retried"

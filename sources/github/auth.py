@@ -305,26 +305,41 @@ class TokenPool(GitHubAuth):
         return sum(known) if known else None
 
 
+class AppNotInstalled(AuthenticationError):
+    """The GitHub App has no installation on the organisation."""
+
+
+# Installations found by organisation, once a process: (API URL, app id, org) -> installation id.
+_INSTALLATIONS: dict[tuple[str, str, str], str] = {}
+_INSTALLATIONS_LOCK = threading.Lock()
+
+
 class GitHubAppAuth(GitHubAuth):
     """A GitHub App installation: mints installation tokens and renews them before expiry.
 
-    The JWT (RS256, `iss` = app id) is only used to POST `/app/installations/{id}/access_tokens`;
-    the resulting token is cached and shared by all threads.
+    The JWT (RS256, `iss` = app id) is only used to POST `/app/installations/{id}/access_tokens`
+    and, without an installation id, to find the organisation's (`GET /orgs/{org}/installation`,
+    once a process): each organisation then spends its own installation's budget. The token is
+    cached and shared by all threads.
     """
 
     def __init__(
         self,
         app_id: str,
         private_key: str,
-        installation_id: int | str,
+        installation_id: int | str | None = None,
         base_url: str = "https://api.github.com",
         *,
+        org: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__()
+        if installation_id is None and not org:
+            raise ValueError("GitHubAppAuth needs an installation id or the organisation to find it for")
         self.app_id = str(app_id)
-        self.installation_id = str(installation_id)
+        self.org = org
+        self.installation_id = None if installation_id is None else str(installation_id)
         self._private_key = private_key
         self._http = httpx.Client(
             base_url=base_url,
@@ -334,13 +349,16 @@ class GitHubAppAuth(GitHubAuth):
         )
         self._minted: list[str] = []
         self._expires_at = 0.0
-        self._credential = Credential(f"app-installation-{self.installation_id}")
+        self._credential = Credential(f"app-installation-{self.installation_id or '(of ' + str(org) + ')'}")
 
     def __repr__(self) -> str:
-        return f"GitHubAppAuth(app_id={self.app_id!r}, installation_id={self.installation_id!r})"
+        return f"GitHubAppAuth(app_id={self.app_id!r}, installation_id={self.installation_id!r}, org={self.org!r})"
 
     def choose(self, now: float, graphql: bool = False) -> Credential:
         with self._lock:
+            if self.installation_id is None:
+                self.installation_id = self._installation_of_org(now)
+                self._credential.name = f"app-installation-{self.installation_id}"
             if not self._minted or now >= self._expires_at - RENEW_BEFORE_EXPIRY:
                 token, self._expires_at = self._fetch_token(now)
                 self._minted.append(token)
@@ -365,6 +383,38 @@ class GitHubAppAuth(GitHubAuth):
         """The short-lived app JWT GitHub requires to mint installation tokens."""
         claims = {"iat": int(now) - JWT_BACKDATE, "exp": int(now) + JWT_LIFETIME, "iss": self.app_id}
         return jwt.encode(claims, self._private_key, algorithm="RS256")
+
+    def _installation_of_org(self, now: float) -> str:
+        """The id of the App's installation on `org`, asked once a process. AppNotInstalled when
+        there is none: that organisation fails, naming why, and no other."""
+        assert self.org is not None
+        key = (str(self._http.base_url), self.app_id, self.org.lower())
+        with _INSTALLATIONS_LOCK:
+            if key in _INSTALLATIONS:
+                return _INSTALLATIONS[key]
+        path = f"/orgs/{self.org}/installation"
+        try:
+            response = self._http.get(path, headers={"Authorization": f"Bearer {self.app_jwt(now)}"})
+        except httpx.TransportError as exc:
+            raise GitHubServerError(f"GET {path} failed: {type(exc).__name__}: {exc}", url=path) from None
+        url = str(response.request.url)
+        if response.status_code >= 500:
+            raise GitHubServerError(f"{response.status_code} from GET {url}", status=response.status_code, url=url)
+        if response.status_code == 404:
+            raise AppNotInstalled(
+                f"the GitHub App {self.app_id} is not installed on organisation {self.org} "
+                f"(404 from GET {url}): install it there, or leave the organisation out", status=404, url=url)
+        if response.status_code != 200:
+            raise AuthenticationError(f"{response.status_code} from GET {url}: {github_message(response)}",
+                                      status=response.status_code, url=url)
+        try:
+            installation = str(int(response.json()["id"]))
+        except (ValueError, KeyError, TypeError):
+            raise GitHubServerError(f"unreadable installation answer from GET {url}", url=url) from None
+        logger.info("GitHub App %s: organisation %s is installation %s", self.app_id, self.org, installation)
+        with _INSTALLATIONS_LOCK:
+            _INSTALLATIONS[key] = installation
+        return installation
 
     def _fetch_token(self, now: float) -> tuple[str, float]:
         path = f"/app/installations/{self.installation_id}/access_tokens"
