@@ -39,7 +39,7 @@ from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
 from flows.extract import PERMANENT_ERRNOS, LandingReport, exception_chain, land
 from flows.summary import OrgResult, RunSummary
 from settings import ConfigurationError, Settings, pipeline_name, unwritable
-from sources.github.auth import token_problem
+from sources.github.auth import GitHubAppAuth, token_problem
 from sources.github.client import GitHubUnreachable
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
 from sources.github.source import SyncProgress
@@ -207,6 +207,33 @@ def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
     return report
 
 
+def installation_limit(shared: str, app_id: str, org: str) -> str:
+    """The global concurrency limit of a GitHub App's installation on `org`, by name (never a
+    credential's value): `{shared}-app-{app id}-{org}`. Each organisation spends its own
+    installation's budget, so it takes no slot of the limit the tokens share: one limit shared
+    by a fleet's organisations would let only that many of them run at once. Created with the
+    shared limit's slots (4 without one) when missing."""
+    name = f"{shared}-app-{app_id}-{org}"
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                try:
+                    slots = client.read_global_concurrency_limit_by_name(shared).limit
+                except ObjectNotFound:
+                    slots = 4
+                client.upsert_global_concurrency_limit_by_name(name, slots)
+                get_run_logger().info("created the concurrency limit %s (%d slots) for the App's installation "
+                                      "on %s", name, slots, org)
+    except Exception as exc:  # noqa: BLE001 - the limit is a courtesy: the run goes on without it
+        get_run_logger().warning("could not read or create the concurrency limit %s: %s", name, exc)
+    return name
+
+
 @task(name="extract-and-land", task_run_name="extract-and-land-{org}", tags=[GITHUB_TAG], **_RETRIES)
 def extract_and_land(settings: Settings, org: str, full_refresh: bool = False, retry_now: bool = False) -> LandingReport:
     log = get_run_logger()
@@ -215,6 +242,8 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False, r
         progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
         # One slot per extract across all runs; a missing limit only logs a warning.
         limit = settings.github_concurrency_limit
+        if limit and isinstance(client.auth, GitHubAppAuth) and client.auth.org:
+            limit = installation_limit(limit, client.auth.app_id, org)
         with concurrency(limit, occupy=1, strict=False) if limit else nullcontext():
             report = land(settings, org, client, progress, full_refresh=full_refresh, retry_now=retry_now)
     log.info(

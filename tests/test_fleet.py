@@ -1,0 +1,150 @@
+"""The fleet as shipped (issue 21.2): a real `prefect server start`, prefect.yaml deployed
+unchanged, two process workers, and one run of `github-analytics-fleet/fleet` over six organisations
+of the emulator, each through its own installation of one GitHub App; one organisation has no
+installation. Every process is started in its own process group and killed with it."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from emulator import Dataset, GitHubEmulator
+from test_app_installations import APP_ID, PRIVATE, PUBLIC
+from test_deployment import BIN, _flow_run, _free_port, _prefect, _process, _wait_healthy
+
+INSTALLED = {"acme": 201, "globex": 202, "initech": 203, "umbrella": 204, "hooli-labs": 205}
+ORGS = [*INSTALLED, "hooli"]  # hooli has no installation of the App
+
+
+@dataclass
+class FleetRun:
+    api: str
+    parent: dict[str, Any]
+    children: dict[str, dict[str, Any]]  # org -> its flow run
+    data_dir: Path
+    dataset: Dataset
+    callers: dict[str, set[str]]  # caller -> the organisations whose repositories it read
+    seconds: float
+    submitted: dict[str, int]  # worker -> the flow runs it ran (the parent and the organisations')
+    limits: set[str]  # the global concurrency limits after the run
+    worker_logs: dict[str, str]
+
+
+def _children(api: str, parent_id: str) -> list[dict[str, Any]]:
+    """The parent's subflow runs (run_deployment links each to a task run of the parent)."""
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
+    tasks = httpx.post(f"{api}/task_runs/filter",
+                       json={"task_runs": {"flow_run_id": {"any_": [parent_id]}}, "limit": 50}, timeout=10).json()
+    task_ids = {task["id"] for task in tasks}
+    return [run for run in runs if run.get("parent_task_run_id") in task_ids]
+
+
+@pytest.fixture(scope="module")
+def fleet_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
+    tmp_path = tmp_path_factory.mktemp("fleet")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    for name in list(env):
+        if name.startswith(("GITHUB_", "PR_ANALYTICS_", "SOURCES__GITHUB__", "GOOGLE_")):
+            del env[name]
+    worker_env = {
+        **env,
+        # The worker's environment: one GitHub App, no installation id (each organisation's own).
+        "PR_ANALYTICS_GITHUB_APP_ID": APP_ID,
+        "PR_ANALYTICS_GITHUB_APP_PRIVATE_KEY": PRIVATE,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+    dataset = Dataset.generate(orgs={org: 1 for org in ORGS}, prs_per_repo=4, seed=12, edge_cases=False)
+    data_dir = tmp_path / "data"
+    with _process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                  env, tmp_path / "server.log") as server:
+        _wait_healthy(api, server, tmp_path / "server.log")
+        _prefect("work-pool", "create", "github-analytics", "--type", "process", env=env)
+        _prefect("gcl", "create", "github-api", "--limit", "4", env=env)
+        _prefect("--no-prompt", "deploy", "--all", env=env)
+        with GitHubEmulator(dataset, tokens=set(), app_id=APP_ID, app_public_key=PUBLIC,
+                            app_installations=INSTALLED) as emulator, \
+                _process([str(BIN / "prefect"), "worker", "start", "--pool", "github-analytics", "--name", "worker-a",
+                          "--limit", "3"], worker_env, tmp_path / "worker-a.log"), \
+                _process([str(BIN / "prefect"), "worker", "start", "--pool", "github-analytics", "--name", "worker-b",
+                          "--limit", "3"], worker_env, tmp_path / "worker-b.log"):
+            started = time.monotonic()
+            orgs = "[" + ", ".join(f'"{org}"' for org in ORGS) + "]"
+            out = _prefect("deployment", "run", "github-analytics-fleet/fleet", "-p", f"orgs={orgs}",
+                           "-p", f"github_url={emulator.url}", "-p", f"data_dir={data_dir}", env=env)
+            parent_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
+            parent: dict[str, Any] = {}
+            while time.monotonic() - started < 420:
+                parent = _flow_run(api, parent_id)
+                if (parent.get("state") or {}).get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                    break
+                time.sleep(2)
+            seconds = time.monotonic() - started
+            children = {run["parameters"]["orgs"][0]: run for run in _children(api, parent_id)}
+            limits = {limit["name"] for limit in httpx.post(f"{api}/v2/concurrency_limits/filter", json={},
+                                                              timeout=10).json()}
+            callers: dict[str, set[str]] = {}
+            for request in emulator.received():
+                if request.path.startswith("/repos/"):
+                    callers.setdefault(request.caller, set()).add(request.path.split("/")[2])
+        # The runs each worker ran (two may race to submit one: the server aborts the second).
+        submitted = {name: len(re.findall(r"Beginning (?:sub)?flow run '", (tmp_path / f"{name}.log").read_text(errors="replace")))
+                     for name in ("worker-a", "worker-b")}
+        yield FleetRun(api, parent, children, data_dir, dataset, callers, seconds, submitted, limits,
+                       {name: (tmp_path / f"{name}.log").read_text(errors="replace") for name in submitted})
+
+
+def test_the_fleet_runs_each_organisation_on_the_pool_and_ends_partial_naming_the_one_without_the_app(fleet_run):
+    parent = fleet_run.parent["state"]
+    assert parent["type"] == "COMPLETED" and parent["name"] == "Partial", parent
+    assert "hooli: Failed" in parent["message"] and "not installed on organisation hooli" in parent["message"]
+    assert set(fleet_run.children) == set(ORGS)
+    states = {org: run["state"]["type"] for org, run in fleet_run.children.items()}
+    assert states == {**{org: "COMPLETED" for org in INSTALLED}, "hooli": "FAILED"}, states
+    # The two workers (3 runs at a time each) shared the 7 runs: the parent and 6 organisations.
+    assert sum(fleet_run.submitted.values()) == 7 and min(fleet_run.submitted.values()) >= 1, fleet_run.submitted
+
+
+def test_each_installation_spent_its_own_budget_on_its_organisation(fleet_run):
+    assert fleet_run.callers == {f"installation:{i}": {org} for org, i in INSTALLED.items()}
+    # ... under its own concurrency limit, named after the App and the organisation, never a
+    # credential's value: the organisations do not queue for the 4 slots the tokens share.
+    assert {f"github-api-app-{APP_ID}-{org}" for org in INSTALLED} <= fleet_run.limits
+    assert not any("do not exist" in log for log in fleet_run.worker_logs.values())
+
+
+def test_the_report_covers_every_organisation_that_completed(fleet_run):
+    page = (fleet_run.data_dir / "report.html").read_text(encoding="utf-8")
+    assert all(f'id="org-{org}"' in page for org in INSTALLED) and 'id="org-hooli"' not in page
+
+
+def test_the_warehouse_holds_every_installed_organisation_exactly(fleet_run):
+    con = duckdb.connect(str(fleet_run.data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.sql("SELECT org, id FROM github.pull_requests").fetchall()
+    finally:
+        con.close()
+    assert len(rows) == len(set(rows))
+    held = Counter(org for org, _ in rows)
+    assert held == {org: len(fleet_run.dataset.expected(org)["pull_requests"]) for org in INSTALLED}
