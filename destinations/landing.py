@@ -70,12 +70,14 @@ class Landing:
         """Load ids this pipeline fully landed (status 0) and not in `exclude`, oldest first.
 
         The load id is in each record's file name, so only the records of loads not yet merged
-        are opened: the cost of a merge does not grow with the landing's history.
+        are opened: the cost of a merge does not grow with the landing's history. The folder is
+        shared by every organisation's pipeline: on GCS only this pipeline's records are listed
+        (a prefix listing), so the listing does not grow with the other organisations' either.
         """
         sql.check_pipeline_name(pipeline_name)
         prefix = f"{pipeline_name}__"
         load_ids: list[str] = []
-        for path in self.ls(posixpath.join(self.root, LOADS_FOLDER)):
+        for path in self.ls(posixpath.join(self.root, LOADS_FOLDER), prefix):
             name = posixpath.basename(path)
             if not (name.startswith(prefix) and name.endswith(".jsonl")):
                 continue
@@ -139,14 +141,20 @@ class Landing:
         load_id = name.removesuffix(".parquet").rsplit(".", 1)[0]
         return LandedFile(table, org, date, load_id, name, path, url)
 
-    def ls(self, folder: str) -> list[str]:
-        """Paths directly in `folder` ([] when it does not exist): a listing, never a pattern."""
+    def ls(self, folder: str, prefix: str = "") -> list[str]:
+        """Paths directly in `folder` ([] when it does not exist), those whose names start with
+        `prefix` when given: a listing, never a pattern. On GCS a prefix is listed as one (the
+        objects under `folder/prefix` only); elsewhere the folder is listed and filtered."""
         self.fs.invalidate_cache(folder)  # gcsfs caches listings; new loads must show
         try:
-            entries = self.fs.ls(folder, detail=False)
+            if prefix and not self.is_local:
+                entries = self.fs.find(folder, prefix=prefix, maxdepth=1)
+            else:
+                entries = self.fs.ls(folder, detail=False)
         except FileNotFoundError:
             return []
-        return [str(entry) for entry in entries]
+        paths = [str(entry) for entry in entries]
+        return [p for p in paths if posixpath.basename(p).startswith(prefix)] if prefix else paths
 
     def read_schema(self, landed: LandedFile) -> pa.Schema:
         try:

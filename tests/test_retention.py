@@ -131,3 +131,27 @@ def test_a_gcs_landing_is_pruned_the_same_way(gcs_bucket, dataset, emu, fake, tm
     assert report.loads_pruned == first and report.files_deleted > 0
     stored = {p.name for p in gcs_bucket.stored.rglob("*.parquet")}
     assert not stored, stored
+
+
+def test_a_merge_lists_only_its_pipelines_load_records_on_gcs(gcs_bucket, monkeypatch):
+    """Every organisation's pipeline records its loads in one shared folder (`_dlt_loads`): on
+    GCS a merge lists only its own pipeline's records, a prefix listing, so its cost does not
+    grow with the other organisations' loads (docs/performance.md, "A fleet on paper")."""
+    landing = Landing(gcs_bucket.url(), gcs_bucket.fs)
+    folder = posixpath.join(landing.root, "_dlt_loads")
+    for pipeline, load_id in [("github_acme", "1796600000.1"), ("github_acme", "1796600001.2"),
+                              ("github_acme_labs", "1796600002.3"), ("github_globex", "1796600003.4")]:
+        record = f'{{"load_id": "{load_id}", "schema_name": "{pipeline}", "status": 0}}\n'
+        gcs_bucket.fs.pipe(posixpath.join(folder, f"{pipeline}__{load_id}.jsonl"), record.encode())
+    listed: list[str] = []
+    real = type(gcs_bucket.fs)._do_list_objects
+
+    async def recording(self, path, *args, prefix="", **kwargs):
+        listed.append(f"{path}|{prefix}")
+        return await real(self, path, *args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(type(gcs_bucket.fs), "_do_list_objects", recording)
+    assert landing.completed_loads("github_acme") == ["1796600000.1", "1796600001.2"]  # not github_acme_labs'
+    assert landing.completed_loads("github_globex") == ["1796600003.4"]
+    folder_listings = [entry for entry in listed if entry.split("|")[0] == folder]
+    assert folder_listings == [f"{folder}|github_acme__", f"{folder}|github_globex__"]  # never the whole folder
