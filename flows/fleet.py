@@ -48,7 +48,8 @@ def github_analytics_fleet(
     work pool, and wait for them all. The parameters are passed on to each run."""
     with logs_reach_the_flow_run():
         log = get_run_logger()
-        names = orgs or settings_for(github_url, data_dir).orgs
+        settings = settings_for(github_url, data_dir)
+        names = orgs or settings.orgs
         if not names:
             return Failed(message="no organisation given: pass `orgs` or set PR_ANALYTICS_ORGS")
         passed = {"since": since, "full_refresh": full_refresh, "github_url": github_url, "data_dir": data_dir}
@@ -65,7 +66,7 @@ def github_analytics_fleet(
             log.info("%s", line)
         done = [org for org in names if states[org] is not None and states[org].is_completed()
                 and states[org].name != PARTIAL]
-        _write_report(settings_for(github_url, data_dir),
+        _write_report(settings,
                       [org for org in names if states[org] is not None and states[org].is_completed()])
         message = "; ".join(lines)
         if len(done) == len(names):

@@ -98,6 +98,26 @@ def _wait_exited(infrastructure_pid: str | None, timeout: float = 60) -> None:
     pytest.fail(f"the flow-run process {pid} did not exit within {timeout} s of the run's final state")
 
 
+def _prefect_env(tmp_path: Path, api: str) -> dict[str, str]:
+    """The environment of a test's Prefect server, CLI and workers: its own PREFECT_HOME and API,
+    nothing of the developer's settings, token or Google account."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",  # the server says why it answered 503
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    for name in list(env):
+        if name.startswith(("GITHUB_", "PR_ANALYTICS_", "SOURCES__GITHUB__", "GOOGLE_")):
+            del env[name]
+    return env
+
+
 def _flow_run(api: str, flow_run_id: str) -> dict[str, Any]:
     return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
 
@@ -130,20 +150,7 @@ def hourly_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HourlyRun]:
     tmp_path = tmp_path_factory.mktemp("deployment")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",  # the server says why it answered 503
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DO_NOT_TRACK": "1",
-    }
-    for name in list(env):  # nothing of the developer's settings, token or Google account
-        if name.startswith(("GITHUB_", "PR_ANALYTICS_", "SOURCES__GITHUB__", "GOOGLE_")):
-            del env[name]
+    env = _prefect_env(tmp_path, api)
     worker_env = {
         **env,
         "GITHUB_TOKEN": SECRET,  # the worker's environment: prefect.yaml names no secret block

@@ -5,7 +5,6 @@ installation. Every process is started in its own process group and killed with 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import Counter
@@ -20,7 +19,7 @@ import pytest
 
 from emulator import Dataset, GitHubEmulator
 from test_app_installations import APP_ID, PRIVATE, PUBLIC
-from test_deployment import BIN, _flow_run, _free_port, _prefect, _process, _wait_healthy
+from test_deployment import BIN, _flow_run, _free_port, _prefect, _prefect_env, _process, _wait_healthy
 
 INSTALLED = {"acme": 201, "globex": 202, "initech": 203, "umbrella": 204, "hooli-labs": 205}
 ORGS = [*INSTALLED, "hooli"]  # hooli has no installation of the App
@@ -54,19 +53,7 @@ def fleet_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
     tmp_path = tmp_path_factory.mktemp("fleet")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-        "DO_NOT_TRACK": "1",
-    }
-    for name in list(env):
-        if name.startswith(("GITHUB_", "PR_ANALYTICS_", "SOURCES__GITHUB__", "GOOGLE_")):
-            del env[name]
+    env = _prefect_env(tmp_path, api)
     worker_env = {
         **env,
         # The worker's environment: one GitHub App, no installation id (each organisation's own).
