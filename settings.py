@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     github_app_installation_id: str | None = None
     # Name of a prefect-gcp GcpSecret block holding the token (used by the Prefect flow).
     github_token_secret_block: str | None = None
-    # Prefect global concurrency limit each extract holds a slot of; one name per token; empty
-    # for none.
+    # Prefix of the Prefect global concurrency limit of each credential, of which each extract
+    # holds a slot (`github-api-token-{fingerprint}`, `github-api-installation-{id}`); empty for
+    # none.
     github_concurrency_limit: str = "github-api"
 
     data_dir: Path = Path("data")

@@ -11,9 +11,10 @@ The GitHub token comes from a prefect-gcp `GcpSecret` block named by the setting
 or `.dlt/secrets.toml` (see `flows.credentials.github_auth`). It is read inside the task: it is never a
 flow or task parameter, so it reaches neither the Prefect API nor the logs.
 
-Extracts hold one slot of the Prefect global concurrency limit `github-api` (when it exists;
-`prefect gcl create github-api --limit N`), so concurrent runs sharing a token stay within
-GitHub's secondary limits. Without the limit (local runs, the demo) they run unthrottled.
+Each extract holds one slot of the Prefect global concurrency limit of the credential it spends
+(`github-api-token-{fingerprint}`, `github-api-installation-{id}`; see `credential_limit`), so
+runs in any process that share a token or an App installation stay within GitHub's limits
+together. Local runs and the demo set the setting empty: no limit.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from flows.credentials import github_client, landing_filesystem, with_gcs_blocks
 from flows.extract import PERMANENT_ERRNOS, LandingReport, exception_chain, land
 from flows.summary import OrgResult, RunSummary
 from settings import ConfigurationError, Settings, pipeline_name, unwritable
-from sources.github.auth import GitHubAppAuth, token_problem
+from sources.github.auth import GitHubAppAuth, GitHubAuth, TokenPool, token_problem
 from sources.github.client import GitHubUnreachable
 from sources.github.errors import AuthenticationError, GitHubClientError, NotFoundError
 from sources.github.source import SyncProgress
@@ -52,6 +53,7 @@ SUMMARY_ARTIFACT_KEY = "github-analytics-summary"
 HEADLINE_ARTIFACT_KEY = "github-analytics-headline"
 REPORT_FILE = "report.html"  # in the data dir, rewritten after each run's merges
 PROGRESS_EVERY_SECONDS = 10.0
+DEFAULT_SLOTS_PER_TOKEN = 4  # GitHub allows 100 concurrent requests; an extract sends up to 16
 
 
 def _permanent_errors() -> tuple[type[BaseException], ...]:
@@ -207,13 +209,20 @@ def _progress_logger(org: str, log: Any, client_stats: Any) -> Any:
     return report
 
 
-def installation_limit(shared: str, app_id: str, org: str) -> str:
-    """The global concurrency limit of a GitHub App's installation on `org`, by name (never a
-    credential's value): `{shared}-app-{app id}-{org}`. Each organisation spends its own
-    installation's budget, so it takes no slot of the limit the tokens share: one limit shared
-    by a fleet's organisations would let only that many of them run at once. Created with the
-    shared limit's slots (4 without one) when missing."""
-    name = f"{shared}-app-{app_id}-{org}"
+def _described(auth: GitHubAuth) -> str:
+    if isinstance(auth, GitHubAppAuth):
+        return f"the GitHub App {auth.app_id}'s installation {auth.installation_id}" + (f" on {auth.org}" if auth.org else "")
+    assert isinstance(auth, TokenPool)
+    return f"{len(auth)} token(s) from {auth.source}" if len(auth) else "anonymous requests"
+
+
+def credential_limit(shared: str, auth: GitHubAuth) -> str:
+    """The global concurrency limit of the credential an extract spends, by name (never a
+    secret's value): `{shared}-{budget}`, e.g. `github-api-token-1f2e3d4c5b6a` or
+    `github-api-installation-42`. Every run and process spending that budget takes slots of the
+    same limit, and runs with other credentials never queue for them. Created when missing with
+    the `shared` limit's slots (4 without one) per token."""
+    name = f"{shared}-{auth.budget_name()}"
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -225,10 +234,11 @@ def installation_limit(shared: str, app_id: str, org: str) -> str:
                 try:
                     slots = client.read_global_concurrency_limit_by_name(shared).limit
                 except ObjectNotFound:
-                    slots = 4
+                    slots = DEFAULT_SLOTS_PER_TOKEN
+                slots *= max(1, len(auth.credentials()))
                 client.upsert_global_concurrency_limit_by_name(name, slots)
-                get_run_logger().info("created the concurrency limit %s (%d slots) for the App's installation "
-                                      "on %s", name, slots, org)
+                get_run_logger().info("created the concurrency limit %s (%d slots) for %s", name, slots,
+                                      _described(auth))
     except Exception as exc:  # noqa: BLE001 - the limit is a courtesy: the run goes on without it
         get_run_logger().warning("could not read or create the concurrency limit %s: %s", name, exc)
     return name
@@ -240,10 +250,10 @@ def extract_and_land(settings: Settings, org: str, full_refresh: bool = False, r
     token = read_github_token(settings)
     with github_client(settings, token=token, org=org) as client:
         progress = SyncProgress(on_repository_done=_progress_logger(org, log, lambda: client.stats))
-        # One slot per extract across all runs; a missing limit only logs a warning.
+        # One slot of its credential's limit per extract, across all runs and processes.
         limit = settings.github_concurrency_limit
-        if limit and isinstance(client.auth, GitHubAppAuth) and client.auth.org:
-            limit = installation_limit(limit, client.auth.app_id, org)
+        if limit:
+            limit = credential_limit(limit, client.auth)
         with concurrency(limit, occupy=1, strict=False) if limit else nullcontext():
             report = land(settings, org, client, progress, full_refresh=full_refresh, retry_now=retry_now)
     log.info(

@@ -85,8 +85,8 @@ def start_prefect() -> Callable[[], None]:
     idle_minutes = float(os.environ.get("PR_ANALYTICS_PREFECT_SERVER_IDLE_MINUTES") or 30)
     if settings.api.url or not settings.server.ephemeral.enabled or idle_minutes <= 0:
         return lambda: None
-    # A local server has no global concurrency limit (deployments create `github-api`, see
-    # docs/deployment.md): a local run's extracts are not throttled across runs, and say nothing.
+    # A local run is one process: its extracts take no slot of their credential's global
+    # concurrency limit (deployments do, see docs/deployment.md), and no limit is created.
     os.environ.setdefault("PR_ANALYTICS_GITHUB_CONCURRENCY_LIMIT", "")
     from flows.prefect_server import running_server, start_server, wait_until_healthy
 

@@ -127,7 +127,7 @@ def assert_rerun_is_free(settings: Settings, emu: GitHubEmulator, fake: FakeCloc
     assert report.progress.stopped_early is None
     assert report.rows == {t: 0 for t in (*TABLES, "teams", "team_members")}
     assert landed_keys(settings) == before
-    assert stats["cost"] == 0 and report.requests.cost == 0
+    assert stats["cost"] == 0 and report.requests.cost == 0, (stats["by_status"], report.requests.by_status)
     assert stats["requests"] == stats["not_modified"] == 1 + len(emu.dataset.repositories(ORG))
 
 

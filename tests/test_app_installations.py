@@ -5,6 +5,7 @@ organisation without the App is one clear failure, never the others'."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from flows.credentials import github_client
 from flows.extract import land
 from flows.summary import OrgResult, RunSummary, render_summary
 from settings import Settings
-from sources.github.auth import AppNotInstalled
+from sources.github.auth import AppNotInstalled, TokenPool
 from sources.github.errors import AuthenticationError
 
 APP_ID = "12345"
@@ -103,3 +104,23 @@ def test_a_fixed_installation_id_keeps_working(emu, dataset, tmp_path):
     assert report.credentials == ["app-installation-102"]
     assert "app_installation" not in emu.stats["by_endpoint"]
     assert report.rows["pull_requests"] == len(dataset.expected("globex")["pull_requests"])
+
+
+def test_a_credential_names_its_budget_never_its_value(emu, tmp_path):
+    """The name of the Prefect concurrency limit an extract takes a slot of: runs that share a
+    token or an installation share it, in any process; other credentials never."""
+    settings = app_settings(emu, tmp_path)
+    with github_client(settings, org="globex") as client:
+        assert client.auth.budget_name() == "installation-102"  # found with the JWT first
+    fixed = settings.model_copy(update={"github_app_installation_id": "101"})
+    with github_client(fixed, org="globex") as client:
+        assert client.auth.budget_name() == "installation-101"
+    with github_client(settings, org="initech") as client, pytest.raises(AppNotInstalled):
+        client.auth.budget_name()
+
+    a, b = "ghp_" + "a" * 36, "ghp_" + "b" * 36
+    assert TokenPool([a, b]).budget_name() == TokenPool([b, a]).budget_name()  # the same tokens
+    assert len({TokenPool([a]).budget_name(), TokenPool([b]).budget_name(), TokenPool([a, b]).budget_name()}) == 3
+    name = TokenPool([a]).budget_name()
+    assert re.fullmatch(r"token-[0-9a-f]{12}", name) and "a" * 4 not in name.removeprefix("token-")
+    assert TokenPool([]).budget_name() == "anonymous"

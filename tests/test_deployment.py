@@ -1,5 +1,5 @@
 """The deployment as shipped, end to end: a real `prefect server start`, the process work pool,
-the `github-api` limit, `prefect --no-prompt deploy --all` from prefect.yaml unchanged, a worker
+`prefect --no-prompt deploy --all` from prefect.yaml unchanged, a worker
 whose environment holds the token, and one run of `github-analytics/hourly` against the emulator.
 
 Every process is started in its own process group and killed with it, pass or fail.
@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from emulator import Dataset, GitHubEmulator
+from sources.github.auth import TokenPool
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -145,8 +146,7 @@ class HourlyRun:
 
 @pytest.fixture(scope="module")
 def hourly_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HourlyRun]:
-    """A Prefect server with the work pool, the `github-api` limit and prefect.yaml deployed as
-    shipped; a worker whose environment holds the token; one run of the hourly deployment."""
+    """A Prefect server with the work pool and prefect.yaml deployed as shipped; a worker whose environment holds the token; one run of the hourly deployment."""
     tmp_path = tmp_path_factory.mktemp("deployment")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -165,7 +165,6 @@ def hourly_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HourlyRun]:
         _wait_healthy(api, server, server_log)
         # The commands of docs/deployment.md, "In short".
         _prefect("work-pool", "create", "github-analytics", "--type", "process", env=env)
-        _prefect("gcl", "create", "github-api", "--limit", "4", env=env)
         _prefect("--no-prompt", "deploy", "--all", env=env)
         with GitHubEmulator(dataset, tokens={SECRET}) as emulator, _process(
             [str(BIN / "prefect"), "worker", "start", "--pool", "github-analytics"],
@@ -206,6 +205,17 @@ def test_hourly_deployment_completes_with_the_token_from_the_worker_environment(
     assert sorted(files) == sorted(expected["pull_request_files"])
     assert SECRET not in run.worker_log
     assert not any(SECRET in line for line in _logs(run.api, run.flow_run_id))
+
+
+def test_the_extract_took_a_slot_of_its_tokens_own_limit_which_it_created(hourly_run):
+    limits = {limit["name"]: limit for limit in httpx.post(f"{hourly_run.api}/v2/concurrency_limits/filter",
+                                                              json={}, timeout=10).json()}
+    name = f"github-api-{TokenPool([SECRET]).budget_name()}"  # a fingerprint, never the token
+    assert {n for n in limits if n.startswith("github-api")} == {name}, limits
+    assert limits[name]["limit"] == 4 and limits[name]["active_slots"] == 0
+    logs = _logs(hourly_run.api, hourly_run.flow_run_id)
+    assert f"created the concurrency limit {name} (4 slots) for 1 token(s) from GITHUB_TOKEN" in logs, logs
+    assert "do not exist" not in hourly_run.worker_log
 
 
 def test_hourly_run_logs_hold_the_source_info_lines_formatted_once(hourly_run):

@@ -115,9 +115,9 @@ def test_the_fleet_runs_each_organisation_on_the_pool_and_ends_partial_naming_th
 
 def test_each_installation_spent_its_own_budget_on_its_organisation(fleet_run):
     assert fleet_run.callers == {f"installation:{i}": {org} for org, i in INSTALLED.items()}
-    # ... under its own concurrency limit, named after the App and the organisation, never a
-    # credential's value: the organisations do not queue for the 4 slots the tokens share.
-    assert {f"github-api-app-{APP_ID}-{org}" for org in INSTALLED} <= fleet_run.limits
+    # ... under its own concurrency limit, named after the installation, never a credential's
+    # value: the organisations do not queue for each other's slots.
+    assert {f"github-api-installation-{i}" for i in INSTALLED.values()} <= fleet_run.limits
     assert not any("do not exist" in log for log in fleet_run.worker_logs.values())
 
 

@@ -6,6 +6,7 @@ One `prefect_test_harness` (a temporary API server, ~12 s) serves the whole test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from emulator import Dataset, GitHubEmulator
 from flows.github_analytics import SUMMARY_ARTIFACT_KEY, OrganisationsFailed, github_analytics
 from flows.summary import RunSummary
 from settings import ConfigurationError, Settings, pipeline_name
+from sources.github.auth import TokenPool
 from sources.github.errors import GitHubServerError
 
 GITHUB_LIMIT = Settings.model_fields["github_concurrency_limit"].default
@@ -221,7 +223,11 @@ def test_flow_lands_and_merges_with_the_token_from_a_gcp_secret_block(
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    # The global concurrency limit exists here (one extract at a time); elsewhere it does not.
+    # The shared limit exists here (one extract at a time); elsewhere it does not. The run takes
+    # slots of its token's own limit, created with the shared limit's slots and named after a
+    # fingerprint of the token, never the token.
+    token_limit = f"{GITHUB_LIMIT}-{TokenPool([SECRET]).budget_name()}"
+    assert SECRET not in token_limit and SECRET[-12:] not in token_limit
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(name=GITHUB_LIMIT, limit=1)
@@ -229,15 +235,17 @@ def test_flow_lands_and_merges_with_the_token_from_a_gcp_secret_block(
     try:
         state = run(list(ORGS), emulator, tmp_path)
         with get_client(sync_client=True) as client:
-            limit = client.read_global_concurrency_limit_by_name(GITHUB_LIMIT)
+            limit = client.read_global_concurrency_limit_by_name(token_limit)
     finally:
         with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name(GITHUB_LIMIT)
+            for name in (GITHUB_LIMIT, token_limit):
+                with contextlib.suppress(Exception):
+                    client.delete_global_concurrency_limit_by_name(name)
 
     assert state.is_completed(), state
     summary = state.result()
     assert isinstance(summary, RunSummary) and not summary.failed
-    assert limit.active_slots == 0  # taken and given back
+    assert limit.limit == 1 and limit.active_slots == 0  # one extract at a time; taken and given back
 
     # The secret was read through the block, and it is what GitHub accepted.
     assert secret_block.accessed == [

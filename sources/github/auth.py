@@ -11,6 +11,7 @@ in the Authorization header; names such as "token-2" stand for them everywhere e
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -166,6 +167,11 @@ class GitHubAuth(httpx.Auth):
         credentials = self.credentials()
         return bool(credentials) and all(c.scopes is not None and c.scopes & ORG_SCOPES for c in credentials)
 
+    def budget_name(self) -> str:
+        """Whose rate-limit budget these requests spend, as a name safe to show anywhere (never a
+        secret's value): runs in other processes that share it share GitHub's limits with us."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -244,6 +250,7 @@ class TokenPool(GitHubAuth):
             if problem:
                 raise InvalidCredential(f"{source}: token {position} {problem}")
         self._tokens = cleaned
+        self.source = source
         self._credentials = [
             Credential(f"token-{i}", f"Bearer {token}") for i, token in enumerate(cleaned, start=1)
         ] or [Credential("anonymous")]
@@ -294,6 +301,14 @@ class TokenPool(GitHubAuth):
 
     def secrets(self) -> list[str]:
         return list(self._tokens)
+
+    def budget_name(self) -> str:
+        """`token-` and a fingerprint of the tokens (12 hex digits of their SHA-256, from which no
+        token can be recovered): the same tokens give the same name in every process.
+        Anonymous requests share the budget of the machine's address."""
+        if not self._tokens:
+            return "anonymous"
+        return "token-" + hashlib.sha256("\n".join(sorted(self._tokens)).encode()).hexdigest()[:12]
 
     def credentials(self) -> list[Credential]:
         with self._lock:
@@ -356,9 +371,7 @@ class GitHubAppAuth(GitHubAuth):
 
     def choose(self, now: float, graphql: bool = False) -> Credential:
         with self._lock:
-            if self.installation_id is None:
-                self.installation_id = self._installation_of_org(now)
-                self._credential.name = f"app-installation-{self.installation_id}"
+            self._find_installation(now)
             if not self._minted or now >= self._expires_at - RENEW_BEFORE_EXPIRY:
                 token, self._expires_at = self._fetch_token(now)
                 self._minted.append(token)
@@ -368,6 +381,18 @@ class GitHubAppAuth(GitHubAuth):
 
     def secrets(self) -> list[str]:
         return [*self._minted, self._private_key]
+
+    def budget_name(self) -> str:
+        """`installation-{id}`: GitHub gives each installation its own budget (found first when
+        only the organisation is known; AppNotInstalled when there is none)."""
+        with self._lock:
+            self._find_installation(self._clock.now())
+        return f"installation-{self.installation_id}"
+
+    def _find_installation(self, now: float) -> None:
+        if self.installation_id is None:
+            self.installation_id = self._installation_of_org(now)
+            self._credential.name = f"app-installation-{self.installation_id}"
 
     def credentials(self) -> list[Credential]:
         return [self._credential]
