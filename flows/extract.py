@@ -60,6 +60,12 @@ class LandingReport:
     loads_refetched: list[str] = field(default_factory=list)  # set aside by the merge; fetched again
 
 
+# dlt keeps each pipeline's last 100 state files in one folder all organisations share, and lists
+# the whole folder at the start of every run to restore the newest: 3 a pipeline keep that listing
+# small in a fleet (only the newest is ever read).
+STATE_FILES_KEPT = 3
+
+
 def filesystem_destination(settings: Settings, org: str) -> Any:
     """dlt's filesystem destination at the landing URL: a local folder or `gs://bucket/prefix`."""
     options: dict[str, Any] = {}
@@ -83,6 +89,7 @@ def filesystem_destination(settings: Settings, org: str) -> Any:
         bucket_url=settings.landing,
         layout=LAYOUT,
         extra_placeholders={"org": org},
+        max_state_files=STATE_FILES_KEPT,
         **options,
     )
 

@@ -5,6 +5,7 @@ change nothing that was merged."""
 from __future__ import annotations
 
 import posixpath
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from destinations.handoff import Handoff
 from destinations.landing import Landing
 from destinations.retention import DAY, prune_merged_loads
 from destinations.warehouse import open_warehouse
+from flows.extract import STATE_FILES_KEPT
 from landing_runs import (  # noqa: F401 - dataset, emu, fake and settings are shared fixtures
     ORG,
     assert_warehouse_matches,
@@ -155,3 +157,18 @@ def test_a_merge_lists_only_its_pipelines_load_records_on_gcs(gcs_bucket, monkey
     assert landing.completed_loads("github_globex") == ["1796600003.4"]
     folder_listings = [entry for entry in listed if entry.split("|")[0] == folder]
     assert folder_listings == [f"{folder}|github_acme__", f"{folder}|github_globex__"]  # never the whole folder
+
+
+def test_the_landing_keeps_only_a_pipelines_newest_state_files(settings, dataset, emu, fake):
+    """dlt lists the state folder every organisation shares at the start of each run: it holds
+    a pipeline's 3 newest state files, however many loads, and the newest restores a lost state."""
+    for n in range(5):
+        dataset.edit_title(ORG, repo_names(dataset)[0], 1 + n % 3, f"change {n}")
+        assert run(settings, emu, fake).load_ids
+    states = sorted(Path(settings.landing, "github", "_dlt_pipeline_state").glob(f"{PIPELINE}__*"))
+    assert len(states) == STATE_FILES_KEPT == 3
+
+    shutil.rmtree(settings.pipelines_dir / PIPELINE)  # a worker that never ran this organisation
+    emu.reset_stats()
+    report = run(settings, emu, fake)
+    assert report.rows["pull_requests"] == 0 and report.requests.cost == 0  # the state came back whole
