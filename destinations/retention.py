@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from destinations import sql
-from destinations.handoff import Handoff
+from destinations.handoff import Handoff, UnreadableHandoff
 from destinations.landing import Landing
 from destinations.merge import LEDGER
 from destinations.warehouse import Warehouse
@@ -65,10 +65,10 @@ def prune_merged_loads(
                                                              [handoff.pipeline_name])}
     done = handoff.pruned_loads()
     for load_id in sorted((load_id for load_id in merged - done if float(load_id) < cutoff), key=float):
-        manifest = handoff.manifest(load_id)
-        if manifest is None:
-            continue  # landed before manifests existed: its files are not known for sure, kept
         try:
+            manifest = handoff.manifest(load_id)
+            if manifest is None:
+                continue  # landed before manifests existed: its files are not known for sure, kept
             for landed in manifest.files:
                 path = posixpath.join(handoff.landing.root, landed.path)
                 try:
@@ -77,7 +77,7 @@ def prune_merged_loads(
                 except FileNotFoundError:
                     pass  # deleted by a prune a kill cut short
             handoff.mark_pruned(load_id, len(manifest.files))
-        except OSError as error:
+        except (OSError, UnreadableHandoff) as error:  # this load waits; the others go on
             report.failed[load_id] = f"{type(error).__name__}: {error}"
             logger.warning("%s: could not delete the files of merged load %s (%s); tried again next time",
                            handoff.pipeline_name, load_id, report.failed[load_id])

@@ -26,6 +26,9 @@ from settings import Settings
 ORGANISATION_DEPLOYMENT = "github-analytics/organisation"
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 POLL_SECONDS = 2.0
+# How long the parent waits for its runs: under the hour of the schedule, so that a run a lost
+# worker left "Running" ends the parent (Partial, naming it) before the next one is due.
+WAIT_MINUTES = 55.0
 
 
 def _outcome(state: Any) -> str:
@@ -43,44 +46,91 @@ def github_analytics_fleet(
     github_url: str | None = None,
     data_dir: Path | None = None,
     deployment: str = ORGANISATION_DEPLOYMENT,
+    wait_minutes: float = WAIT_MINUTES,
 ) -> Any:
     """Run `deployment` once per organisation (default: the setting `orgs`), as subflows on the
-    work pool, and wait for them all. The parameters are passed on to each run."""
+    work pool, and wait for them all, at most `wait_minutes`. The parameters are passed on to
+    each run."""
     with logs_reach_the_flow_run():
         log = get_run_logger()
-        settings = settings_for(github_url, data_dir)
-        names = orgs or settings.orgs
+        settings = settings_for(github_url, data_dir, orgs)
+        names = settings.orgs  # normalised and each once: two runs of one organisation would race
         if not names:
             return Failed(message="no organisation given: pass `orgs` or set PR_ANALYTICS_ORGS")
         passed = {"since": since, "full_refresh": full_refresh, "github_url": github_url, "data_dir": data_dir}
         shared = {key: value for key, value in passed.items() if value not in (None, False)}
-        children = {
-            org: run_deployment(name=deployment, parameters={"orgs": [org], **shared}, timeout=0,
-                                as_subflow=True, flow_run_name=f"organisation-{org}")
-            for org in names
-        }
+        outcomes: dict[str, str] = {}  # org -> why it did not start
+        unfinished = _unfinished_runs(deployment, names)
+        children: dict[str, Any] = {}
+        for org in names:
+            if org in unfinished:
+                outcomes[org] = f"not started: its run {unfinished[org]} has not finished"
+                continue
+            try:
+                children[org] = run_deployment(name=deployment, parameters={"orgs": [org], **shared}, timeout=0,
+                                               as_subflow=True, flow_run_name=run_name(org))
+            except Exception as exc:  # noqa: BLE001 - one organisation that cannot start is its failure alone
+                outcomes[org] = f"not started: {type(exc).__name__}: {exc}"
         log.info("started %d organisation runs of %s", len(children), deployment)
-        states = _wait_for(children)
-        lines = [f"{org}: {_outcome(states[org])}" for org in names]
+        states = _wait_for(children, wait_minutes * 60)
+        for org, state in states.items():
+            outcomes[org] = _outcome(state)
+        for org in children.keys() - states.keys():
+            outcomes[org] = (f"not finished after {wait_minutes:g} minutes: not waited for (is a worker "
+                             f"free? the fleet's own run holds a worker slot)")
+        lines = [f"{org}: {outcomes[org]}" for org in names]
         for line in lines:
             log.info("%s", line)
-        done = [org for org in names if states[org] is not None and states[org].is_completed()
-                and states[org].name != PARTIAL]
-        _write_report(settings,
-                      [org for org in names if states[org] is not None and states[org].is_completed()])
-        message = "; ".join(lines)
-        if len(done) == len(names):
+        completed = [org for org in names if org in states and states[org].is_completed()]
+        _write_report(settings, completed)
+        not_done = [org for org in names if org not in completed or states[org].name == PARTIAL]
+        if not not_done:
             return Completed(message=f"{len(names)} organisations completed")
-        if not done:
-            return Failed(message=f"no organisation completed: {message}")
-        not_done = [org for org in names if org not in done]
+        if not completed:
+            return Failed(message="no organisation completed: " + "; ".join(lines))
         return Completed(name=PARTIAL, message=f"{len(not_done)} of {len(names)} did not complete: " +
                          "; ".join(line for org, line in zip(names, lines) if org in not_done))
 
 
-def settings_for(github_url: str | None, data_dir: Path | None) -> Settings:
-    overrides: dict[str, Any] = {"github_url": github_url, "data_dir": data_dir}
+def run_name(org: str) -> str:
+    return f"organisation-{org}"
+
+
+def settings_for(github_url: str | None, data_dir: Path | None, orgs: list[str] | None = None) -> Settings:
+    overrides: dict[str, Any] = {"github_url": github_url, "data_dir": data_dir, "orgs": orgs or None}
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+def _unfinished_runs(deployment: str, orgs: list[str]) -> dict[str, str]:
+    """Organisation -> the name and state of its earlier run of `deployment` that has not
+    finished (scheduled, pending, running): a second run now would race on its state."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    flow_name, _, deployment_name = deployment.partition("/")
+    going = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name(org) for org in orgs]),
+                                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=going))),
+        )
+    org_of = {run_name(org): org for org in orgs}
+    unfinished: dict[str, str] = {}
+    for run in runs:
+        if run.name in org_of and run.state is not None:
+            unfinished[org_of[run.name]] = f"'{run.name}' ({run.state.name} since {run.state.timestamp:%Y-%m-%d %H:%M} UTC)"
+    return unfinished
 
 
 def _write_report(settings: Settings, orgs: list[str]) -> None:
@@ -97,9 +147,10 @@ def _write_report(settings: Settings, orgs: list[str]) -> None:
         get_run_logger().warning("could not write the report: %s: %s", type(exc).__name__, exc)
 
 
-def _wait_for(children: dict[str, Any]) -> dict[str, Any]:
-    """Each child run's final state (polled: the parent holds no worker slot while it waits)."""
+def _wait_for(children: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Each child run's final state, for those that end within `seconds` (polled)."""
     states: dict[str, Any] = {}
+    deadline = time.monotonic() + seconds
     with get_client(sync_client=True) as client:
         while len(states) < len(children):
             for org, run in children.items():
@@ -108,5 +159,7 @@ def _wait_for(children: dict[str, Any]) -> dict[str, Any]:
                     if state is not None and state.type.value in FINAL:
                         states[org] = state
             if len(states) < len(children):
+                if time.monotonic() >= deadline:
+                    break
                 time.sleep(POLL_SECONDS)
     return states

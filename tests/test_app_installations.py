@@ -124,3 +124,19 @@ def test_a_credential_names_its_budget_never_its_value(emu, tmp_path):
     name = TokenPool([a]).budget_name()
     assert re.fullmatch(r"token-[0-9a-f]{12}", name) and "a" * 4 not in name.removeprefix("token-")
     assert TokenPool([]).budget_name() == "anonymous"
+
+
+def test_an_app_uninstalled_since_it_was_found_fails_naming_it(emu, dataset, tmp_path):
+    settings = app_settings(emu, tmp_path)
+    sync(settings, "globex")  # found: installation 102, cached for the process
+    del emu.app_installations["globex"]
+    with pytest.raises(AppNotInstalled, match="not installed on organisation globex"):
+        sync(settings, "globex")
+    emu.app_installations["globex"] = 102
+
+
+def test_a_fixed_installation_that_does_not_exist_is_named(emu, tmp_path):
+    settings = app_settings(emu, tmp_path).model_copy(update={"github_app_installation_id": "999"})
+    with pytest.raises(AuthenticationError, match="the GitHub App 12345 has no installation 999 "
+                                                  r"\(PR_ANALYTICS_GITHUB_APP_INSTALLATION_ID\): 404 from POST"):
+        sync(settings, "globex")

@@ -362,8 +362,11 @@ class GitHubAppAuth(GitHubAuth):
             transport=transport,
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
         )
+        self._fixed_installation = installation_id is not None
         self._minted: list[str] = []
         self._expires_at = 0.0
+        self._renewing_after_rejection = False
+        self._minted_after_rejection: str | None = None  # an Authorization minted because one was refused
         self._credential = Credential(f"app-installation-{self.installation_id or '(of ' + str(org) + ')'}")
 
     def __repr__(self) -> str:
@@ -373,11 +376,28 @@ class GitHubAppAuth(GitHubAuth):
         with self._lock:
             self._find_installation(now)
             if not self._minted or now >= self._expires_at - RENEW_BEFORE_EXPIRY:
-                token, self._expires_at = self._fetch_token(now)
+                token, self._expires_at = self._mint(now)
                 self._minted.append(token)
                 self._credential.authorization = f"Bearer {token}"
+                if self._renewing_after_rejection:
+                    self._minted_after_rejection, self._renewing_after_rejection = f"Bearer {token}", False
             self._credential.spend()
             return self._credential
+
+    def _rejected(self, credential: Credential, response: httpx.Response) -> bool:
+        """A refused installation token (revoked, or expired by GitHub's clock before ours) is
+        minted again once and the request sent again; a token minted for that reason and
+        refused as well is the answer."""
+        sent = response.request.headers.get("Authorization")
+        with self._lock:
+            if sent != credential.authorization:
+                return True  # another thread minted a new token since: send again with it
+            if sent == self._minted_after_rejection:
+                return False
+            self._expires_at, self._renewing_after_rejection = 0.0, True
+        logger.warning("GitHub App %s: installation %s's token was refused (%d %s); minting a new one",
+                       self.app_id, self.installation_id, response.status_code, github_message(response))
+        return True
 
     def secrets(self) -> list[str]:
         return [*self._minted, self._private_key]
@@ -413,7 +433,7 @@ class GitHubAppAuth(GitHubAuth):
         """The id of the App's installation on `org`, asked once a process. AppNotInstalled when
         there is none: that organisation fails, naming why, and no other."""
         assert self.org is not None
-        key = (str(self._http.base_url), self.app_id, self.org.lower())
+        key = self._installation_key()
         with _INSTALLATIONS_LOCK:
             if key in _INSTALLATIONS:
                 return _INSTALLATIONS[key]
@@ -440,6 +460,32 @@ class GitHubAppAuth(GitHubAuth):
         with _INSTALLATIONS_LOCK:
             _INSTALLATIONS[key] = installation
         return installation
+
+    def _mint(self, now: float) -> tuple[str, float]:
+        """A new installation token. When the installation was found by organisation and GitHub no
+        longer knows it (the App was uninstalled, or reinstalled under a new id, since), it is
+        looked for once more: the new one, or AppNotInstalled."""
+        try:
+            return self._fetch_token(now)
+        except AuthenticationError as error:
+            if error.status != 404:
+                raise
+            if self._fixed_installation:
+                raise AuthenticationError(
+                    f"the GitHub App {self.app_id} has no installation {self.installation_id} "
+                    f"(PR_ANALYTICS_GITHUB_APP_INSTALLATION_ID): {error}", status=404, url=error.url) from None
+        assert self.org is not None
+        logger.info("GitHub App %s: installation %s is gone; looking for the one on %s again",
+                    self.app_id, self.installation_id, self.org)
+        with _INSTALLATIONS_LOCK:
+            _INSTALLATIONS.pop(self._installation_key(), None)
+        self.installation_id = None
+        self._find_installation(now)
+        return self._fetch_token(now)
+
+    def _installation_key(self) -> tuple[str, str, str]:
+        assert self.org is not None
+        return str(self._http.base_url), self.app_id, self.org.lower()
 
     def _fetch_token(self, now: float) -> tuple[str, float]:
         path = f"/app/installations/{self.installation_id}/access_tokens"
