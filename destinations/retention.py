@@ -77,6 +77,9 @@ def prune_merged_loads(
                 except FileNotFoundError:
                     pass  # deleted by a prune a kill cut short
             handoff.mark_pruned(load_id, len(manifest.files))
+            if handoff.landing.is_local:
+                _remove_empty_folders(handoff.landing.fs, {posixpath.dirname(posixpath.join(
+                    handoff.landing.root, landed.path)) for landed in manifest.files})
         except (OSError, UnreadableHandoff) as error:  # this load waits; the others go on
             report.failed[load_id] = f"{type(error).__name__}: {error}"
             logger.warning("%s: could not delete the files of merged load %s (%s); tried again next time",
@@ -87,3 +90,13 @@ def prune_merged_loads(
         logger.info("%s: deleted the %d landed file(s) of %d merged load(s) older than %d days",
                     handoff.pipeline_name, report.files_deleted, len(report.loads_pruned), keep_days)
     return report
+
+
+def _remove_empty_folders(fs: fsspec.AbstractFileSystem, folders: set[str]) -> None:
+    """The `date=...` folders a prune emptied, on a local landing (object stores have none)."""
+    for folder in folders:
+        try:
+            if not fs.ls(folder):
+                fs.rmdir(folder)
+        except OSError:
+            pass  # not empty after all (a load of the same day), or gone already

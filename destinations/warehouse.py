@@ -118,6 +118,7 @@ class WarehouseLocked(RuntimeError):
 
 # How often a process waiting for another's DuckDB file lock tries again.
 LOCK_POLL_SECONDS = 0.5
+LOCK_WARN_SECONDS = 30.0  # a merge of another process takes seconds: longer is worth a warning
 
 
 @dataclass
@@ -141,8 +142,9 @@ _OPEN_LOCK = threading.Lock()
 
 def _connect_waiting(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
     """Open the file, waiting up to `timeout` seconds while another process holds its lock."""
-    deadline = time.monotonic() + timeout
-    waiting = False
+    started = time.monotonic()
+    deadline = started + timeout
+    told = 0  # 1: said it waits (info: another merge's turn is routine); 2: warned it waits long
     while True:
         try:
             return duckdb.connect(str(path))
@@ -155,12 +157,14 @@ def _connect_waiting(path: Path, timeout: float) -> duckdb.DuckDBPyConnection:
                     f"(DuckDBConfig.lock_timeout_seconds; is another deployment or a backfill merging "
                     f"into it?): {error}"
                 ) from error
-            if not waiting:
-                logger.warning(
-                    "DuckDB file %s is locked by another process: waiting up to %g s for it (%s)",
-                    path, timeout, error,
-                )
-                waiting = True
+            waited = time.monotonic() - started
+            if told == 0:
+                logger.info("DuckDB file %s is locked by another process: waiting up to %g s for it", path, timeout)
+                told = 1
+            elif told == 1 and waited >= LOCK_WARN_SECONDS:
+                logger.warning("DuckDB file %s is still locked by another process after %.0f s: waiting up to "
+                               "%g s in all (%s)", path, waited, timeout, error)
+                told = 2
             time.sleep(max(0.0, min(LOCK_POLL_SECONDS, deadline - time.monotonic())))
 
 

@@ -1,6 +1,8 @@
 """Command line: serve a generated dataset until killed.
 
     python -m emulator --port 8765 --orgs demo=3 --prs 40 --seed 7 --latency 0.05
+    python -m emulator --orgs acme=2 globex=1 --app-id 12345 --app-installations acme=101,globex=102 \
+        --app-key app.pem
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from pathlib import Path
 
 from emulator.data import Dataset
 from emulator.faults import FaultMix
@@ -23,6 +26,24 @@ def _orgs(values: list[str]) -> dict[str, int]:
         name, _, count = item.partition("=")
         orgs[name.strip()] = int(count or 1)
     return orgs
+
+
+def _app_public_key(path: Path) -> str:
+    """The public key of the App's private key at `path`; a new key written there when there is
+    none (the workers then read it with PR_ANALYTICS_GITHUB_APP_PRIVATE_KEY_PATH)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        path.chmod(0o600)
+        logger.info("wrote a new private key of the App to %s", path)
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-seed", type=int, default=0)
     parser.add_argument("--fault-retry-after", type=float, default=None,
                         help="the retry-after header of the mix's 429s and secondary limits, s")
+    parser.add_argument("--app-id", help="serve a GitHub App with this id (its JWTs checked)")
+    parser.add_argument("--app-installations", default="",
+                        help="the App's installation id per organisation, e.g. acme=101,globex=102")
+    parser.add_argument("--app-key", type=Path, default=Path("emulator-app.pem"),
+                        help="the App's private key (PEM); written there when missing")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -55,12 +81,18 @@ def main(argv: list[str] | None = None) -> None:
     prs = [int(p) for p in args.prs.split(",")]
     dataset = Dataset.generate(_orgs(args.orgs), prs if len(prs) > 1 else prs[0], seed=args.seed,
                                edge_cases=not args.no_edge_cases)
+    app: dict = {}
+    if args.app_id:
+        installations = {org.strip().lower(): int(number) for org, _, number in
+                         (item.partition("=") for item in args.app_installations.split(",") if item.strip())}
+        app = {"app_id": args.app_id, "app_public_key": _app_public_key(args.app_key),
+               "app_installations": installations}
     emulator = GitHubEmulator(dataset, latency=args.latency, base_path=args.base_path,
                               rate_limit=args.rate_limit, rate_limit_window=args.rate_limit_window,
                               tokens=set(args.token) if args.token else None, port=args.port,
                               graphql_points=args.graphql_points,
                               graphql_heavy_nodes=args.graphql_heavy_nodes,
-                              graphql=not args.no_graphql)
+                              graphql=not args.no_graphql, **app)
     if args.fault_mix:
         rates = {kind: float(rate) for kind, _, rate in (item.partition("=") for item in args.fault_mix.split(","))}
         emulator.faults.set_mix(FaultMix(rates, seed=args.fault_seed, retry_after=args.fault_retry_after))

@@ -172,3 +172,14 @@ def test_the_landing_keeps_only_a_pipelines_newest_state_files(settings, dataset
     emu.reset_stats()
     report = run(settings, emu, fake)
     assert report.rows["pull_requests"] == 0 and report.requests.cost == 0  # the state came back whole
+
+
+def test_a_local_landing_loses_the_folders_a_prune_empties(settings, dataset, emu, fake):
+    load_id = run(settings, emu, fake).load_ids[0]
+    merge_only(settings)
+    folders = {Path(settings.landing, f).parent for f in load_files(settings, load_id)}
+    assert folders and all(folder.name.startswith("date=") for folder in folders)
+
+    assert prune(settings, 1, float(load_id) + 2 * DAY).loads_pruned == [load_id]
+    assert not any(folder.exists() for folder in folders)
+    assert all(folder.parent.exists() for folder in folders)  # the table and org folders stay
