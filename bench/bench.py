@@ -33,6 +33,10 @@ Every run passes `github_api_mode` explicitly ("rest" unless named graphql). Run
   crash loop  land and merge in chunks, SIGKILLed at random moments and in the middle of handoff
             file writes, a landed file of an unmerged load lost midway; then to the end, and the
             warehouse compared with the replica (rest mode: the handoff is the same in both)
+  fleet     `github-analytics-fleet/fleet` as deployed (a real Prefect server, process workers)
+            over 6 organisations of an emulator serving one GitHub App installed in each: with one
+            worker, then two; wall time, each installation's REST cost and GraphQL points against
+            its organisation's cold-sync minimum, the warehouse (bench/fleet.py)
   local run  `flows/run.py --demo` as a user runs it (imports, emulator, Prefect flow, merge):
             a first run in a fresh data dir and PREFECT_HOME, then the no-change run 3 times,
             counting WARNING lines; then `flows/run.py --org` against a GitHub URL that accepts
@@ -213,13 +217,15 @@ class Emulator:
     """`python -m emulator` in its own process, killed on exit."""
 
     def __init__(self, repos: int, prs: int, latency: float, seed: int,
-                 rate_limit: int = 1_000_000) -> None:
+                 rate_limit: int = 1_000_000, *, orgs: list[str] | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [
-            sys.executable, "-m", "emulator", "--port", str(self.port), "--orgs", f"{ORG}={repos}",
+            sys.executable, "-m", "emulator", "--port", str(self.port),
+            "--orgs", *[f"{org}={repos}" for org in orgs or [ORG]],
             "--prs", str(prs), "--latency", str(latency), "--seed", str(seed), "--no-edge-cases",
-            "--rate-limit", str(rate_limit), "--log-level", "WARNING",
+            "--rate-limit", str(rate_limit), "--log-level", "WARNING", *extra,
         ]
         self.proc: subprocess.Popen | None = None
 
@@ -316,35 +322,35 @@ def pages(n: int) -> int:
     return max(1, math.ceil(n / PER_PAGE))
 
 
-def children_pages(ds: Any, repo: str, number: int) -> int:
-    reviews = len(ds.reviews(ORG, repo, number))
-    files = min(len(ds.files(ORG, repo, number)), FILES_CAP)
-    timeline = len(ds.timeline(ORG, repo, number))
-    return pages(reviews) + inline_pages(ds, repo, number) + pages(files) + pages(timeline)
+def children_pages(ds: Any, repo: str, number: int, org: str = ORG) -> int:
+    reviews = len(ds.reviews(org, repo, number))
+    files = min(len(ds.files(org, repo, number)), FILES_CAP)
+    timeline = len(ds.timeline(org, repo, number))
+    return pages(reviews) + inline_pages(ds, repo, number, org) + pages(files) + pages(timeline)
 
 
-def inline_pages(ds: Any, repo: str, number: int) -> int:
+def inline_pages(ds: Any, repo: str, number: int, org: str = ORG) -> int:
     """The pages of a PR's inline review comments, counted for each review: none without a review."""
-    return pages(len(ds.review_comments(ORG, repo, number))) if ds.reviews(ORG, repo, number) else 0
+    return pages(len(ds.review_comments(org, repo, number))) if ds.reviews(org, repo, number) else 0
 
 
-def cold_minimum(ds: Any) -> int:
-    return sum(cold_minimum_by_endpoint(ds).values())
+def cold_minimum(ds: Any, org: str = ORG) -> int:
+    return sum(cold_minimum_by_endpoint(ds, org).values())
 
 
-def cold_minimum_by_endpoint(ds: Any) -> dict[str, int]:
+def cold_minimum_by_endpoint(ds: Any, org: str = ORG) -> dict[str, int]:
     """Minimum cold-sync requests per emulator endpoint kind, to tell which requests repeated."""
-    repos = [r["name"] for r in ds.repositories(ORG)]
+    repos = [r["name"] for r in ds.repositories(org)]
     out = {"repos": math.ceil(len(repos) / PER_PAGE) or 1, "pulls": 0, "reviews": 0, "review_comments": 0,
            "files": 0, "timeline": 0}
     for repo in repos:
-        pulls = ds.pull_requests(ORG, repo)
+        pulls = ds.pull_requests(org, repo)
         out["pulls"] += pages(len(pulls))
         for p in pulls:
-            out["reviews"] += pages(len(ds.reviews(ORG, repo, p["number"])))
-            out["review_comments"] += inline_pages(ds, repo, p["number"])
-            out["files"] += pages(min(len(ds.files(ORG, repo, p["number"])), FILES_CAP))
-            out["timeline"] += pages(len(ds.timeline(ORG, repo, p["number"])))
+            out["reviews"] += pages(len(ds.reviews(org, repo, p["number"])))
+            out["review_comments"] += inline_pages(ds, repo, p["number"], org)
+            out["files"] += pages(min(len(ds.files(org, repo, p["number"])), FILES_CAP))
+            out["timeline"] += pages(len(ds.timeline(org, repo, p["number"])))
     return out
 
 
@@ -376,7 +382,8 @@ def mutation_minimum(ds: Any, mutations: list[str]) -> tuple[int, int, int]:
     return requests, cost, sum(len(v) for v in changed.values())
 
 
-def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost: int) -> dict[str, int]:
+def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost: int,
+                    org: str = ORG) -> dict[str, int]:
     """Least REST cost, GraphQL queries and GraphQL points of a graphql-mode run that fetches the
     children of `pages_of_prs` (per repo, the pull-request pages it reads, as PR numbers), with
     `list_cost` for the repository and pull-request list pages.
@@ -405,7 +412,7 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     for repo, page_list in pages_of_prs.items():
         for numbers in page_list:
             if "reviews" in KINDS:
-                counts = math.ceil(sum(len(ds.reviews(ORG, repo, n)) for n in numbers) / 100)
+                counts = math.ceil(sum(len(ds.reviews(org, repo, n)) for n in numbers) / 100)
                 out["queries"] += counts
                 out["points"] += counts
             queries = math.ceil(len(numbers) / ceiling)  # of equal size, as the source splits
@@ -415,12 +422,12 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
                 out["points"] += first_cost[len(batch)]
                 extra: list[int] = []  # follow-up pages of each connection of the batch
                 for n in batch:
-                    lengths = {"reviews": len(ds.reviews(ORG, repo, n)),
-                               "files": min(len(ds.files(ORG, repo, n)), FILES_CAP)}
+                    lengths = {"reviews": len(ds.reviews(org, repo, n)),
+                               "files": min(len(ds.files(org, repo, n)), FILES_CAP)}
                     if events_over_graphql:
-                        extra.append(pages(len(ds.events(ORG, repo, n))) - 1)
+                        extra.append(pages(len(ds.events(org, repo, n))) - 1)
                     else:
-                        out["rest_cost"] += pages(len(ds.timeline(ORG, repo, n)))
+                        out["rest_cost"] += pages(len(ds.timeline(org, repo, n)))
                     for kind, length in lengths.items():
                         if kind in KINDS:
                             extra.append(pages(length) - 1)
@@ -432,15 +439,15 @@ def graphql_minimum(ds: Any, pages_of_prs: dict[str, list[list[int]]], list_cost
     return out
 
 
-def graphql_cold_minimum(ds: Any) -> dict[str, int]:
-    repos = [r["name"] for r in ds.repositories(ORG)]
+def graphql_cold_minimum(ds: Any, org: str = ORG) -> dict[str, int]:
+    repos = [r["name"] for r in ds.repositories(org)]
     by_repo: dict[str, list[list[int]]] = {}
     list_cost = math.ceil(len(repos) / PER_PAGE) or 1
     for repo in repos:
-        numbers = [p["number"] for p in ds.pull_requests(ORG, repo)]
+        numbers = [p["number"] for p in ds.pull_requests(org, repo)]
         by_repo[repo] = [numbers[i:i + PER_PAGE] for i in range(0, len(numbers), PER_PAGE)]
         list_cost += pages(len(numbers))
-    return graphql_minimum(ds, by_repo, list_cost)
+    return graphql_minimum(ds, by_repo, list_cost, org)
 
 
 def graphql_mutation_minimum(ds: Any, mutations: list[str]) -> dict[str, int]:
@@ -1396,6 +1403,34 @@ def dead_server_run(python_and_script: list[str], env: dict[str, str], data_dir:
     return {"wall": wall, "exit": done.returncode, "line": failed[-1] if failed else done.stderr.strip()[-300:]}
 
 
+FLEET_ORGS, FLEET_REPOS, FLEET_PRS = 6, 2, 20  # organisations x repositories x pull requests
+FLEET_APP_ID = "4242"
+
+
+def fleet_bench(args: argparse.Namespace, work: Path, progress: Any) -> dict[str, Any]:
+    """The fleet deployment over FLEET_ORGS organisations of an emulator serving one GitHub App
+    installed in each, with one worker and with two (bench/fleet.py)."""
+    import fleet
+    from emulator.data import Dataset
+
+    orgs = [f"fleet-{i}" for i in range(1, FLEET_ORGS + 1)]
+    installations = {org: 900 + i for i, org in enumerate(orgs, start=1)}
+    replica = Dataset.generate({org: FLEET_REPOS for org in orgs}, FLEET_PRS, seed=args.seed, edge_cases=False)
+    minimum = {org: graphql_cold_minimum(replica, org) for org in orgs}
+    for org, least in minimum.items():  # an App reads the teams too: their list and each one's members
+        teams = replica.teams(org)
+        least["rest_cost"] += pages(len(teams)) + sum(pages(len(replica.team_members(org, t["slug"]))) for t in teams)
+    expected = {org: len(replica.expected(org)["pull_requests"]) for org in orgs}
+    key = work / "fleet-app.pem"
+    app = ("--app-id", FLEET_APP_ID, "--app-key", str(key),
+           "--app-installations", ",".join(f"{org}={i}" for org, i in installations.items()))
+    with Emulator(FLEET_REPOS, FLEET_PRS, args.latency, args.seed, orgs=orgs, extra=app) as emu:
+        rounds = fleet.fleet_rounds(emu.url, orgs, FLEET_APP_ID, key, work, progress)
+    for r in rounds:
+        r["warehouse"] = fleet.warehouse_counts(r["data_dir"])
+    return {"rounds": rounds, "installations": installations, "minimum": minimum, "expected": expected}
+
+
 REPORT_REPEATS = 3
 
 
@@ -1464,6 +1499,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip the wall time of a local no-change `flows/run.py --demo`")
     p.add_argument("--skip-report", action="store_true",
                    help="skip the time to build the HTML report of the benchmark's data")
+    p.add_argument("--skip-fleet", action="store_true",
+                   help="skip the fleet deployment with one worker and with two (a Prefect server)")
     args = p.parse_args(argv)
     if args.backfill_prs is None:
         args.backfill_prs = 10 * args.prs
@@ -1553,6 +1590,7 @@ def main(argv: list[str] | None = None) -> int:
     loops = None if args.skip_crash_loop else [crash_loop(args, work, progress)]
     local = None if args.skip_local_run else local_run(work, progress)
     report = None if args.skip_report else report_build(work / "main", progress)
+    fleet_figures = None if args.skip_fleet else fleet_bench(args, work, progress)
 
     shutil.rmtree(work, ignore_errors=True)
 
@@ -1609,6 +1647,18 @@ def main(argv: list[str] | None = None) -> int:
         out.extend(fault_mix_report(faults))
     if loops is not None:
         out.extend(crash_loop_report(loops))
+    if fleet_figures is not None:
+        import fleet
+
+        out.append(f"Fleet: `github-analytics-fleet/fleet` as deployed (a Prefect server, process workers with "
+                   f"`--limit {fleet.WORKER_LIMIT}`) over {FLEET_ORGS} organisations x {FLEET_REPOS} repositories x "
+                   f"{FLEET_PRS} pull requests, a cold sync (graphql mode) through one GitHub App installed in each; "
+                   "wall time from `prefect deployment run` to the parent's final state, each installation's "
+                   "budget use as the emulator counted it, (min) the least a cold sync of its organisation spends:")
+        out.append("")
+        out.extend(fleet.fleet_report(fleet_figures["rounds"], fleet_figures["installations"],
+                                      fleet_figures["minimum"], fleet_figures["expected"]))
+        out.append("")
     out.append("Time per dlt step (s) of the child's last chunk (one pipeline.run), CPU of the "
                "child:")
     out.append("")
@@ -1691,6 +1741,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         checks.append(("crash loop: SIGKILLs (also in handoff writes) and a lost file, then to the end: "
                        "warehouse exact", None, "skipped (--skip-crash-loop)"))
+    if fleet_figures is not None:
+        import fleet
+
+        checks.extend(fleet.fleet_checks(fleet_figures["rounds"], fleet_figures["installations"],
+                                         fleet_figures["minimum"], fleet_figures["expected"]))
+    else:
+        checks.append(("fleet: every organisation's run Completed, each installation at its minimum", None,
+                       "skipped (--skip-fleet)"))
     if local is not None:
         checks.append(("a healthy local run prints no WARNING line", not any(local["warnings"]),
                        f"WARNING lines per run (first, then no-change): {local['warnings']}"))

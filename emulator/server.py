@@ -628,6 +628,16 @@ class GitHubEmulator:
             if method == "POST" and path == "/_emulator/clear_faults":
                 self.faults.clear()
                 return _Answer(200, _json({"ok": True}))
+            if method == "GET" and path == "/_emulator/callers":
+                # Per credential since reset_stats: requests, and its REST and GraphQL budgets'
+                # use in the current window (reset_rate_limit starts them afresh).
+                callers = sorted({r.caller for r in self.received()})
+                answer = {}
+                for caller in callers:
+                    budget = self._rate_limit_body(caller)["resources"]
+                    answer[caller] = {"requests": sum(r.caller == caller for r in self.received()),
+                                      "rest_used": budget["core"]["used"], "graphql_used": budget["graphql"]["used"]}
+                return _Answer(200, _json(answer))
             if method == "GET" and path == "/_emulator/expected":
                 expected = self.dataset.expected(q.get("org"))
                 return _Answer(200, _json({k: len(v) for k, v in expected.items()}))
