@@ -3,6 +3,7 @@
     ./dev bench [--repos 4] [--prs 150] [--latency 0.05] [--concurrency 16] [--mutations 20]
                 [--skip-sequential] [--skip-graphql] [--skip-memory] [--skip-backfill]
                 [--backfill-latency L] [--skip-faults] [--skip-crash-loop] [--skip-local-run]
+                [--skip-report] [--skip-fleet]
 
 The emulator runs in its own process (`python -m emulator ...`) and every sync runs in a fresh
 child process (`bench.py --_child SPEC OUT`), so each peak-RSS figure (ru_maxrss) is the landing's
