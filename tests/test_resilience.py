@@ -190,14 +190,21 @@ def test_stop_while_paging_fetches_each_child_list_once(big, fake, tmp_path):
         prs = len(big.expected(ORG)["pull_requests"])
         # Each child list once; the only extra child requests are those answered 403 when the
         # budget ran out (other 403s: the pull-request page's own, and another repository's
-        # listing in flight at that moment).
+        # listing in flight at that moment), and a review list whose inline comment list was
+        # refused (its reviews land with their counts, so they are asked again).
         refused = sum(
             1 for request in emu.received()
-            if request.status == 403 and re.search(r"/(reviews|files|timeline)(\?|$)", request.path)
+            if request.status == 403 and re.search(r"/(reviews|files|timeline|comments)(\?|$)", request.path)
         )
         timelines = sum(timeline_pages(big, r, pr["number"]) for r in repo_names(big) for pr in big.pull_requests(ORG, r))
         children = stats["by_endpoint"]["reviews"] + stats["by_endpoint"]["files"] + stats["by_endpoint"]["timeline"]
-        assert children == 2 * prs + timelines + refused
+        comments = stats["by_endpoint"]["review_comments"]
+        comment_pages = sum(max(1, -(-len(big.review_comments(ORG, r, pr["number"])) // 100))
+                            for r in repo_names(big) for pr in big.pull_requests(ORG, r)
+                            if big.reviews(ORG, r, pr["number"]))
+        refused_comments = sum(1 for request in emu.received()
+                               if request.status == 403 and re.search(r"/comments(\?|$)", request.path))
+        assert children + comments == 2 * prs + timelines + comment_pages + refused + refused_comments
         assert refused <= 4
         assert_landed_exactly_once(settings, big)
 
