@@ -50,7 +50,7 @@ from dlt.common.storages.load_package import PackageStorage
 from dlt.destinations import path_utils
 
 from destinations import sql
-from destinations.landing import LAYOUT, Landing, LandedFile
+from destinations.landing import LAYOUT, LOADS_FOLDER, STATE_FOLDER, Landing, LandedFile
 from sources.github.schema import TABLES
 from sources.github.state import rewind_repository
 
@@ -162,6 +162,35 @@ class Handoff:
             return pq.read_metadata(local_path).num_rows
         except FileNotFoundError:
             return self._footer_rows(posixpath.join(self.landing.root, path))
+
+    def forget_unrecorded_states(self, pipeline: dlt.Pipeline) -> list[str]:
+        """Delete the landing's newest state files of this pipeline whose loads have no record.
+
+        dlt writes a load's state file before its record in `_dlt_loads`: a run killed in between
+        leaves a state that says the load landed, and no record, so the merge never takes it. On
+        the machine of that run, dlt finishes the package (it is pending there); any other machine
+        would restore the state and never fetch the load's rows again. Without the file, dlt
+        restores the state before it, and the rows are fetched again (the late package, if its
+        machine ever finishes it, merges like any other: MERGE keeps one copy of each row)."""
+        folder = posixpath.join(self.landing.root, STATE_FOLDER)
+        prefix = f"{self.pipeline_name}__"
+        states: list[tuple[float, str, str]] = []
+        for path in self.landing.ls(folder, prefix):
+            parts = posixpath.basename(path).removesuffix(".jsonl").split("__")
+            if len(parts) == 3 and parts[0] == self.pipeline_name:
+                with contextlib.suppress(ValueError):
+                    states.append((float(sql.check_load_id(parts[1])), parts[1], path))
+        local = set(pipeline.list_normalized_load_packages()) | set(pipeline.list_completed_load_packages())
+        forgotten: list[str] = []
+        for _, load_id, path in sorted(states, reverse=True):
+            record = posixpath.join(self.landing.root, LOADS_FOLDER, f"{self.pipeline_name}__{load_id}.jsonl")
+            if load_id in local or self.landing.fs.exists(record):
+                break
+            self.landing.fs.rm(path)
+            logger.warning("%s: load %s has dlt's state but no record (its run was stopped in between, on another "
+                           "machine): that state is dropped, so its rows are fetched again", self.pipeline_name, load_id)
+            forgotten.append(load_id)
+        return forgotten
 
     def recover(self, pipeline: dlt.Pipeline, org: str) -> list[str]:
         """Write the manifests that crashed runs left unwritten (or empty, by an earlier version's

@@ -30,6 +30,7 @@ from destinations.config import DATASET
 logger = logging.getLogger("destinations.landing")
 
 LOADS_FOLDER = "_dlt_loads"
+STATE_FOLDER = "_dlt_pipeline_state"  # dlt's state files: {pipeline}__{load id}__{hash}.jsonl
 # Where dlt's filesystem destination puts each file (see flows/extract.py); read back here.
 LAYOUT = "{table_name}/org={org}/date={YYYY}-{MM}-{DD}/{load_id}.{file_id}.{ext}"
 

@@ -216,6 +216,7 @@ def land(
         info = _run(pipeline, None)
         if info is not None:
             landed(info)
+    handoff.forget_unrecorded_states(pipeline)  # a state whose load another machine never recorded
     handoff.recover(pipeline, org)  # loads whose landing died before their manifest
     rewound = handoff.rewind(pipeline, org, full_refresh)
     try:

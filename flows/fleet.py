@@ -26,6 +26,7 @@ from settings import Settings
 ORGANISATION_DEPLOYMENT = "github-analytics/organisation"
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 POLL_SECONDS = 2.0
+PAGE = 200  # flow runs a read of the API returns at most
 # How long the parent waits for its runs: under the hour of the schedule, so that a run a lost
 # worker left "Running" ends the parent (Partial, naming it) before the next one is due.
 WAIT_MINUTES = 55.0
@@ -102,35 +103,47 @@ def settings_for(github_url: str | None, data_dir: Path | None, orgs: list[str] 
 
 
 def _unfinished_runs(deployment: str, orgs: list[str]) -> dict[str, str]:
-    """Organisation -> the name and state of its earlier run of `deployment` that has not
-    finished (scheduled, pending, running): a second run now would race on its state."""
+    """Organisation -> the name and state of an earlier run of `deployment` for it that has not
+    finished (scheduled, pending, running), whoever started it: a second run now would race on
+    its state. Matched on the runs' `orgs` parameter, every page of them."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterName,
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
-        FlowRunFilterName,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
 
+    from sources.github.names import normalise_org
+
     flow_name, _, deployment_name = deployment.partition("/")
     going = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name(org) for org in orgs]),
-                                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=going))),
-        )
-    org_of = {run_name(org): org for org in orgs}
+    wanted = set(orgs)
     unfinished: dict[str, str] = {}
-    for run in runs:
-        if run.name in org_of and run.state is not None:
-            unfinished[org_of[run.name]] = f"'{run.name}' ({run.state.name} since {run.state.timestamp:%Y-%m-%d %H:%M} UTC)"
-    return unfinished
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=going))),
+                limit=PAGE, offset=offset,
+            )
+            for run in runs:
+                for org in run.parameters.get("orgs") or []:
+                    try:
+                        name = normalise_org(str(org))
+                    except ValueError:
+                        continue
+                    if name in wanted and run.state is not None:
+                        unfinished[name] = (f"'{run.name}' ({run.state.name} since "
+                                            f"{run.state.timestamp:%Y-%m-%d %H:%M} UTC)")
+            if len(runs) < PAGE:
+                return unfinished
+            offset += PAGE
 
 
 def _write_report(settings: Settings, orgs: list[str]) -> None:

@@ -1,13 +1,16 @@
 """The fleet as shipped (issue 21.2): a real `prefect server start`, prefect.yaml deployed
-unchanged, two process workers, and one run of `github-analytics-fleet/fleet` over six organisations
-of the emulator, each through its own installation of one GitHub App; one organisation has no
-installation. Every process is started in its own process group and killed with it."""
+unchanged and automations.yaml created, two process workers, and one run of
+`github-analytics-fleet/fleet` over six organisations of the emulator, each through its own
+installation of one GitHub App; one organisation has no installation. Then a worker lost with the
+run it holds, and the fleet run after it. Every process is started in its own process group and
+killed with it."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -173,8 +176,12 @@ def test_a_lost_worker_costs_only_its_organisations_run_which_the_next_fleet_run
     lands the organisation on another worker, exactly once."""
     api, data_dir = server.api, server.tmp_path / "lost-worker-data"
     dataset = Dataset.generate(orgs={"acme": 2}, prs_per_repo=4, seed=13, edge_cases=False)
+    # Another flow on the server, alive all along, with Prefect's default heartbeat (180 s): the
+    # automation is not for it.
     with GitHubEmulator(dataset, tokens=set(), app_id=APP_ID, app_public_key=PUBLIC,
-                        app_installations={"acme": 201}) as emulator, _worker(server, "parents", 1):
+                        app_installations={"acme": 201}) as emulator, \
+            _process([sys.executable, "-c", ANOTHER_FLOW], server.env, server.tmp_path / "another-flow.log"), \
+            _worker(server, "parents", 1):
         # The list of the second repository's pull requests answers after 60 s: the run is
         # mid-way (the first repository landed or landing) when its worker is lost.
         emulator.faults.add(Fault("slow", r"/repos/acme/[^/]+/pulls\?", seconds=60, after=1))
@@ -194,6 +201,9 @@ def test_a_lost_worker_costs_only_its_organisations_run_which_the_next_fleet_run
         crashed_after = time.monotonic() - killed_at
         lost = _flow_run(api, child["id"])["state"]
         assert lost["type"] == "CRASHED" and "no heartbeat" in lost["message"], lost
+        another = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["another-flow"]}}},
+                             timeout=10).json()
+        assert [run["state"]["type"] for run in another] == ["RUNNING"], another
         state = parent["state"]
         assert state["type"] == "FAILED" and "acme: Crashed: no heartbeat" in state["message"], state
         assert crashed_after < 200, crashed_after
@@ -209,6 +219,18 @@ def test_a_lost_worker_costs_only_its_organisations_run_which_the_next_fleet_run
             assert sorted(rows) == sorted(dataset.expected("acme")[table]), table
     finally:
         con.close()
+
+
+ANOTHER_FLOW = """
+import time
+from prefect import flow
+
+@flow(name="another-flow")
+def another() -> None:
+    time.sleep(600)
+
+another()
+"""
 
 
 def _wait_for_child(api: str, parent_id: str, seconds: float = 120) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def test_merge_waits_for_another_process_then_fails_clearly_with_nothing_merged(
 
     holder = hold_file(path)
     try:
-        with caplog.at_level(logging.WARNING, logger="destinations.warehouse"):
+        with caplog.at_level(logging.INFO, logger="destinations.warehouse"):
             with pytest.raises(WarehouseLocked) as failure:
                 warehouse = DuckDBWarehouse(DuckDBConfig(path=path, lock_timeout_seconds=1.5))
                 merge_landed_loads(warehouse, str(landing), "demo", "github_demo")
@@ -349,3 +349,50 @@ def test_the_lock_wait_setting_keeps_the_data_directorys_file(tmp_path, monkeypa
     monkeypatch.setenv("PR_ANALYTICS_DUCKDB__LOCK_TIMEOUT_SECONDS", "5")
     config = Settings(data_dir=tmp_path).duckdb_config
     assert config.path == tmp_path / "warehouse.duckdb" and config.lock_timeout_seconds == 5
+
+
+MERGE_IN_A_PROCESS = """
+import json, sys
+from destinations import DuckDBConfig, DuckDBWarehouse, merge_landed_loads
+spec = json.loads(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # the go: both processes open the warehouse and merge at the same moment
+warehouse = DuckDBWarehouse(DuckDBConfig(path=spec["path"]))
+try:
+    report = merge_landed_loads(warehouse, spec["landing"], "demo", "github_demo")
+    print(json.dumps({"merged": report.loads_merged}), flush=True)
+except Exception as error:
+    print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+finally:
+    warehouse.close()
+"""
+
+
+def test_two_processes_merging_one_pipeline_at_once_into_duckdb_merge_each_load_once(tmp_path: Path) -> None:
+    """Two workers' merge tasks of one organisation on one machine, as real processes started at
+    the same moment: one takes the DuckDB file, the other waits for it and finds the loads
+    claimed. (On Snowflake, rival sessions are tested above, on fakesnow's server.)"""
+    import json
+
+    landing, path = tmp_path / "landing", tmp_path / "warehouse.duckdb"
+    land_two_loads(landing)
+    setup = DuckDBWarehouse(DuckDBConfig(path=path))
+    bootstrap(setup, ["github_demo"])
+    setup.close()  # the file is the processes' now
+    spec = json.dumps({"path": str(path), "landing": str(landing)})
+
+    processes = [subprocess.Popen([sys.executable, "-c", MERGE_IN_A_PROCESS, spec], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    outcomes = [json.loads(process.communicate(timeout=120)[0].strip().splitlines()[-1]) for process in processes]
+
+    assert sorted(load for o in outcomes for load in o.get("merged", [])) == ["1000.25", "999.5"], outcomes
+    assert [o for o in outcomes if "error" in o] == [], outcomes
+    check = DuckDBWarehouse(DuckDBConfig(path=path))
+    check_each_load_merged_once(check)
+    check.close()

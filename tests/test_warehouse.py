@@ -428,23 +428,12 @@ def test_merge_cost_does_not_grow_with_the_landing_history(tmp_path: Path, duck:
     assert rows_by(duck, "pull_requests", "number")[-1] == (99,)
 
 
-def _hold_lock(path: Path, seconds: float):
-    """Another process with the DuckDB file open (it holds the file's lock) for `seconds`."""
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('open', flush=True); time.sleep(float(sys.argv[2]))", str(path), str(seconds)],
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-    return holder
-
-
 def test_a_merge_waits_for_another_process_saying_so_and_warns_only_when_it_is_long(tmp_path, caplog, monkeypatch):
     import destinations.warehouse as warehouse_module
+    from test_merge_concurrency import hold_file
 
     path = tmp_path / "locked.duckdb"
-    holder = _hold_lock(path, 1.5)
+    holder = hold_file(path, 1.5)
     with caplog.at_level("INFO", logger="destinations.warehouse"):
         warehouse_module._connect_waiting(path, timeout=30).close()
     holder.wait()
@@ -453,7 +442,7 @@ def test_a_merge_waits_for_another_process_saying_so_and_warns_only_when_it_is_l
 
     caplog.clear()
     monkeypatch.setattr(warehouse_module, "LOCK_WARN_SECONDS", 0.5)
-    holder = _hold_lock(path, 1.5)
+    holder = hold_file(path, 1.5)
     with caplog.at_level("INFO", logger="destinations.warehouse"):
         warehouse_module._connect_waiting(path, timeout=30).close()
     holder.wait()
@@ -461,7 +450,7 @@ def test_a_merge_waits_for_another_process_saying_so_and_warns_only_when_it_is_l
     assert [r.levelname for r in waits] == ["INFO", "WARNING"]
     assert "is still locked by another process after" in waits[1].getMessage()
 
-    holder = _hold_lock(path, 5)
+    holder = hold_file(path, 5)
     with pytest.raises(warehouse_module.WarehouseLocked, match="still locked by another process after waiting 1 s"):
         warehouse_module._connect_waiting(path, timeout=1)
     holder.kill()
