@@ -614,3 +614,21 @@ def test_secondary_limits_heard_during_a_pause_do_not_lengthen_it(clock):
     clock.sleep(token.gate.reopens_at() - clock.now())
     pool._observe(token, httpx.Response(403, json=refused, headers=limits(3999), request=flow_request))
     assert 120 <= token.gate.reopens_at() - clock.now() <= 150
+
+
+def test_app_token_minted_after_a_refusal_and_revoked_much_later_is_minted_again(mock, clock, rsa_key):
+    minted = mock.post("/app/installations/42/access_tokens").mock(side_effect=[
+        httpx.Response(201, json={"token": f"ghs_installationTOKEN{n}", "expires_at": _iso(T0 + 3600)})
+        for n in range(1, 5)])
+    answers = iter([401, 200, 401, 200])  # token 1 refused, token 2 works; 20 minutes later token 2 is refused
+    route = mock.get("/x").mock(side_effect=lambda request: httpx.Response(next(answers), json=[]))
+    with GitHubClient(auth=GitHubAppAuth("1", rsa_key[0], 42, API), clock=clock) as client:
+        client.get_page("/x")
+        clock.advance(1200)
+        client.get_page("/x")
+    assert minted.call_count == 3 and route.call_count == 4
+
+
+def test_a_token_given_twice_is_one_token():
+    token = "ghp_" + "c" * 36
+    assert len(TokenPool([token, token])) == 1 and TokenPool([token, token]).budget_name() == TokenPool([token]).budget_name()

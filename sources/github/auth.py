@@ -42,6 +42,7 @@ API_VERSION = "2022-11-28"
 RENEW_BEFORE_EXPIRY = 300.0  # renew an installation token 5 minutes before it expires
 JWT_BACKDATE = 60  # GitHub recommends an `iat` 60 s in the past against clock drift
 JWT_LIFETIME = 540  # 9 minutes; GitHub accepts at most 10
+REMINT_WITHIN = 60.0  # a token minted because one was refused, refused too within this: the answer
 RESET_MARGIN = 1.0  # resume a second after the announced reset, against clock skew
 
 _CHARACTER_NAMES = {"\n": "newline", "\r": "carriage return", "\x00": "NUL", "\t": "tab", " ": "space"}
@@ -244,7 +245,7 @@ class TokenPool(GitHubAuth):
 
     def __init__(self, tokens: Sequence[str], *, source: str = "TokenPool") -> None:
         super().__init__()
-        cleaned = [t.strip() for t in tokens if t and t.strip()]
+        cleaned = list(dict.fromkeys(t.strip() for t in tokens if t and t.strip()))  # each token once
         for position, token in enumerate(cleaned, start=1):
             problem = token_problem(token)
             if problem:
@@ -366,7 +367,9 @@ class GitHubAppAuth(GitHubAuth):
         self._minted: list[str] = []
         self._expires_at = 0.0
         self._renewing_after_rejection = False
-        self._minted_after_rejection: str | None = None  # an Authorization minted because one was refused
+        # The Authorization minted because one was refused, and when: refused too within a minute,
+        # it is the answer; later, it may have been revoked since, and is minted again.
+        self._minted_after_rejection: tuple[str, float] | None = None
         self._credential = Credential(f"app-installation-{self.installation_id or '(of ' + str(org) + ')'}")
 
     def __repr__(self) -> str:
@@ -380,7 +383,7 @@ class GitHubAppAuth(GitHubAuth):
                 self._minted.append(token)
                 self._credential.authorization = f"Bearer {token}"
                 if self._renewing_after_rejection:
-                    self._minted_after_rejection, self._renewing_after_rejection = f"Bearer {token}", False
+                    self._minted_after_rejection, self._renewing_after_rejection = (f"Bearer {token}", now), False
             self._credential.spend()
             return self._credential
 
@@ -392,7 +395,8 @@ class GitHubAppAuth(GitHubAuth):
         with self._lock:
             if sent != credential.authorization:
                 return True  # another thread minted a new token since: send again with it
-            if sent == self._minted_after_rejection:
+            after = self._minted_after_rejection
+            if after is not None and sent == after[0] and self._clock.now() - after[1] < REMINT_WITHIN:
                 return False
             self._expires_at, self._renewing_after_rejection = 0.0, True
         logger.warning("GitHub App %s: installation %s's token was refused (%d %s); minting a new one",
