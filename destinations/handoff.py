@@ -9,12 +9,16 @@ Files, next to the landed data: `{landing}/github/_manifests/{pipeline_name}/`
     {load_id}.pruned.json       the load was merged and its files deleted since, for retention
                                 (destinations/retention.py)
 
-The API: the landing step `record`s the manifests of what `pipeline.run` just landed, `recover`s
-those a crash left unwritten and `rewind`s what loads set aside held; the merge asks what is
+The API: the landing step `record`s the manifests of what `pipeline.run` just landed,
+`forget_unrecorded_states` a lost run left, `recover`s manifests a crash left unwritten and
+`rewind`s what loads set aside held; the merge asks what is
 `ready`, `take`s a load's checked files and `set_aside`s one it cannot take.
 
 Crash behaviour:
 - Every file is written whole or not at all (`_write_whole`): a kill leaves the old file or none.
+- dlt writes a load's state file, then its record in `_dlt_loads`. A machine lost between leaves
+  a state no record backs: `forget_unrecorded_states` deletes it before another machine would
+  restore it, and the load's rows are fetched again.
 - dlt writes a load's record in `_dlt_loads` after all its files, and the manifest follows. A kill
   between leaves a load without a manifest; `recover` writes it from the landed files (the record
   says they are all there), and so does `take` if the merge comes first.
