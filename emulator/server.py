@@ -631,12 +631,12 @@ class GitHubEmulator:
             if method == "GET" and path == "/_emulator/callers":
                 # Per credential since reset_stats: requests, and its REST and GraphQL budgets'
                 # use in the current window (reset_rate_limit starts them afresh).
-                callers = sorted({r.caller for r in self.received()})
+                requests = Counter(r.caller for r in self.received())
                 answer = {}
-                for caller in callers:
+                for caller, count in sorted(requests.items()):
                     budget = self._rate_limit_body(caller)["resources"]
-                    answer[caller] = {"requests": sum(r.caller == caller for r in self.received()),
-                                      "rest_used": budget["core"]["used"], "graphql_used": budget["graphql"]["used"]}
+                    answer[caller] = {"requests": count, "rest_used": budget["core"]["used"],
+                                      "graphql_used": budget["graphql"]["used"]}
                 return _Answer(200, _json(answer))
             if method == "GET" and path == "/_emulator/expected":
                 expected = self.dataset.expected(q.get("org"))

@@ -161,18 +161,23 @@ def _write_report(settings: Settings, orgs: list[str]) -> None:
 
 
 def _wait_for(children: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Each child run's final state, for those that end within `seconds` (polled)."""
+    """Each child run's final state, for those that end within `seconds`: polled a page of runs
+    per read, not a read per run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     states: dict[str, Any] = {}
+    pending = {run.id: org for org, run in children.items()}
     deadline = time.monotonic() + seconds
     with get_client(sync_client=True) as client:
-        while len(states) < len(children):
-            for org, run in children.items():
-                if org not in states:
-                    state = client.read_flow_run(run.id).state
-                    if state is not None and state.type.value in FINAL:
-                        states[org] = state
-            if len(states) < len(children):
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(POLL_SECONDS)
+        while pending:
+            ids = list(pending)
+            for start in range(0, len(ids), PAGE):
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[start:start + PAGE])),
+                                             limit=PAGE)
+                for run in runs:
+                    if run.state is not None and run.state.type.value in FINAL:
+                        states[pending.pop(run.id)] = run.state
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_SECONDS)
     return states

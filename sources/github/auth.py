@@ -441,21 +441,14 @@ class GitHubAppAuth(GitHubAuth):
         with _INSTALLATIONS_LOCK:
             if key in _INSTALLATIONS:
                 return _INSTALLATIONS[key]
-        path = f"/orgs/{self.org}/installation"
         try:
-            response = self._http.get(path, headers={"Authorization": f"Bearer {self.app_jwt(now)}"})
-        except httpx.TransportError as exc:
-            raise GitHubServerError(f"GET {path} failed: {type(exc).__name__}: {exc}", url=path) from None
-        url = str(response.request.url)
-        if response.status_code >= 500:
-            raise GitHubServerError(f"{response.status_code} from GET {url}", status=response.status_code, url=url)
-        if response.status_code == 404:
+            response, url = self._app_request("GET", f"/orgs/{self.org}/installation", now, 200)
+        except AuthenticationError as error:
+            if error.status != 404:
+                raise
             raise AppNotInstalled(
                 f"the GitHub App {self.app_id} is not installed on organisation {self.org} "
-                f"(404 from GET {url}): install it there, or leave the organisation out", status=404, url=url)
-        if response.status_code != 200:
-            raise AuthenticationError(f"{response.status_code} from GET {url}: {github_message(response)}",
-                                      status=response.status_code, url=url)
+                f"({error}): install it there, or leave the organisation out", status=404, url=error.url) from None
         try:
             installation = str(int(response.json()["id"]))
         except (ValueError, KeyError, TypeError):
@@ -491,20 +484,23 @@ class GitHubAppAuth(GitHubAuth):
         assert self.org is not None
         return str(self._http.base_url), self.app_id, self.org.lower()
 
-    def _fetch_token(self, now: float) -> tuple[str, float]:
-        path = f"/app/installations/{self.installation_id}/access_tokens"
-        headers = {"Authorization": f"Bearer {self.app_jwt(now)}"}
+    def _app_request(self, method: str, path: str, now: float, expected: int) -> tuple[httpx.Response, str]:
+        """A request authenticated with the App's JWT, and its URL: GitHubServerError when a retry
+        may cure it (no answer, a 5xx), AuthenticationError for any other answer than `expected`."""
         try:
-            response = self._http.post(path, headers=headers)
+            response = self._http.request(method, path, headers={"Authorization": f"Bearer {self.app_jwt(now)}"})
         except httpx.TransportError as exc:
-            raise GitHubServerError(f"installation token request to {path} failed: {type(exc).__name__}: {exc}", url=path) from None
+            raise GitHubServerError(f"{method} {path} failed: {type(exc).__name__}: {exc}", url=path) from None
         url = str(response.request.url)
         if response.status_code >= 500:
-            raise GitHubServerError(f"{response.status_code} from POST {url}", status=response.status_code, url=url)
-        if response.status_code != 201:
-            raise AuthenticationError(
-                f"{response.status_code} from POST {url}: {github_message(response)}", status=response.status_code, url=url
-            )
+            raise GitHubServerError(f"{response.status_code} from {method} {url}", status=response.status_code, url=url)
+        if response.status_code != expected:
+            raise AuthenticationError(f"{response.status_code} from {method} {url}: {github_message(response)}",
+                                      status=response.status_code, url=url)
+        return response, url
+
+    def _fetch_token(self, now: float) -> tuple[str, float]:
+        response, url = self._app_request("POST", f"/app/installations/{self.installation_id}/access_tokens", now, 201)
         try:
             body = response.json()
             token, expires_at = str(body["token"]).strip(), datetime.fromisoformat(body["expires_at"]).timestamp()
